@@ -1,0 +1,209 @@
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrNoPostgres is returned when no server can be found or started.
+var ErrNoPostgres = errors.New("pgtest: no PostgreSQL found: install it (apt-get install -y postgresql), start a Docker engine, or set " + EnvDatabaseURL)
+
+// FindBinDir returns the directory holding initdb and postgres: the one of
+// initdb on PATH (symlinks resolved), else the newest /usr/lib/postgresql/*/bin.
+func FindBinDir() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			dir := filepath.Dir(r)
+			if _, err := os.Stat(filepath.Join(dir, "postgres")); err == nil {
+				return dir, nil
+			}
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", ErrNoPostgres
+}
+
+func versionOf(binDir string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return v
+}
+
+// localServer is a PostgreSQL server run as a child process of the test binary.
+type localServer struct {
+	binDir  string
+	dir     string // temp root: data/, socket, log
+	port    int
+	cred    *syscall.Credential // non-nil when running as root
+	logPath string
+
+	mu  sync.Mutex // guards cmd and done
+	cmd *exec.Cmd
+	// done is closed when cmd has exited.
+	done chan struct{}
+}
+
+// StartLocal initialises and starts a throwaway server from local binaries.
+func StartLocal(ctx context.Context) (*Server, error) {
+	binDir, err := FindBinDir()
+	if err != nil {
+		return nil, err
+	}
+	ls := &localServer{binDir: binDir}
+	if ls.dir, err = os.MkdirTemp("", "pgcoord-pgtest-"); err != nil {
+		return nil, err
+	}
+	ls.logPath = filepath.Join(ls.dir, "postgres.log")
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			_ = os.RemoveAll(ls.dir)
+			return nil, fmt.Errorf("pgtest: running as root needs a postgres user to run the server as: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		ls.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(ls.dir, uid, gid); err != nil {
+			_ = os.RemoveAll(ls.dir)
+			return nil, err
+		}
+	}
+	if err := ls.initdb(ctx); err != nil {
+		_ = os.RemoveAll(ls.dir)
+		return nil, err
+	}
+	if ls.port, err = freePort(); err != nil {
+		_ = os.RemoveAll(ls.dir)
+		return nil, err
+	}
+	if err := ls.start(ctx); err != nil {
+		_ = os.RemoveAll(ls.dir)
+		return nil, err
+	}
+	s := &Server{
+		Kind:     "local",
+		adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", ls.port),
+		local:    ls,
+	}
+	s.stopFn = func(ctx context.Context) error {
+		err := ls.stop(ctx)
+		return errors.Join(err, os.RemoveAll(ls.dir))
+	}
+	return s, nil
+}
+
+func (ls *localServer) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(ls.binDir, name), args...)
+	cmd.Dir = ls.dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: ls.cred, Setpgid: true}
+	return cmd
+}
+
+func (ls *localServer) initdb(ctx context.Context) error {
+	var out bytes.Buffer
+	cmd := ls.command(ctx, "initdb", "-D", filepath.Join(ls.dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("pgtest: initdb: %w\n%s", err, out.String())
+	}
+	return nil
+}
+
+func (ls *localServer) start(ctx context.Context) error {
+	logf, err := os.OpenFile(ls.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	if ls.cred != nil {
+		_ = os.Chown(ls.logPath, int(ls.cred.Uid), int(ls.cred.Gid))
+	}
+	// Not CommandContext: the server must outlive the ctx of the call that starts it.
+	cmd := ls.command(context.Background(), "postgres",
+		"-D", filepath.Join(ls.dir, "data"),
+		"-p", strconv.Itoa(ls.port),
+		"-k", ls.dir,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=400",
+		"-c", "shared_buffers=128MB",
+		"-c", "max_locks_per_transaction=256",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Stop the server if the test binary dies without cleaning up.
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("pgtest: start postgres: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	ls.mu.Lock()
+	ls.cmd, ls.done = cmd, done
+	ls.mu.Unlock()
+
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := waitReady(wctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", ls.port)); err != nil {
+		_ = ls.stop(context.Background())
+		logs, _ := os.ReadFile(ls.logPath)
+		return fmt.Errorf("pgtest: postgres did not become ready: %w\n%s", err, logs)
+	}
+	return nil
+}
+
+// stop asks for a fast shutdown and waits; after 30 s it kills the server.
+func (ls *localServer) stop(ctx context.Context) error {
+	ls.mu.Lock()
+	cmd, done := ls.cmd, ls.done
+	ls.cmd = nil
+	ls.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(30 * time.Second):
+	case <-ctx.Done():
+	}
+	_ = cmd.Process.Kill()
+	<-done
+	return errors.New("pgtest: postgres did not stop in time and was killed")
+}
+
+func (ls *localServer) restart(ctx context.Context) error {
+	if err := ls.stop(ctx); err != nil {
+		return err
+	}
+	return ls.start(ctx)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,30 @@
+// Package migrations installs and removes every PostgreSQL object pgcoord needs,
+// as goose migrations embedded in the binary.
+//
+// All objects live in one schema ([DefaultSchema], "pgcoord", unless
+// [Options.Schema] says otherwise), and goose's version table is our own
+// (<schema>.goose_db_version), so pgcoord's migrations never collide with the
+// application's own goose migrations in the same database.
+//
+// # What is in here
+//
+//   - River's schema, one goose Go migration per River migration version
+//     (versions 1-8 for River v0.51.2), each calling [rivermigrate] inside
+//     goose's transaction. River's SQL is not copied into this repository: a
+//     River upgrade that brings a new migration version needs one new goose
+//     migration here, and a test fails until it exists.
+//   - pgcoord's own tables, as plain SQL files in [FS] (sql/*.sql). They use
+//     unqualified names and rely on search_path pointing at the schema.
+//
+// # Running them
+//
+// [Up], [Down], [Status] and [Version] open one dedicated connection with
+// search_path set to the schema, take a session advisory lock so that several
+// instances migrating at once apply each migration exactly once, create the
+// schema if needed, and run goose's Provider.
+//
+// Users who run the goose CLI themselves can apply the SQL files in [FS] with
+// a DSN whose search_path is the schema and with -table <schema>.goose_db_version.
+// River's tables are Go migrations and need either this package's API
+// (pgcoord migrate up) or River's own CLI (river migrate-up --schema <schema>).
+package migrations

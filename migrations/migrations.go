@@ -1,0 +1,366 @@
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"log/slog"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// DefaultSchema is the schema that holds pgcoord's tables when no other is configured.
+const DefaultSchema = "pgcoord"
+
+// VersionTable is the name of goose's version table inside the schema.
+const VersionTable = "goose_db_version"
+
+// FS holds pgcoord's SQL migrations (the *.sql files under sql/). River's migrations
+// are Go migrations and are not in FS; see the package documentation.
+//
+//go:embed sql
+var embedded embed.FS
+
+// FS is the embedded directory of SQL migrations, rooted at the migration files.
+var FS = mustSub(embedded, "sql")
+
+func mustSub(f fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err) // the embed pattern above guarantees the directory exists
+	}
+	return sub
+}
+
+// ErrInvalidSchema is returned (wrapped) when a schema name is not a plain
+// lower-case PostgreSQL identifier.
+var ErrInvalidSchema = errors.New("pgcoord: invalid schema name")
+
+var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// ValidateSchema reports whether name can be used as pgcoord's schema: 1 to 63
+// bytes of lower-case ASCII letters, digits and underscores, not starting with
+// a digit, and not a reserved "pg_" name. Every package of pgcoord validates
+// its schema with this function before any SQL runs, so schema names never
+// need quoting rules beyond [pgx.Identifier].
+func ValidateSchema(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty", ErrInvalidSchema)
+	case len(name) > 63:
+		return fmt.Errorf("%w: %q is longer than 63 bytes", ErrInvalidSchema, name)
+	case !schemaRE.MatchString(name):
+		return fmt.Errorf("%w: %q must match %s", ErrInvalidSchema, name, schemaRE)
+	case len(name) >= 3 && name[:3] == "pg_":
+		return fmt.Errorf("%w: %q starts with the reserved prefix pg_", ErrInvalidSchema, name)
+	}
+	return nil
+}
+
+// Options configures a migration run. A nil *Options means all defaults.
+type Options struct {
+	// Schema is the schema holding pgcoord's tables and goose's version table.
+	// Defaults to DefaultSchema.
+	Schema string
+
+	// TargetVersion is the version to migrate to. For Up, 0 means the latest
+	// version. For Down, 0 means remove everything: every migration is rolled
+	// back, then goose's version table and the schema (only if it is then
+	// empty) are dropped.
+	TargetVersion int64
+
+	// Logger receives one Info record per applied migration. Defaults to a
+	// logger that discards Info and logs warnings to stderr.
+	Logger *slog.Logger
+}
+
+func (o *Options) withDefaults() Options {
+	var out Options
+	if o != nil {
+		out = *o
+	}
+	if out.Schema == "" {
+		out.Schema = DefaultSchema
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return out
+}
+
+func (o Options) validate() error {
+	if err := ValidateSchema(o.Schema); err != nil {
+		return fmt.Errorf("Options.Schema: %w", err)
+	}
+	if o.TargetVersion < 0 {
+		return fmt.Errorf("Options.TargetVersion: must not be negative, got %d", o.TargetVersion)
+	}
+	return nil
+}
+
+// Result is one migration applied or rolled back.
+type Result struct {
+	Version  int64
+	Name     string // file name for SQL migrations, "river_NNN" for River's
+	Up       bool
+	Duration time.Duration
+}
+
+// MigrationStatus is the state of one known migration.
+type MigrationStatus struct {
+	Version   int64
+	Name      string
+	Applied   bool
+	AppliedAt time.Time // zero when not applied
+}
+
+// Up applies every pending migration (or those up to Options.TargetVersion).
+// Applying twice is a no-op. Several processes may call Up at once: a session
+// advisory lock serialises them and each migration runs exactly once.
+func Up(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	var out []Result
+	err := withProvider(ctx, pool, o, true, func(p *goose.Provider) error {
+		var (
+			res []*goose.MigrationResult
+			err error
+		)
+		if o.TargetVersion == 0 {
+			res, err = p.Up(ctx)
+		} else {
+			res, err = p.UpTo(ctx, o.TargetVersion)
+		}
+		out = convertResults(o.Logger, res)
+		return err
+	})
+	if err != nil {
+		return out, fmt.Errorf("pgcoord migrations up: %w", err)
+	}
+	return out, nil
+}
+
+// Down rolls back applied migrations newer than Options.TargetVersion. With
+// TargetVersion 0 it removes everything pgcoord created, including goose's
+// version table and the schema itself when nothing else is left in it.
+func Down(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	exists, err := schemaExists(ctx, pool, o.Schema)
+	if err != nil || !exists {
+		return nil, err
+	}
+	var out []Result
+	err = withProvider(ctx, pool, o, false, func(p *goose.Provider) error {
+		res, err := p.DownTo(ctx, o.TargetVersion)
+		out = convertResults(o.Logger, res)
+		if err != nil || o.TargetVersion != 0 {
+			return err
+		}
+		return dropVersionTableAndSchema(ctx, pool, o)
+	})
+	if err != nil {
+		return out, fmt.Errorf("pgcoord migrations down: %w", err)
+	}
+	return out, nil
+}
+
+// Status lists every known migration in version order with whether it is applied.
+func Status(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]MigrationStatus, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	exists, err := schemaExists(ctx, pool, o.Schema)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		var out []MigrationStatus
+		for _, m := range allMigrations(o.Schema) {
+			out = append(out, MigrationStatus{Version: m.Version, Name: m.name})
+		}
+		return out, nil
+	}
+	var out []MigrationStatus
+	err = withProvider(ctx, pool, o, false, func(p *goose.Provider) error {
+		st, err := p.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			out = append(out, MigrationStatus{
+				Version:   s.Source.Version,
+				Name:      sourceName(s.Source),
+				Applied:   s.State == goose.StateApplied,
+				AppliedAt: s.AppliedAt,
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pgcoord migrations status: %w", err)
+	}
+	return out, nil
+}
+
+// Version returns the highest applied migration version, 0 when none is.
+func Version(ctx context.Context, pool *pgxpool.Pool, opts *Options) (int64, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return 0, err
+	}
+	exists, err := schemaExists(ctx, pool, o.Schema)
+	if err != nil || !exists {
+		return 0, err
+	}
+	var v int64
+	err = withProvider(ctx, pool, o, false, func(p *goose.Provider) error {
+		var err error
+		v, err = p.GetDBVersion(ctx)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pgcoord migrations version: %w", err)
+	}
+	return v, nil
+}
+
+// LatestVersion is the highest migration version this build of pgcoord knows.
+// Packages compare it with Version to tell a user to run migrations.
+func LatestVersion() int64 {
+	ms := allMigrations(DefaultSchema)
+	return ms[len(ms)-1].Version
+}
+
+func schemaExists(ctx context.Context, pool *pgxpool.Pool, schema string) (bool, error) {
+	var ok bool
+	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("pgcoord migrations: look up schema %q: %w", schema, err)
+	}
+	return ok, nil
+}
+
+// withProvider opens one dedicated connection (outside the caller's pool, so
+// changing search_path cannot leak into it), optionally creates the schema,
+// and runs fn with a goose Provider bound to it.
+func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create bool, fn func(*goose.Provider) error) error {
+	cfg := pool.Config().ConnConfig.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	// The schema is validated to [a-z0-9_], so quoting it is enough.
+	cfg.RuntimeParams["search_path"] = `"` + o.Schema + `"`
+	db := stdlib.OpenDB(*cfg)
+	defer db.Close()
+	db.SetMaxOpenConns(2)
+
+	if create {
+		if err := createSchema(ctx, db, o.Schema); err != nil {
+			return err
+		}
+	}
+
+	locker, err := lock.NewPostgresSessionLocker(
+		lock.WithLockID(lockID(o.Schema)),
+		lock.WithLockTimeout(1, 600), // poll every second for up to 10 minutes
+	)
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, FS,
+		// Unquoted on purpose: goose splits "schema.table" itself, and the schema is validated to [a-z0-9_].
+		goose.WithTableName(o.Schema+"."+VersionTable),
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithGoMigrations(riverGoMigrations(o.Schema)...),
+		goose.WithSessionLocker(locker),
+		goose.WithSlog(o.Logger),
+	)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	return fn(p)
+}
+
+// createSchema creates the schema under a transaction-scoped advisory lock, so
+// instances starting together do not race on CREATE SCHEMA IF NOT EXISTS
+// (which can fail with a unique violation when two run at once).
+func createSchema(ctx context.Context, db *sql.DB, schema string) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create schema %q: %w", schema, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID(schema)); err != nil {
+		return fmt.Errorf("create schema %q: %w", schema, err)
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+		return fmt.Errorf("create schema %q: %w", schema, err)
+	}
+	return tx.Commit()
+}
+
+func dropVersionTableAndSchema(ctx context.Context, pool *pgxpool.Pool, o Options) error {
+	if _, err := pool.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{o.Schema, VersionTable}.Sanitize()); err != nil {
+		return fmt.Errorf("drop version table: %w", err)
+	}
+	var n int
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`, o.Schema).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("inspect schema %q: %w", o.Schema, err)
+	}
+	if n > 0 {
+		o.Logger.WarnContext(ctx, "pgcoord: schema not dropped: it still holds objects that are not pgcoord's", slog.String("schema", o.Schema), slog.Int("objects", n))
+		return nil
+	}
+	// RESTRICT (the default) refuses to drop anything we did not account for.
+	if _, err := pool.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{o.Schema}.Sanitize()); err != nil {
+		return fmt.Errorf("drop schema %q: %w", o.Schema, err)
+	}
+	return nil
+}
+
+// lockID derives the advisory lock key of the migrations of one schema.
+func lockID(schema string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("pgcoord.migrations:" + schema))
+	return int64(h.Sum64()) //nolint:gosec // wrap-around is fine for a lock key
+}
+
+func convertResults(logger *slog.Logger, res []*goose.MigrationResult) []Result {
+	out := make([]Result, 0, len(res))
+	for _, r := range res {
+		if r == nil || r.Source == nil {
+			continue
+		}
+		out = append(out, Result{Version: r.Source.Version, Name: sourceName(r.Source), Up: r.Direction == "up", Duration: r.Duration})
+		if r.Error == nil {
+			logger.Info("pgcoord: migration applied", slog.Int64("version", r.Source.Version), slog.String("name", sourceName(r.Source)), slog.String("direction", r.Direction), slog.Duration("duration", r.Duration))
+		}
+	}
+	return out
+}
+
+func sourceName(s *goose.Source) string {
+	if s.Type == goose.TypeGo {
+		return riverMigrationName(s.Version)
+	}
+	return s.Path
+}

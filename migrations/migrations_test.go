@@ -1,0 +1,197 @@
+package migrations_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/migrations"
+)
+
+// emptyDB returns a database with nothing of pgcoord in it.
+func emptyDB(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	db := pgtest.NewDB(t)
+	_, err := migrations.Down(context.Background(), db.Pool, nil)
+	require.NoError(t, err)
+	return db.Pool
+}
+
+func tableExists(t *testing.T, pool *pgxpool.Pool, schema, table string) bool {
+	t.Helper()
+	var ok bool
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)`, schema, table).Scan(&ok))
+	return ok
+}
+
+func schemaExists(t *testing.T, pool *pgxpool.Pool, schema string) bool {
+	t.Helper()
+	var ok bool
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&ok))
+	return ok
+}
+
+func TestUpCreatesSchemaAndRiver(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	require.False(t, schemaExists(t, pool, "pgcoord"))
+
+	res, err := migrations.Up(ctx, pool, nil)
+	require.NoError(t, err)
+	require.Len(t, res, int(migrations.LatestVersion()))
+	require.True(t, schemaExists(t, pool, "pgcoord"))
+	for _, table := range []string{"river_job", "river_migration", "river_leader", "river_queue", "goose_db_version"} {
+		require.True(t, tableExists(t, pool, "pgcoord", table), table)
+	}
+	require.False(t, tableExists(t, pool, "public", "river_job"), "nothing lands in public")
+
+	// River itself agrees its schema is complete.
+	m, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	vr, err := m.Validate(ctx, nil)
+	require.NoError(t, err)
+	require.True(t, vr.OK, "river validate: %v", vr.Messages)
+
+	v, err := migrations.Version(ctx, pool, nil)
+	require.NoError(t, err)
+	require.Equal(t, migrations.LatestVersion(), v)
+
+	// Applying twice is a no-op.
+	res, err = migrations.Up(ctx, pool, nil)
+	require.NoError(t, err)
+	require.Empty(t, res)
+}
+
+func TestDownToZeroRemovesEverything(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	require.True(t, tableExists(t, db.Pool, "pgcoord", "river_job"))
+
+	res, err := migrations.Down(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	require.Len(t, res, int(migrations.LatestVersion()))
+	require.False(t, schemaExists(t, db.Pool, "pgcoord"))
+
+	// Down on nothing is a no-op; Version reports 0.
+	_, err = migrations.Down(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	v, err := migrations.Version(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	require.Zero(t, v)
+}
+
+func TestDownKeepsSchemaWithForeignObjects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE pgcoord.users_own_table (id int)`)
+	require.NoError(t, err)
+	_, err = migrations.Down(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	require.True(t, tableExists(t, db.Pool, "pgcoord", "users_own_table"))
+	require.False(t, tableExists(t, db.Pool, "pgcoord", "river_job"))
+}
+
+func TestDownToTargetAndBackUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 1})
+	require.NoError(t, err)
+	v, err := migrations.Version(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, v)
+	require.True(t, tableExists(t, db.Pool, "pgcoord", "river_migration"))
+	require.False(t, tableExists(t, db.Pool, "pgcoord", "river_job"))
+
+	_, err = migrations.Up(ctx, db.Pool, &migrations.Options{TargetVersion: 4})
+	require.NoError(t, err)
+	st, err := migrations.Status(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	require.Len(t, st, int(migrations.LatestVersion()))
+	for _, s := range st {
+		require.Equal(t, s.Version <= 4, s.Applied, "version %d (%s)", s.Version, s.Name)
+	}
+	_, err = migrations.Up(ctx, db.Pool, nil)
+	require.NoError(t, err)
+}
+
+func TestCustomSchemaAndAppGooseTableUntouched(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	// The application's own goose table, in public.
+	_, err := pool.Exec(ctx, `CREATE TABLE public.goose_db_version (id serial primary key, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now());
+		INSERT INTO public.goose_db_version (version_id, is_applied) VALUES (0, true), (20240101, true)`)
+	require.NoError(t, err)
+
+	opts := &migrations.Options{Schema: "coord_custom"}
+	_, err = migrations.Up(ctx, pool, opts)
+	require.NoError(t, err)
+	require.True(t, tableExists(t, pool, "coord_custom", "river_job"))
+	require.True(t, tableExists(t, pool, "coord_custom", "goose_db_version"))
+	require.False(t, schemaExists(t, pool, "pgcoord"))
+
+	var n int
+	var max int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), max(version_id) FROM public.goose_db_version`).Scan(&n, &max))
+	require.Equal(t, 2, n)
+	require.EqualValues(t, 20240101, max)
+
+	_, err = migrations.Down(ctx, pool, opts)
+	require.NoError(t, err)
+	require.False(t, schemaExists(t, pool, "coord_custom"))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM public.goose_db_version`).Scan(&n))
+	require.Equal(t, 2, n)
+}
+
+func TestConcurrentUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { _, err := migrations.Up(ctx, pool, nil); errs <- err }()
+	}
+	for range 3 {
+		require.NoError(t, <-errs)
+	}
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.river_migration`).Scan(&n))
+	require.Equal(t, 8, n)
+}
+
+func TestInvalidSchemaRejectedBeforeSQL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	for _, bad := range []string{"Pgcoord", "x; DROP TABLE y", `a"b`, "1abc", "pg_catalog", "has space", string(make([]byte, 64))} {
+		for name, fn := range map[string]func() error{
+			"up":      func() error { _, err := migrations.Up(ctx, db.Pool, &migrations.Options{Schema: bad}); return err },
+			"down":    func() error { _, err := migrations.Down(ctx, db.Pool, &migrations.Options{Schema: bad}); return err },
+			"status":  func() error { _, err := migrations.Status(ctx, db.Pool, &migrations.Options{Schema: bad}); return err },
+			"version": func() error { _, err := migrations.Version(ctx, db.Pool, &migrations.Options{Schema: bad}); return err },
+		} {
+			err := fn()
+			require.ErrorIs(t, err, migrations.ErrInvalidSchema, "%s %q", name, bad)
+		}
+	}
+	// A closed pool proves no SQL ran: validation fails first.
+	closed := db.NewPool(t, nil)
+	closed.Close()
+	_, err := migrations.Up(ctx, closed, &migrations.Options{Schema: "Bad"})
+	require.ErrorIs(t, err, migrations.ErrInvalidSchema)
+	_, err = migrations.Up(ctx, db.Pool, &migrations.Options{TargetVersion: -1})
+	require.Error(t, err)
+	require.False(t, errors.Is(err, migrations.ErrInvalidSchema))
+}

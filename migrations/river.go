@@ -1,0 +1,100 @@
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+
+	"github.com/pressly/goose/v3"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+	"github.com/riverqueue/river/rivermigrate"
+)
+
+// riverVersions maps goose versions to the River migration versions they
+// install. River's main line v0.51.2 has versions 1 to 8. When a River upgrade
+// adds version 9, append {goose: <next free goose version>, river: 9};
+// TestRiverVersionsCovered fails until then.
+var riverVersions = []struct {
+	goose int64
+	river int
+}{
+	{1, 1}, {2, 2}, {3, 3}, {4, 4}, {5, 5}, {6, 6}, {7, 7}, {8, 8},
+}
+
+func riverMigrationName(gooseVersion int64) string {
+	for _, v := range riverVersions {
+		if v.goose == gooseVersion {
+			return fmt.Sprintf("river_%03d", v.river)
+		}
+	}
+	return fmt.Sprintf("go_%05d", gooseVersion)
+}
+
+func newRiverMigrator(schema string) (*rivermigrate.Migrator[*sql.Tx], error) {
+	return rivermigrate.New(riverdatabasesql.New(nil), &rivermigrate.Config{Schema: schema, Logger: discardLogger})
+}
+
+// riverGoMigrations builds one goose Go migration per River version. Each runs
+// River's own migration SQL (from the River module, never copied here) inside
+// goose's transaction, so goose's version row and River's river_migration row
+// commit together.
+func riverGoMigrations(schema string) []*goose.Migration {
+	out := make([]*goose.Migration, 0, len(riverVersions))
+	for _, v := range riverVersions {
+		up := func(ctx context.Context, tx *sql.Tx) error {
+			m, err := newRiverMigrator(schema)
+			if err != nil {
+				return err
+			}
+			if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{TargetVersion: v.river}); err != nil {
+				return fmt.Errorf("river migration %d up: %w", v.river, err)
+			}
+			return nil
+		}
+		down := func(ctx context.Context, tx *sql.Tx) error {
+			m, err := newRiverMigrator(schema)
+			if err != nil {
+				return err
+			}
+			target := v.river - 1
+			if target == 0 {
+				target = -1 // River's "all the way down"
+			}
+			if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionDown, &rivermigrate.MigrateOpts{TargetVersion: target}); err != nil {
+				return fmt.Errorf("river migration %d down: %w", v.river, err)
+			}
+			return nil
+		}
+		out = append(out, goose.NewGoMigration(v.goose, &goose.GoFunc{RunTx: up}, &goose.GoFunc{RunTx: down}))
+	}
+	return out
+}
+
+type knownMigration struct {
+	Version int64
+	name    string
+}
+
+// allMigrations lists River's Go migrations and the embedded SQL files in
+// version order, without touching a database.
+func allMigrations(string) []knownMigration {
+	var out []knownMigration
+	for _, v := range riverVersions {
+		out = append(out, knownMigration{Version: v.goose, name: riverMigrationName(v.goose)})
+	}
+	entries, _ := fs.ReadDir(FS, ".")
+	for _, e := range entries {
+		v, err := goose.NumericComponent(e.Name())
+		if err != nil {
+			continue
+		}
+		out = append(out, knownMigration{Version: v, name: e.Name()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out
+}
+
+var discardLogger = slog.New(slog.DiscardHandler)

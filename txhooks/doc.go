@@ -1,0 +1,32 @@
+// Package txhooks wraps a pgx transaction so that code can schedule work to
+// run only after the transaction's outcome is known: [Tx.AfterCommit] hooks run
+// after the outermost COMMIT succeeded, [Tx.AfterRollback] hooks after it
+// rolled back.
+//
+// pgcoord uses it to send NOTIFY-driven messages and to update in-process state
+// only for data that other sessions can already see. Any package that accepts a
+// pgx.Tx recognises a *[Tx] and uses its hooks; with a plain pgx.Tx it falls
+// back to something that is also correct after commit.
+//
+// # Guarantees
+//
+//   - Commit hooks run only after the outermost COMMIT returned success, in
+//     registration order, synchronously before Commit returns, on a context
+//     that carries the caller's values but is never cancelled
+//     ([context.WithoutCancel]).
+//   - A hook that returns an error or panics is logged (log/slog, the logger set
+//     with [Tx.SetLogger], else [slog.Default]) and never undoes the commit nor
+//     skips later hooks.
+//   - A COMMIT that PostgreSQL turns into a ROLLBACK (the transaction had
+//     failed; pgx returns [pgx.ErrTxCommitRollback]) runs rollback hooks.
+//     A COMMIT whose outcome is unknown (the connection broke while committing)
+//     runs neither kind and logs a warning: the caller gets the error.
+//   - Savepoints ([Tx.Begin], [Tx.Savepoint]) have hooks of their own. When a
+//     savepoint is released its hooks move to the parent; when it is rolled back
+//     its commit hooks are dropped and its rollback hooks run at once.
+//   - A hook registered after the transaction ended is not run; it is logged at
+//     error level.
+//
+// [Run] is the usual entry point: it begins, calls fn, commits when fn returns
+// nil, and rolls back on error or panic.
+package txhooks
