@@ -110,26 +110,62 @@ func NewDB(tb testing.TB) *DB {
 // NewDB returns a fresh database on s, dropped when the test ends.
 func (s *Server) NewDB(tb testing.TB) *DB {
 	tb.Helper()
+	d, err := s.newDB(tb.Cleanup)
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	d.Pool = d.NewPool(tb, &PoolOptions{AppName: "pgcoord-test"})
+	return d
+}
+
+func (s *Server) newDB(cleanup func(func())) (*DB, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tpl, err := s.template(ctx)
 	if err != nil {
-		tb.Fatalf("%v", err)
+		return nil, err
 	}
 	name := fmt.Sprintf("pgcoord_t%d_%s", dbSeq.Add(1), randomSuffix())
 	if err := s.createDatabase(ctx, name, tpl); err != nil {
-		tb.Fatalf("%v", err)
+		return nil, err
 	}
-	d := &DB{Server: s, Name: name, URL: s.URLFor(name), Schema: migrations.DefaultSchema}
-	tb.Cleanup(func() {
+	cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := s.dropDatabase(ctx, name); err != nil {
-			tb.Logf("pgtest: drop database %s: %v", name, err)
+			fmt.Fprintf(os.Stderr, "pgtest: drop database %s: %v\n", name, err)
 		}
 	})
-	d.Pool = d.NewPool(tb, &PoolOptions{AppName: "pgcoord-test"})
-	return d
+	return &DB{Server: s, Name: name, URL: s.URLFor(name), Schema: migrations.DefaultSchema}, nil
+}
+
+// ExampleDB is NewDB for Example functions, which have no testing.TB: it
+// returns a fresh database on the shared server (started by [Main]) with an
+// open Pool, and a cleanup func that closes the pool and drops the database.
+// It panics when no server is available, which fails the example.
+func ExampleDB() (*DB, func()) {
+	sharedMu.Lock()
+	s, err := shared, sharedErr
+	sharedMu.Unlock()
+	if s == nil {
+		panic(fmt.Sprintf("pgtest: ExampleDB needs pgtest.Main in TestMain (%v)", err))
+	}
+	var cleanups []func()
+	d, err := s.newDB(func(f func()) { cleanups = append(cleanups, f) })
+	if err != nil {
+		panic(err)
+	}
+	pool, err := pgxpool.New(context.Background(), d.URL)
+	if err != nil {
+		panic(err)
+	}
+	d.Pool = pool
+	return d, func() {
+		pool.Close()
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
 }
 
 // PoolOptions configures an extra pool.
