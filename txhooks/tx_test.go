@@ -1,0 +1,322 @@
+package txhooks_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/txhooks"
+)
+
+// recorder collects hook calls in order, safe for concurrent use.
+type recorder struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recorder) hook(name string) txhooks.Hook {
+	return func(ctx context.Context) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.calls = append(r.calls, name)
+		return nil
+	}
+}
+
+func (r *recorder) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+func newTable(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	db := pgtest.NewDB(t)
+	_, err := db.Pool.Exec(context.Background(), `CREATE TABLE t (v int)`)
+	require.NoError(t, err)
+	return db.Pool
+}
+
+func count(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM t`).Scan(&n))
+	return n
+}
+
+func TestCommitRunsCommitHooksInOrderAfterCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.NoError(t, err)
+	var seenByOthers int
+	tx.AfterCommit(func(ctx context.Context) error {
+		// Another session already sees the row: the hook runs after COMMIT.
+		return pool.QueryRow(ctx, `SELECT count(*) FROM t`).Scan(&seenByOthers)
+	})
+	tx.AfterCommit(rec.hook("c1"))
+	tx.AfterRollback(rec.hook("r1"))
+	tx.AfterCommit(rec.hook("c2"))
+	require.Empty(t, rec.got(), "nothing runs before commit")
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, []string{"c1", "c2"}, rec.got())
+	require.Equal(t, 1, seenByOthers)
+
+	// Rollback after commit is the usual deferred no-op and runs nothing.
+	require.ErrorIs(t, tx.Rollback(ctx), pgx.ErrTxClosed)
+	require.Equal(t, []string{"c1", "c2"}, rec.got())
+}
+
+func TestRollbackRunsRollbackHooks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.NoError(t, err)
+	tx.AfterCommit(rec.hook("c1"))
+	tx.AfterRollback(rec.hook("r1"))
+	tx.AfterRollback(rec.hook("r2"))
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, []string{"r1", "r2"}, rec.got())
+	require.Zero(t, count(t, pool))
+	require.ErrorIs(t, tx.Commit(ctx), pgx.ErrTxClosed)
+	require.Equal(t, []string{"r1", "r2"}, rec.got())
+}
+
+func TestCommitTurnedIntoRollback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	tx.AfterCommit(rec.hook("c1"))
+	tx.AfterRollback(rec.hook("r1"))
+	_, err = tx.Exec(ctx, `SELECT 1/0`)
+	require.Error(t, err)
+	err = tx.Commit(ctx)
+	require.ErrorIs(t, err, pgx.ErrTxCommitRollback)
+	require.Equal(t, []string{"r1"}, rec.got())
+}
+
+func TestFailingAndPanickingHooksAreLoggedAndLaterHooksRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	tx.SetLogger(logger)
+	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.NoError(t, err)
+	tx.AfterCommit(func(context.Context) error { return errors.New("boom-error") })
+	tx.AfterCommit(func(context.Context) error { panic("boom-panic") })
+	tx.AfterCommit(rec.hook("after"))
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, []string{"after"}, rec.got())
+	require.Equal(t, 1, count(t, pool), "a failing hook never undoes the commit")
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	require.Contains(t, out, "boom-error")
+	require.Contains(t, out, "boom-panic")
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestHooksGetUncancelledContext(t *testing.T) {
+	t.Parallel()
+	pool := newTable(t)
+	type key struct{}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	var hookErr error
+	var value any
+	tx.AfterCommit(func(hctx context.Context) error {
+		hookErr = hctx.Err()
+		value = hctx.Value(key{})
+		// The hook can still use the database.
+		var one int
+		return pool.QueryRow(hctx, `SELECT 1`).Scan(&one)
+	})
+	require.NoError(t, tx.Commit(ctx))
+	cancel()
+	require.NoError(t, hookErr)
+	require.Equal(t, "v", value)
+
+	// A caller whose context is cancelled before rollback still runs rollback hooks.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	tx2, err := txhooks.Begin(ctx2, pool)
+	require.NoError(t, err)
+	ran := make(chan error, 1)
+	tx2.AfterRollback(func(hctx context.Context) error { ran <- hctx.Err(); return nil })
+	cancel2()
+	_ = tx2.Rollback(ctx2)
+	require.NoError(t, <-ran)
+}
+
+func TestSavepointHooksMoveToParentOnRelease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	tx.AfterCommit(rec.hook("outer-1"))
+	sp, err := tx.Savepoint(ctx)
+	require.NoError(t, err)
+	sp.AfterCommit(rec.hook("sp"))
+	sp.AfterRollback(rec.hook("sp-rollback"))
+	require.NoError(t, sp.Commit(ctx)) // RELEASE SAVEPOINT
+	require.Empty(t, rec.got(), "release runs nothing: the outer tx has not committed")
+	tx.AfterCommit(rec.hook("outer-2"))
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, []string{"outer-1", "sp", "outer-2"}, rec.got())
+}
+
+func TestReleasedSavepointRollbackHooksRunWhenParentRollsBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	nested, err := tx.Begin(ctx) // the pgx.Tx interface form
+	require.NoError(t, err)
+	sp := nested.(*txhooks.Tx)
+	sp.AfterCommit(rec.hook("sp-commit"))
+	sp.AfterRollback(rec.hook("sp-rollback"))
+	require.NoError(t, sp.Commit(ctx))
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, []string{"sp-rollback"}, rec.got())
+}
+
+func TestSavepointRollbackDropsItsCommitHooks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.NoError(t, err)
+	sp, err := tx.Savepoint(ctx)
+	require.NoError(t, err)
+	_, err = sp.Exec(ctx, `INSERT INTO t VALUES (2)`)
+	require.NoError(t, err)
+	sp.AfterCommit(rec.hook("sp-commit"))
+	sp.AfterRollback(rec.hook("sp-rollback"))
+	// A doubly nested savepoint released into sp is dropped with it.
+	sp2, err := sp.Savepoint(ctx)
+	require.NoError(t, err)
+	sp2.AfterCommit(rec.hook("sp2-commit"))
+	require.NoError(t, sp2.Commit(ctx))
+	require.NoError(t, sp.Rollback(ctx))
+	require.Equal(t, []string{"sp-rollback"}, rec.got(), "rollback hooks of a savepoint run when it rolls back")
+	tx.AfterCommit(rec.hook("outer"))
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, []string{"sp-rollback", "outer"}, rec.got())
+	require.Equal(t, 1, count(t, pool))
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+
+	err := txhooks.Run(ctx, pool, func(ctx context.Context, tx *txhooks.Tx) error {
+		tx.AfterCommit(rec.hook("ok"))
+		_, err := tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+		return err
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{"ok"}, rec.got())
+
+	sentinel := errors.New("fn failed")
+	err = txhooks.Run(ctx, pool, func(ctx context.Context, tx *txhooks.Tx) error {
+		tx.AfterCommit(rec.hook("never"))
+		tx.AfterRollback(rec.hook("rolled-back"))
+		_, _ = tx.Exec(ctx, `INSERT INTO t VALUES (2)`)
+		return sentinel
+	})
+	require.ErrorIs(t, err, sentinel)
+	require.Equal(t, []string{"ok", "rolled-back"}, rec.got())
+
+	require.PanicsWithValue(t, "fn panicked", func() {
+		_ = txhooks.Run(ctx, pool, func(ctx context.Context, tx *txhooks.Tx) error {
+			tx.AfterRollback(rec.hook("panic-rollback"))
+			_, _ = tx.Exec(ctx, `INSERT INTO t VALUES (3)`)
+			panic("fn panicked")
+		})
+	})
+	require.Equal(t, []string{"ok", "rolled-back", "panic-rollback"}, rec.got())
+	require.Equal(t, 1, count(t, pool))
+}
+
+func TestCancelledContextRollsBackAndRunsRollbackHooks(t *testing.T) {
+	t.Parallel()
+	pool := newTable(t)
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	err := txhooks.Run(ctx, pool, func(ctx context.Context, tx *txhooks.Tx) error {
+		tx.AfterCommit(rec.hook("never"))
+		tx.AfterRollback(rec.hook("rolled-back"))
+		cancel()
+		_, err := tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+		return err
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, []string{"rolled-back"}, rec.got())
+	require.Zero(t, count(t, pool))
+}
+
+func TestWrapAndHookAfterEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	raw, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	tx := txhooks.Wrap(raw)
+	require.Same(t, tx, txhooks.Wrap(tx), "wrapping a *Tx returns it")
+	rec := &recorder{}
+	tx.AfterCommit(rec.hook("c"))
+	require.NoError(t, tx.Commit(ctx))
+	tx.AfterCommit(rec.hook("late")) // logged, never run
+	require.Equal(t, []string{"c"}, rec.got())
+
+	// BeginTx with options.
+	ro, err := txhooks.BeginTx(ctx, pool, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	require.NoError(t, err)
+	_, err = ro.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.Error(t, err, "read-only transaction")
+	require.NoError(t, ro.Rollback(ctx))
+}
