@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
+	"github.com/pgcoord/pgcoord/internal/pglocal"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -229,7 +230,7 @@ func (d *DB) TerminateBackends(ctx context.Context, appName string) (int, error)
 // shared server is not local and no local binaries exist.
 func NewPrivateServer(tb testing.TB) *Server {
 	tb.Helper()
-	if _, err := FindBinDir(); err != nil {
+	if _, err := pglocal.FindBinDir(); err != nil {
 		tb.Skipf("pgtest: restarting PostgreSQL needs local binaries: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

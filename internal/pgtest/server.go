@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/pglocal"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -27,7 +27,7 @@ type Server struct {
 	Kind string
 
 	adminURL string // connection string to a maintenance database as a superuser or CREATEDB role
-	local    *localServer
+	local    *pglocal.Server
 	stopFn   func(context.Context) error
 
 	tplOnce sync.Once
@@ -48,7 +48,7 @@ func (s *Server) Restart(ctx context.Context) error {
 	if s.local == nil {
 		return fmt.Errorf("pgtest: restart needs a local server started by pgtest; this one is %q", s.Kind)
 	}
-	return s.local.restart(ctx)
+	return s.local.Restart(ctx)
 }
 
 // Stop stops the server (a no-op for a server pgtest did not start) and
@@ -147,23 +147,15 @@ func randomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-// waitReady polls until a connection succeeds or ctx ends.
-func waitReady(ctx context.Context, connString string) error {
-	var last error
-	for {
-		c, err := pgx.Connect(ctx, connString)
-		if err == nil {
-			err = c.Ping(ctx)
-			_ = c.Close(ctx)
-			if err == nil {
-				return nil
-			}
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return errors.Join(ctx.Err(), last)
-		case <-time.After(50 * time.Millisecond):
-		}
+// StartLocal starts a throwaway local server (see package pglocal).
+func StartLocal(ctx context.Context) (*Server, error) {
+	ls, err := pglocal.Start(ctx)
+	if err != nil {
+		return nil, err
 	}
+	return &Server{Kind: "local", adminURL: ls.URL(), local: ls, stopFn: ls.Stop}, nil
+}
+
+func waitReady(ctx context.Context, connString string) error {
+	return pglocal.WaitReady(ctx, connString)
 }

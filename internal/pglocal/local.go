@@ -1,4 +1,7 @@
-package pgtest
+// Package pglocal runs a throwaway PostgreSQL server from the local binaries
+// (initdb and postgres), as a child process on a free loopback port in a
+// temporary directory. The tests (internal/pgtest) and `pgcoord demo` use it.
+package pglocal
 
 import (
 	"bytes"
@@ -15,10 +18,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
-// ErrNoPostgres is returned when no server can be found or started.
-var ErrNoPostgres = errors.New("pgtest: no PostgreSQL found: install it (apt-get install -y postgresql), start a Docker engine, or set " + EnvDatabaseURL)
+// ErrNoPostgres is returned when no local PostgreSQL binaries exist.
+var ErrNoPostgres = errors.New("no PostgreSQL binaries found (initdb, postgres): install them with apt-get install -y postgresql, or point pgcoord at a server with a database URL")
 
 // FindBinDir returns the directory holding initdb and postgres: the one of
 // initdb on PATH (symlinks resolved), else the newest /usr/lib/postgresql/*/bin.
@@ -46,8 +51,8 @@ func versionOf(binDir string) int {
 	return v
 }
 
-// localServer is a PostgreSQL server run as a child process of the test binary.
-type localServer struct {
+// Server is a PostgreSQL server run as a child process.
+type Server struct {
 	binDir  string
 	dir     string // temp root: data/, socket, log
 	port    int
@@ -60,14 +65,15 @@ type localServer struct {
 	done chan struct{}
 }
 
-// StartLocal initialises and starts a throwaway server from local binaries.
-func StartLocal(ctx context.Context) (*Server, error) {
+// Start initialises and starts a throwaway server. Stop it with Stop, which
+// also removes its directory.
+func Start(ctx context.Context) (*Server, error) {
 	binDir, err := FindBinDir()
 	if err != nil {
 		return nil, err
 	}
-	ls := &localServer{binDir: binDir}
-	if ls.dir, err = os.MkdirTemp("", "pgcoord-pgtest-"); err != nil {
+	ls := &Server{binDir: binDir}
+	if ls.dir, err = os.MkdirTemp("", "pgcoord-pg-"); err != nil {
 		return nil, err
 	}
 	ls.logPath = filepath.Join(ls.dir, "postgres.log")
@@ -75,7 +81,7 @@ func StartLocal(ctx context.Context) (*Server, error) {
 		u, err := user.Lookup("postgres")
 		if err != nil {
 			_ = os.RemoveAll(ls.dir)
-			return nil, fmt.Errorf("pgtest: running as root needs a postgres user to run the server as: %w", err)
+			return nil, fmt.Errorf("running PostgreSQL as root needs a postgres user to run it as: %w", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
@@ -97,19 +103,30 @@ func StartLocal(ctx context.Context) (*Server, error) {
 		_ = os.RemoveAll(ls.dir)
 		return nil, err
 	}
-	s := &Server{
-		Kind:     "local",
-		adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", ls.port),
-		local:    ls,
-	}
-	s.stopFn = func(ctx context.Context) error {
-		err := ls.stop(ctx)
-		return errors.Join(err, os.RemoveAll(ls.dir))
-	}
-	return s, nil
+	return ls, nil
 }
 
-func (ls *localServer) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+// URL is a connection string to the postgres database as the postgres superuser.
+func (ls *Server) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", ls.port)
+}
+
+// Stop shuts the server down and removes its directory.
+func (ls *Server) Stop(ctx context.Context) error {
+	err := ls.stop(ctx)
+	return errors.Join(err, os.RemoveAll(ls.dir))
+}
+
+// Restart stops PostgreSQL (fast shutdown: every session is disconnected) and
+// starts it again on the same port and data directory.
+func (ls *Server) Restart(ctx context.Context) error {
+	if err := ls.stop(ctx); err != nil {
+		return err
+	}
+	return ls.start(ctx)
+}
+
+func (ls *Server) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(ls.binDir, name), args...)
 	cmd.Dir = ls.dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "LANG=C")
@@ -117,17 +134,17 @@ func (ls *localServer) command(ctx context.Context, name string, args ...string)
 	return cmd
 }
 
-func (ls *localServer) initdb(ctx context.Context) error {
+func (ls *Server) initdb(ctx context.Context) error {
 	var out bytes.Buffer
 	cmd := ls.command(ctx, "initdb", "-D", filepath.Join(ls.dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pgtest: initdb: %w\n%s", err, out.String())
+		return fmt.Errorf("pglocal: initdb: %w\n%s", err, out.String())
 	}
 	return nil
 }
 
-func (ls *localServer) start(ctx context.Context) error {
+func (ls *Server) start(ctx context.Context) error {
 	logf, err := os.OpenFile(ls.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
 	if err != nil {
 		return err
@@ -153,7 +170,7 @@ func (ls *localServer) start(ctx context.Context) error {
 	// Stop the server if the test binary dies without cleaning up.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("pgtest: start postgres: %w", err)
+		return fmt.Errorf("pglocal: start postgres: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -163,16 +180,16 @@ func (ls *localServer) start(ctx context.Context) error {
 
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := waitReady(wctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", ls.port)); err != nil {
+	if err := WaitReady(wctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", ls.port)); err != nil {
 		_ = ls.stop(context.Background())
 		logs, _ := os.ReadFile(ls.logPath)
-		return fmt.Errorf("pgtest: postgres did not become ready: %w\n%s", err, logs)
+		return fmt.Errorf("pglocal: postgres did not become ready: %w\n%s", err, logs)
 	}
 	return nil
 }
 
 // stop asks for a fast shutdown and waits; after 30 s it kills the server.
-func (ls *localServer) stop(ctx context.Context) error {
+func (ls *Server) stop(ctx context.Context) error {
 	ls.mu.Lock()
 	cmd, done := ls.cmd, ls.done
 	ls.cmd = nil
@@ -189,14 +206,7 @@ func (ls *localServer) stop(ctx context.Context) error {
 	}
 	_ = cmd.Process.Kill()
 	<-done
-	return errors.New("pgtest: postgres did not stop in time and was killed")
-}
-
-func (ls *localServer) restart(ctx context.Context) error {
-	if err := ls.stop(ctx); err != nil {
-		return err
-	}
-	return ls.start(ctx)
+	return errors.New("pglocal: postgres did not stop in time and was killed")
 }
 
 func freePort() (int, error) {
@@ -206,4 +216,25 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// WaitReady polls until a connection to connString succeeds or ctx ends.
+func WaitReady(ctx context.Context, connString string) error {
+	var last error
+	for {
+		c, err := pgx.Connect(ctx, connString)
+		if err == nil {
+			err = c.Ping(ctx)
+			_ = c.Close(ctx)
+			if err == nil {
+				return nil
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
