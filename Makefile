@@ -1,0 +1,34 @@
+# pgcoord developer commands. `make test` is what CI runs (.ci/run).
+STATICCHECK_VERSION := v0.8.2
+GO ?= go
+
+.PHONY: test vet staticcheck unit demo bench db-up db-down
+
+test: vet staticcheck unit
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Three instances acting out the cluster guide's four scenarios. Uses
+# PGCOORD_DATABASE_URL when set, else a throwaway local PostgreSQL.
+demo:
+	@dsn="$$(.ci/ensure-postgres)" && PGCOORD_DATABASE_URL="$${PGCOORD_DATABASE_URL:-$$dsn}" $(GO) run ./cmd/pgcoord demo
+
+# Side-by-side ratios against the raw primitives (see BENCHMARKS.md).
+bench:
+	@dsn="$$(.ci/ensure-postgres)" && PGCOORD_DATABASE_URL="$${PGCOORD_DATABASE_URL:-$$dsn}" $(GO) run ./cmd/pgcoord bench all
+
+# A PostgreSQL for local development, when a Docker engine answers.
+db-up:
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine answers: install PostgreSQL with 'apt-get install -y postgresql' (pgcoord starts a throwaway server from its binaries) or set PGCOORD_DATABASE_URL"; exit 1; }
+	docker compose up -d --wait postgres
+	@echo "export PGCOORD_DATABASE_URL=postgres://pgcoord:pgcoord@127.0.0.1:5432/pgcoord?sslmode=disable"
+
+db-down:
+	docker compose down
