@@ -1,0 +1,52 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by every call made after [EventQueue.Stop].
+	ErrClosed = errors.New("queue: event queue stopped")
+
+	// ErrEmptyChannel is returned when a channel name is empty.
+	ErrEmptyChannel = errors.New("queue: empty channel name")
+
+	// ErrAlreadySubscribed is returned by [EventQueue.Subscribe] when this
+	// instance already consumes the channel. The first subscription stays.
+	ErrAlreadySubscribed = errors.New("queue: channel already subscribed")
+
+	// ErrNotSubscribed is returned by [EventQueue.Unsubscribe] for a channel this
+	// instance does not consume.
+	ErrNotSubscribed = errors.New("queue: channel not subscribed")
+
+	// ErrInvalidPayload is returned (wrapped) when a payload cannot be encoded
+	// as JSON, or a [json.RawMessage] payload is not valid JSON.
+	ErrInvalidPayload = errors.New("queue: invalid payload")
+
+	// ErrPayloadTooLarge is returned when an encoded payload is larger than
+	// Config.MaxPayloadBytes.
+	ErrPayloadTooLarge = errors.New("queue: payload too large")
+
+	// ErrInvalidOptions is returned (wrapped, naming the field) when a
+	// [Consumer], [PublishOpts] or [Config] field is out of range.
+	ErrInvalidOptions = errors.New("queue: invalid options")
+
+	// ErrNotFound is returned by [EventQueue.Cancel] when no message has the id
+	// (it never existed, or it was finished and cleaned up).
+	ErrNotFound = errors.New("queue: message not found")
+)
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+}
+
+// PanicError is the error recorded for an attempt whose Process panicked.
+type PanicError struct {
+	// Value is what Process panicked with.
+	Value any
+	// Stack is the goroutine's stack at the panic.
+	Stack string
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("queue: process panicked: %v", e.Value) }

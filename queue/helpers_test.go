@@ -1,0 +1,71 @@
+package queue_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/queue"
+)
+
+const waitFor = 20 * time.Second
+
+// newQueue starts an EventQueue on pool (db.Pool when nil), stopped at cleanup.
+func newQueue(t *testing.T, db *pgtest.DB, pool *pgxpool.Pool, cfg *queue.Config) *queue.EventQueue {
+	t.Helper()
+	if pool == nil {
+		pool = db.Pool
+	}
+	var c queue.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			c.Logger = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		}
+	}
+	q, err := queue.New(pool, &c)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = q.Stop(ctx)
+	})
+	return q
+}
+
+func start(t *testing.T, q *queue.EventQueue) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, q.Start(ctx))
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// jobState reads a message's River state and attempt.
+func jobState(t *testing.T, db *pgtest.DB, id int64) (state string, attempt int, errs int) {
+	t.Helper()
+	err := db.Pool.QueryRow(ctxT(t), `SELECT state::text, attempt, coalesce(cardinality(errors), 0) FROM pgcoord.river_job WHERE id = $1`, id).Scan(&state, &attempt, &errs)
+	require.NoError(t, err)
+	return
+}

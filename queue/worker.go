@@ -1,0 +1,122 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// messageKind is the River job kind of every message; the channel is the
+// River queue, so one worker serves every channel.
+const messageKind = "pgcoord.queue.message"
+
+// rescuedError is the error River's rescuer records on a message whose
+// worker stopped answering (the process died). Such attempts are not
+// counted as failures.
+const rescuedError = "Stuck job rescued by JobRescuer"
+
+// messageArgs is a message as stored in river_job.args.
+type messageArgs struct {
+	Channel string `json:"channel"`
+	// Payload is the message's JSON text kept as a JSON string: jsonb would
+	// reorder keys, drop duplicates and reject \u0000, so storing the text
+	// makes the payload round-trip byte for byte.
+	Payload    string `json:"payload"`
+	TimeoutMS  int64  `json:"timeout_ms"`
+	MaxRetries int    `json:"max_retries"`
+	UniqueKey  string `json:"unique_key,omitempty" river:"unique"`
+}
+
+func (messageArgs) Kind() string { return messageKind }
+
+type worker struct {
+	river.WorkerDefaults[messageArgs]
+	q *EventQueue
+}
+
+func (w *worker) Timeout(job *river.Job[messageArgs]) time.Duration {
+	return time.Duration(job.Args.TimeoutMS) * time.Millisecond
+}
+
+func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
+	q := w.q
+	sub := q.lookup(job.Queue)
+	if sub == nil {
+		// Unsubscribe keeps the subscription until River's producer for the
+		// queue stopped, so this is defensive: hand the message back at once
+		// without charging an attempt.
+		return river.JobSnooze(0)
+	}
+	failed := failedAttempts(job.JobRow)
+	msg := Message{
+		ID:      job.ID,
+		Channel: job.Args.Channel,
+		Payload: []byte(job.Args.Payload),
+		Retried: failed,
+		Options: MessageOptions{
+			Timeout:     time.Duration(job.Args.TimeoutMS) * time.Millisecond,
+			MaxRetries:  job.Args.MaxRetries,
+			UniqueKey:   job.Args.UniqueKey,
+			PublishedAt: job.CreatedAt,
+		},
+	}
+	err := sub.process(ctx, msg)
+	if err == nil {
+		return nil
+	}
+	attrs := []any{slog.String("channel", msg.Channel), slog.Int64("message_id", job.ID), slog.Int("attempt", job.Attempt), slog.String("error", err.Error())}
+	if ctx.Err() != nil {
+		cause := context.Cause(ctx)
+		switch {
+		case errors.Is(cause, river.ErrJobCancelledRemotely):
+			q.logger.InfoContext(ctx, "queue: message cancelled", attrs...)
+			return river.JobCancel(err)
+		case !errors.Is(cause, context.DeadlineExceeded):
+			// The instance is stopping and its grace period ran out. Returning
+			// the context's error lets River put the message back without
+			// charging the attempt, whatever Process returned.
+			q.logger.InfoContext(ctx, "queue: message interrupted by stop; requeued", attrs...)
+			return ctx.Err()
+		}
+	}
+	if failed+1 > job.Args.MaxRetries {
+		q.logger.ErrorContext(ctx, "queue: message failed and is out of retries; discarded", attrs...)
+		// River's max_attempts also budgets MaxRescues attempts lost to dead
+		// workers, so River alone would retry. Lowering the limit on the row
+		// River's executor holds for this attempt makes it record the failure
+		// as discarded (state discarded, errors kept) in the same write. The
+		// row is this attempt's own copy; TestRetriesExhaustedDiscards guards
+		// this against River changes.
+		job.MaxAttempts = job.Attempt
+		return err
+	}
+	q.logger.WarnContext(ctx, "queue: message failed; will retry", attrs...)
+	return err
+}
+
+// process calls the consumer, turning a panic into a failed attempt.
+func (s *subscription) process(ctx context.Context, msg Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: string(debug.Stack())}
+		}
+	}()
+	return s.consumer.Process(ctx, msg)
+}
+
+// failedAttempts counts the attempts that failed in Process (errors River
+// recorded, except its rescuer's).
+func failedAttempts(job *rivertype.JobRow) int {
+	n := 0
+	for _, e := range job.Errors {
+		if e.Error != rescuedError {
+			n++
+		}
+	}
+	return n
+}
