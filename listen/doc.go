@@ -1,0 +1,84 @@
+// Package listen is cluster publish/subscribe on PostgreSQL LISTEN/NOTIFY that
+// loses nothing: NocoBase's PubSubManager ([PubSub]) and SyncMessageManager
+// ([SyncMessages]).
+//
+// Every instance of an app creates one [PubSub] with [New] over its pool,
+// subscribes handlers with [PubSub.Subscribe], and calls [PubSub.Start].
+// [PubSub.Publish] and [PubSub.PublishTx] reach every other instance of the
+// same app by default ([PublishOpts] adds or restricts to the publisher).
+//
+// # How it works
+//
+// Each message is a row of the messages table (migration 00009, in the
+// configured schema) carrying the publishing transaction's xid8. The same
+// statement, or the caller's transaction, NOTIFYs the app's single physical
+// channel, whose name is derived from a hash of schema and app name (logical
+// channel names are only ever data, never SQL identifiers). Small messages
+// travel inline in the notification; larger ones (about 7.8 kB and up) travel
+// by id and the listener reads the row. A transaction publishing through
+// PublishTx sends one constant wake-up notification, which PostgreSQL folds
+// into one per transaction however many messages it publishes; listeners then
+// read the new rows. NOTIFY serialises the commits of the transactions that
+// send one, so this keeps the cost at one NOTIFY per transaction.
+//
+// Each PubSub has one dedicated listener connection (pgx.Connect with the
+// pool's connection configuration; LISTEN does not work through a pooled or
+// transaction-pooled connection). Every [Config.PollInterval] it reads the log
+// from a watermark: the xmin of a previous snapshot. Every transaction below
+// xmin has ended, so a row whose id was allocated before another's but whose
+// transaction commits later is never skipped. The poll is also the health
+// check; when it or the connection fails the listener reconnects with
+// exponential backoff and jitter, LISTENs again, calls every subscription's
+// [SubscribeOpts.OnResync], and delivers what it missed from the log.
+//
+// # Guarantees
+//
+//   - Exactly once per subscription: a message committed after Subscribe
+//     returned (and after Start) is delivered to it once, whether it was found
+//     through a notification, a poll, a catch-up after reconnect, or the
+//     publisher's local delivery. Messages are deduplicated by id.
+//   - Nothing before Start: a message committed before this instance's first
+//     Start is never delivered to it. Catch-up covers reconnection gaps, not
+//     history. Publishing works before Start.
+//   - Transactions: PublishTx delivers if and only if the transaction commits,
+//     and only after the commit.
+//   - Order: messages from one publisher that publishes sequentially are
+//     delivered in commit order (a catch-up orders by transaction id, then
+//     id). Messages of different publishers have no defined order.
+//   - Payloads: any JSON value round-trips byte for byte, including the
+//     \u0000 escape (the column is json, not jsonb). [Config.MaxPayloadBytes]
+//     (1 MiB by default) caps a payload: above it Publish returns
+//     [ErrPayloadTooLarge] and nothing is written.
+//   - Isolation: apps on one database never see each other's messages.
+//   - Slow handlers: each subscription has its own goroutine and a bounded
+//     buffer. A slow handler delays only its own subscription; when its buffer
+//     is full, further messages are dropped from memory (counted in
+//     [Stats].Dropped and logged) and read back from the log once the handler
+//     catches up, after OnResync. Only their ids (8 bytes each) are kept
+//     meanwhile.
+//   - Debounce: trailing edge per subscription and payload.
+//   - Close: after [PubSub.Close] returns nil no handler runs, including
+//     pending debounced calls.
+//
+// # Failure model
+//
+// While the listener is disconnected ([PubSub.Healthy] is false) messages are
+// delayed, not lost: they are delivered after the reconnection, after
+// OnResync. A message older than [Config.Retention] is pruned from the log
+// (by one instance of the app at a time), so an instance disconnected for
+// longer than Retention, or a subscription whose handler stays blocked for
+// longer, can miss messages; [Stats].Lost counts the latter. Handler errors
+// and panics are logged with the channel and payload size, counted in
+// [Stats].HandlerErrors, and never stop delivery; they are not retried.
+// The log is a logged (durable) table, so a PostgreSQL crash loses only
+// transactions that had not committed.
+//
+// Behind PgBouncer in transaction mode LISTEN does not work: the listener
+// needs a direct session connection.
+//
+// Differences from NocoBase: Publish defaults to skipping the publisher (the
+// cluster guide's skipSelf), subscribing the same function twice yields two
+// handles (Go has no function identity), debounce keys on subscription and
+// payload (NocoBase shares one debounced call between subscribers), and
+// publishing works whether or not this instance is started.
+package listen

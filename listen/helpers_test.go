@@ -1,0 +1,142 @@
+package listen
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+)
+
+const waitFor = 20 * time.Second
+const tick = 5 * time.Millisecond
+
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// instance creates a PubSub over a new pool with application_name name (so
+// TerminateBackends(name) kills its sessions), instance id name, app "app"
+// unless cfg says otherwise. It is closed when the test ends.
+func instance(t *testing.T, db *pgtest.DB, name string, cfg *Config) *PubSub {
+	t.Helper()
+	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 6})
+	var c Config
+	if cfg != nil {
+		c = *cfg
+	}
+	if c.InstanceID == "" {
+		c.InstanceID = name
+	}
+	if c.AppName == "" {
+		c.AppName = "app"
+	}
+	if c.Logger == nil {
+		c.Logger = quietLogger()
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 200 * time.Millisecond
+	}
+	ps, err := New(pool, &c)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, ps.Close(ctx))
+	})
+	return ps
+}
+
+func started(t *testing.T, db *pgtest.DB, name string, cfg *Config) *PubSub {
+	t.Helper()
+	ps := instance(t, db, name, cfg)
+	require.NoError(t, ps.Start(context.Background()))
+	return ps
+}
+
+// inbox records delivered messages.
+type inbox struct {
+	mu   sync.Mutex
+	msgs []Message
+}
+
+func (b *inbox) handle(_ context.Context, m Message) error {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *inbox) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.msgs)
+}
+
+func (b *inbox) all() []Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Message(nil), b.msgs...)
+}
+
+func (b *inbox) payloads() []string {
+	var out []string
+	for _, m := range b.all() {
+		out = append(out, string(m.Payload))
+	}
+	return out
+}
+
+// nonBarrier returns the payloads that are not barrier markers.
+func (b *inbox) nonBarrier() []string {
+	var out []string
+	for _, p := range b.payloads() {
+		if !strings.HasPrefix(p, `"barrier-`) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// waitLen waits until at least n messages arrived and returns them.
+func (b *inbox) waitLen(t *testing.T, n int) []Message {
+	t.Helper()
+	require.Eventually(t, func() bool { return b.len() >= n }, waitFor, tick, "want %d messages", n)
+	return b.all()
+}
+
+// has reports whether a message with this payload arrived.
+func (b *inbox) has(payload string) bool {
+	for _, p := range b.payloads() {
+		if p == payload {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *inbox) waitPayload(t *testing.T, payload string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return b.has(payload) }, waitFor, tick, "want payload %s", payload)
+}
+
+func subscribe(t *testing.T, ps *PubSub, channel string, opts *SubscribeOpts) *inbox {
+	t.Helper()
+	b := &inbox{}
+	_, err := ps.Subscribe(context.Background(), channel, b.handle, opts)
+	require.NoError(t, err)
+	return b
+}
+
+// barrier publishes a marker from `from` and waits until `to` received it on
+// channel. Notifications arrive in commit order, so anything `to` would get
+// from messages committed earlier has been dispatched by then.
+func barrier(t *testing.T, from *PubSub, to *inbox, channel string) {
+	t.Helper()
+	marker := `"barrier-` + randomID() + `"`
+	require.NoError(t, from.Publish(context.Background(), channel, []byte(marker), nil))
+	to.waitPayload(t, marker)
+}

@@ -1,0 +1,346 @@
+package listen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+)
+
+// fetchChunk bounds the ids read from the log in one statement.
+const fetchChunk = 500
+
+// listener owns the instance's dedicated LISTEN connection. Only its
+// goroutine uses the connection: notifications, polls and catch-up reads are
+// serialised on it.
+type listener struct {
+	ps *PubSub
+}
+
+type idXid struct {
+	id  int64
+	xid uint64
+}
+
+// connect opens the LISTEN connection (not a pooled one: LISTEN is a session
+// property), LISTENs, and reads the log. On the first connection it only
+// records what is already committed (messages committed before Start are
+// never delivered); on a reconnection it tells every subscription to resync
+// and then delivers what was missed. LISTEN comes first, so a message
+// committed between LISTEN and the read is seen twice and delivered once.
+func (l *listener) connect(ctx context.Context, first bool) (*pgx.Conn, error) {
+	ps := l.ps
+	cfg := ps.pool.Config().ConnConfig.Copy()
+	// A deadline, not a cancel request: the listener waits for
+	// notifications with a deadline all the time, and the connection must
+	// stay usable after one passes.
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{ps.physChannel}.Sanitize()); err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	ps.listenerPID.Store(conn.PgConn().PID())
+	if !first {
+		ps.resyncAll()
+	}
+	if err := l.catchUp(cctx, conn, first); err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return conn, nil
+}
+
+// run serves conn until it fails, then reconnects with exponential backoff
+// and jitter, until the PubSub closes.
+func (l *listener) run(conn *pgx.Conn) {
+	ps := l.ps
+	ctx := ps.ctx
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	b.MaxInterval = ps.cfg.ReconnectMaxDelay
+	b.RandomizationFactor = 0.5
+	for {
+		err := l.serve(ctx, conn)
+		ps.healthy.Store(false)
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = conn.Close(closeCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		ps.logger.WarnContext(ctx, "listen: listener connection lost; reconnecting", slog.String("app", ps.cfg.AppName), slog.Any("error", err))
+		b.Reset()
+		for attempt := 0; ; attempt++ {
+			if attempt > 0 {
+				t := time.NewTimer(b.NextBackOff())
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			}
+			conn, err = l.connect(ctx, false)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			ps.logger.WarnContext(ctx, "listen: reconnect failed", slog.String("app", ps.cfg.AppName), slog.Int("attempt", attempt+1), slog.Any("error", err))
+		}
+		ps.stats.reconnects.Add(1)
+		ps.healthy.Store(true)
+	}
+}
+
+// serve handles notifications on conn and polls the log every PollInterval,
+// until an error (the connection is then discarded) or the PubSub closes.
+func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
+	poll := l.ps.cfg.PollInterval
+	next := time.Now().Add(poll)
+	for {
+		if time.Until(next) <= 0 {
+			qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+			err := l.catchUp(qctx, conn, false)
+			cancel()
+			if err != nil {
+				return err
+			}
+			next = time.Now().Add(poll)
+			continue
+		}
+		wctx, cancel := context.WithDeadline(ctx, next)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if n != nil {
+			if herr := l.handle(ctx, conn, n); herr != nil {
+				return herr
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if wctx.Err() != nil && !conn.IsClosed() {
+				continue // poll time
+			}
+			return err
+		}
+	}
+}
+
+// handle processes one notification.
+func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notification) error {
+	ps := l.ps
+	if n.Channel != ps.physChannel || n.Payload == "" {
+		return nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	switch n.Payload[0] {
+	case 'I':
+		env, err := parseInline(n.Payload)
+		if err != nil {
+			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
+			return nil
+		}
+		ps.dispatch([]envelope{env}, false)
+	case 'R':
+		id, xid, err := parseRef(n.Payload)
+		if err != nil {
+			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
+			return nil
+		}
+		if ps.seen(id, xid) {
+			return nil
+		}
+		envs, err := l.fetch(qctx, conn, []int64{id})
+		if err != nil {
+			return err
+		}
+		ps.dispatch(envs, false)
+	case 'W':
+		return l.catchUp(qctx, conn, false)
+	}
+	return nil
+}
+
+// catchUp reads the log from the watermark: every committed message of the
+// app addressed to this instance that was not dispatched yet is dispatched,
+// in (xid, id) order, then the watermark moves to the snapshot's xmin.
+// Bounding by xmin rather than by the highest id seen is what keeps a row
+// whose transaction commits after a later id's from being skipped.
+func (l *listener) catchUp(ctx context.Context, conn *pgx.Conn, first bool) error {
+	ps := l.ps
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if first {
+		rows, err = conn.Query(ctx, ps.sql.initial, ps.cfg.AppName, ps.cfg.InstanceID)
+	} else {
+		ps.dmu.Lock()
+		wm := ps.watermark
+		ps.dmu.Unlock()
+		rows, err = conn.Query(ctx, ps.sql.catchUp, ps.cfg.AppName, ps.cfg.InstanceID, wm)
+	}
+	if err != nil {
+		return fmt.Errorf("read log: %w", err)
+	}
+	var (
+		xmin  uint64
+		cands []idXid
+	)
+	for rows.Next() {
+		var (
+			x   uint64
+			id  *int64
+			xid *uint64
+		)
+		if err := rows.Scan(&x, &id, &xid); err != nil {
+			rows.Close()
+			return fmt.Errorf("read log: %w", err)
+		}
+		xmin = x
+		if id != nil && xid != nil {
+			cands = append(cands, idXid{*id, *xid})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read log: %w", err)
+	}
+	if first {
+		ps.markSeen(cands)
+		ps.advance(xmin)
+		return nil
+	}
+	missing := make([]int64, 0, 8)
+	for _, c := range cands {
+		if !ps.seen(c.id, c.xid) {
+			missing = append(missing, c.id)
+		}
+	}
+	for len(missing) > 0 {
+		chunk := missing[:min(len(missing), fetchChunk)]
+		missing = missing[len(chunk):]
+		envs, err := l.fetch(ctx, conn, chunk)
+		if err != nil {
+			return err
+		}
+		ps.dispatch(envs, true)
+	}
+	ps.advance(xmin)
+	return nil
+}
+
+// fetch reads messages by id, in (xid, id) order. Ids no longer in the log
+// (pruned) are missing from the result.
+func (l *listener) fetch(ctx context.Context, conn *pgx.Conn, ids []int64) ([]envelope, error) {
+	return fetchMessages(ctx, conn, l.ps, ids)
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func fetchMessages(ctx context.Context, q querier, ps *PubSub, ids []int64) ([]envelope, error) {
+	rows, err := q.Query(ctx, ps.sql.fetch, ps.cfg.AppName, ids)
+	if err != nil {
+		return nil, fmt.Errorf("fetch messages: %w", err)
+	}
+	defer rows.Close()
+	envs := make([]envelope, 0, len(ids))
+	for rows.Next() {
+		var (
+			e       envelope
+			payload string
+		)
+		if err := rows.Scan(&e.msg.ID, &e.xid, &e.msg.Channel, &e.msg.Sender, &e.skipSelf, &e.onlySelf, &payload, &e.msg.PublishedAt); err != nil {
+			return nil, fmt.Errorf("fetch messages: %w", err)
+		}
+		e.msg.Payload = []byte(payload)
+		envs = append(envs, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("fetch messages: %w", err)
+	}
+	return envs, nil
+}
+
+var errMalformed = errors.New("malformed notification")
+
+// parseInline parses "I<id>,<xid>,<unix_micros>,<flags>,<sender_len>,<channel_len>:<sender><channel><payload>".
+func parseInline(p string) (envelope, error) {
+	var env envelope
+	colon := strings.IndexByte(p, ':')
+	if colon < 0 {
+		return env, errMalformed
+	}
+	f := strings.Split(p[1:colon], ",")
+	if len(f) != 6 {
+		return env, errMalformed
+	}
+	var nums [6]int64
+	for i, s := range f {
+		if i == 1 {
+			continue
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return env, errMalformed
+		}
+		nums[i] = v
+	}
+	xid, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return env, errMalformed
+	}
+	rest := p[colon+1:]
+	sl, cl := nums[4], nums[5]
+	if sl < 0 || cl < 0 || sl+cl > int64(len(rest)) {
+		return env, errMalformed
+	}
+	env.msg.ID = nums[0]
+	env.xid = xid
+	env.msg.PublishedAt = time.UnixMicro(nums[2])
+	env.skipSelf = nums[3]&1 != 0
+	env.onlySelf = nums[3]&2 != 0
+	env.msg.Sender = rest[:sl]
+	env.msg.Channel = rest[sl : sl+cl]
+	env.msg.Payload = []byte(rest[sl+cl:])
+	return env, nil
+}
+
+// parseRef parses "R<id>,<xid>".
+func parseRef(p string) (int64, uint64, error) {
+	idS, xidS, ok := strings.Cut(p[1:], ",")
+	if !ok {
+		return 0, 0, errMalformed
+	}
+	id, err := strconv.ParseInt(idS, 10, 64)
+	if err != nil {
+		return 0, 0, errMalformed
+	}
+	xid, err := strconv.ParseUint(xidS, 10, 64)
+	if err != nil {
+		return 0, 0, errMalformed
+	}
+	return id, xid, nil
+}

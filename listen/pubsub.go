@@ -1,0 +1,738 @@
+package listen
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/migrations"
+	"github.com/pgcoord/pgcoord/txhooks"
+)
+
+// Defaults of [Config] and [SubscribeOpts].
+const (
+	// DefaultAppName is the application name when Config.AppName is empty
+	// (NocoBase's main application is called "main").
+	DefaultAppName = "main"
+	// DefaultMaxPayloadBytes caps the JSON encoding of one payload.
+	DefaultMaxPayloadBytes = 1 << 20
+	// DefaultRetention is how long a message stays in the log.
+	DefaultRetention = 24 * time.Hour
+	// DefaultPruneInterval is how often an instance tries to prune the log.
+	DefaultPruneInterval = time.Minute
+	// DefaultBufferSize is the number of messages a subscription buffers
+	// before it overflows (and later recovers them from the log).
+	DefaultBufferSize = 1024
+	// DefaultPollInterval is how often the listener reads the log for
+	// messages it did not get a notification for. The poll is also the
+	// listener connection's health check.
+	DefaultPollInterval = time.Second
+	// DefaultReconnectMaxDelay caps the exponential backoff between
+	// reconnection attempts of the listener.
+	DefaultReconnectMaxDelay = 10 * time.Second
+)
+
+// inlineLimit is the largest notification payload sent inline; PostgreSQL's
+// limit is 8000 bytes and the header takes up to about 100 more.
+const inlineLimit = 7800
+
+// queryTimeout bounds every statement on the listener connection: one that
+// takes longer means the connection is dead or the server is stuck, and the
+// listener reconnects.
+const queryTimeout = 10 * time.Second
+
+// Config configures a [PubSub]. The zero value of every field means its default.
+type Config struct {
+	// AppName namespaces every message: instances receive only messages of
+	// their own app, so several apps share one database without crosstalk.
+	// Defaults to DefaultAppName.
+	AppName string
+
+	// InstanceID identifies this instance as a sender, for skip-self and
+	// only-self delivery. Two PubSubs must never share one. Defaults to a
+	// random id.
+	InstanceID string
+
+	// Schema holds the messages table. Defaults to migrations.DefaultSchema.
+	Schema string
+
+	// Logger receives warnings and errors. Defaults to a logger writing
+	// warnings and above to stderr.
+	Logger *slog.Logger
+
+	// MaxPayloadBytes caps the JSON encoding of a payload; Publish returns
+	// ErrPayloadTooLarge above it. Defaults to DefaultMaxPayloadBytes.
+	MaxPayloadBytes int
+
+	// Retention is how long messages stay in the log. A listener that is
+	// disconnected for longer than Retention can miss messages. Defaults to
+	// DefaultRetention.
+	Retention time.Duration
+
+	// PruneInterval is how often this instance tries to delete messages older
+	// than Retention (one instance of an app at a time). Negative disables
+	// pruning. Defaults to DefaultPruneInterval.
+	PruneInterval time.Duration
+
+	// BufferSize is the default number of buffered messages per
+	// subscription. Defaults to DefaultBufferSize.
+	BufferSize int
+
+	// PollInterval is how often the listener reads the log for messages it
+	// was not notified of, and checks its connection. Defaults to
+	// DefaultPollInterval.
+	PollInterval time.Duration
+
+	// ReconnectMaxDelay caps the backoff between reconnection attempts.
+	// Defaults to DefaultReconnectMaxDelay.
+	ReconnectMaxDelay time.Duration
+}
+
+func (c *Config) withDefaults() Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	if out.AppName == "" {
+		out.AppName = DefaultAppName
+	}
+	if out.InstanceID == "" {
+		out.InstanceID = randomID()
+	}
+	if out.Schema == "" {
+		out.Schema = migrations.DefaultSchema
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if out.MaxPayloadBytes == 0 {
+		out.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if out.Retention == 0 {
+		out.Retention = DefaultRetention
+	}
+	if out.PruneInterval == 0 {
+		out.PruneInterval = DefaultPruneInterval
+	}
+	if out.BufferSize == 0 {
+		out.BufferSize = DefaultBufferSize
+	}
+	if out.PollInterval == 0 {
+		out.PollInterval = DefaultPollInterval
+	}
+	if out.ReconnectMaxDelay == 0 {
+		out.ReconnectMaxDelay = DefaultReconnectMaxDelay
+	}
+	return out
+}
+
+func (c Config) validate() error {
+	if err := migrations.ValidateSchema(c.Schema); err != nil {
+		return fmt.Errorf("listen: Config.Schema: %w", err)
+	}
+	if err := validName(c.AppName); err != nil {
+		return fmt.Errorf("listen: Config.AppName: %w", err)
+	}
+	if err := validName(c.InstanceID); err != nil {
+		return fmt.Errorf("listen: Config.InstanceID: %w", err)
+	}
+	switch {
+	case c.MaxPayloadBytes < 0:
+		return fmt.Errorf("listen: Config.MaxPayloadBytes: must not be negative, got %d", c.MaxPayloadBytes)
+	case c.Retention < 0:
+		return fmt.Errorf("listen: Config.Retention: must not be negative, got %s", c.Retention)
+	case c.BufferSize < 0:
+		return fmt.Errorf("listen: Config.BufferSize: must not be negative, got %d", c.BufferSize)
+	case c.PollInterval < 0:
+		return fmt.Errorf("listen: Config.PollInterval: must not be negative, got %s", c.PollInterval)
+	case c.ReconnectMaxDelay < 0:
+		return fmt.Errorf("listen: Config.ReconnectMaxDelay: must not be negative, got %s", c.ReconnectMaxDelay)
+	}
+	return nil
+}
+
+func validName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("empty")
+	case !utf8.ValidString(s):
+		return errors.New("not valid UTF-8")
+	case strings.IndexByte(s, 0) >= 0:
+		return errors.New("contains a NUL byte")
+	}
+	return nil
+}
+
+func validateChannel(channel string) error {
+	if err := validName(channel); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidChannel, err)
+	}
+	return nil
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+// Message is one delivered message.
+type Message struct {
+	// ID is the message's id in the log: unique within a database, it
+	// increases with publication but not necessarily with commit order.
+	ID int64
+	// Channel is the logical channel it was published on.
+	Channel string
+	// Payload is the JSON text exactly as published.
+	Payload json.RawMessage
+	// Sender is the InstanceID of the publishing PubSub.
+	Sender string
+	// PublishedAt is the database time of the publishing transaction.
+	PublishedAt time.Time
+}
+
+// Handler handles one message. ctx is cancelled when the PubSub closes. A
+// returned error or a panic is logged and counted; it never stops delivery.
+type Handler func(ctx context.Context, msg Message) error
+
+// PublishOpts are per-publish options. A nil *PublishOpts means the defaults:
+// every other instance of the app receives the message, the publisher does not.
+type PublishOpts struct {
+	// IncludeSelf also delivers the message to the publishing instance.
+	IncludeSelf bool
+	// OnlySelf delivers the message to the publishing instance only. It wins
+	// over IncludeSelf.
+	OnlySelf bool
+}
+
+// envelope is a message with its routing and ordering data.
+type envelope struct {
+	msg      Message
+	xid      uint64
+	skipSelf bool
+	onlySelf bool
+}
+
+const (
+	stateNew = iota
+	stateStarted
+	stateClosed
+)
+
+// PubSub is one instance's publish/subscribe endpoint. It is safe for
+// concurrent use. See the package documentation for its guarantees.
+type PubSub struct {
+	pool   *pgxpool.Pool
+	cfg    Config
+	logger *slog.Logger
+
+	table       string // sanitized schema.messages
+	physChannel string // the app's NOTIFY channel: fixed format, never a user string
+	pruneKey    int64
+	sql         statements
+
+	// ctx lives until Close; handlers and background goroutines use it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.RWMutex // guards state, starting and subs
+	state    int
+	starting bool // Start is connecting
+	subs  map[string]map[*Subscription]struct{}
+
+	// dmu guards the dispatch state. Invariant: every committed message of
+	// this app whose xid is below watermark has been dispatched (or was
+	// deliberately skipped as published before the first Start), and
+	// delivered holds the id → xid of every dispatched message with xid at
+	// or above watermark, so a message is dispatched at most once whichever
+	// path (notification, poll, catch-up, local after-commit) finds it.
+	dmu       sync.Mutex
+	watermark uint64
+	delivered map[int64]uint64
+
+	healthy     atomic.Bool
+	listenerPID atomic.Uint32
+	wg          sync.WaitGroup // listener and pruner
+	subWG       sync.WaitGroup // subscription goroutines
+
+	stats struct {
+		published, delivered, caughtUp, dropped, recovered, lost, reconnects, handlerErrors atomic.Int64
+	}
+}
+
+type statements struct {
+	publish, publishTx, initial, catchUp, fetch, prune string
+}
+
+// New returns a PubSub for the instance whose pool is pool. It does not touch
+// the database; call [PubSub.Start] to start receiving. Publishing works
+// before Start.
+func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
+	if pool == nil {
+		return nil, errors.New("listen: nil pool")
+	}
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte("pgcoord.listen\x00" + c.Schema + "\x00" + c.AppName))
+	ps := &PubSub{
+		pool:        pool,
+		cfg:         c,
+		logger:      c.Logger,
+		table:       pgx.Identifier{c.Schema, "messages"}.Sanitize(),
+		physChannel: "pgcoord_" + hex.EncodeToString(sum[:12]),
+		subs:        map[string]map[*Subscription]struct{}{},
+		delivered:   map[int64]uint64{},
+	}
+	for i := 0; i < 8; i++ {
+		ps.pruneKey = ps.pruneKey<<8 | int64(sum[12+i])
+	}
+	ps.sql = buildStatements(ps.table)
+	ps.ctx, ps.cancel = context.WithCancel(context.Background())
+	return ps, nil
+}
+
+func buildStatements(t string) statements {
+	const insert = `INSERT INTO %s (app, channel, sender, skip_self, only_self, payload)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		RETURNING id, xid, published_at`
+	const routing = ` AND (m.sender = $2 OR NOT m.only_self) AND (m.sender <> $2 OR NOT m.skip_self)`
+	return statements{
+		// One statement: the row and the notification commit together. A
+		// small message travels inline in the notification; a large one by
+		// id (the listener reads the row).
+		publish: `WITH m AS (` + fmt.Sprintf(insert, t) + `)
+			SELECT id, xid, published_at, pg_notify($7, CASE WHEN $8::text = '' THEN 'R' || id || ',' || xid
+				ELSE 'I' || id || ',' || xid || ',' || (extract(epoch FROM published_at) * 1000000)::bigint || ',' || $8::text END)
+			FROM m`,
+		// In a caller's transaction the notification is a constant wake-up:
+		// PostgreSQL folds identical notifications of one transaction, so a
+		// transaction that publishes many messages sends one NOTIFY.
+		publishTx: `WITH m AS (` + fmt.Sprintf(insert, t) + `)
+			SELECT id, xid, published_at, pg_notify($7, 'W') FROM m`,
+		// The snapshot's xmin and the rows come from one statement, so one
+		// snapshot: every transaction below xmin has ended, and if it
+		// committed its rows are among those returned (or below the old
+		// watermark, already handled).
+		initial: `SELECT s.x, m.id, m.xid FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) s
+			LEFT JOIN ` + t + ` m ON m.app = $1 AND m.xid >= s.x` + routing + `
+			ORDER BY m.xid, m.id`,
+		catchUp: `SELECT s.x, m.id, m.xid FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) s
+			LEFT JOIN ` + t + ` m ON m.app = $1 AND m.xid >= $3` + routing + `
+			ORDER BY m.xid, m.id`,
+		fetch: `SELECT id, xid, channel, sender, skip_self, only_self, payload::text, published_at
+			FROM ` + t + ` WHERE app = $1 AND id = ANY($2) ORDER BY xid, id`,
+		prune: `DELETE FROM ` + t + ` WHERE id IN (SELECT id FROM ` + t + `
+			WHERE app = $1 AND published_at < now() - $2::interval ORDER BY published_at LIMIT $3)`,
+	}
+}
+
+// AppName returns the configured app name.
+func (ps *PubSub) AppName() string { return ps.cfg.AppName }
+
+// InstanceID returns this instance's sender id.
+func (ps *PubSub) InstanceID() string { return ps.cfg.InstanceID }
+
+// Start connects the listener, LISTENs on the app's channel and starts
+// delivering to subscriptions, including those made before Start. It fails
+// fast when PostgreSQL is not reachable or the messages table is missing.
+// Messages committed before Start are never delivered to this instance.
+// After Start returns, the listener reconnects by itself until Close.
+func (ps *PubSub) Start(ctx context.Context) error {
+	ps.mu.Lock()
+	switch {
+	case ps.state == stateClosed:
+		ps.mu.Unlock()
+		return ErrClosed
+	case ps.state == stateStarted || ps.starting:
+		ps.mu.Unlock()
+		return ErrAlreadyStarted
+	}
+	ps.starting = true
+	ps.mu.Unlock()
+
+	l := &listener{ps: ps}
+	conn, err := l.connect(ctx, true)
+
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.starting = false
+	if err == nil && ps.state == stateClosed {
+		err = ErrClosed
+	}
+	if err != nil {
+		if conn != nil {
+			_ = conn.Close(context.WithoutCancel(ctx))
+		}
+		return fmt.Errorf("listen: start: %w", err)
+	}
+	ps.state = stateStarted
+	ps.healthy.Store(true)
+	ps.wg.Add(1)
+	go func() {
+		defer ps.wg.Done()
+		l.run(conn)
+	}()
+	if ps.cfg.PruneInterval > 0 {
+		ps.wg.Add(1)
+		go func() {
+			defer ps.wg.Done()
+			ps.pruneLoop()
+		}()
+	}
+	return nil
+}
+
+// Healthy reports whether the listener connection is up and its catch-up
+// after the latest (re)connection has finished. It is false before Start,
+// while reconnecting and after Close. While it is false, messages may reach
+// this instance late (never lost: see [SubscribeOpts.OnResync]).
+func (ps *PubSub) Healthy() bool { return ps.healthy.Load() }
+
+// Close stops the listener and every subscription. Pending debounced calls
+// are dropped; handlers that are running get a cancelled context, and Close
+// waits for them to return, or for ctx to end (then it returns ctx's error
+// and such a handler may still be running). When Close returns nil no
+// handler is running or will run. Close is safe to call twice and before
+// Start; every other call after it returns ErrClosed.
+func (ps *PubSub) Close(ctx context.Context) error {
+	ps.mu.Lock()
+	if ps.state == stateClosed {
+		ps.mu.Unlock()
+		return nil
+	}
+	ps.state = stateClosed
+	var subs []*Subscription
+	for _, set := range ps.subs {
+		for s := range set {
+			subs = append(subs, s)
+		}
+	}
+	ps.subs = map[string]map[*Subscription]struct{}{}
+	ps.mu.Unlock()
+
+	ps.healthy.Store(false)
+	ps.cancel()
+	for _, s := range subs {
+		s.halt()
+	}
+	done := make(chan struct{})
+	go func() {
+		ps.wg.Wait()
+		ps.subWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("listen: close: %w", ctx.Err())
+	}
+}
+
+func (ps *PubSub) closed() bool {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return ps.state == stateClosed
+}
+
+// Stats are counters since New.
+type Stats struct {
+	// Published counts messages written by Publish and PublishTx (a
+	// PublishTx whose transaction rolls back is counted too).
+	Published int64
+	// Delivered counts handler calls (a debounced burst counts once).
+	Delivered int64
+	// CaughtUp counts messages this instance found in the log instead of
+	// through a notification: after a reconnect, by the poll, or for a
+	// transaction that published several messages.
+	CaughtUp int64
+	// Dropped counts messages that did not fit a subscription's buffer.
+	Dropped int64
+	// Recovered counts dropped messages read back from the log and delivered.
+	Recovered int64
+	// Lost counts dropped messages that were no longer in the log when the
+	// subscription recovered them (pruned after Retention).
+	Lost int64
+	// Reconnects counts successful reconnections of the listener.
+	Reconnects int64
+	// HandlerErrors counts handler calls that returned an error or panicked.
+	HandlerErrors int64
+}
+
+// Stats returns a snapshot of the counters.
+func (ps *PubSub) Stats() Stats {
+	s := &ps.stats
+	return Stats{
+		Published:     s.published.Load(),
+		Delivered:     s.delivered.Load(),
+		CaughtUp:      s.caughtUp.Load(),
+		Dropped:       s.dropped.Load(),
+		Recovered:     s.recovered.Load(),
+		Lost:          s.lost.Load(),
+		Reconnects:    s.reconnects.Load(),
+		HandlerErrors: s.handlerErrors.Load(),
+	}
+}
+
+// encodePayload returns payload's JSON text. A json.RawMessage or []byte is
+// taken as JSON text as it is (it must be valid); anything else goes through
+// json.Marshal.
+func (ps *PubSub) encodePayload(payload any) ([]byte, error) {
+	var b []byte
+	switch p := payload.(type) {
+	case json.RawMessage:
+		b = p
+	case []byte:
+		b = p
+	default:
+		var err error
+		b, err = json.Marshal(payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidPayload, err)
+		}
+	}
+	if len(b) > ps.cfg.MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: %d bytes, the maximum is %d", ErrPayloadTooLarge, len(b), ps.cfg.MaxPayloadBytes)
+	}
+	if !json.Valid(b) || !utf8.Valid(b) {
+		return nil, fmt.Errorf("%w: not valid UTF-8 JSON", ErrInvalidPayload)
+	}
+	return b, nil
+}
+
+type publishArgs struct {
+	channel            string
+	payload            []byte
+	skipSelf, onlySelf bool
+}
+
+func (ps *PubSub) prepare(ctx context.Context, channel string, payload any, opts *PublishOpts) (publishArgs, error) {
+	if ps.closed() {
+		return publishArgs{}, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return publishArgs{}, err
+	}
+	if err := validateChannel(channel); err != nil {
+		return publishArgs{}, err
+	}
+	b, err := ps.encodePayload(payload)
+	if err != nil {
+		return publishArgs{}, err
+	}
+	a := publishArgs{channel: channel, payload: b, skipSelf: true}
+	if opts != nil {
+		a.onlySelf = opts.OnlySelf
+		a.skipSelf = !opts.IncludeSelf && !opts.OnlySelf
+	}
+	return a, nil
+}
+
+// inlineRest is the part of an inline notification after id and xid, or ""
+// when the message is too large to travel inline.
+func inlineRest(a publishArgs, sender string) string {
+	flags := 0
+	if a.skipSelf {
+		flags |= 1
+	}
+	if a.onlySelf {
+		flags |= 2
+	}
+	head := strconv.Itoa(flags) + "," + strconv.Itoa(len(sender)) + "," + strconv.Itoa(len(a.channel)) + ":"
+	if len(head)+len(sender)+len(a.channel)+len(a.payload) > inlineLimit {
+		return ""
+	}
+	var sb strings.Builder
+	sb.Grow(len(head) + len(sender) + len(a.channel) + len(a.payload))
+	sb.WriteString(head)
+	sb.WriteString(sender)
+	sb.WriteString(a.channel)
+	sb.Write(a.payload)
+	return sb.String()
+}
+
+// Publish writes a message to the log and notifies the app's instances, in
+// one autocommit statement. By default every other instance of the app
+// receives it and the publisher does not; see [PublishOpts].
+//
+// payload is any value json.Marshal accepts; a [json.RawMessage] or []byte
+// must already be valid JSON text and is sent byte for byte. Errors:
+// ErrClosed, ErrInvalidChannel, ErrInvalidPayload, ErrPayloadTooLarge (in all
+// of which nothing was written), ctx's error, or the database's.
+func (ps *PubSub) Publish(ctx context.Context, channel string, payload any, opts *PublishOpts) error {
+	a, err := ps.prepare(ctx, channel, payload, opts)
+	if err != nil {
+		return err
+	}
+	var env envelope
+	err = ps.pool.QueryRow(ctx, ps.sql.publish,
+		ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload),
+		ps.physChannel, inlineRest(a, ps.cfg.InstanceID),
+	).Scan(&env.msg.ID, &env.xid, &env.msg.PublishedAt, nil)
+	if err != nil {
+		return fmt.Errorf("listen: publish %q: %w", channel, err)
+	}
+	ps.stats.published.Add(1)
+	if !a.skipSelf {
+		// The row is committed: deliver locally now rather than after the
+		// notification's round trip. Deduplication by id makes the
+		// notification a no-op when it arrives.
+		env.msg.Channel, env.msg.Payload, env.msg.Sender = a.channel, a.payload, ps.cfg.InstanceID
+		env.skipSelf, env.onlySelf = a.skipSelf, a.onlySelf
+		ps.dispatchLocal(env)
+	}
+	return nil
+}
+
+// PublishTx writes a message in the caller's transaction. It is delivered
+// if and only if tx commits, and only after the commit: the row and its
+// notification are part of tx, and PostgreSQL delivers notifications only
+// on commit. A rollback leaves no trace. Publishing several messages in one
+// transaction sends one notification; listeners read the messages from the
+// log, in publication order.
+//
+// When tx is a [*txhooks.Tx], the publisher's own delivery (IncludeSelf,
+// OnlySelf) runs from its after-commit hook; with any other pgx.Tx it
+// arrives through this instance's listener like everyone else's.
+func (ps *PubSub) PublishTx(ctx context.Context, tx pgx.Tx, channel string, payload any, opts *PublishOpts) error {
+	if tx == nil {
+		return errors.New("listen: publish: nil tx")
+	}
+	a, err := ps.prepare(ctx, channel, payload, opts)
+	if err != nil {
+		return err
+	}
+	var env envelope
+	err = tx.QueryRow(ctx, ps.sql.publishTx,
+		ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload), ps.physChannel,
+	).Scan(&env.msg.ID, &env.xid, &env.msg.PublishedAt, nil)
+	if err != nil {
+		return fmt.Errorf("listen: publish %q: %w", channel, err)
+	}
+	ps.stats.published.Add(1)
+	if ht, ok := tx.(*txhooks.Tx); ok && !a.skipSelf {
+		env.msg.Channel, env.msg.Payload, env.msg.Sender = a.channel, a.payload, ps.cfg.InstanceID
+		env.skipSelf, env.onlySelf = a.skipSelf, a.onlySelf
+		ht.AfterCommit(func(context.Context) error {
+			ps.dispatchLocal(env)
+			return nil
+		})
+	}
+	return nil
+}
+
+// dispatchLocal delivers a committed message of this instance without
+// waiting for the listener. Before Start it does nothing (a message
+// committed before Start is never delivered), after Close neither.
+func (ps *PubSub) dispatchLocal(env envelope) {
+	ps.mu.RLock()
+	started := ps.state == stateStarted
+	ps.mu.RUnlock()
+	if started {
+		ps.dispatch([]envelope{env}, false)
+	}
+}
+
+// forMe reports whether env is addressed to this instance.
+func (ps *PubSub) forMe(env *envelope) bool {
+	self := env.msg.Sender == ps.cfg.InstanceID
+	if env.onlySelf {
+		return self
+	}
+	return !(env.skipSelf && self)
+}
+
+// seen reports whether a message was already dispatched (or deliberately
+// skipped) and need not be fetched.
+func (ps *PubSub) seen(id int64, xid uint64) bool {
+	ps.dmu.Lock()
+	defer ps.dmu.Unlock()
+	if xid < ps.watermark {
+		return true
+	}
+	_, ok := ps.delivered[id]
+	return ok
+}
+
+// dispatch hands each message not dispatched before to the subscriptions of
+// its channel. It never blocks on a handler.
+func (ps *PubSub) dispatch(envs []envelope, caughtUp bool) {
+	ps.dmu.Lock()
+	defer ps.dmu.Unlock()
+	for i := range envs {
+		env := &envs[i]
+		if env.xid < ps.watermark {
+			continue
+		}
+		if _, ok := ps.delivered[env.msg.ID]; ok {
+			continue
+		}
+		ps.delivered[env.msg.ID] = env.xid
+		if caughtUp {
+			ps.stats.caughtUp.Add(1)
+		}
+		if !ps.forMe(env) {
+			continue
+		}
+		ps.mu.RLock()
+		for s := range ps.subs[env.msg.Channel] {
+			s.enqueue(env.msg)
+		}
+		ps.mu.RUnlock()
+	}
+}
+
+// markSeen records ids as dispatched without delivering them.
+func (ps *PubSub) markSeen(ids []idXid) {
+	ps.dmu.Lock()
+	defer ps.dmu.Unlock()
+	for _, r := range ids {
+		if r.xid >= ps.watermark {
+			ps.delivered[r.id] = r.xid
+		}
+	}
+}
+
+// advance raises the watermark to xmin and forgets ids below it. The caller
+// guarantees that every committed message below xmin has been dispatched.
+func (ps *PubSub) advance(xmin uint64) {
+	ps.dmu.Lock()
+	defer ps.dmu.Unlock()
+	if xmin <= ps.watermark {
+		return
+	}
+	ps.watermark = xmin
+	for id, x := range ps.delivered {
+		if x < xmin {
+			delete(ps.delivered, id)
+		}
+	}
+}
+
+// resyncAll tells every subscription that messages may arrive late.
+func (ps *PubSub) resyncAll() {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	for _, set := range ps.subs {
+		for s := range set {
+			s.enqueueResync()
+		}
+	}
+}

@@ -1,0 +1,29 @@
+-- listen: the messages log behind pub/sub and sync messages.
+--
+-- Every published message is one row. NOTIFY only wakes listeners; a listener
+-- that missed notifications (reconnect, full buffer) reads the rows it missed.
+-- xid is the publishing transaction's full id: readers bound their catch-up by
+-- pg_snapshot_xmin(pg_current_snapshot()) so rows whose ids commit out of order
+-- are never skipped. payload is json, not jsonb: json keeps the exact text
+-- (key order, whitespace, duplicate keys) and accepts the \u0000 escape.
+
+-- +goose Up
+CREATE TABLE messages (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    xid          xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    app          text        NOT NULL,
+    channel      text        NOT NULL,
+    sender       text        NOT NULL,
+    skip_self    boolean     NOT NULL DEFAULT false,
+    only_self    boolean     NOT NULL DEFAULT false,
+    payload      json        NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now()
+) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
+
+-- Catch-up: rows of one app at or after a transaction-id watermark.
+CREATE INDEX messages_app_xid_idx ON messages (app, xid, id);
+-- Retention: oldest rows of one app first.
+CREATE INDEX messages_app_published_at_idx ON messages (app, published_at);
+
+-- +goose Down
+DROP TABLE messages;
