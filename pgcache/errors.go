@@ -1,0 +1,69 @@
+package pgcache
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by every call on a [Manager], or on a [Cache] or
+	// [Counter] of it, after [Manager.Close].
+	ErrClosed = errors.New("pgcache: manager closed")
+
+	// ErrEmptyKey is returned when a key is the empty string.
+	ErrEmptyKey = errors.New("pgcache: empty key")
+
+	// ErrInvalidKey is returned (wrapped) for a key that is not valid UTF-8,
+	// contains a NUL byte or is longer than [MaxKeyBytes].
+	ErrInvalidKey = errors.New("pgcache: invalid key")
+
+	// ErrNotCacheable is returned (wrapped) when a value cannot be stored: it
+	// encodes to JSON null (NocoBase's Redis rule: null is not cacheable), or
+	// JSON encoding fails. Nothing is written.
+	ErrNotCacheable = errors.New("pgcache: value is not cacheable")
+
+	// ErrValueTooLarge is returned (wrapped) when an encoded value is larger
+	// than [CacheConfig.MaxValueBytes]. Nothing is written.
+	ErrValueTooLarge = errors.New("pgcache: value too large")
+
+	// ErrNotFound is returned (wrapped) by [Cache.TTL] for a missing or
+	// expired key.
+	ErrNotFound = errors.New("pgcache: key not found")
+
+	// ErrNotObject is returned (wrapped) by [Cache.SetValueInObject] and
+	// [Cache.DelValueInObject] when the stored value is not a JSON object.
+	// Nothing is written.
+	ErrNotObject = errors.New("pgcache: stored value is not a JSON object")
+
+	// ErrNotInteger is returned (wrapped) by [Counter] calls when the stored
+	// value is not a JSON integer that fits an int64.
+	ErrNotInteger = errors.New("pgcache: stored value is not an integer")
+
+	// ErrUnknownStore is returned (wrapped) when a store name is neither
+	// [StorePostgres] nor [StoreMemory].
+	ErrUnknownStore = errors.New("pgcache: unknown store")
+
+	// ErrCacheExists is returned (wrapped) by [Manager.CreateCache] when a
+	// cache of that name exists with a different configuration. The live
+	// cache is never replaced.
+	ErrCacheExists = errors.New("pgcache: cache exists with a different configuration")
+
+	// ErrTxUnsupported is returned by SetTx/DelTx on a memory-store cache when
+	// the transaction is not a *txhooks.Tx: the memory store can only apply a
+	// transactional write from an after-commit hook.
+	ErrTxUnsupported = errors.New("pgcache: memory store needs a *txhooks.Tx for transactional writes")
+
+	// ErrNearCacheNeedsPubSub is returned by [Manager.CreateCache] when a near
+	// cache is asked for and [ManagerConfig.PubSub] is nil.
+	ErrNearCacheNeedsPubSub = errors.New("pgcache: near cache needs ManagerConfig.PubSub")
+)
+
+// CacheNotFoundError is returned by [Manager.Cache] for a name that was never
+// created on this manager.
+type CacheNotFoundError struct {
+	Name string
+}
+
+func (e *CacheNotFoundError) Error() string {
+	return fmt.Sprintf("pgcache: cache %q not found", e.Name)
+}

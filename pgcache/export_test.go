@@ -1,0 +1,5 @@
+package pgcache_test
+
+import "github.com/pgcoord/pgcoord/migrations"
+
+func migrationsErrInvalidSchema() error { return migrations.ErrInvalidSchema }

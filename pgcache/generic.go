@@ -1,0 +1,36 @@
+package pgcache
+
+import "context"
+
+// Get returns the value of key decoded into T, and whether it was found.
+// T = []byte receives the stored bytes as they are.
+func Get[T any](ctx context.Context, c *Cache, key string) (T, bool, error) {
+	var v T
+	ok, err := c.GetInto(ctx, key, &v)
+	if err != nil || !ok {
+		var zero T
+		return zero, false, err
+	}
+	return v, true, nil
+}
+
+// MGet returns the values of keys decoded into T in one round trip,
+// positionally, with nil for a missing or expired key.
+func MGet[T any](ctx context.Context, c *Cache, keys ...string) ([]*T, error) {
+	vals, found, err := c.mgetEncoded(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*T, len(keys))
+	for i := range keys {
+		if !found[i] {
+			continue
+		}
+		v := new(T)
+		if err := decodeInto(vals[i].raw, vals[i].kind, v); err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}

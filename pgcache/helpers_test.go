@@ -1,0 +1,43 @@
+package pgcache_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/pgcache"
+)
+
+func newManager(t *testing.T, pool *pgxpool.Pool, cfg *pgcache.ManagerConfig) *pgcache.Manager {
+	t.Helper()
+	m, err := pgcache.NewManager(pool, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, m.Close(ctx))
+	})
+	return m
+}
+
+func newCache(t *testing.T, m *pgcache.Manager, cfg pgcache.CacheConfig) *pgcache.Cache {
+	t.Helper()
+	c, err := m.CreateCache(context.Background(), cfg)
+	require.NoError(t, err)
+	return c
+}
+
+var stores = []string{pgcache.StorePostgres, pgcache.StoreMemory}
+
+// rowCount counts the cache_entries rows of one app (and prefix, when given).
+func rowCount(t *testing.T, pool *pgxpool.Pool, app, prefix string) int {
+	t.Helper()
+	var n int
+	err := pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM pgcoord.cache_entries WHERE app = $1 AND ($2 = '' OR prefix = $2)`, app, prefix).Scan(&n)
+	require.NoError(t, err)
+	return n
+}

@@ -1,0 +1,301 @@
+package pgcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/migrations"
+)
+
+// Store names.
+const (
+	// StorePostgres keeps entries in the UNLOGGED cache_entries table, shared
+	// by every instance. The default.
+	StorePostgres = "postgres"
+	// StoreMemory keeps entries in this process only, in a bounded LRU.
+	StoreMemory = "memory"
+)
+
+// Defaults of ManagerConfig.
+const (
+	DefaultAppName        = "main"
+	DefaultSweepInterval  = 30 * time.Second
+	DefaultSweepBatchSize = 1000
+	// DefaultSweepMaxBatches bounds the batches of one sweep, so one sweep
+	// of a huge backlog does not run for ever; the next sweep continues.
+	DefaultSweepMaxBatches = 100
+)
+
+// ManagerConfig configures a Manager. The zero value is usable.
+type ManagerConfig struct {
+	// AppName namespaces every key ("app:prefix:key"): apps sharing a
+	// database never see each other's entries. Defaults to DefaultAppName.
+	AppName string
+	// DefaultStore is the store of caches created without one. Defaults to
+	// StorePostgres.
+	DefaultStore string
+	// Schema holds the cache_entries table. Defaults to migrations.DefaultSchema.
+	Schema string
+	// Logger receives the manager's logs. Defaults to a logger writing
+	// warnings and above to stderr.
+	Logger *slog.Logger
+	// SweepInterval is how often the sweeper runs after Start. Defaults to
+	// DefaultSweepInterval.
+	SweepInterval time.Duration
+	// SweepBatchSize bounds the rows one sweep statement deletes. Defaults to
+	// DefaultSweepBatchSize.
+	SweepBatchSize int
+}
+
+func (c *ManagerConfig) withDefaults() ManagerConfig {
+	var out ManagerConfig
+	if c != nil {
+		out = *c
+	}
+	if out.AppName == "" {
+		out.AppName = DefaultAppName
+	}
+	if out.DefaultStore == "" {
+		out.DefaultStore = StorePostgres
+	}
+	if out.Schema == "" {
+		out.Schema = migrations.DefaultSchema
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if out.SweepInterval <= 0 {
+		out.SweepInterval = DefaultSweepInterval
+	}
+	if out.SweepBatchSize <= 0 {
+		out.SweepBatchSize = DefaultSweepBatchSize
+	}
+	return out
+}
+
+func (c ManagerConfig) validate() error {
+	if err := validateName(c.AppName); err != nil {
+		return fmt.Errorf("ManagerConfig.AppName: %w", err)
+	}
+	if c.DefaultStore != StorePostgres && c.DefaultStore != StoreMemory {
+		return fmt.Errorf("ManagerConfig.DefaultStore: %w: %q", ErrUnknownStore, c.DefaultStore)
+	}
+	if err := migrations.ValidateSchema(c.Schema); err != nil {
+		return fmt.Errorf("ManagerConfig.Schema: %w", err)
+	}
+	return nil
+}
+
+// validateName checks an app name, cache name or prefix: stored as a column
+// value, never as SQL text, so only length and encoding matter.
+func validateName(s string) error {
+	switch {
+	case len(s) > 200:
+		return fmt.Errorf("%d bytes, limit 200", len(s))
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%q is not valid UTF-8", s)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return fmt.Errorf("%q contains a NUL byte", s)
+		}
+	}
+	return nil
+}
+
+// Manager creates and owns the caches of one app on one instance, and runs
+// the sweeper that deletes expired rows and enforces MaxEntries.
+type Manager struct {
+	pool   *pgxpool.Pool
+	cfg    ManagerConfig
+	sql    *pgSQL
+	logger *slog.Logger
+
+	closed atomic.Bool
+
+	mu     sync.Mutex // guards caches, started, stop, done
+	caches map[string]*Cache
+	// started is true once Start ran; stop and done belong to the sweeper
+	// goroutine (nil when it is not running).
+	started bool
+	stop    context.CancelFunc
+	done    chan struct{}
+
+	// swept counts expired rows deleted for prefixes this manager has no cache for.
+	sweptOther atomic.Uint64
+}
+
+// NewManager returns a Manager for pool. It does not touch the database; call
+// Start to run the sweeper. cfg may be nil.
+func NewManager(pool *pgxpool.Pool, cfg *ManagerConfig) (*Manager, error) {
+	if pool == nil {
+		return nil, errors.New("pgcache: nil pool")
+	}
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	s := newPgSQL(pgx.Identifier{c.Schema, "cache_entries"}.Sanitize())
+	return &Manager{
+		pool:   pool,
+		cfg:    c,
+		sql:    &s,
+		logger: c.Logger,
+		caches: map[string]*Cache{},
+	}, nil
+}
+
+// AppName is the app namespace of every key of this manager.
+func (m *Manager) AppName() string { return m.cfg.AppName }
+
+// Start checks that PostgreSQL answers and starts the sweeper. Caches work
+// without Start; only expiry cleanup and MaxEntries eviction of the postgres
+// store need it. Calling Start twice is a no-op.
+func (m *Manager) Start(ctx context.Context) error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	if err := m.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("pgcache: start: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started || m.closed.Load() {
+		return nil
+	}
+	m.started = true
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.stop, m.done = cancel, make(chan struct{})
+	go m.sweepLoop(sctx, m.done)
+	return nil
+}
+
+// Close stops the sweeper, detaches near caches from the PubSub and makes
+// every later call of the manager and its caches return ErrClosed. Entries in
+// PostgreSQL stay. Close is safe twice and before Start.
+func (m *Manager) Close(ctx context.Context) error {
+	if m.closed.Swap(true) {
+		return nil
+	}
+	m.mu.Lock()
+	stop, done := m.stop, m.done
+	caches := make([]*Cache, 0, len(m.caches))
+	for _, c := range m.caches {
+		caches = append(caches, c)
+	}
+	m.mu.Unlock()
+	var err error
+	if stop != nil {
+		stop()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("pgcache: close: sweeper still running: %w", ctx.Err())
+		}
+	}
+	for _, c := range caches {
+		c.close()
+	}
+	return err
+}
+
+// CreateCache creates a cache on this manager. Creating a name that exists
+// returns the existing cache when the configuration is the same, and an
+// error wrapping ErrCacheExists otherwise: a live cache is never replaced.
+func (m *Manager) CreateCache(ctx context.Context, cfg CacheConfig) (*Cache, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	spec, err := cfg.spec(m.cfg.DefaultStore)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	if c, ok := m.caches[spec.name]; ok {
+		if c.spec != spec {
+			return nil, fmt.Errorf("%w: %q", ErrCacheExists, spec.name)
+		}
+		return c, nil
+	}
+	c, err := newCache(ctx, m, spec)
+	if err != nil {
+		return nil, err
+	}
+	m.caches[spec.name] = c
+	return c, nil
+}
+
+// Cache returns the cache created with that name, or a *CacheNotFoundError.
+func (m *Manager) Cache(name string) (*Cache, error) {
+	if m.closed.Load() {
+		return nil, ErrClosed
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.caches[name]
+	if !ok {
+		return nil, &CacheNotFoundError{Name: name}
+	}
+	return c, nil
+}
+
+// FlushAll resets every cache of this manager (each clears only its own
+// entries; other apps and caches created elsewhere are untouched).
+func (m *Manager) FlushAll(ctx context.Context) error {
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	m.mu.Lock()
+	caches := make([]*Cache, 0, len(m.caches))
+	for _, c := range m.caches {
+		caches = append(caches, c)
+	}
+	m.mu.Unlock()
+	var errs []error
+	for _, c := range caches {
+		if err := c.Reset(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("reset %q: %w", c.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stats sums the stats of every cache of this manager; ExpiredSwept also
+// counts expired rows of this app deleted for caches this manager does not have.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var s Stats
+	for _, c := range m.caches {
+		s = s.add(c.Stats())
+	}
+	s.ExpiredSwept += m.sweptOther.Load()
+	return s
+}
+
+func (m *Manager) cacheList() []*Cache {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Cache, 0, len(m.caches))
+	for _, c := range m.caches {
+		out = append(out, c)
+	}
+	return out
+}

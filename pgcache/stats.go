@@ -1,0 +1,57 @@
+package pgcache
+
+import "sync/atomic"
+
+// Stats are counters of one cache since it was created on this instance.
+type Stats struct {
+	// Hits and Misses count reads by key (Get, MGet per key, Wrap,
+	// GetValueInObject); Hits include NearHits.
+	Hits, Misses uint64
+	// Sets counts stored values (MSet counts each key), Deletes deleted keys
+	// (Del, MDel per key) and Resets calls of Reset.
+	Sets, Deletes, Resets uint64
+	// Evictions counts entries removed to respect MaxEntries: by this
+	// instance's sweeper for the postgres store, by the LRU for the memory store.
+	Evictions uint64
+	// ExpiredSwept counts expired rows of this cache deleted by this
+	// instance's sweeper.
+	ExpiredSwept uint64
+	// LoaderCalls counts the loader functions Wrap ran on this instance.
+	LoaderCalls uint64
+	// NearHits and NearMisses count near-cache lookups; NearInvalidations
+	// counts keys dropped from the near cache because of a write on any
+	// instance; NearFlushes counts whole flushes (Reset anywhere, listener
+	// reconnects).
+	NearHits, NearMisses, NearInvalidations, NearFlushes uint64
+}
+
+type stats struct {
+	hits, misses, sets, deletes, resets, evictions, expiredSwept, loaderCalls atomic.Uint64
+	nearHits, nearMisses, nearInvalidations, nearFlushes                      atomic.Uint64
+}
+
+func (s *stats) snapshot() Stats {
+	return Stats{
+		Hits: s.hits.Load(), Misses: s.misses.Load(),
+		Sets: s.sets.Load(), Deletes: s.deletes.Load(), Resets: s.resets.Load(),
+		Evictions: s.evictions.Load(), ExpiredSwept: s.expiredSwept.Load(), LoaderCalls: s.loaderCalls.Load(),
+		NearHits: s.nearHits.Load(), NearMisses: s.nearMisses.Load(),
+		NearInvalidations: s.nearInvalidations.Load(), NearFlushes: s.nearFlushes.Load(),
+	}
+}
+
+func (s Stats) add(o Stats) Stats {
+	s.Hits += o.Hits
+	s.Misses += o.Misses
+	s.Sets += o.Sets
+	s.Deletes += o.Deletes
+	s.Resets += o.Resets
+	s.Evictions += o.Evictions
+	s.ExpiredSwept += o.ExpiredSwept
+	s.LoaderCalls += o.LoaderCalls
+	s.NearHits += o.NearHits
+	s.NearMisses += o.NearMisses
+	s.NearInvalidations += o.NearInvalidations
+	s.NearFlushes += o.NearFlushes
+	return s
+}

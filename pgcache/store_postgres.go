@@ -1,0 +1,328 @@
+package pgcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// querier runs statements: *pgxpool.Pool, pgx.Tx and *pgx.Conn are queriers.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// pgSQL holds the statements of one schema, built once with the table name
+// quoted by pgx.Identifier. Every value is a $n parameter.
+type pgSQL struct {
+	get, getLocked, getTTL, mget, mgetTTL, set, mset, del, mdel, reset, keys, ttl, incr, objSet, objDel, objKind string
+	sweepExpired, countEntries, evictOldest                                                   string
+}
+
+// notExpired is the expiry filter of every read: the database clock decides.
+const notExpired = `(expires_at IS NULL OR expires_at > now())`
+
+// expiresAt computes an expiry from a TTL in microseconds ($n); <= 0 means none.
+func expiresAt(n int) string {
+	return fmt.Sprintf(`CASE WHEN $%d::bigint > 0 THEN clock_timestamp() + $%d::bigint * interval '1 microsecond' END`, n, n)
+}
+
+func newPgSQL(table string) pgSQL {
+	return pgSQL{
+		get: `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
+		// getLocked runs in a transaction that waited for a lock: now() would
+		// be the transaction's start, so the current clock decides.
+		getLocked: `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND (expires_at IS NULL OR expires_at > clock_timestamp())`,
+		getTTL: `SELECT value, kind, COALESCE((extract(epoch FROM expires_at - now()) * 1000000)::bigint, -1) FROM ` + table +
+			` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
+		mget: `SELECT key, value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = ANY($3::text[]) AND ` + notExpired,
+		mgetTTL: `SELECT key, value, kind, COALESCE((extract(epoch FROM expires_at - now()) * 1000000)::bigint, -1) FROM ` + table +
+			` WHERE app = $1 AND prefix = $2 AND key = ANY($3::text[]) AND ` + notExpired,
+		set: `INSERT INTO ` + table + ` (app, prefix, key, kind, value, expires_at, written_at)
+VALUES ($1, $2, $3, $4, $5, ` + expiresAt(6) + `, clock_timestamp())
+ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = excluded.value,
+  expires_at = excluded.expires_at, written_at = excluded.written_at`,
+		mset: `INSERT INTO ` + table + ` (app, prefix, key, kind, value, expires_at, written_at)
+SELECT $1, $2, k, d, v, ` + expiresAt(6) + `, clock_timestamp()
+FROM unnest($3::text[], $4::smallint[], $5::bytea[]) AS u(k, d, v)
+ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = excluded.value,
+  expires_at = excluded.expires_at, written_at = excluded.written_at`,
+		del:   `DELETE FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3`,
+		mdel:  `DELETE FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = ANY($3::text[])`,
+		reset: `DELETE FROM ` + table + ` WHERE app = $1 AND prefix = $2`,
+		keys: `SELECT key FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key LIKE $3 AND ` + notExpired +
+			` ORDER BY key`,
+		ttl: `SELECT CASE WHEN expires_at IS NULL THEN -1 ELSE greatest((extract(epoch FROM expires_at - now()) * 1000000)::bigint, 0) END FROM ` + table +
+			` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
+		// One statement: concurrent increments serialise on the row lock of
+		// the upsert, and each sees the committed value of the one before.
+		// now() is used throughout so the expiry tests of one row agree.
+		incr: `INSERT INTO ` + table + ` AS e (app, prefix, key, kind, value, expires_at, written_at)
+VALUES ($1, $2, $3, 0, convert_to($4::bigint::text, 'UTF8'),
+  CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END, clock_timestamp())
+ON CONFLICT (app, prefix, key) DO UPDATE SET
+  value = CASE WHEN e.expires_at <= now() THEN excluded.value
+    ELSE convert_to((convert_from(e.value, 'UTF8')::bigint + $4::bigint)::text, 'UTF8') END,
+  kind = 0,
+  expires_at = CASE WHEN e.expires_at <= now() THEN excluded.expires_at ELSE e.expires_at END,
+  written_at = excluded.written_at
+RETURNING convert_from(value, 'UTF8')::bigint`,
+		// The object is merged in SQL under the row lock: concurrent writers of
+		// different fields never lose each other's fields. The entry keeps its
+		// expiry; an expired entry counts as missing. A stored value that is not
+		// an object is left alone (no row returned).
+		objSet: `INSERT INTO ` + table + ` AS e (app, prefix, key, kind, value, expires_at, written_at)
+VALUES ($1, $2, $3, 0, convert_to(jsonb_build_object($4::text, $5::jsonb)::text, 'UTF8'), ` + expiresAt(6) + `, clock_timestamp())
+ON CONFLICT (app, prefix, key) DO UPDATE SET
+  value = convert_to((CASE WHEN e.expires_at <= now() THEN '{}'::jsonb ELSE convert_from(e.value, 'UTF8')::jsonb END
+    || jsonb_build_object($4::text, $5::jsonb))::text, 'UTF8'),
+  kind = 0,
+  expires_at = CASE WHEN e.expires_at <= now() THEN excluded.expires_at ELSE e.expires_at END,
+  written_at = excluded.written_at
+WHERE (e.expires_at <= now()) IS TRUE
+   OR CASE WHEN e.kind = 0 THEN jsonb_typeof(convert_from(e.value, 'UTF8')::jsonb) = 'object' ELSE false END
+RETURNING 1`,
+		objDel: `UPDATE ` + table + ` AS e SET
+  value = convert_to((convert_from(e.value, 'UTF8')::jsonb - $4::text)::text, 'UTF8'),
+  written_at = clock_timestamp()
+WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired + `
+  AND CASE WHEN e.kind = 0 THEN jsonb_typeof(convert_from(e.value, 'UTF8')::jsonb) = 'object' ELSE false END
+RETURNING 1`,
+		objKind: `SELECT CASE WHEN kind = 0 THEN jsonb_typeof(convert_from(value, 'UTF8')::jsonb) ELSE 'bytes' END FROM ` + table +
+			` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
+		sweepExpired: `DELETE FROM ` + table + ` WHERE (app, prefix, key) IN (
+  SELECT app, prefix, key FROM ` + table + ` WHERE app = $1 AND expires_at <= now()
+  LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING prefix`,
+		countEntries: `SELECT count(*) FROM ` + table + ` WHERE app = $1 AND prefix = $2`,
+		evictOldest: `DELETE FROM ` + table + ` WHERE (app, prefix, key) IN (
+  SELECT app, prefix, key FROM ` + table + ` WHERE app = $1 AND prefix = $2
+  ORDER BY written_at, key LIMIT $3 FOR UPDATE SKIP LOCKED)`,
+	}
+}
+
+// pgStore is the postgres store: rows of cache_entries under (app, prefix).
+type pgStore struct {
+	db          querier
+	sql         *pgSQL
+	app, prefix string
+}
+
+func micros(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	if us := d.Microseconds(); us > 0 {
+		return us
+	}
+	return 1
+}
+
+func (s *pgStore) q(q querier) querier {
+	if q == nil {
+		return s.db
+	}
+	return q
+}
+
+func (s *pgStore) get(ctx context.Context, key string) (encoded, time.Duration, bool, error) {
+	var e encoded
+	err := s.db.QueryRow(ctx, s.sql.get, s.app, s.prefix, key).Scan(&e.raw, &e.kind)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return encoded{}, 0, false, nil
+	}
+	if err != nil {
+		return encoded{}, 0, false, err
+	}
+	return e, 0, true, nil
+}
+
+// getTTL is get that also returns the remaining time by the database clock
+// (noTTL without expiry); the near cache uses it to bound its own copy.
+func (s *pgStore) getTTL(ctx context.Context, key string) (encoded, time.Duration, bool, error) {
+	var (
+		e  encoded
+		us int64
+	)
+	err := s.db.QueryRow(ctx, s.sql.getTTL, s.app, s.prefix, key).Scan(&e.raw, &e.kind, &us)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return encoded{}, 0, false, nil
+	}
+	if err != nil {
+		return encoded{}, 0, false, err
+	}
+	if us < 0 {
+		return e, noTTL, true, nil
+	}
+	return e, time.Duration(us) * time.Microsecond, true, nil
+}
+
+func (s *pgStore) mget(ctx context.Context, keys []string) ([]encoded, []bool, error) {
+	vals, found := make([]encoded, len(keys)), make([]bool, len(keys))
+	pos := make(map[string][]int, len(keys))
+	for i, k := range keys {
+		pos[k] = append(pos[k], i)
+	}
+	rows, err := s.db.Query(ctx, s.sql.mget, s.app, s.prefix, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			k string
+			e encoded
+		)
+		if err := rows.Scan(&k, &e.raw, &e.kind); err != nil {
+			return nil, nil, err
+		}
+		for _, i := range pos[k] {
+			vals[i], found[i] = e, true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	return vals, found, nil
+}
+
+// mgetTTL is mget that also returns each remaining time (see getTTL).
+func (s *pgStore) mgetTTL(ctx context.Context, keys []string) ([]encoded, []time.Duration, []bool, error) {
+	vals, ttls, found := make([]encoded, len(keys)), make([]time.Duration, len(keys)), make([]bool, len(keys))
+	pos := make(map[string][]int, len(keys))
+	for i, k := range keys {
+		pos[k] = append(pos[k], i)
+	}
+	rows, err := s.db.Query(ctx, s.sql.mgetTTL, s.app, s.prefix, keys)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			k  string
+			e  encoded
+			us int64
+		)
+		if err := rows.Scan(&k, &e.raw, &e.kind, &us); err != nil {
+			return nil, nil, nil, err
+		}
+		ttl := noTTL
+		if us >= 0 {
+			ttl = time.Duration(us) * time.Microsecond
+		}
+		for _, i := range pos[k] {
+			vals[i], ttls[i], found[i] = e, ttl, true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, nil, err
+	}
+	return vals, ttls, found, nil
+}
+
+func (s *pgStore) set(ctx context.Context, q querier, key string, e encoded, ttl time.Duration) error {
+	_, err := s.q(q).Exec(ctx, s.sql.set, s.app, s.prefix, key, e.kind, e.raw, micros(ttl))
+	return err
+}
+
+func (s *pgStore) mset(ctx context.Context, q querier, keys []string, vals []encoded, ttl time.Duration) error {
+	kinds, raws := make([]int16, len(vals)), make([][]byte, len(vals))
+	for i, v := range vals {
+		kinds[i], raws[i] = int16(v.kind), v.raw
+	}
+	_, err := s.q(q).Exec(ctx, s.sql.mset, s.app, s.prefix, keys, kinds, raws, micros(ttl))
+	return err
+}
+
+func (s *pgStore) del(ctx context.Context, q querier, keys []string) error {
+	var err error
+	if len(keys) == 1 {
+		_, err = s.q(q).Exec(ctx, s.sql.del, s.app, s.prefix, keys[0])
+	} else {
+		_, err = s.q(q).Exec(ctx, s.sql.mdel, s.app, s.prefix, keys)
+	}
+	return err
+}
+
+func (s *pgStore) reset(ctx context.Context, q querier) error {
+	_, err := s.q(q).Exec(ctx, s.sql.reset, s.app, s.prefix)
+	return err
+}
+
+func (s *pgStore) keys(ctx context.Context, pattern string) ([]string, error) {
+	rows, err := s.db.Query(ctx, s.sql.keys, s.app, s.prefix, globToLike(pattern))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func (s *pgStore) ttl(ctx context.Context, key string) (time.Duration, error) {
+	var us int64
+	err := s.db.QueryRow(ctx, s.sql.ttl, s.app, s.prefix, key).Scan(&us)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if us < 0 {
+		return NoExpiry, nil
+	}
+	return time.Duration(us) * time.Microsecond, nil
+}
+
+// isDataError reports a stored value that SQL could not convert (not an
+// integer, not JSON, not UTF-8, out of range).
+func isDataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && len(pgErr.Code) == 5 && pgErr.Code[:2] == "22"
+}
+
+func (s *pgStore) incrBy(ctx context.Context, q querier, key string, n int64, ttl time.Duration) (int64, error) {
+	var v int64
+	err := s.q(q).QueryRow(ctx, s.sql.incr, s.app, s.prefix, key, n, micros(ttl)).Scan(&v)
+	if isDataError(err) {
+		return 0, fmt.Errorf("%w: %q: %w", ErrNotInteger, key, err)
+	}
+	return v, err
+}
+
+func (s *pgStore) objSet(ctx context.Context, q querier, key, field string, e encoded, ttl time.Duration) error {
+	if e.kind != kindJSON {
+		return fmt.Errorf("%w: a field of an object must be JSON, not raw bytes", ErrNotCacheable)
+	}
+	var one int
+	err := s.q(q).QueryRow(ctx, s.sql.objSet, s.app, s.prefix, key, field, string(e.raw), micros(ttl)).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: %q", ErrNotObject, key)
+	}
+	return err
+}
+
+func (s *pgStore) objDel(ctx context.Context, q querier, key, field string) error {
+	var one int
+	qq := s.q(q)
+	err := qq.QueryRow(ctx, s.sql.objDel, s.app, s.prefix, key, field).Scan(&one)
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	// Nothing updated: the key is missing (nothing to do) or not an object.
+	var typ string
+	err = qq.QueryRow(ctx, s.sql.objKind, s.app, s.prefix, key).Scan(&typ)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	case typ != "object":
+		return fmt.Errorf("%w: %q holds %s", ErrNotObject, key, typ)
+	}
+	return nil
+}
