@@ -69,3 +69,17 @@ func jobState(t *testing.T, db *pgtest.DB, id int64) (state string, attempt int,
 	require.NoError(t, err)
 	return
 }
+
+// countJobs counts the messages stored in the database.
+func countJobs(t *testing.T, db *pgtest.DB) int {
+	t.Helper()
+	var n int
+	require.NoError(t, db.Pool.QueryRow(ctxT(t), `SELECT count(*) FROM pgcoord.river_job`).Scan(&n))
+	return n
+}
+
+// waitState waits until message id is in state.
+func waitState(t *testing.T, db *pgtest.DB, id int64, state string) {
+	t.Helper()
+	require.Eventually(t, func() bool { s, _, _ := jobState(t, db, id); return s == state }, waitFor, 10*time.Millisecond, "message %d never reached %s", id, state)
+}

@@ -2,6 +2,11 @@ package queue_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,8 +24,9 @@ func TestSubscribeBeforeStartDeliversOnce(t *testing.T) {
 	q := newQueue(t, db, nil, nil)
 	got := make(chan queue.Message, 10)
 	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, m queue.Message) error {
-		_, hasDeadline := ctx.Deadline()
-		require.True(t, hasDeadline)
+		if _, ok := ctx.Deadline(); !ok {
+			return errors.New("no deadline")
+		}
 		got <- m
 		return nil
 	}}))
@@ -34,6 +40,712 @@ func TestSubscribeBeforeStartDeliversOnce(t *testing.T) {
 	require.Equal(t, 0, m.Retried)
 	require.Equal(t, queue.DefaultTimeout, m.Options.Timeout)
 	require.Equal(t, 0, m.Options.MaxRetries)
-	require.Eventually(t, func() bool { s, _, _ := jobState(t, db, id); return s == "completed" }, waitFor, 10*time.Millisecond)
+	require.False(t, m.Options.PublishedAt.IsZero())
+	waitState(t, db, id, "completed")
 	require.Empty(t, got)
 }
+
+// NocoBase: subscribe after connect → same as before connect.
+func TestSubscribeAfterStart(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	start(t, q)
+	got := make(chan queue.Message, 10)
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+		got <- m
+		return nil
+	}}))
+	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
+	require.NoError(t, err)
+	require.Equal(t, id, (<-got).ID)
+	waitState(t, db, id, "completed")
+	require.Empty(t, got)
+}
+
+// NocoBase ignores a second subscribe with a warning; here it is an error
+// and the first consumer stays: the message is processed exactly once, by it.
+func TestSubscribeTwiceIsAnError(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var first, second atomic.Int32
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { first.Add(1); return nil }}))
+	err := q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { second.Add(1); return nil }})
+	require.ErrorIs(t, err, queue.ErrAlreadySubscribed)
+	start(t, q)
+	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
+	require.NoError(t, err)
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), first.Load())
+	require.Equal(t, int32(0), second.Load())
+}
+
+// NocoBase rejects publish while not connected; a durable queue accepts it
+// and the message is processed once the consumer starts.
+func TestPublishBeforeStartIsKeptUntilStart(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var calls atomic.Int32
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
+	require.NoError(t, err)
+	s, attempt, _ := jobState(t, db, id)
+	require.Equal(t, "available", s)
+	require.Equal(t, 0, attempt)
+	require.Equal(t, int32(0), calls.Load())
+	start(t, q)
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), calls.Load())
+}
+
+// NocoBase "closed": after close, publish rejects. Every call after Stop
+// returns ErrClosed; Stop is idempotent and safe before Start.
+func TestCallsAfterStopReturnErrClosed(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Process: func(context.Context, queue.Message) error { return nil }}))
+	start(t, q)
+	ctx := ctxT(t)
+	require.NoError(t, q.Stop(ctx))
+	require.NoError(t, q.Stop(ctx))
+
+	_, err := q.Publish(ctx, "test1", 1, nil)
+	require.ErrorIs(t, err, queue.ErrClosed)
+	_, err = q.PublishMany(ctx, []queue.Publication{{Channel: "test1", Payload: 1}})
+	require.ErrorIs(t, err, queue.ErrClosed)
+	require.ErrorIs(t, q.Subscribe("other", queue.Consumer{Process: func(context.Context, queue.Message) error { return nil }}), queue.ErrClosed)
+	require.ErrorIs(t, q.Unsubscribe(ctx, "test1"), queue.ErrClosed)
+	require.ErrorIs(t, q.Cancel(ctx, 1), queue.ErrClosed)
+	_, err = q.Stats(ctx)
+	require.ErrorIs(t, err, queue.ErrClosed)
+	require.ErrorIs(t, q.Start(ctx), queue.ErrClosed)
+	require.Equal(t, 0, countJobs(t, db))
+
+	never := newQueue(t, db, nil, nil)
+	require.NoError(t, never.Stop(ctx))
+	require.ErrorIs(t, never.Start(ctx), queue.ErrClosed)
+}
+
+func TestStartFailsFastWithoutDatabase(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.Error(t, q.Start(ctx))
+}
+
+// Bad input is an error and nothing is written.
+func TestBadInputWritesNothing(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, &queue.Config{MaxPayloadBytes: 64})
+	ctx := ctxT(t)
+	_, err := q.Publish(ctx, "", 1, nil)
+	require.ErrorIs(t, err, queue.ErrEmptyChannel)
+	_, err = q.Publish(ctx, "c", 1, &queue.PublishOpts{MaxRetries: -1})
+	require.ErrorIs(t, err, queue.ErrInvalidOptions)
+	_, err = q.Publish(ctx, "c", 1, &queue.PublishOpts{Timeout: -time.Second})
+	require.ErrorIs(t, err, queue.ErrInvalidOptions)
+	_, err = q.Publish(ctx, "c", 1, &queue.PublishOpts{Delay: -time.Second})
+	require.ErrorIs(t, err, queue.ErrInvalidOptions)
+	_, err = q.Publish(ctx, "c", make(chan int), nil)
+	require.ErrorIs(t, err, queue.ErrInvalidPayload)
+	_, err = q.Publish(ctx, "c", json.RawMessage(`{"a":`), nil)
+	require.ErrorIs(t, err, queue.ErrInvalidPayload)
+	_, err = q.Publish(ctx, "c", string(make([]byte, 100)), nil)
+	require.ErrorIs(t, err, queue.ErrPayloadTooLarge)
+	// One bad message in a batch: none stored.
+	_, err = q.PublishMany(ctx, []queue.Publication{{Channel: "c", Payload: 1}, {Channel: "", Payload: 2}})
+	require.ErrorIs(t, err, queue.ErrEmptyChannel)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = q.Publish(cancelled, "c", 1, nil)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, 0, countJobs(t, db))
+
+	ok := func(context.Context, queue.Message) error { return nil }
+	require.ErrorIs(t, q.Subscribe("", queue.Consumer{Process: ok}), queue.ErrEmptyChannel)
+	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{Process: ok, Concurrency: -1}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{Process: ok, Concurrency: queue.MaxConcurrency + 1}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{Process: ok, PollInterval: time.Microsecond}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Unsubscribe(ctx, "c"), queue.ErrNotSubscribed)
+
+	_, err = queue.New(db.Pool, &queue.Config{Schema: "bad schema"})
+	require.Error(t, err)
+	_, err = queue.New(db.Pool, &queue.Config{DefaultTimeout: time.Hour, RescueAfter: time.Minute})
+	require.ErrorIs(t, err, queue.ErrInvalidOptions)
+	_, err = queue.New(nil, nil)
+	require.ErrorIs(t, err, queue.ErrInvalidOptions)
+}
+
+// Payloads round-trip byte for byte, including what jsonb would change.
+func TestPayloadRoundTripsExactly(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	got := make(chan json.RawMessage, 10)
+	require.NoError(t, q.Subscribe("c", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m.Payload; return nil }}))
+	start(t, q)
+	payloads := []json.RawMessage{
+		json.RawMessage(`{"b":1,"a":[true,false,null],"b":2.50}`),
+		json.RawMessage(`"nul \u0000 and <html> & é"`),
+		json.RawMessage(`12345678901234567890.123`),
+		json.RawMessage(`null`),
+	}
+	for _, p := range payloads {
+		_, err := q.Publish(ctxT(t), "c", p, nil)
+		require.NoError(t, err)
+		require.Equal(t, string(p), string(<-got))
+	}
+	type obj struct {
+		N int    `json:"n"`
+		S string `json:"s"`
+	}
+	_, err := q.Publish(ctxT(t), "c", obj{N: 7, S: "x"}, nil)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"n":7,"s":"x"}`, string(<-got))
+}
+
+// NocoBase: "idle() always false → never called". The message stays queued,
+// unclaimed and uncharged; another instance that is idle takes it.
+func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	busy := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "busy"}), &queue.Config{InstanceID: "busy"})
+	var idleAsked, busyCalls atomic.Int32
+	require.NoError(t, busy.Subscribe("test1", queue.Consumer{
+		Concurrency:  1,
+		PollInterval: 20 * time.Millisecond,
+		Idle:         func() bool { idleAsked.Add(1); return false },
+		Process:      func(context.Context, queue.Message) error { busyCalls.Add(1); return nil },
+	}))
+	start(t, busy)
+	ids := make([]int64, 3)
+	for i := range ids {
+		id, err := busy.Publish(ctxT(t), "test1", i, nil)
+		require.NoError(t, err)
+		ids[i] = id
+	}
+	// The busy instance keeps being asked and keeps declining.
+	require.Eventually(t, func() bool { return idleAsked.Load() > 5 }, waitFor, 5*time.Millisecond)
+	for _, id := range ids {
+		s, attempt, _ := jobState(t, db, id)
+		require.Equal(t, "available", s)
+		require.Equal(t, 0, attempt)
+	}
+
+	free := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "free"}), &queue.Config{InstanceID: "free"})
+	var freeCalls atomic.Int32
+	require.NoError(t, free.Subscribe("test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return true }, Process: func(context.Context, queue.Message) error { freeCalls.Add(1); return nil }}))
+	start(t, free)
+	for _, id := range ids {
+		waitState(t, db, id, "completed")
+		_, attempt, _ := jobState(t, db, id)
+		require.Equal(t, 1, attempt)
+	}
+	require.Equal(t, int32(3), freeCalls.Load())
+	require.Equal(t, int32(0), busyCalls.Load())
+}
+
+// NocoBase "plugin consume" (MockPlugin: default concurrency 1): idle() is
+// false while processing, so two messages run one after the other, in
+// publish order.
+func TestIdleFalseWhileProcessingIsSequentialFIFO(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var processing, overlap atomic.Int32
+	var mu sync.Mutex
+	var order []string
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{
+		Concurrency:  1,
+		PollInterval: 20 * time.Millisecond,
+		Idle:         func() bool { return processing.Load() == 0 },
+		Process: func(_ context.Context, m queue.Message) error {
+			if processing.Add(1) > 1 {
+				overlap.Add(1)
+			}
+			defer processing.Add(-1)
+			var s string
+			_ = json.Unmarshal(m.Payload, &s)
+			mu.Lock()
+			order = append(order, s)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // simulated work
+			return nil
+		},
+	}))
+	a, err := q.Publish(ctxT(t), "test1", "message1", nil)
+	require.NoError(t, err)
+	b, err := q.Publish(ctxT(t), "test1", "message2", nil)
+	require.NoError(t, err)
+	start(t, q)
+	waitState(t, db, a, "completed")
+	waitState(t, db, b, "completed")
+	require.Equal(t, []string{"message1", "message2"}, order)
+	require.Zero(t, overlap.Load())
+}
+
+// NocoBase "consume next message immediately": with a poll interval far
+// beyond the test's deadline, the second message still starts right after
+// the first finishes (River fetches again when a slot frees after a full
+// fetch), in FIFO order.
+func TestNextMessageStartsAfterCompletionWithoutPolling(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	release := make(chan struct{})
+	got := make(chan string, 2)
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{
+		Concurrency:  1,
+		PollInterval: time.Hour,
+		Process: func(ctx context.Context, m queue.Message) error {
+			var s string
+			_ = json.Unmarshal(m.Payload, &s)
+			got <- s
+			if s == "message1" {
+				<-release
+			}
+			return nil
+		},
+	}))
+	start(t, q)
+	_, err := q.Publish(ctxT(t), "test1", "message1", nil)
+	require.NoError(t, err)
+	require.Equal(t, "message1", <-got)
+	_, err = q.Publish(ctxT(t), "test1", "message2", nil)
+	require.NoError(t, err)
+	close(release)
+	select {
+	case s := <-got:
+		require.Equal(t, "message2", s)
+	case <-time.After(waitFor):
+		t.Fatal("message2 never started")
+	}
+}
+
+// NocoBase "retry": process always throws, maxRetries 3 → 4 calls; then the
+// message is discarded and kept with its 4 errors.
+func TestRetriesExhaustedDiscards(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, &queue.Config{RetryBackoff: 10 * time.Millisecond})
+	var mu sync.Mutex
+	var retried []int
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, PollInterval: 20 * time.Millisecond, Process: func(_ context.Context, m queue.Message) error {
+		mu.Lock()
+		retried = append(retried, m.Retried)
+		mu.Unlock()
+		require.Equal(t, 3, m.Options.MaxRetries)
+		return errors.New("boom")
+	}}))
+	start(t, q)
+	id, err := q.Publish(ctxT(t), "test1", "m", &queue.PublishOpts{MaxRetries: 3})
+	require.NoError(t, err)
+	waitState(t, db, id, "discarded")
+	s, attempt, errs := jobState(t, db, id)
+	require.Equal(t, "discarded", s)
+	require.Equal(t, 4, attempt)
+	require.Equal(t, 4, errs)
+	mu.Lock()
+	require.Equal(t, []int{0, 1, 2, 3}, retried)
+	mu.Unlock()
+
+	st, err := q.Stats(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, queue.ChannelStats{Discarded: 1, Retried: 1}, st["test1"])
+}
+
+// Default MaxRetries is 0 (NocoBase): one failure discards. A panic is a
+// failed attempt too. NocoBase "failure with concurrency": the other
+// message still completes.
+func TestFailureAndPanicWithConcurrency(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var calls atomic.Int32
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 2, Process: func(_ context.Context, m queue.Message) error {
+		calls.Add(1)
+		switch string(m.Payload) {
+		case "0":
+			return errors.New("falsy message")
+		case "2":
+			panic("kaboom")
+		}
+		return nil
+	}}))
+	start(t, q)
+	ids, err := q.PublishMany(ctxT(t), []queue.Publication{{Channel: "test1", Payload: 1}, {Channel: "test1", Payload: 0}, {Channel: "test1", Payload: 2}})
+	require.NoError(t, err)
+	require.Len(t, ids, 3)
+	waitState(t, db, ids[0], "completed")
+	waitState(t, db, ids[1], "discarded")
+	waitState(t, db, ids[2], "discarded")
+	var trace string
+	require.NoError(t, db.Pool.QueryRow(ctxT(t), `SELECT errors[1]->>'error' FROM pgcoord.river_job WHERE id = $1`, ids[2]).Scan(&trace))
+	require.Contains(t, trace, "kaboom")
+	require.Equal(t, int32(3), calls.Load())
+}
+
+// NocoBase "timeout": the ctx ends at the message's timeout, which is a
+// failed attempt; {timeout, maxRetries: 1} → 2 calls. A message with a
+// longer timeout completes.
+func TestTimeoutCancelsContextAndCountsAsFailure(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, &queue.Config{RetryBackoff: 10 * time.Millisecond})
+	var calls atomic.Int32
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 2, PollInterval: 20 * time.Millisecond, Process: func(ctx context.Context, m queue.Message) error {
+		calls.Add(1)
+		if string(m.Payload) == `"slow"` {
+			<-ctx.Done()
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return errors.New("ctx ended without a deadline")
+			}
+			return ctx.Err()
+		}
+		return nil
+	}}))
+	start(t, q)
+	slow, err := q.Publish(ctxT(t), "test1", "slow", &queue.PublishOpts{Timeout: 100 * time.Millisecond, MaxRetries: 1})
+	require.NoError(t, err)
+	fast, err := q.Publish(ctxT(t), "test1", "fast", &queue.PublishOpts{Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	waitState(t, db, slow, "discarded")
+	waitState(t, db, fast, "completed")
+	_, attempt, errs := jobState(t, db, slow)
+	require.Equal(t, 2, attempt)
+	require.Equal(t, 2, errs)
+	require.Equal(t, int32(3), calls.Load())
+}
+
+// NocoBase "concurrency: 0 means unlimited": 3 messages run at once.
+func TestConcurrencyZeroIsUnlimited(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var active atomic.Int32
+	all := make(chan struct{})
+	var once sync.Once
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Process: func(ctx context.Context, _ queue.Message) error {
+		if active.Add(1) == 3 {
+			once.Do(func() { close(all) })
+		}
+		defer active.Add(-1)
+		select {
+		case <-all:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}))
+	start(t, q)
+	ids, err := q.PublishMany(ctxT(t), []queue.Publication{{Channel: "test1", Payload: 1}, {Channel: "test1", Payload: 2}, {Channel: "test1", Payload: 3}})
+	require.NoError(t, err)
+	for _, id := range ids {
+		waitState(t, db, id, "completed")
+	}
+	require.Equal(t, int32(0), active.Load())
+}
+
+// NocoBase "concurrency: 2 with 5 messages" and "staggered publishes": never
+// more than 2 run at once, all 5 complete.
+func TestConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var active, peak atomic.Int32
+	var done atomic.Int32
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 2, Process: func(context.Context, queue.Message) error {
+		n := active.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // simulated work
+		active.Add(-1)
+		done.Add(1)
+		return nil
+	}}))
+	start(t, q)
+	for i := range 5 {
+		_, err := q.Publish(ctxT(t), "test1", i, nil)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return done.Load() == 5 }, waitFor, 5*time.Millisecond)
+	require.LessOrEqual(t, peak.Load(), int32(2))
+	st, err := q.Stats(ctxT(t))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		st, err = q.Stats(ctxT(t))
+		require.NoError(t, err)
+		return st["test1"].Completed == 5
+	}, waitFor, 10*time.Millisecond)
+	require.Equal(t, queue.ChannelStats{Completed: 5}, st["test1"])
+}
+
+// Only instances that subscribe a channel consume it; a publisher need not
+// subscribe (NocoBase's WORKER_MODE split).
+func TestPublisherNeedNotSubscribe(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	pub := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "pub"}), nil)
+	start(t, pub)
+	worker := newQueue(t, db, nil, nil)
+	var calls atomic.Int32
+	require.NoError(t, worker.Subscribe("jobs", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	start(t, worker)
+	id, err := pub.Publish(ctxT(t), "jobs", 1, nil)
+	require.NoError(t, err)
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), calls.Load())
+}
+
+// A channel is namespaced by app unless Shared.
+func TestAppNamespacingAndShared(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	a := newQueue(t, db, nil, &queue.Config{AppName: "a"})
+	b := newQueue(t, db, nil, &queue.Config{AppName: "b"})
+	got := make(chan string, 10)
+	rec := func(app string) func(context.Context, queue.Message) error {
+		return func(_ context.Context, m queue.Message) error { got <- app + ":" + m.Channel + ":" + string(m.Payload); return nil }
+	}
+	require.NoError(t, a.Subscribe("local", queue.Consumer{Concurrency: 1, Process: rec("a")}))
+	require.NoError(t, a.Subscribe("global", queue.Consumer{Concurrency: 1, Shared: true, Process: rec("a")}))
+	start(t, a)
+	start(t, b)
+
+	// b publishes to its own "local": a does not consume it.
+	notForA, err := b.Publish(ctxT(t), "local", 1, nil)
+	require.NoError(t, err)
+	// b publishes to the shared "global": a consumes it.
+	shared, err := b.Publish(ctxT(t), "global", 2, &queue.PublishOpts{Shared: true})
+	require.NoError(t, err)
+	// a's own "local".
+	mine, err := a.Publish(ctxT(t), "local", 3, nil)
+	require.NoError(t, err)
+	waitState(t, db, shared, "completed")
+	waitState(t, db, mine, "completed")
+	s, _, _ := jobState(t, db, notForA)
+	require.Equal(t, "available", s)
+	require.ElementsMatch(t, []string{"a:global:2", "a:local:3"}, []string{<-got, <-got})
+}
+
+// NocoBase "persistence": publish then close before processing; the message
+// is processed once when an instance starts again.
+func TestMessagesSurviveStop(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	first := newQueue(t, db, nil, nil)
+	require.NoError(t, first.Subscribe("test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return errors.New("must not run") }}))
+	start(t, first)
+	id, err := first.Publish(ctxT(t), "test1", "message1", nil)
+	require.NoError(t, err)
+	require.NoError(t, first.Stop(ctxT(t)))
+	s, attempt, _ := jobState(t, db, id)
+	require.Equal(t, "available", s)
+	require.Equal(t, 0, attempt)
+
+	second := newQueue(t, db, nil, nil)
+	var calls atomic.Int32
+	require.NoError(t, second.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	start(t, second)
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), calls.Load())
+}
+
+// NocoBase "graceful shutdown waits": Stop does not return while a message
+// runs; the message can still use the database, and completes.
+func TestStopWaitsForRunningMessage(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+		close(started)
+		<-release
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		_, err := db.Pool.Exec(ctx, `SELECT 1`)
+		return err
+	}}))
+	start(t, q)
+	id, err := q.Publish(ctxT(t), "test1", 1, nil)
+	require.NoError(t, err)
+	<-started
+	stopped := make(chan error, 1)
+	go func() { stopped <- q.Stop(ctxT(t)) }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned while a message was running: %v", err)
+	default:
+	}
+	// A message that runs during Stop may still publish.
+	_, err = q.Publish(ctxT(t), "test1", 2, nil)
+	require.NoError(t, err)
+	close(release)
+	require.NoError(t, <-stopped)
+	waitState(t, db, id, "completed")
+}
+
+// Stop's ctx ending cancels the running message's ctx; the message goes back
+// to the queue without being charged an attempt.
+func TestStopDeadlineCancelsAndRequeues(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	started := make(chan struct{})
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+		close(started)
+		<-ctx.Done()
+		return errors.New("gave up") // not the ctx error: still not charged
+	}}))
+	start(t, q)
+	id, err := q.Publish(ctxT(t), "test1", 1, nil)
+	require.NoError(t, err)
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, q.Stop(ctx), context.DeadlineExceeded)
+	waitState(t, db, id, "available")
+	_, attempt, errs := jobState(t, db, id)
+	require.Equal(t, 0, attempt)
+	require.Equal(t, 0, errs)
+}
+
+// Cancel of a running message from another instance cancels its ctx, and it
+// ends cancelled.
+func TestCancelRunningFromAnotherInstance(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), nil)
+	started := make(chan struct{})
+	cause := make(chan error, 1)
+	require.NoError(t, runner.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+		close(started)
+		<-ctx.Done()
+		cause <- context.Cause(ctx)
+		return ctx.Err()
+	}}))
+	start(t, runner)
+	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), nil)
+	id, err := other.Publish(ctxT(t), "test1", 1, nil)
+	require.NoError(t, err)
+	<-started
+	require.NoError(t, other.Cancel(ctxT(t), id))
+	select {
+	case c := <-cause:
+		require.Error(t, c)
+	case <-time.After(waitFor):
+		t.Fatal("running message's ctx was not cancelled")
+	}
+	waitState(t, db, id, "cancelled")
+	st, err := runner.Stats(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, int64(1), st["test1"].Cancelled)
+}
+
+// Cancel of a queued message: it never runs. Unknown ids are ErrNotFound.
+func TestCancelQueued(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var calls atomic.Int32
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return calls.Load() >= 0 }, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	id, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{Delay: time.Hour})
+	require.NoError(t, err)
+	s, _, _ := jobState(t, db, id)
+	require.Equal(t, "scheduled", s)
+	require.NoError(t, q.Cancel(ctxT(t), id))
+	s, _, _ = jobState(t, db, id)
+	require.Equal(t, "cancelled", s)
+	require.ErrorIs(t, q.Cancel(ctxT(t), id+1000), queue.ErrNotFound)
+	start(t, q)
+	// A later message runs; the cancelled one never does.
+	next, err := q.Publish(ctxT(t), "test1", 2, nil)
+	require.NoError(t, err)
+	waitState(t, db, next, "completed")
+	require.Equal(t, int32(1), calls.Load())
+}
+
+// UniqueKey: while a message with the key is queued, publishing it again
+// returns the same id and stores nothing; once finished, a new one is allowed.
+func TestUniqueKey(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	a, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{UniqueKey: "k"})
+	require.NoError(t, err)
+	b, err := q.Publish(ctxT(t), "test1", 2, &queue.PublishOpts{UniqueKey: "k"})
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+	other, err := q.Publish(ctxT(t), "test2", 2, &queue.PublishOpts{UniqueKey: "k"})
+	require.NoError(t, err)
+	require.NotEqual(t, a, other)
+	require.Equal(t, 2, countJobs(t, db))
+
+	got := make(chan queue.Message, 10)
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m; return nil }}))
+	start(t, q)
+	m := <-got
+	require.Equal(t, "k", m.Options.UniqueKey)
+	waitState(t, db, a, "completed")
+	c, err := q.Publish(ctxT(t), "test1", 3, &queue.PublishOpts{UniqueKey: "k"})
+	require.NoError(t, err)
+	require.NotEqual(t, a, c)
+	waitState(t, db, c, "completed")
+}
+
+// Unsubscribe stops consuming without losing queued messages, and waits for
+// the running one.
+func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var calls atomic.Int32
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+		calls.Add(1)
+		started <- struct{}{}
+		<-release
+		return nil
+	}}))
+	start(t, q)
+	first, err := q.Publish(ctxT(t), "test1", 1, nil)
+	require.NoError(t, err)
+	<-started
+	unsubscribed := make(chan error, 1)
+	go func() { unsubscribed <- q.Unsubscribe(ctxT(t), "test1") }()
+	second, err := q.Publish(ctxT(t), "test1", 2, nil)
+	require.NoError(t, err)
+	select {
+	case err := <-unsubscribed:
+		t.Fatalf("Unsubscribe returned while a message was running: %v", err)
+	default:
+	}
+	close(release)
+	require.NoError(t, <-unsubscribed)
+	waitState(t, db, first, "completed")
+	s, attempt, _ := jobState(t, db, second)
+	require.Equal(t, "available", s)
+	require.Equal(t, 0, attempt)
+	require.Equal(t, int32(1), calls.Load())
+
+	// Subscribing again consumes it.
+	done := make(chan int64, 1)
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { done <- m.ID; return nil }}))
+	require.Equal(t, second, <-done)
+}
+
+var _ = fmt.Sprint
