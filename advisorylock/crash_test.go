@@ -1,0 +1,5 @@
+package advisorylock_test
+
+const helperEnv = "ADVISORYLOCK_TEST_HELPER"
+
+func runHelper() {}

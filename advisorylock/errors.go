@@ -1,0 +1,81 @@
+package advisorylock
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by every call on a Manager or Local after Close.
+	ErrClosed = errors.New("advisorylock: closed")
+
+	// ErrNotStarted is returned by Manager calls made before Start.
+	ErrNotStarted = errors.New("advisorylock: manager not started")
+
+	// ErrNotHeld is returned (wrapped) by Extend, CheckTx and the handle form
+	// of RunExclusive when the lock is no longer held: it was released, its
+	// lease expired or was taken over, or its instance lost its liveness
+	// session. NocoBase reports this case as "lock is not active".
+	ErrNotHeld = errors.New("advisorylock: lock not held")
+
+	// ErrLockLost is the cause of the context passed to a RunExclusive
+	// function when the lease is lost while the function runs, and is returned
+	// (wrapped) by RunExclusive when the function returned nil but the lease
+	// was lost before it finished.
+	ErrLockLost = errors.New("advisorylock: lease lost")
+
+	// ErrUnavailable is returned (wrapped) by TryAcquire with wait == 0 while
+	// the Manager's liveness session is reconnecting: no lease can be granted
+	// to an instance that Postgres does not see alive. Acquire waits instead.
+	ErrUnavailable = errors.New("advisorylock: liveness session unavailable")
+
+	// ErrInvalidKey is returned (wrapped) for an empty key, a key longer than
+	// MaxKeyBytes, or a key that PostgreSQL text cannot hold (NUL bytes,
+	// invalid UTF-8). Nothing is written.
+	ErrInvalidKey = errors.New("advisorylock: invalid key")
+
+	// ErrInvalidTTL is returned (wrapped) for a negative TTL or wait, or a
+	// non-positive TTL passed to Extend. Nothing is written.
+	ErrInvalidTTL = errors.New("advisorylock: invalid duration")
+)
+
+// Reason says why TryAcquire failed.
+type Reason string
+
+const (
+	// ReasonLocked: wait was 0 and the lock was held ("lock is locked").
+	ReasonLocked Reason = "locked"
+	// ReasonTimedOut: the lock stayed held for the whole wait ("lock acquire timed out").
+	ReasonTimedOut Reason = "timed out"
+)
+
+// LockAcquireError is returned by TryAcquire when the lock could not be taken.
+// Test for it with errors.As; the type name matches NocoBase's LockAcquireError.
+type LockAcquireError struct {
+	// Key is the key as the caller passed it (without the app namespace).
+	Key string
+	// Reason is ReasonLocked or ReasonTimedOut.
+	Reason Reason
+}
+
+func (e *LockAcquireError) Error() string {
+	if e.Reason == ReasonTimedOut {
+		return fmt.Sprintf("advisorylock: acquire %q: lock acquire timed out", e.Key)
+	}
+	return fmt.Sprintf("advisorylock: acquire %q: lock is %s", e.Key, e.Reason)
+}
+
+// MaxKeyBytes is the longest key accepted, in bytes.
+const MaxKeyBytes = 1024
+
+func validateKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty", ErrInvalidKey)
+	case len(key) > MaxKeyBytes:
+		return fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidKey, len(key), MaxKeyBytes)
+	case !validText(key):
+		return fmt.Errorf("%w: %q contains a NUL byte or invalid UTF-8", ErrInvalidKey, key)
+	}
+	return nil
+}

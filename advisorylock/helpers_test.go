@@ -1,0 +1,64 @@
+package advisorylock_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+)
+
+// newManager starts a Manager on pool and closes it when the test ends.
+func newManager(t *testing.T, pool *pgxpool.Pool, cfg *advisorylock.Config) *advisorylock.Manager {
+	t.Helper()
+	c := advisorylock.Config{PollInterval: 100 * time.Millisecond}
+	if cfg != nil {
+		c = *cfg
+		if c.PollInterval == 0 {
+			c.PollInterval = 100 * time.Millisecond
+		}
+	}
+	m, err := advisorylock.New(pool, &c)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, m.Start(ctx))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, m.Close(ctx))
+	})
+	return m
+}
+
+// instance is one simulated instance of an app: its own pool and Manager.
+func instance(t *testing.T, db *pgtest.DB, name string, cfg *advisorylock.Config) *advisorylock.Manager {
+	t.Helper()
+	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 10})
+	c := advisorylock.Config{}
+	if cfg != nil {
+		c = *cfg
+	}
+	c.InstanceID = name
+	return newManager(t, pool, &c)
+}
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

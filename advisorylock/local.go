@@ -1,0 +1,204 @@
+package advisorylock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Local is the in-process implementation of Locker, for single-process
+// applications and unit tests (NocoBase's local adapter). Keys, TTLs,
+// reservations, Release, Extend, RunExclusive with renewal, tokens and Done
+// behave as with a Manager, measured on the process's monotonic clock.
+//
+// What Local cannot offer: exclusivity across processes; survival of
+// nothing (all locks vanish with the process, which is also when they stop
+// mattering); and CheckTx blocking a takeover: Local.CheckTx only reports
+// whether the lock is held at the time of the call. Tokens increase per
+// Local value. Two Local values never share keys (NocoBase's adapter shares
+// one process-wide map; pass one Local around instead). No app namespace:
+// keys are used as given.
+type Local struct {
+	mu     sync.Mutex // guards the fields below
+	closed bool
+	token  int64
+	keys   map[string]*localKey
+}
+
+type localKey struct {
+	holder  *Lock
+	changed chan struct{} // closed and replaced when the holder leaves
+}
+
+// NewLocal returns a ready Local; it needs no Start.
+func NewLocal() *Local {
+	return &Local{keys: make(map[string]*localKey)}
+}
+
+// Close releases every held lock (their Done channels close) and makes later
+// calls return ErrClosed. Waiting calls return ErrClosed. Safe to call twice.
+func (lc *Local) Close(ctx context.Context) error {
+	lc.mu.Lock()
+	if lc.closed {
+		lc.mu.Unlock()
+		return nil
+	}
+	lc.closed = true
+	var held []*Lock
+	for _, k := range lc.keys {
+		if k.holder != nil {
+			held = append(held, k.holder)
+		}
+		close(k.changed)
+		k.changed = make(chan struct{})
+	}
+	lc.mu.Unlock()
+	for _, l := range held {
+		l.finish(stateReleased)
+	}
+	return nil
+}
+
+// Acquire takes key, waiting as long as ctx allows, with a lease of ttl
+// (0 means DefaultTTL) that ends unless extended.
+func (lc *Local) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+	if err := checkArgs(key, ttl, "ttl"); err != nil {
+		return nil, fmt.Errorf("advisorylock: acquire: %w", err)
+	}
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	l, err := lc.take(ctx, key, ttl, true, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("advisorylock: acquire %q: %w", key, err)
+	}
+	return l, nil
+}
+
+// TryAcquire takes key as a reservation with no expiry; see Manager.TryAcquire.
+func (lc *Local) TryAcquire(ctx context.Context, key string, wait time.Duration) (*Lock, error) {
+	if err := checkArgs(key, wait, "wait"); err != nil {
+		return nil, fmt.Errorf("advisorylock: try acquire: %w", err)
+	}
+	var deadline time.Time
+	if wait > 0 {
+		deadline = time.Now().Add(wait)
+	}
+	l, err := lc.take(ctx, key, 0, wait > 0, deadline)
+	switch {
+	case err == errLocked:
+		return nil, &LockAcquireError{Key: key, Reason: ReasonLocked}
+	case err == errTimedOut:
+		return nil, &LockAcquireError{Key: key, Reason: ReasonTimedOut}
+	case err != nil:
+		return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, err)
+	}
+	return l, nil
+}
+
+// RunExclusive waits for key, runs fn with the lease renewed, and releases;
+// see Manager.RunExclusive.
+func (lc *Local) RunExclusive(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context, l *Lock) error) error {
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	l, err := lc.Acquire(ctx, key, ttl)
+	if err != nil {
+		return err
+	}
+	return l.runHeld(ctx, ttl, func(ctx context.Context) error { return fn(ctx, l) })
+}
+
+var errLocked = fmt.Errorf("locked")
+
+func (lc *Local) take(ctx context.Context, key string, ttl time.Duration, wait bool, deadline time.Time) (*Lock, error) {
+	var deadlineC <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		deadlineC = t.C
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		lc.mu.Lock()
+		if lc.closed {
+			lc.mu.Unlock()
+			return nil, ErrClosed
+		}
+		k := lc.keys[key]
+		if k == nil {
+			k = &localKey{changed: make(chan struct{})}
+			lc.keys[key] = k
+		}
+		if k.holder == nil {
+			lc.token++
+			l := newLock(lc, key, lc.token, 0, time.Now(), ttl)
+			k.holder = l
+			lc.mu.Unlock()
+			return l, nil
+		}
+		changed := k.changed
+		lc.mu.Unlock()
+		if !wait {
+			return nil, errLocked
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadlineC:
+			return nil, errTimedOut
+		}
+	}
+}
+
+func (lc *Local) defaultTTL() time.Duration { return DefaultTTL }
+
+func (lc *Local) release(ctx context.Context, l *Lock) error {
+	lc.mu.Lock()
+	k := lc.keys[l.key]
+	mine := k != nil && k.holder == l
+	lc.mu.Unlock()
+	if mine {
+		l.finish(stateReleased) // forget frees the key
+	}
+	return nil
+}
+
+func (lc *Local) extend(ctx context.Context, l *Lock, ttl time.Duration) error {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if k := lc.keys[l.key]; k == nil || k.holder != l {
+		return ErrNotHeld
+	}
+	return nil
+}
+
+func (lc *Local) checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if k := lc.keys[l.key]; k == nil || k.holder != l {
+		return ErrNotHeld
+	}
+	return nil
+}
+
+func (lc *Local) forget(l *Lock, lost bool) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	k := lc.keys[l.key]
+	if k == nil || k.holder != l {
+		return
+	}
+	k.holder = nil
+	close(k.changed)
+	// The key's entry goes away with its last holder, so the map does not
+	// grow with every key ever used (unlike NocoBase's). Waiters hold the
+	// closed channel and re-create the entry.
+	delete(lc.keys, l.key)
+}

@@ -1,0 +1,313 @@
+package advisorylock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Locker is what Manager and Local have in common: code that takes locks
+// can accept a Locker and run against Postgres in a cluster or in-process in
+// a single-process app or a unit test.
+type Locker interface {
+	Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error)
+	TryAcquire(ctx context.Context, key string, wait time.Duration) (*Lock, error)
+	RunExclusive(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context, l *Lock) error) error
+	Close(ctx context.Context) error
+}
+
+var (
+	_ Locker = (*Manager)(nil)
+	_ Locker = (*Local)(nil)
+)
+
+// backend is the implementation behind a Lock: the Manager (Postgres) or Local.
+type backend interface {
+	// release frees l's lease if l still holds it; a no-op otherwise.
+	release(ctx context.Context, l *Lock) error
+	// extend sets l's lease to end ttl from now. It returns errNotHeldBackend
+	// (wrapped or not) when l no longer holds the key.
+	extend(ctx context.Context, l *Lock, ttl time.Duration) error
+	checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error
+	// forget is called exactly once, when l stops being held locally
+	// (released or lost): the backend drops it from its registry and wakes
+	// local waiters for its key.
+	forget(l *Lock, lost bool)
+	defaultTTL() time.Duration
+}
+
+type lockState int
+
+const (
+	stateHeld lockState = iota
+	stateReleased
+	stateLost
+)
+
+// Lock is one grant of a key: from Acquire, TryAcquire or RunExclusive until
+// Release, or until the lease is lost. A Lock is safe for concurrent use.
+//
+// A Lock is a single grant, not a reusable handle: once released or lost it
+// stays so, and Extend, CheckTx and RunExclusive on it return ErrNotHeld (a
+// deliberate difference from NocoBase's ILock, which re-acquires). Take the
+// key again with the Manager to get a new grant and a new token.
+type Lock struct {
+	b     backend
+	key   string
+	token int64
+	owner int32 // owner_id of the Manager's liveness session at grant; 0 for Local
+	done  chan struct{}
+
+	mu       sync.Mutex // guards the fields below
+	state    lockState
+	timer    *time.Timer // fires at the local deadline; nil when the lease has no expiry
+	freed    bool        // the backend release has succeeded: Release is a no-op from now on
+	deadline time.Time   // local deadline of the lease; zero for no expiry
+}
+
+func newLock(b backend, key string, token int64, owner int32, sent time.Time, ttl time.Duration) *Lock {
+	l := &Lock{b: b, key: key, token: token, owner: owner, done: make(chan struct{})}
+	l.mu.Lock()
+	l.setDeadlineLocked(sent, ttl)
+	l.mu.Unlock()
+	return l
+}
+
+// Key returns the key as passed to Acquire (without the app namespace).
+func (l *Lock) Key() string { return l.key }
+
+// Token returns the fencing token of this grant: it is strictly larger than
+// the token of every earlier grant of the same key (and of any key: tokens
+// come from one non-cycling sequence), and never reused. A resource protected
+// by the lock can reject writes carrying a token lower than the highest it
+// has seen. Local tokens increase per Local value.
+func (l *Lock) Token() int64 { return l.token }
+
+// Done returns a channel closed when this grant ends: after Release, when
+// the lease expires (its TTL passed without Extend or renewal), when another
+// holder took it over, or when the instance lost its liveness session. It is
+// never reopened.
+func (l *Lock) Done() <-chan struct{} { return l.done }
+
+// held reports whether the lock is still held as far as this process knows.
+func (l *Lock) held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == stateHeld
+}
+
+// lost reports whether the lock ended other than by Release.
+func (l *Lock) lost() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.state == stateLost
+}
+
+// setDeadlineLocked arms the expiry timer. sent is the local time just before
+// the statement that set the lease was sent: the database computed the lease
+// end from its now(), which is later, so sent+ttl never lies beyond the
+// database's expiry (the local clock only measures a duration here).
+func (l *Lock) setDeadlineLocked(sent time.Time, ttl time.Duration) {
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	if ttl <= 0 {
+		l.deadline = time.Time{}
+		return
+	}
+	l.deadline = sent.Add(ttl)
+	l.timer = time.AfterFunc(time.Until(l.deadline), func() { l.finish(stateLost) })
+}
+
+// finish moves a held lock to released or lost, exactly once.
+func (l *Lock) finish(to lockState) bool {
+	l.mu.Lock()
+	if l.state != stateHeld {
+		if to == stateReleased {
+			l.freed = true
+		}
+		l.mu.Unlock()
+		return false
+	}
+	l.state = to
+	if to == stateReleased {
+		l.freed = true
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	close(l.done)
+	l.mu.Unlock()
+	l.b.forget(l, to == stateLost)
+	return true
+}
+
+// Release frees the lock. It is idempotent, and it never frees a later
+// holder's lock: the lease is released only if it still carries this
+// grant's token. Releasing a lock whose lease already expired or was taken
+// over returns nil. When ctx ends before the release reached the database
+// the error is returned and the lock is still held; retry, or let the TTL
+// (or the instance's session) end it.
+func (l *Lock) Release(ctx context.Context) error {
+	l.mu.Lock()
+	freed := l.freed
+	l.mu.Unlock()
+	if freed {
+		return nil
+	}
+	if err := l.b.release(ctx, l); err != nil {
+		return fmt.Errorf("advisorylock: release %q: %w", l.key, err)
+	}
+	l.finish(stateReleased)
+	return nil
+}
+
+// Extend sets the lease to end ttl from now (database clock), converting a
+// reservation from TryAcquire into a lease with a TTL. It returns ErrNotHeld
+// (wrapped) when the lock is no longer held, and ErrInvalidTTL when ttl <= 0.
+func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("advisorylock: extend %q: %w: ttl %v must be positive", l.key, ErrInvalidTTL, ttl)
+	}
+	if !l.held() {
+		return fmt.Errorf("advisorylock: extend %q (token %d): %w", l.key, l.token, ErrNotHeld)
+	}
+	sent := time.Now()
+	if err := l.b.extend(ctx, l, ttl); err != nil {
+		if errors.Is(err, ErrNotHeld) {
+			l.finish(stateLost)
+		}
+		return fmt.Errorf("advisorylock: extend %q (token %d): %w", l.key, l.token, err)
+	}
+	l.mu.Lock()
+	if l.state != stateHeld {
+		// The local deadline passed while the statement ran; the lease is
+		// considered lost here, so give it back rather than keep it blocked.
+		l.mu.Unlock()
+		_ = l.b.release(context.WithoutCancel(ctx), l)
+		return fmt.Errorf("advisorylock: extend %q (token %d): %w", l.key, l.token, ErrNotHeld)
+	}
+	l.setDeadlineLocked(sent, ttl)
+	l.mu.Unlock()
+	return nil
+}
+
+// CheckTx verifies, inside the caller's transaction, that this grant still
+// holds the lease, and locks the lease row (FOR KEY SHARE) so that no other
+// instance can take the lock over until tx commits or rolls back: writes made
+// in tx after a nil CheckTx are fenced. It returns ErrNotHeld (wrapped) when
+// the lease was released, expired, taken over or its owner's liveness
+// session ended. Renewals and Release are not blocked by the row lock.
+//
+// Use it in a READ COMMITTED transaction (the default) or as the first
+// statement of a REPEATABLE READ one: an older snapshot cannot see a newer
+// grant. On a Local lock CheckTx only checks that the lock is held at the
+// time of the call; it cannot block a takeover (nothing is in a database).
+func (l *Lock) CheckTx(ctx context.Context, tx pgx.Tx) error {
+	if tx == nil {
+		return fmt.Errorf("advisorylock: check %q: nil transaction", l.key)
+	}
+	if !l.held() {
+		return fmt.Errorf("advisorylock: check %q (token %d): %w", l.key, l.token, ErrNotHeld)
+	}
+	if err := l.b.checkTx(ctx, l, tx); err != nil {
+		return fmt.Errorf("advisorylock: check %q (token %d): %w", l.key, l.token, err)
+	}
+	return nil
+}
+
+// RunExclusive sets the lease to ttl (0 means the default TTL), runs fn while
+// renewing the lease every ttl/3 so that fn is never cut short by its TTL,
+// and releases the lock when fn returns, even if it panics. fn's context is
+// cancelled with cause ErrLockLost if the lease is lost while fn runs; then
+// RunExclusive returns fn's error, or ErrLockLost (wrapped) if fn returned
+// nil. On a lock that is no longer held it returns ErrNotHeld and does not
+// call fn. Unlike NocoBase's handle, the TTL here never pre-empts fn (the
+// manager and handle forms behave the same).
+func (l *Lock) RunExclusive(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error) error {
+	if ttl < 0 {
+		return fmt.Errorf("advisorylock: run exclusive %q: %w: ttl %v is negative", l.key, ErrInvalidTTL, ttl)
+	}
+	if ttl == 0 {
+		ttl = l.b.defaultTTL()
+	}
+	if err := l.Extend(ctx, ttl); err != nil {
+		return err
+	}
+	return l.runHeld(ctx, ttl, fn)
+}
+
+// runHeld runs fn under the held lease with renewal, then releases.
+func (l *Lock) runHeld(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error) (err error) {
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.renew(fnCtx, stop, ttl, cancel)
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+		cancel(nil)
+		lost := l.lost()
+		relErr := l.Release(context.WithoutCancel(ctx))
+		switch {
+		case err != nil:
+		case lost:
+			err = fmt.Errorf("advisorylock: run exclusive %q (token %d): %w", l.key, l.token, ErrLockLost)
+		default:
+			err = relErr
+		}
+	}()
+	return fn(fnCtx)
+}
+
+// renew keeps the lease alive until stop is closed, and cancels fn's context
+// when the lease is lost. A failed renewal is retried on the next tick; the
+// local deadline (armed by each successful renewal) ends the lease if
+// renewals keep failing for a whole TTL.
+func (l *Lock) renew(ctx context.Context, stop <-chan struct{}, ttl time.Duration, cancel context.CancelCauseFunc) {
+	every := ttl / 3
+	if every < time.Millisecond {
+		every = time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-l.done:
+			if l.lost() {
+				cancel(ErrLockLost)
+			}
+			return
+		case <-t.C:
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), ttl)
+			err := l.Extend(rctx, ttl)
+			rcancel()
+			_ = err // ErrNotHeld closed done (handled above); other errors are retried
+		}
+	}
+}
+
+func validText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,680 @@
+package advisorylock
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/migrations"
+)
+
+// Defaults of Config.
+const (
+	// DefaultAppName namespaces keys when Config.AppName is empty (NocoBase's main app).
+	DefaultAppName = "main"
+	// DefaultTTL is the lease of Acquire and RunExclusive called with ttl 0 (NocoBase's 500 ms).
+	DefaultTTL = 500 * time.Millisecond
+	// DefaultPollInterval is how often a waiter re-checks a held key when no
+	// NOTIFY woke it (jittered ±25%).
+	DefaultPollInterval = time.Second
+	// DefaultHealthCheckInterval is how often the liveness session is pinged when idle.
+	DefaultHealthCheckInterval = 5 * time.Second
+	// DefaultRetention is how long a free lease row is kept before the sweeper deletes it.
+	DefaultRetention = time.Hour
+)
+
+// sweepBatch bounds one sweep statement.
+const sweepBatch = 1000
+
+// Config configures a Manager. A nil *Config means all defaults. The
+// caller's struct is never modified.
+type Config struct {
+	// AppName namespaces every key: two apps sharing a database never contend
+	// for the same key. Defaults to DefaultAppName.
+	AppName string
+	// InstanceID names this instance in the lease table and in logs.
+	// Defaults to "<hostname>-<pid>-<random>".
+	InstanceID string
+	// Schema holds the locks table. Defaults to migrations.DefaultSchema.
+	Schema string
+	// Logger receives logs with lock_key, token and owner attributes.
+	// Defaults to a logger that writes warnings and errors to stderr.
+	Logger *slog.Logger
+	// DefaultTTL is used when Acquire or RunExclusive get ttl 0. Defaults to DefaultTTL.
+	DefaultTTL time.Duration
+	// PollInterval is the waiters' backstop when no NOTIFY arrives (an
+	// instance that dies sends none). Defaults to DefaultPollInterval.
+	PollInterval time.Duration
+	// HealthCheckInterval is how often the idle liveness session is pinged.
+	// Defaults to DefaultHealthCheckInterval.
+	HealthCheckInterval time.Duration
+	// Retention is how long a free lease row (released, expired, or owned by
+	// a dead instance) stays before the sweeper deletes it. Defaults to
+	// DefaultRetention; the minimum is one minute.
+	Retention time.Duration
+}
+
+func (c *Config) withDefaults() Config {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	if out.AppName == "" {
+		out.AppName = DefaultAppName
+	}
+	if out.InstanceID == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = crand.Read(b[:])
+		out.InstanceID = host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
+	}
+	if out.Schema == "" {
+		out.Schema = migrations.DefaultSchema
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if out.DefaultTTL == 0 {
+		out.DefaultTTL = DefaultTTL
+	}
+	if out.PollInterval == 0 {
+		out.PollInterval = DefaultPollInterval
+	}
+	if out.HealthCheckInterval == 0 {
+		out.HealthCheckInterval = DefaultHealthCheckInterval
+	}
+	if out.Retention == 0 {
+		out.Retention = DefaultRetention
+	}
+	return out
+}
+
+func (c Config) validate() error {
+	if err := migrations.ValidateSchema(c.Schema); err != nil {
+		return fmt.Errorf("Config.Schema: %w", err)
+	}
+	if len(c.AppName) > 255 || !validText(c.AppName) {
+		return fmt.Errorf("Config.AppName: must be at most 255 bytes of UTF-8 without NUL, got %q", c.AppName)
+	}
+	if len(c.InstanceID) > 255 || !validText(c.InstanceID) {
+		return fmt.Errorf("Config.InstanceID: must be at most 255 bytes of UTF-8 without NUL, got %q", c.InstanceID)
+	}
+	if c.DefaultTTL < 0 {
+		return fmt.Errorf("Config.DefaultTTL: must not be negative, got %v", c.DefaultTTL)
+	}
+	if c.PollInterval < 0 {
+		return fmt.Errorf("Config.PollInterval: must not be negative, got %v", c.PollInterval)
+	}
+	if c.HealthCheckInterval < 0 {
+		return fmt.Errorf("Config.HealthCheckInterval: must not be negative, got %v", c.HealthCheckInterval)
+	}
+	if c.Retention < time.Minute {
+		return fmt.Errorf("Config.Retention: must be at least 1m, got %v", c.Retention)
+	}
+	return nil
+}
+
+// Stats are a Manager's counters since New.
+type Stats struct {
+	// Acquired counts grants (Acquire, TryAcquire, RunExclusive).
+	Acquired int64
+	// Waited counts grants that were not immediate: the key was held at the
+	// first attempt.
+	Waited int64
+	// Contended counts attempts that found the key held (each poll or wake-up
+	// of a waiter, and each failed TryAcquire).
+	Contended int64
+	// ExpiredTakeovers counts grants that replaced a lease that was never
+	// released: it had expired or its owner's session had ended.
+	ExpiredTakeovers int64
+	// Lost counts grants that ended other than by Release: expiry, takeover,
+	// or loss of the liveness session.
+	Lost int64
+	// Released counts grants ended by Release or Close.
+	Released int64
+	// Held is the number of grants held now.
+	Held int64
+}
+
+// Manager hands out locks to one instance of an application, on the lease
+// table in Postgres. Create it with New, then Start it. It is safe for
+// concurrent use.
+type Manager struct {
+	pool    *pgxpool.Pool
+	cfg     Config
+	log     *slog.Logger
+	q       queries
+	class   int32
+	channel string
+
+	lifeMu  sync.Mutex // serialises Start and Close
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // background goroutines
+
+	mu      sync.Mutex // guards the fields below
+	state   mgrState
+	live    bool  // the liveness session holds its identity lock (as far as we know)
+	ownerID int32 // identity of the current liveness session; changes on reconnect
+	held    map[*Lock]struct{}
+	queues  map[string]*waitQueue
+	byHash  map[uint64][]*waitQueue
+	liveGen chan struct{} // closed (and replaced) whenever liveness or state changes
+
+	acquired, waited, contended, takeovers, lostN, released atomic.Int64
+}
+
+type mgrState int
+
+const (
+	mgrNew mgrState = iota
+	mgrStarted
+	mgrClosed
+)
+
+// New returns a Manager for pool. It checks the configuration and touches
+// no database; Start connects.
+func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
+	if pool == nil {
+		return nil, errors.New("advisorylock: New: nil pool")
+	}
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("advisorylock: New: %w", err)
+	}
+	ch := channelName(c.Schema)
+	m := &Manager{
+		pool:    pool,
+		cfg:     c,
+		log:     c.Logger.With(slog.String("component", "advisorylock"), slog.String("app", c.AppName), slog.String("instance", c.InstanceID)),
+		q:       buildQueries(c.Schema, ch),
+		class:   identityClass(c.Schema),
+		channel: ch,
+		held:    make(map[*Lock]struct{}),
+		queues:  make(map[string]*waitQueue),
+		byHash:  make(map[uint64][]*waitQueue),
+		liveGen: make(chan struct{}),
+	}
+	return m, nil
+}
+
+// AppName returns the app namespace of this Manager's keys.
+func (m *Manager) AppName() string { return m.cfg.AppName }
+
+// InstanceID returns the instance name recorded as owner of this Manager's leases.
+func (m *Manager) InstanceID() string { return m.cfg.InstanceID }
+
+// Start opens the liveness session (a dedicated connection, not from the
+// pool) that holds this instance's identity and LISTENs for releases, and
+// starts the background sweeper. It fails fast when Postgres is not
+// reachable. Calling Start twice is an error; after Close it returns ErrClosed.
+func (m *Manager) Start(ctx context.Context) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	m.mu.Lock()
+	st := m.state
+	m.mu.Unlock()
+	switch st {
+	case mgrClosed:
+		return ErrClosed
+	case mgrStarted:
+		return errors.New("advisorylock: Start called twice")
+	}
+	s, err := m.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("advisorylock: start: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.mu.Lock()
+	m.state = mgrStarted
+	m.live = true
+	m.ownerID = s.ownerID
+	m.signalLocked()
+	m.mu.Unlock()
+	m.log.Debug("lock manager started", slog.Int("owner_id", int(s.ownerID)))
+	m.wg.Add(2)
+	go func() { defer m.wg.Done(); m.runLiveness(runCtx, s) }()
+	go func() { defer m.wg.Done(); m.runSweeper(runCtx) }()
+	return nil
+}
+
+// Close releases every lock this Manager holds (their Done channels close),
+// makes waiting calls return ErrClosed, stops the background goroutines and
+// closes the liveness session, which ends this instance's identity. It is
+// safe to call twice and before Start. Every later call returns ErrClosed.
+// RunExclusive functions still running see their context cancelled.
+func (m *Manager) Close(ctx context.Context) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
+	m.mu.Lock()
+	if m.state == mgrClosed {
+		m.mu.Unlock()
+		return nil
+	}
+	wasStarted := m.state == mgrStarted
+	m.state = mgrClosed
+	held := make([]*Lock, 0, len(m.held))
+	for l := range m.held {
+		held = append(held, l)
+	}
+	owner := m.ownerID
+	m.signalLocked()
+	m.mu.Unlock()
+
+	var relErr error
+	if wasStarted && len(held) > 0 {
+		relErr = m.releaseMany(ctx, held, owner)
+	}
+	for _, l := range held {
+		l.finish(stateReleased)
+	}
+	if wasStarted {
+		m.cancel()
+		m.wg.Wait() // the liveness goroutine closes its session on the way out
+	}
+	if relErr != nil {
+		return fmt.Errorf("advisorylock: close: release %d locks: %w", len(held), relErr)
+	}
+	return nil
+}
+
+func (m *Manager) releaseMany(ctx context.Context, held []*Lock, owner int32) error {
+	keys := make([]string, len(held))
+	tokens := make([]int64, len(held))
+	for i, l := range held {
+		keys[i], tokens[i] = l.key, l.token
+	}
+	var n, notified int64
+	err := m.pool.QueryRow(ctx, m.q.releaseAll, m.cfg.AppName, keys, tokens, owner, m.channel).Scan(&n, &notified)
+	if err == nil {
+		m.log.Debug("released locks at close", slog.Int64("count", n))
+	}
+	return err
+}
+
+// Stats returns the counters.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	heldN := int64(len(m.held))
+	m.mu.Unlock()
+	return Stats{
+		Acquired:         m.acquired.Load(),
+		Waited:           m.waited.Load(),
+		Contended:        m.contended.Load(),
+		ExpiredTakeovers: m.takeovers.Load(),
+		Lost:             m.lostN.Load(),
+		Released:         m.released.Load(),
+		Held:             heldN,
+	}
+}
+
+// signalLocked wakes everything waiting for a state or liveness change. m.mu must be held.
+func (m *Manager) signalLocked() {
+	close(m.liveGen)
+	m.liveGen = make(chan struct{})
+}
+
+// Acquire takes key, waiting as long as ctx allows, and returns the grant
+// with a lease of ttl (0 means Config.DefaultTTL). The lease is not renewed:
+// it ends after ttl unless extended (use RunExclusive to renew while working).
+// Waiters of one instance queue in FIFO order; across instances the first to
+// try after a release wins. Errors: ErrInvalidKey, ErrInvalidTTL, ctx's error,
+// ErrNotStarted, ErrClosed.
+func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+	if err := checkArgs(key, ttl, "ttl"); err != nil {
+		return nil, fmt.Errorf("advisorylock: acquire: %w", err)
+	}
+	if ttl == 0 {
+		ttl = m.cfg.DefaultTTL
+	}
+	l, err := m.wait(ctx, key, ttl, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("advisorylock: acquire %q: %w", key, err)
+	}
+	return l, nil
+}
+
+// TryAcquire takes key and returns a reservation: a grant with no expiry,
+// held until Release or Extend (which gives it a TTL) or until this
+// instance's session ends. With wait == 0 it makes one attempt and returns a
+// *LockAcquireError with ReasonLocked if the key is held; with wait > 0 it
+// waits up to wait, then returns ReasonTimedOut. If ctx ends first, ctx's
+// error is returned.
+func (m *Manager) TryAcquire(ctx context.Context, key string, wait time.Duration) (*Lock, error) {
+	if err := checkArgs(key, wait, "wait"); err != nil {
+		return nil, fmt.Errorf("advisorylock: try acquire: %w", err)
+	}
+	if wait == 0 {
+		if err := m.usable(); err != nil {
+			return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, err)
+		}
+		l, _, err := m.attempt(ctx, key, 0)
+		switch {
+		case errors.Is(err, errNotLive):
+			return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, ErrUnavailable)
+		case err != nil:
+			return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, err)
+		case l == nil:
+			m.contended.Add(1)
+			return nil, &LockAcquireError{Key: key, Reason: ReasonLocked}
+		}
+		return l, nil
+	}
+	l, err := m.wait(ctx, key, 0, time.Now().Add(wait))
+	if errors.Is(err, errTimedOut) {
+		return nil, &LockAcquireError{Key: key, Reason: ReasonTimedOut}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, err)
+	}
+	return l, nil
+}
+
+// RunExclusive waits for key (like Acquire), runs fn while renewing the
+// lease every ttl/3 so that fn is never cut short by its TTL, and releases
+// the lock when fn returns or panics. It returns fn's error. If the lease is
+// lost while fn runs (this instance lost its database session for longer
+// than ttl, or its liveness session ended), fn's context is cancelled with
+// cause ErrLockLost, and RunExclusive returns ErrLockLost (wrapped) if fn
+// returned nil. Protect writes with l.CheckTx for strict exclusivity.
+func (m *Manager) RunExclusive(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context, l *Lock) error) error {
+	if ttl == 0 {
+		ttl = m.cfg.DefaultTTL
+	}
+	l, err := m.Acquire(ctx, key, ttl)
+	if err != nil {
+		return err
+	}
+	return l.runHeld(ctx, ttl, func(ctx context.Context) error { return fn(ctx, l) })
+}
+
+func checkArgs(key string, d time.Duration, name string) error {
+	if err := validateKey(key); err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("%w: %s %v is negative", ErrInvalidTTL, name, d)
+	}
+	return nil
+}
+
+var (
+	errNotLive  = errors.New("liveness session down")
+	errTimedOut = errors.New("timed out")
+)
+
+// usable reports ErrNotStarted or ErrClosed.
+func (m *Manager) usable() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.state {
+	case mgrNew:
+		return ErrNotStarted
+	case mgrClosed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// attempt makes one grant attempt for key with a lease of ttl (0: no
+// expiry). It returns the Lock when granted, nil when the key is held.
+func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*Lock, string, error) {
+	m.mu.Lock()
+	live, owner, st := m.live, m.ownerID, m.state
+	m.mu.Unlock()
+	if st == mgrClosed {
+		return nil, "", ErrClosed
+	}
+	if !live {
+		return nil, "", errNotLive
+	}
+	sent := time.Now()
+	var (
+		token     int64
+		takenFrom *string
+	)
+	err := m.pool.QueryRow(ctx, m.q.acquire, m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class).Scan(&token, &takenFrom)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	l := newLock(m, key, token, owner, sent, ttl)
+	m.mu.Lock()
+	ok := m.state == mgrStarted && m.live && m.ownerID == owner
+	if ok {
+		m.held[l] = struct{}{}
+	}
+	m.mu.Unlock()
+	if !ok {
+		// The liveness session ended (or Close began) while the grant was in
+		// flight: the lease belongs to a dead identity. Give it back.
+		l.finish(stateLost)
+		_ = m.release(context.WithoutCancel(ctx), l)
+		m.mu.Lock()
+		closed := m.state == mgrClosed
+		m.mu.Unlock()
+		if closed {
+			return nil, "", ErrClosed
+		}
+		return nil, "", errNotLive
+	}
+	m.acquired.Add(1)
+	attrs := []any{slog.String("lock_key", key), slog.Int64("token", token), slog.String("owner", m.cfg.InstanceID)}
+	if takenFrom != nil {
+		m.takeovers.Add(1)
+		m.log.Info("lock taken over from an expired or dead holder", append(attrs, slog.String("previous_owner", *takenFrom))...)
+	} else {
+		m.log.Debug("lock acquired", attrs...)
+	}
+	return l, "", nil
+}
+
+func micros(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	us := d.Microseconds()
+	if us == 0 {
+		us = 1
+	}
+	return us
+}
+
+// wait takes key, queueing behind this instance's other waiters for it.
+// deadline zero means no deadline; ttl 0 grants a reservation.
+func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadline time.Time) (*Lock, error) {
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
+	w, q := m.enqueue(key)
+	var got *Lock
+	defer func() { m.dequeue(q, w, got) }()
+
+	var deadlineC <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		deadlineC = t.C
+	}
+	waitedOnce := false
+	immediate := 0 // consecutive retries without sleeping, bounded
+	for {
+		// Wait to be the head of this instance's queue for the key.
+		for !m.isHead(q, w) {
+			t := time.NewTimer(m.jitter()) // backstop only: the head's departure wakes w
+			select {
+			case <-t.C:
+			case <-w.wake:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-deadlineC:
+				t.Stop()
+				return nil, errTimedOut
+			}
+			t.Stop()
+		}
+		m.mu.Lock()
+		gen, st := m.liveGen, m.state
+		m.mu.Unlock()
+		if st == mgrClosed {
+			return nil, ErrClosed
+		}
+		l, _, err := m.attempt(ctx, key, ttl)
+		if l != nil {
+			got = l
+			if waitedOnce {
+				m.waited.Add(1)
+			}
+			return l, nil
+		}
+		var sleep time.Duration
+		switch {
+		case errors.Is(err, ErrClosed):
+			return nil, ErrClosed
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, errNotLive):
+			sleep = -1 // wait for the liveness session (gen) or the poll
+		case err != nil:
+			m.log.Warn("lock attempt failed; retrying", slog.String("lock_key", key), slog.Any("error", err))
+			sleep = m.jitter()
+		default:
+			m.contended.Add(1)
+			waitedOnce = true
+			free, remaining, err := m.markWanted(ctx, key)
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return nil, ctx.Err()
+			case err != nil:
+				m.log.Warn("lock wait: mark wanted failed", slog.String("lock_key", key), slog.Any("error", err))
+				sleep = m.jitter()
+			case free && immediate < 3:
+				immediate++
+				continue
+			case free:
+				sleep = time.Millisecond
+			case remaining >= 0:
+				// Wake when the lease expires (database clock, plus a little), or at the poll.
+				sleep = min(remaining+time.Millisecond, m.jitter())
+			default:
+				sleep = m.jitter()
+			}
+		}
+		immediate = 0
+		if sleep < 0 {
+			sleep = m.jitter()
+		}
+		t := time.NewTimer(sleep)
+		select {
+		case <-w.wake:
+		case <-gen:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-deadlineC:
+			t.Stop()
+			return nil, errTimedOut
+		}
+		t.Stop()
+	}
+}
+
+// markWanted records that this instance waits for key and reports whether
+// the key is free now and how long its lease has left (-1: no expiry).
+func (m *Manager) markWanted(ctx context.Context, key string) (bool, time.Duration, error) {
+	m.mu.Lock()
+	owner := m.ownerID
+	m.mu.Unlock()
+	var (
+		free   bool
+		us     int64
+		holder string
+	)
+	err := m.pool.QueryRow(ctx, m.q.markWanted, m.cfg.AppName, key, owner, m.class).Scan(&free, &us, &holder)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true, 0, nil // the row was swept: free
+	}
+	if err != nil {
+		return false, 0, err
+	}
+	if us < 0 {
+		return free, -1, nil
+	}
+	return free, time.Duration(us) * time.Microsecond, nil
+}
+
+func (m *Manager) jitter() time.Duration {
+	p := m.cfg.PollInterval
+	return p*3/4 + time.Duration(rand.Int64N(int64(p/2)+1))
+}
+
+// --- backend implementation for *Lock ---
+
+func (m *Manager) defaultTTL() time.Duration { return m.cfg.DefaultTTL }
+
+func (m *Manager) release(ctx context.Context, l *Lock) error {
+	var n int64
+	payload := strconv.FormatUint(keyHash(m.cfg.AppName, l.key), 16)
+	err := m.pool.QueryRow(ctx, m.q.release, m.cfg.AppName, l.key, l.token, l.owner, m.channel, payload).Scan(&n)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		m.log.Debug("release: lease already gone", slog.String("lock_key", l.key), slog.Int64("token", l.token))
+	}
+	return nil
+}
+
+func (m *Manager) extend(ctx context.Context, l *Lock, ttl time.Duration) error {
+	var one int
+	err := m.pool.QueryRow(ctx, m.q.extend, m.cfg.AppName, l.key, l.token, micros(ttl), m.class).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotHeld
+	}
+	if err != nil {
+		m.log.Warn("lease renewal failed", slog.String("lock_key", l.key), slog.Int64("token", l.token), slog.Any("error", err))
+	}
+	return err
+}
+
+func (m *Manager) checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error {
+	var one int
+	err := tx.QueryRow(ctx, m.q.checkTx, m.cfg.AppName, l.key, l.token, m.class).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotHeld
+	}
+	return err
+}
+
+func (m *Manager) forget(l *Lock, lost bool) {
+	m.mu.Lock()
+	delete(m.held, l)
+	q := m.queues[l.key]
+	if q != nil {
+		q.wakeHead()
+	}
+	m.mu.Unlock()
+	if lost {
+		m.lostN.Add(1)
+		m.log.Warn("lock lost", slog.String("lock_key", l.key), slog.Int64("token", l.token), slog.String("owner", m.cfg.InstanceID))
+	} else {
+		m.released.Add(1)
+		m.log.Debug("lock released", slog.String("lock_key", l.key), slog.Int64("token", l.token))
+	}
+}

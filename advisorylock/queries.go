@@ -1,0 +1,166 @@
+package advisorylock
+
+import (
+	"hash/fnv"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// queries holds every statement, built once at New from the validated schema.
+// Parameters are always $n; the only interpolated names are pgx-sanitized
+// identifiers of pgcoord's own objects.
+//
+// Liveness test used below: pg_try_advisory_xact_lock_shared(class, owner_id)
+// succeeds only when no session holds the owner's identity lock exclusively,
+// i.e. when the owner's liveness session has ended. (When it succeeds it holds
+// a shared lock on a dead identity until the end of the transaction: harmless,
+// identities are never reused.) It is O(1), unlike a scan of pg_locks.
+type queries struct {
+	acquire, markWanted, release, releaseAll, extend, checkTx, sweep string
+	newOwner, lockOwner, listen                                      string
+}
+
+func buildQueries(schema, channel string) queries {
+	locks := pgx.Identifier{schema, "locks"}.Sanitize()
+	// The schema is validated ([a-z_][a-z0-9_]*), so the sanitized name has no quote to escape.
+	tokens := "'" + pgx.Identifier{schema, "lock_tokens"}.Sanitize() + "'"
+	owners := "'" + pgx.Identifier{schema, "lock_owners"}.Sanitize() + "'"
+	return queries{
+		// $1 app, $2 key, $3 owner_id, $4 owner, $5 ttl in µs (0: no expiry), $6 identity class.
+		// Grants when the key has no row, or its lease is free: released
+		// (-infinity), expired (database clock), or its owner's session is gone.
+		// The row lock taken by ON CONFLICT serialises concurrent grants, and
+		// the update-path token is drawn after that lock, so a grant's token is
+		// larger than the token it replaces. (The insert-path token is drawn
+		// before; it can only lose to a newer grant if the row was deleted in
+		// between, which the sweeper does only after Retention of no activity.)
+		acquire: `INSERT INTO ` + locks + ` AS l (app, key, token, owner_id, owner, expires_at)
+VALUES ($1, $2, nextval(` + tokens + `), $3, $4,
+        CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END)
+ON CONFLICT (app, key) DO UPDATE SET
+    token       = nextval(` + tokens + `),
+    owner_id    = EXCLUDED.owner_id,
+    owner       = EXCLUDED.owner,
+    expires_at  = EXCLUDED.expires_at,
+    wanted_by   = CASE WHEN l.wanted_by = EXCLUDED.owner_id THEN 0 ELSE l.wanted_by END,
+    taken_from  = CASE WHEN l.expires_at = '-infinity' THEN NULL ELSE l.owner END,
+    acquired_at = now(),
+    updated_at  = now()
+WHERE l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($6::int4, l.owner_id)
+RETURNING token, taken_from`,
+
+		// $1 app, $2 key, $3 owner_id of the waiting instance, $4 class.
+		// Marks the key as wanted so that its release NOTIFYs, and reports
+		// whether it became free meanwhile and how long its lease has left.
+		// It runs after a failed acquire: it takes the row lock, so either the
+		// release saw the mark or this sees the release.
+		markWanted: `UPDATE ` + locks + ` AS l
+SET wanted_by = CASE WHEN l.wanted_by IN (0, $3) THEN $3 ELSE -1 END
+WHERE l.app = $1 AND l.key = $2
+RETURNING (l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($4::int4, l.owner_id)) IS TRUE,
+          CASE WHEN l.expires_at IS NULL THEN -1
+               ELSE greatest(0, floor(extract(epoch FROM l.expires_at - now()) * 1000000))::bigint END,
+          l.owner`,
+
+		// $1 app, $2 key, $3 token, $4 releasing owner_id, $5 channel, $6 payload.
+		// Frees the lease only if it still carries this grant's token. The
+		// FOR UPDATE in o reads wanted_by from the latest row version under
+		// the row lock; NOTIFY only when another instance waits.
+		release: `WITH o AS (
+    SELECT wanted_by FROM ` + locks + ` WHERE app = $1 AND key = $2 AND token = $3 FOR UPDATE
+), r AS (
+    UPDATE ` + locks + ` SET expires_at = '-infinity', wanted_by = 0, updated_at = now()
+    WHERE app = $1 AND key = $2 AND token = $3
+    RETURNING 1
+)
+SELECT count(*) FILTER (WHERE o.wanted_by NOT IN (0, $4) AND pg_notify($5, $6) IS NOT NULL)
+     + count(*) FILTER (WHERE o.wanted_by IN (0, $4))
+FROM o, r`,
+
+		// $1 app, $2 keys, $3 tokens, $4 owner_id, $5 channel. Releases many
+		// grants in one statement (Close); one NOTIFY ("*": wake every
+		// waiter) when another instance waits for any of them.
+		releaseAll: `WITH o AS (
+    SELECT l.app, l.key, l.wanted_by FROM ` + locks + ` l
+    JOIN unnest($2::text[], $3::bigint[]) AS u(key, token) ON l.key = u.key AND l.token = u.token
+    WHERE l.app = $1
+    FOR UPDATE OF l
+), r AS (
+    UPDATE ` + locks + ` l SET expires_at = '-infinity', wanted_by = 0, updated_at = now()
+    FROM o WHERE l.app = o.app AND l.key = o.key
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM r),
+       (SELECT count(pg_notify($5, '*')) FROM (SELECT 1 FROM o WHERE o.wanted_by NOT IN (0, $4) LIMIT 1) w)`,
+
+		// $1 app, $2 key, $3 token, $4 ttl µs, $5 class. Renews a lease that
+		// is still this grant's, not expired, and whose owner is alive.
+		extend: `UPDATE ` + locks + `
+SET expires_at = now() + $4::bigint * interval '1 microsecond', updated_at = now()
+WHERE app = $1 AND key = $2 AND token = $3
+  AND (expires_at IS NULL OR expires_at > now())
+  AND NOT pg_try_advisory_xact_lock_shared($5::int4, owner_id)
+RETURNING 1`,
+
+		// $1 app, $2 key, $3 token, $4 class. Runs inside the caller's
+		// transaction. statement_timestamp(), not now(): the transaction may
+		// have started long ago. FOR KEY SHARE blocks grants (they change the
+		// unique token, a key update) but not renewals or releases.
+		checkTx: `SELECT 1 FROM ` + locks + `
+WHERE app = $1 AND key = $2 AND token = $3
+  AND (expires_at IS NULL OR expires_at > statement_timestamp())
+  AND NOT pg_try_advisory_xact_lock_shared($4::int4, owner_id)
+FOR KEY SHARE`,
+
+		// $1 retention µs, $2 class, $3 batch. Deletes rows untouched for
+		// Retention whose lease is free: released, expired, or a reservation
+		// of a dead owner. Retention keeps deletion far from any in-flight
+		// grant (see acquire).
+		sweep: `DELETE FROM ` + locks + ` WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM ` + locks + `
+    WHERE updated_at < now() - $1::bigint * interval '1 microsecond'
+      AND (expires_at <= now() OR (expires_at IS NULL AND pg_try_advisory_xact_lock_shared($2::int4, owner_id)))
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED))`,
+
+		newOwner:  `SELECT nextval(` + owners + `)::int4`,
+		lockOwner: `SELECT pg_try_advisory_lock($1::int4, $2::int4)`,
+		listen:    `LISTEN ` + pgx.Identifier{channel}.Sanitize(),
+	}
+}
+
+// identityClass is the first half of the two-int advisory lock key that
+// holds instance identities in schema. The two-int key space is separate
+// from the bigint one, so identities never collide with single-key advisory
+// locks of applications.
+func identityClass(schema string) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte("pgcoord.advisorylock.identity:" + schema))
+	return int32(h.Sum32())
+}
+
+// channelName is the NOTIFY channel of schema's lock releases.
+func channelName(schema string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(schema))
+	return "pgcoord_locks_" + hex32(h.Sum32())
+}
+
+// keyHash names a key in a NOTIFY payload (keys may be longer than a payload).
+func keyHash(app, key string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(app))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(key))
+	return h.Sum64()
+}
+
+func hex32(v uint32) string {
+	const digits = "0123456789abcdef"
+	var b [8]byte
+	for i := 7; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
+}

@@ -1,0 +1,169 @@
+package advisorylock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5"
+)
+
+// session is the liveness session: one dedicated connection per Manager that
+// holds the session advisory lock (class, ownerID) for its whole life and
+// LISTENs for releases. Leases name ownerID; when this connection's backend
+// ends (process killed, connection terminated, server restarted), Postgres
+// drops the advisory lock and every other instance may take the leases at
+// once. An identity is never reused: after a reconnect the Manager gets a new
+// ownerID and considers every lock of the old identity lost.
+type session struct {
+	conn    *pgx.Conn
+	ownerID int32
+}
+
+// connect opens a liveness session with a fresh identity.
+func (m *Manager) connect(ctx context.Context) (*session, error) {
+	// Same settings (and application_name) as the pool's connections, so
+	// tools that act on "this instance's connections" include it.
+	conn, err := pgx.ConnectConfig(ctx, m.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("connect liveness session: %w", err)
+	}
+	s := &session{conn: conn}
+	err = func() error {
+		if err := conn.QueryRow(ctx, m.q.newOwner).Scan(&s.ownerID); err != nil {
+			return fmt.Errorf("new identity: %w", err)
+		}
+		var ok bool
+		if err := conn.QueryRow(ctx, m.q.lockOwner, m.class, s.ownerID).Scan(&ok); err != nil {
+			return fmt.Errorf("lock identity: %w", err)
+		}
+		if !ok {
+			// Identities come from a sequence, so only a foreign user of the
+			// same two-int advisory key space can be here.
+			return fmt.Errorf("identity advisory lock (%d, %d) is held by another session", m.class, s.ownerID)
+		}
+		if _, err := conn.Exec(ctx, m.q.listen); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) close(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = s.conn.Close(ctx)
+}
+
+// runLiveness owns the liveness session until ctx ends: it dispatches notifications,
+// pings the idle connection, and on failure declares every lock lost and
+// reconnects with a new identity.
+func (m *Manager) runLiveness(ctx context.Context, s *session) {
+	for {
+		err := m.serve(ctx, s)
+		if ctx.Err() != nil {
+			// Close: ending the session drops the identity lock.
+			s.close(context.WithoutCancel(ctx))
+			return
+		}
+		m.livenessLost(err)
+		s.close(ctx)
+		s, err = m.reconnect(ctx)
+		if err != nil { // ctx ended
+			return
+		}
+		m.mu.Lock()
+		m.live = true
+		m.ownerID = s.ownerID
+		m.signalLocked()
+		m.mu.Unlock()
+		m.log.Info("liveness session reconnected", slog.Int("owner_id", int(s.ownerID)))
+		// Releases sent while we were away were missed: every waiter re-checks.
+		m.wakeAll()
+	}
+}
+
+// serve waits for notifications on s until the connection fails or ctx ends.
+func (m *Manager) serve(ctx context.Context, s *session) error {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, m.cfg.HealthCheckInterval)
+		n, err := s.conn.WaitForNotification(wctx)
+		cancel()
+		if n != nil {
+			m.dispatch(n.Payload)
+		}
+		switch {
+		case err == nil:
+			continue
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, context.DeadlineExceeded) && !s.conn.IsClosed():
+			// Idle: check that the session is still there.
+			pctx, pcancel := context.WithTimeout(ctx, m.cfg.HealthCheckInterval)
+			err = s.conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("ping: %w", err)
+			}
+		default:
+			return err
+		}
+	}
+}
+
+func (m *Manager) dispatch(payload string) {
+	if payload == "*" {
+		m.wakeAll()
+		return
+	}
+	h, err := strconv.ParseUint(payload, 16, 64)
+	if err != nil {
+		return
+	}
+	m.wakeHash(h)
+}
+
+// livenessLost declares every held lock lost: other instances may take
+// them from now on, so nothing here may keep trusting them.
+func (m *Manager) livenessLost(cause error) {
+	m.mu.Lock()
+	m.live = false
+	held := make([]*Lock, 0, len(m.held))
+	for l := range m.held {
+		held = append(held, l)
+	}
+	m.signalLocked()
+	m.mu.Unlock()
+	m.log.Warn("liveness session lost; every held lock is lost", slog.Int("held", len(held)), slog.Any("error", cause))
+	for _, l := range held {
+		l.finish(stateLost)
+	}
+}
+
+// reconnect retries connect with exponential backoff until it succeeds or ctx ends.
+func (m *Manager) reconnect(ctx context.Context) (*session, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	return backoff.Retry(ctx, func() (*session, error) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		s, err := m.connect(cctx)
+		if err != nil {
+			m.log.Warn("liveness session reconnect failed", slog.Any("error", err))
+		}
+		return s, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(0))
+}

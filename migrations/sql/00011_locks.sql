@@ -1,0 +1,41 @@
+-- advisorylock: the lease table that decides who holds a lock.
+--
+-- One row per (app, key) ever locked (rows free for longer than the
+-- configured retention are swept). A lease is held while
+--   expires_at IS NULL OR expires_at > now()      -- NULL: a reservation with no expiry
+-- and its owner's liveness session still holds the session advisory lock
+-- (lock_owner_class, owner_id). Release sets expires_at to -infinity.
+--
+-- UNLOGGED: a lease never outlives the owner's Postgres session, and a crash
+-- or failover ends every session, so there is nothing worth replaying. The
+-- token sequence is logged: fencing tokens are never reused.
+-- The unique index on token makes a grant (which changes token) a key update,
+-- so it conflicts with the FOR KEY SHARE lock taken by CheckTx, while renewals
+-- and releases (non-key updates) do not.
+
+-- +goose Up
+CREATE SEQUENCE lock_tokens AS bigint NO CYCLE;
+CREATE SEQUENCE lock_owners AS integer NO CYCLE;
+
+CREATE UNLOGGED TABLE locks (
+    app         text        NOT NULL,
+    key         text        NOT NULL,
+    token       bigint      NOT NULL,
+    owner_id    integer     NOT NULL,
+    owner       text        NOT NULL,
+    expires_at  timestamptz,
+    wanted_by   integer     NOT NULL DEFAULT 0,
+    taken_from  text,
+    acquired_at timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (app, key),
+    CONSTRAINT locks_token_key UNIQUE (token)
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01);
+
+COMMENT ON TABLE locks IS 'pgcoord advisorylock leases (see package advisorylock)';
+COMMENT ON COLUMN locks.wanted_by IS 'owner_id of the one instance waiting for the key, -1 for several, 0 for none';
+
+-- +goose Down
+DROP TABLE locks;
+DROP SEQUENCE lock_owners;
+DROP SEQUENCE lock_tokens;
