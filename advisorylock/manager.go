@@ -159,9 +159,9 @@ type Manager struct {
 	class   int32
 	channel string
 
-	lifeMu  sync.Mutex // serialises Start and Close
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // background goroutines
+	lifeMu sync.Mutex // serialises Start and Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background goroutines
 
 	mu      sync.Mutex // guards the fields below
 	state   mgrState
