@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -49,6 +50,11 @@ type ManagerConfig struct {
 	// Logger receives the manager's logs. Defaults to a logger writing
 	// warnings and above to stderr.
 	Logger *slog.Logger
+	// PubSub carries near-cache invalidations between instances. Needed only
+	// by caches with a NearCache. The caller starts it (a near cache serves
+	// nothing from memory while it is not healthy) and closes it after the
+	// Manager.
+	PubSub *listen.PubSub
 	// SweepInterval is how often the sweeper runs after Start. Defaults to
 	// DefaultSweepInterval.
 	SweepInterval time.Duration

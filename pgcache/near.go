@@ -25,6 +25,9 @@ type nearBus interface {
 	publish(ctx context.Context, tx pgx.Tx, msg nearMessage, includeSelf bool) error
 	// healthy is false while the listener may be missing invalidations.
 	healthy() bool
+	// epoch changes whenever the listener reconnected: invalidations may
+	// have been missed before it.
+	epoch() int64
 	close()
 }
 
@@ -45,8 +48,9 @@ type nearCache struct {
 	ttl time.Duration
 	bus nearBus
 
-	mu  sync.RWMutex  // put holds it shared, invalidations exclusive
-	gen atomic.Uint64 // bumped, under mu, by every invalidation
+	mu    sync.RWMutex  // put holds it shared, invalidations exclusive
+	gen   atomic.Uint64 // bumped, under mu, by every invalidation
+	epoch atomic.Int64  // the bus epoch the entries belong to; set under mu
 }
 
 func newNearCache(ctx context.Context, c *Cache) (*nearCache, error) {
@@ -60,18 +64,19 @@ func newNearCache(ctx context.Context, c *Cache) (*nearCache, error) {
 			return time.Duration(e.Value.expiresAt - time.Now().UnixNano())
 		}),
 	})
-	bus, err := newListenBus(ctx, c.m, nearChannel(c.spec.prefix), n.receive, n.resync)
+	bus, err := newListenBus(ctx, c.m, nearChannel(c.m.cfg.AppName, c.spec.prefix), n.receive, n.resync)
 	if err != nil {
 		n.lru.StopAllGoroutines()
 		return nil, err
 	}
 	n.bus = bus
+	n.epoch.Store(bus.epoch())
 	return n, nil
 }
 
 // nearChannel is the pub/sub channel of a near cache's invalidations; caches
 // sharing a prefix share entries, so they share the channel.
-func nearChannel(prefix string) string { return "pgcache.near:" + prefix }
+func nearChannel(app, prefix string) string { return "pgcache.near:" + app + ":" + prefix }
 
 func (n *nearCache) close() {
 	n.bus.close()
@@ -129,9 +134,31 @@ func (n *nearCache) publish(ctx context.Context, tx pgx.Tx, keys []string, reset
 	return nil
 }
 
+// usable reports whether the near cache may serve and store entries: the
+// listener is healthy, and when it reconnected since the entries were stored
+// they are flushed first (invalidations may have been missed meanwhile;
+// OnResync flushes too, but runs later, on the subscription's goroutine).
+func (n *nearCache) usable() bool {
+	if !n.bus.healthy() {
+		return false
+	}
+	if ep := n.bus.epoch(); ep != n.epoch.Load() {
+		n.mu.Lock()
+		if ep != n.epoch.Load() {
+			n.gen.Add(1)
+			n.lru.InvalidateAll()
+			n.epoch.Store(ep)
+			n.c.stats.nearFlushes.Add(1)
+		}
+		n.mu.Unlock()
+		return false
+	}
+	return true
+}
+
 // lookup returns a live entry; nothing is served while the listener is unhealthy.
 func (n *nearCache) lookup(key string) (encoded, bool) {
-	if !n.bus.healthy() {
+	if !n.usable() {
 		return encoded{}, false
 	}
 	ent, ok := n.lru.GetIfPresent(key)
@@ -158,7 +185,7 @@ func (n *nearCache) put(key string, e encoded, remaining time.Duration, gen uint
 	}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	if n.gen.Load() != gen || !n.bus.healthy() {
+	if n.gen.Load() != gen || !n.bus.healthy() || n.bus.epoch() != n.epoch.Load() {
 		return
 	}
 	n.lru.Set(key, nearEntry{e: e, expiresAt: exp})

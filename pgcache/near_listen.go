@@ -1,9 +1,63 @@
 package pgcache
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/listen"
+)
+
+// listenBus carries near-cache invalidations on a listen.PubSub.
+type listenBus struct {
+	ps      *listen.PubSub
+	sub     *listen.Subscription
+	channel string
+}
 
 // newListenBus subscribes a near cache to its invalidation channel.
-// Placeholder until package listen lands.
 func newListenBus(ctx context.Context, m *Manager, channel string, onMsg func(nearMessage), onResync func()) (nearBus, error) {
-	return nil, ErrNearCacheNeedsPubSub
+	ps := m.cfg.PubSub
+	if ps == nil {
+		return nil, ErrNearCacheNeedsPubSub
+	}
+	b := &listenBus{ps: ps, channel: channel}
+	sub, err := ps.Subscribe(ctx, channel, func(ctx context.Context, msg listen.Message) error {
+		var nm nearMessage
+		if err := json.Unmarshal(msg.Payload, &nm); err != nil {
+			// Not ours to understand: dropping everything is always safe.
+			m.logger.WarnContext(ctx, "pgcache: bad near-cache invalidation; flushing", slog.String("channel", channel), slog.Any("error", err))
+			nm = nearMessage{Reset: true}
+		}
+		onMsg(nm)
+		return nil
+	}, &listen.SubscribeOpts{OnResync: func(context.Context) { onResync() }})
+	if err != nil {
+		return nil, fmt.Errorf("pgcache: near cache: subscribe: %w", err)
+	}
+	b.sub = sub
+	return b, nil
 }
+
+func (b *listenBus) publish(ctx context.Context, tx pgx.Tx, msg nearMessage, includeSelf bool) error {
+	var opts *listen.PublishOpts
+	if includeSelf {
+		opts = &listen.PublishOpts{IncludeSelf: true}
+	}
+	err := b.ps.PublishTx(ctx, tx, b.channel, msg, opts)
+	if errors.Is(err, listen.ErrPayloadTooLarge) {
+		// Too many keys for one message: every instance flushes instead.
+		err = b.ps.PublishTx(ctx, tx, b.channel, nearMessage{Reset: true}, opts)
+	}
+	return err
+}
+
+func (b *listenBus) healthy() bool { return b.ps.Healthy() }
+
+func (b *listenBus) epoch() int64 { return b.ps.Stats().Reconnects }
+
+func (b *listenBus) close() { b.sub.Unsubscribe() }
