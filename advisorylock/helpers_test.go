@@ -2,6 +2,8 @@ package advisorylock_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -21,6 +23,10 @@ func newManager(t *testing.T, pool *pgxpool.Pool, cfg *advisorylock.Config) *adv
 		if c.PollInterval == 0 {
 			c.PollInterval = 100 * time.Millisecond
 		}
+	}
+	if c.Logger == nil {
+		// Expected warnings (lost locks) would only clutter the output.
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	m, err := advisorylock.New(pool, &c)
 	require.NoError(t, err)

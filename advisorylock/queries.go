@@ -59,6 +59,7 @@ SET wanted_by = CASE WHEN l.wanted_by IN (0, $3) THEN $3 ELSE -1 END
 WHERE l.app = $1 AND l.key = $2
 RETURNING (l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($4::int4, l.owner_id)) IS TRUE,
           CASE WHEN l.expires_at IS NULL THEN -1
+               WHEN l.expires_at <= now() THEN 0
                ELSE greatest(0, floor(extract(epoch FROM l.expires_at - now()) * 1000000))::bigint END,
           l.owner`,
 

@@ -1,0 +1,397 @@
+package advisorylock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+)
+
+// 3 instances × 8 goroutines × 200 iterations increment one counter row under
+// RunExclusive + CheckTx: the total is exact and no two critical sections overlap.
+func TestCounterExactUnderRunExclusive(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL, last_token bigint NOT NULL)`)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `INSERT INTO counter VALUES (1, 0, 0)`)
+	require.NoError(t, err)
+
+	const instances, goroutines, iterations = 3, 8, 200
+	var inside, overlaps atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range instances {
+		m := instance(t, db, fmt.Sprintf("inst-%d", i), nil)
+		pool := db.NewPool(t, &pgtest.PoolOptions{AppName: fmt.Sprintf("work-%d", i), MaxConns: goroutines})
+		for range goroutines {
+			g.Go(func() error {
+				for range iterations {
+					err := m.RunExclusive(gctx, "counter", 5*time.Second, func(ctx context.Context, l *advisorylock.Lock) error {
+						if inside.Add(1) != 1 {
+							overlaps.Add(1)
+						}
+						defer inside.Add(-1)
+						return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+							if err := l.CheckTx(ctx, tx); err != nil {
+								return err
+							}
+							// Fenced write: the stored token only grows.
+							tag, err := tx.Exec(ctx, `UPDATE counter SET n = n + 1, last_token = $1 WHERE id = 1 AND last_token < $1`, l.Token())
+							if err != nil {
+								return err
+							}
+							if tag.RowsAffected() != 1 {
+								return fmt.Errorf("token %d not above the stored one", l.Token())
+							}
+							return nil
+						})
+					})
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+	}
+	require.NoError(t, g.Wait())
+	var n int64
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT n FROM counter WHERE id = 1`).Scan(&n))
+	require.EqualValues(t, instances*goroutines*iterations, n)
+	require.Zero(t, overlaps.Load())
+}
+
+// A holder that stops renewing is taken over after its TTL by another
+// instance, which gets a larger token; the old holder's Release is a no-op,
+// its CheckTx fails, and a write fenced with its stale token is rejected.
+func TestHungHolderTakenOverAfterTTLAndFenced(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE resource (id int PRIMARY KEY, v text, fence bigint NOT NULL)`)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `INSERT INTO resource VALUES (1, '', 0)`)
+	require.NoError(t, err)
+	a := instance(t, db, "inst-a", nil)
+	b := instance(t, db, "inst-b", nil)
+	fencedWrite := func(l *advisorylock.Lock, v string) (int64, error) {
+		tag, err := db.Pool.Exec(ctx, `UPDATE resource SET v = $1, fence = $2 WHERE id = 1 AND fence <= $2`, v, l.Token())
+		return tag.RowsAffected(), err
+	}
+
+	old, err := a.Acquire(ctx, "job", 300*time.Millisecond) // then "hangs": never renews
+	require.NoError(t, err)
+	n, err := fencedWrite(old, "old-1")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+
+	newer, err := b.Acquire(ctx, "job", time.Minute)
+	require.NoError(t, err)
+	require.Greater(t, newer.Token(), old.Token())
+	require.EqualValues(t, 1, b.Stats().ExpiredTakeovers)
+	n, err = fencedWrite(newer, "new")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+
+	// The hung holder wakes up.
+	n, err = fencedWrite(old, "old-2")
+	require.NoError(t, err)
+	require.Zero(t, n, "a write fenced with a stale token is rejected")
+	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return old.CheckTx(ctx, tx) })
+	require.ErrorIs(t, err, advisorylock.ErrNotHeld)
+	require.NoError(t, old.Release(ctx))
+	err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return newer.CheckTx(ctx, tx) })
+	require.NoError(t, err, "the stale release did not free the new holder's lock")
+	var v string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT v FROM resource`).Scan(&v))
+	require.Equal(t, "new", v)
+	require.NoError(t, newer.Release(ctx))
+}
+
+// CheckTx locks the lease row: a takeover waits until the checking
+// transaction ends, while the holder's own renewals and release do not.
+func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", nil)
+	b := instance(t, db, "inst-b", nil)
+
+	l, err := a.Acquire(ctx, "k", 200*time.Millisecond)
+	require.NoError(t, err)
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, l.CheckTx(ctx, tx))
+	require.NoError(t, l.Extend(ctx, 200*time.Millisecond), "renewal is not blocked by CheckTx")
+
+	got := make(chan *advisorylock.Lock, 1)
+	go func() {
+		l2, err := b.Acquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l2
+	}()
+	// The lease expires (database clock) and b's takeover blocks on the row lock.
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := db.Pool.QueryRow(ctx, `
+			SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			               WHERE datname = current_database() AND application_name = 'inst-b' AND wait_event_type = 'Lock')
+			   AND (SELECT expires_at < now() FROM pgcoord.locks WHERE key = 'k')`).Scan(&waiting)
+		return err == nil && waiting
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Empty(t, got, "takeover while the checking transaction is open")
+	// Writes in tx are still fenced by l: the lease row is still l's.
+	var token int64
+	require.NoError(t, tx.QueryRow(ctx, `SELECT token FROM pgcoord.locks WHERE key = 'k'`).Scan(&token))
+	require.Equal(t, l.Token(), token)
+	require.NoError(t, tx.Commit(ctx))
+	l2 := <-got
+	require.Greater(t, l2.Token(), l.Token())
+	require.NoError(t, l2.Release(ctx))
+}
+
+// A release wakes a waiter of another instance through NOTIFY, not the poll.
+func TestReleaseWakesRemoteWaiterByNotify(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
+	b := instance(t, db, "inst-b", &advisorylock.Config{PollInterval: time.Hour})
+
+	l, err := a.Acquire(ctx, "k", time.Hour)
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	go func() {
+		l2, err := b.Acquire(ctx, "k", time.Minute)
+		if err == nil {
+			err = l2.Release(ctx)
+		}
+		got <- err
+	}()
+	waitContended(t, b, 1)
+	require.Eventually(t, func() bool { // b marked the key as wanted
+		var w int
+		return db.Pool.QueryRow(ctx, `SELECT wanted_by FROM pgcoord.locks WHERE key = 'k'`).Scan(&w) == nil && w != 0
+	}, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, l.Release(ctx))
+	require.NoError(t, <-got) // with an hour-long poll, only the NOTIFY can have woken b
+}
+
+// pg_terminate_backend of every connection of the holder's instance: its
+// locks' Done channels close, a RunExclusive fn sees its context cancelled
+// with ErrLockLost, another instance takes the lock at once (no TTL wait),
+// and the instance reconnects with a new identity and can lock again.
+func TestTerminatedHolderLosesLocks(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", nil)
+	b := instance(t, db, "inst-b", nil)
+
+	plain, err := a.Acquire(ctx, "plain", time.Hour)
+	require.NoError(t, err)
+	reservation, err := a.TryAcquire(ctx, "reservation", 0)
+	require.NoError(t, err)
+	fnStarted := make(chan struct{})
+	runErr := make(chan error, 1)
+	var cause error
+	go func() {
+		runErr <- a.RunExclusive(ctx, "run", time.Hour, func(ctx context.Context, l *advisorylock.Lock) error {
+			close(fnStarted)
+			<-ctx.Done()
+			cause = context.Cause(ctx)
+			return nil
+		})
+	}()
+	<-fnStarted
+
+	n, err := db.TerminateBackends(ctx, "inst-a")
+	require.NoError(t, err)
+	require.Positive(t, n)
+	for _, l := range []*advisorylock.Lock{plain, reservation} {
+		select {
+		case <-l.Done():
+		case <-ctx.Done():
+			t.Fatalf("Done of %q not closed", l.Key())
+		}
+	}
+	require.ErrorIs(t, <-runErr, advisorylock.ErrLockLost)
+	require.ErrorIs(t, cause, advisorylock.ErrLockLost)
+
+	// Another instance takes every key at once, although the leases had an hour left.
+	for _, key := range []string{"plain", "reservation", "run"} {
+		l, err := b.TryAcquire(ctx, key, 0)
+		require.NoError(t, err, key)
+		require.NoError(t, l.Release(ctx))
+	}
+	require.EqualValues(t, 3, b.Stats().ExpiredTakeovers)
+	require.GreaterOrEqual(t, a.Stats().Lost, int64(3))
+
+	// The instance reconnects and works again.
+	require.Eventually(t, func() bool {
+		l, err := a.TryAcquire(ctx, "after", 0)
+		if err != nil {
+			return false
+		}
+		return l.Release(ctx) == nil
+	}, 30*time.Second, 20*time.Millisecond)
+}
+
+// One instance holds 1,000 locks with its pool capped at 5 connections.
+func TestThousandLocksFewConnections(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: "inst-big", MaxConns: 5})
+	m := newManager(t, pool, &advisorylock.Config{InstanceID: "inst-big"})
+	other := instance(t, db, "inst-other", nil)
+
+	const n = 1000
+	locks := make([]*advisorylock.Lock, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(10)
+	for i := range n {
+		g.Go(func() error {
+			l, err := m.TryAcquire(gctx, fmt.Sprintf("key-%d", i), 0)
+			locks[i] = l
+			return err
+		})
+	}
+	require.NoError(t, g.Wait())
+	require.EqualValues(t, n, m.Stats().Held)
+	var conns, rows int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'inst-big'`).Scan(&conns))
+	require.LessOrEqual(t, conns, 6, "5 pooled connections + 1 liveness session")
+	require.LessOrEqual(t, pool.Stat().TotalConns(), int32(5))
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.locks WHERE owner = 'inst-big' AND expires_at IS NULL`).Scan(&rows))
+	require.Equal(t, n, rows)
+	_, err := other.TryAcquire(ctx, "key-500", 0)
+	var lae *advisorylock.LockAcquireError
+	require.ErrorAs(t, err, &lae)
+
+	// Close releases them all, in one statement.
+	require.NoError(t, m.Close(ctx))
+	for _, l := range locks {
+		require.True(t, isClosed(l.Done()))
+	}
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.locks WHERE expires_at = '-infinity'`).Scan(&rows))
+	require.Equal(t, n, rows)
+	l, err := other.TryAcquire(ctx, "key-500", 0)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
+}
+
+// Close releases held locks (a waiter elsewhere gets them), makes waiting
+// calls return ErrClosed, and every later call ErrClosed.
+func TestCloseReleasesAndStopsWaiters(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
+	b := instance(t, db, "inst-b", &advisorylock.Config{PollInterval: time.Hour})
+
+	held, err := a.Acquire(ctx, "held-by-a", time.Hour)
+	require.NoError(t, err)
+	bWaits := make(chan error, 1)
+	go func() {
+		l, err := b.Acquire(ctx, "held-by-a", time.Minute)
+		if err == nil {
+			err = l.Release(ctx)
+		}
+		bWaits <- err
+	}()
+	blocker, err := b.Acquire(ctx, "held-by-b", time.Hour)
+	require.NoError(t, err)
+	aWaits := make(chan error, 1)
+	go func() {
+		_, err := a.Acquire(ctx, "held-by-b", time.Minute)
+		aWaits <- err
+	}()
+	waitContended(t, a, 1)
+	waitContended(t, b, 1)
+
+	require.NoError(t, a.Close(ctx))
+	require.True(t, isClosed(held.Done()))
+	require.ErrorIs(t, <-aWaits, advisorylock.ErrClosed)
+	require.NoError(t, <-bWaits, "b was woken by a's release at Close")
+	_, err = a.Acquire(ctx, "x", time.Second)
+	require.ErrorIs(t, err, advisorylock.ErrClosed)
+	_, err = a.TryAcquire(ctx, "x", 0)
+	require.ErrorIs(t, err, advisorylock.ErrClosed)
+	err = a.RunExclusive(ctx, "x", time.Second, func(context.Context, *advisorylock.Lock) error { return nil })
+	require.ErrorIs(t, err, advisorylock.ErrClosed)
+	require.NoError(t, held.Release(ctx), "release after close is a no-op")
+	require.NoError(t, blocker.Release(ctx))
+}
+
+// RunExclusive renews the lease while fn runs: a waiter elsewhere never gets
+// the key during fn although fn outlives the TTL many times.
+func TestRunExclusiveRenewsLease(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", nil)
+	b := instance(t, db, "inst-b", nil)
+	const ttl = 150 * time.Millisecond
+	err := a.RunExclusive(ctx, "long", ttl, func(ctx context.Context, l *advisorylock.Lock) error {
+		start := dbNow(t, db)
+		dbTimePasses(t, db, start, 5*ttl)
+		_, err := b.TryAcquire(ctx, "long", 0)
+		var lae *advisorylock.LockAcquireError
+		if !errors.As(err, &lae) {
+			return fmt.Errorf("lock taken during fn: %v", err)
+		}
+		return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return l.CheckTx(ctx, tx) })
+	})
+	require.NoError(t, err)
+	require.Zero(t, a.Stats().Lost)
+}
+
+// Tokens strictly increase across grants of a key, whoever gets them.
+func TestTokensStrictlyIncrease(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	ms := []*advisorylock.Manager{instance(t, db, "inst-a", nil), instance(t, db, "inst-b", nil)}
+	var (
+		mu     sync.Mutex
+		tokens []int64
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, m := range ms {
+		for range 3 {
+			g.Go(func() error {
+				for range 20 {
+					err := m.RunExclusive(gctx, "tok", time.Second, func(ctx context.Context, l *advisorylock.Lock) error {
+						mu.Lock()
+						tokens = append(tokens, l.Token())
+						mu.Unlock()
+						return nil
+					})
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+	}
+	require.NoError(t, g.Wait())
+	require.Len(t, tokens, 120)
+	for i := 1; i < len(tokens); i++ {
+		require.Greater(t, tokens[i], tokens[i-1], "grant %d", i)
+	}
+}
