@@ -1,0 +1,94 @@
+// Package pgcache is NocoBase's cache (@nocobase/cache: CacheManager, Cache,
+// counters) on PostgreSQL, for every instance of a clustered application.
+//
+// A [Manager] (one per app and instance, [NewManager]) creates named caches
+// with [Manager.CreateCache]. Each [Cache] has a store:
+//
+//   - [StorePostgres] (the default): rows of one UNLOGGED table,
+//     cache_entries (migration 00010), shared by every instance. UNLOGGED
+//     means no WAL: writes are cheap, and the table is emptied by a crash
+//     of PostgreSQL and is not replicated (reads from a replica miss). A
+//     cache may be lost, never wrong.
+//   - [StoreMemory]: a per-instance LRU bounded by MaxEntries (default
+//     2000), as NocoBase's memory store. Instances do not share it.
+//
+// # Keys and values
+//
+// Keys are namespaced "app:prefix:key" ([Cache.Key]): the app name of the
+// Manager and the prefix of the cache (its name by default) are separate
+// columns, so two apps on one database, or two caches, never see each
+// other's keys, and [Cache.Reset] deletes this cache's entries only
+// (NocoBase's Redis store ran FLUSHDB). A key is 1 to [MaxKeyBytes] bytes
+// of UTF-8 without NUL; [ErrEmptyKey] and [ErrInvalidKey] otherwise.
+//
+// Values are JSON (encoding/json); a []byte is stored as it is and read
+// back as it is. A value that cannot be encoded, that encodes to JSON null
+// (NocoBase's Redis rule), or that is larger than MaxValueBytes (16 MiB by
+// default) returns an error wrapping [ErrNotCacheable] or [ErrValueTooLarge]
+// and nothing is written. Untyped reads ([Cache.Get], [Cache.MGet]) decode
+// into any; the generic helpers [Get], [MGet] and [Wrap] decode into a type.
+//
+// # Expiry
+//
+// TTLs are time.Duration (NocoBase used milliseconds): 0 means the cache's
+// TTL (CacheConfig.TTL, none by default), [NoExpiry] means none. Expiry is
+// decided by the database clock: every read filters expires_at > now(), so
+// no read ever returns an expired entry, whatever the instances' clocks say.
+// A sweeper ([Manager.Start], or [Manager.Sweep] on demand) deletes expired
+// rows in bounded batches, and trims caches with MaxEntries to their newest
+// writes, oldest first. Each batch holds a PostgreSQL advisory transaction
+// lock, so one instance sweeps at a time; the others skip. MaxEntries on the
+// postgres store is therefore enforced at each sweep, not on each write.
+//
+// # Atomicity
+//
+// Every call is one statement (one round trip): MGet, MSet and MDel
+// included. [Cache.SetValueInObject] and [Cache.DelValueInObject] merge the
+// field in SQL under the row lock and keep the entry's expiry (NocoBase read,
+// modified and rewrote the object without TTL). [Counter] increments are one
+// upsert: concurrent increments from any number of instances are never lost.
+// [Cache.SetTx] and [Cache.DelTx] write in the caller's transaction: other
+// sessions see the write if and only if it commits.
+//
+// # Wrap
+//
+// [Cache.Wrap] (and the generic [Wrap]) reads, or runs the loader and stores
+// its result. Concurrent calls for one key on one instance run the loader
+// once (singleflight). With CacheConfig.ClusterSingleFlight the loader runs
+// once across all instances: the first takes a per-key advisory transaction
+// lock, loads and stores in that transaction; the others wait for the lock
+// and read the stored value. A holder that dies releases the lock with its
+// session. [Cache.WrapWithCondition] follows NocoBase: UseCache false
+// bypasses the cache; falsy cached values (0, "", false) are misses; only
+// results that IsCacheable accepts (by default truthy ones) are stored.
+//
+// # Near cache
+//
+// CacheConfig.NearCache puts an in-process LRU in front of the postgres
+// store. Every write (Set, Del, Reset, MSet, MDel, the object and counter
+// calls, and SetTx/DelTx after their commit) publishes an invalidation
+// through [listen.PubSub] (ManagerConfig.PubSub) in the same transaction as
+// the write, so it is delivered if and only if the write commits. Each
+// instance drops the keys when the invalidation is delivered.
+//
+// Guarantees: read-your-writes on the writing instance (its own entry is
+// dropped before the write returns; with a plain pgx.Tx in SetTx/DelTx,
+// when this instance's own notification arrives, with a *txhooks.Tx at
+// commit). Another instance never serves the old value once the
+// invalidation is delivered to it: a value read from PostgreSQL is stored
+// only if no invalidation happened while it was being read. While the
+// listener is not healthy the near cache serves nothing and stores nothing
+// (reads go to PostgreSQL); after the listener reconnects the near cache is
+// flushed before it serves again. An entry never outlives its expiry.
+// Between a listener connection dying and the listener noticing, an
+// instance may serve a value overwritten in that window: that is the
+// residual staleness, bounded by the listener's failure detection.
+// MaxEntries eviction by the sweeper does not invalidate near caches.
+//
+// # Failure model
+//
+// Errors from PostgreSQL are returned, wrapped, never turned into misses.
+// After [Manager.Close] every call returns [ErrClosed]. A cancelled context
+// writes nothing. Background work (sweeps) logs failures at warning level
+// through ManagerConfig.Logger, with attributes cache, key, value_bytes.
+package pgcache
