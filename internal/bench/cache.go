@@ -1,0 +1,200 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/listen"
+	"github.com/pgcoord/pgcoord/pgcache"
+)
+
+// cacheKeys is the number of distinct keys the cache rows read and write.
+const cacheKeys = 1000
+
+// cacheValue is the value of every benchmarked entry (about 100 bytes of JSON).
+type cacheValue struct {
+	ID    int      `json:"id"`
+	Name  string   `json:"name"`
+	Email string   `json:"email"`
+	Roles []string `json:"roles"`
+}
+
+// Cache benchmarks package pgcache against raw pgx statements on the same
+// cache_entries table (same rows, same indexes, same expiry filter), run
+// alternately in the same process:
+//
+//   - cache.get.c1 / cache.get.c8: p50 latency of Get (typed, JSON decoded)
+//     vs a raw point SELECT, with 1 and 8 goroutines;
+//   - cache.set.c1: Set vs a raw upsert;
+//   - cache.mget100.c1: MGet of 100 keys vs a raw SELECT … = ANY($3);
+//   - cache.near_hit.c1: a near-cache hit vs the raw point SELECT.
+func Cache(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error) {
+	opts = opts.WithDefaults()
+	app := opts.Prefix + "-cache"
+	table := pgx.Identifier{opts.Schema, "cache_entries"}.Sanitize()
+	defer func() {
+		_, _ = pool.Exec(context.WithoutCancel(ctx), `DELETE FROM `+table+` WHERE app = $1`, app)
+	}()
+
+	ps, err := listen.New(pool, &listen.Config{AppName: app, Schema: opts.Schema, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, err
+	}
+	if err := ps.Start(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { _ = ps.Close(context.WithoutCancel(ctx)) }()
+	m, err := pgcache.NewManager(pool, &pgcache.ManagerConfig{AppName: app, Schema: opts.Schema, PubSub: ps})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = m.Close(context.WithoutCancel(ctx)) }()
+	c, err := m.CreateCache(ctx, pgcache.CacheConfig{Name: "bench"})
+	if err != nil {
+		return nil, err
+	}
+	near, err := m.CreateCache(ctx, pgcache.CacheConfig{Name: "near", NearCache: &pgcache.NearCacheConfig{}})
+	if err != nil {
+		return nil, err
+	}
+
+	keys := make([]string, cacheKeys)
+	items := make([]pgcache.Item, cacheKeys)
+	for i := range keys {
+		keys[i] = "user:" + strconv.Itoa(i)
+		items[i] = pgcache.Item{Key: keys[i], Value: cacheValue{ID: i, Name: "user " + strconv.Itoa(i), Email: "u" + strconv.Itoa(i) + "@example.com", Roles: []string{"admin", "member"}}}
+	}
+	if err := c.MSet(ctx, items, 0); err != nil {
+		return nil, err
+	}
+	if err := near.MSet(ctx, items, 0); err != nil {
+		return nil, err
+	}
+
+	const notExpired = `(expires_at IS NULL OR expires_at > now())`
+	rawGet := `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired
+	rawMGet := `SELECT key, value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = ANY($3::text[]) AND ` + notExpired
+	rawSet := `INSERT INTO ` + table + ` (app, prefix, key, kind, value, expires_at, written_at)
+VALUES ($1, $2, $3, 0, $4, NULL, clock_timestamp())
+ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = excluded.value,
+  expires_at = excluded.expires_at, written_at = excluded.written_at`
+	rawValue := []byte(`{"id":1,"name":"user 1","email":"u1@example.com","roles":["admin","member"]}`)
+
+	raw := func(ctx context.Context, i int) error {
+		var (
+			v []byte
+			k int16
+		)
+		return pool.QueryRow(ctx, rawGet, app, "bench", keys[i%cacheKeys]).Scan(&v, &k)
+	}
+	get := func(ctx context.Context, i int) error {
+		_, ok, err := pgcache.Get[cacheValue](ctx, c, keys[i%cacheKeys])
+		if err == nil && !ok {
+			err = fmt.Errorf("bench: cache miss on %s", keys[i%cacheKeys])
+		}
+		return err
+	}
+	rawSetOp := func(ctx context.Context, i int) error {
+		_, err := pool.Exec(ctx, rawSet, app, "bench", keys[i%cacheKeys], rawValue)
+		return err
+	}
+	setOp := func(ctx context.Context, i int) error {
+		return c.Set(ctx, keys[i%cacheKeys], items[i%cacheKeys].Value, 0)
+	}
+	batch := func(i int) []string {
+		lo := (i * 100) % (cacheKeys - 100)
+		return keys[lo : lo+100]
+	}
+	rawMGetOp := func(ctx context.Context, i int) error {
+		rows, err := pool.Query(ctx, rawMGet, app, "bench", batch(i))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				k string
+				v []byte
+				d int16
+			)
+			if err := rows.Scan(&k, &v, &d); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
+	}
+	mgetOp := func(ctx context.Context, i int) error {
+		_, err := pgcache.MGet[cacheValue](ctx, c, batch(i)...)
+		return err
+	}
+	nearOp := func(ctx context.Context, i int) error {
+		_, _, err := pgcache.Get[cacheValue](ctx, near, keys[i%100])
+		return err
+	}
+	// Warm the near cache (the first read of each key goes to PostgreSQL).
+	for i := range 100 {
+		if err := nearOp(ctx, i); err != nil {
+			return nil, err
+		}
+	}
+
+	n := opts.Ops
+	mgetN := max(n/10, 20)
+	var rows []Row
+	for _, r := range []struct {
+		name, baseline string
+		n, conc        int
+		pg, base       func(context.Context, int) error
+	}{
+		{"cache.get.c1", "pgx point select", n, 1, get, raw},
+		{"cache.get.c8", "pgx point select", n, 8, get, raw},
+		{"cache.set.c1", "pgx upsert", n, 1, setOp, rawSetOp},
+		{"cache.mget100.c1", "pgx select = ANY (100 keys)", mgetN, 1, mgetOp, rawMGetOp},
+		{"cache.near_hit.c1", "pgx point select", n, 1, nearOp, raw},
+	} {
+		p, b, err := alternate(ctx, r.n, r.conc, r.pg, r.base)
+		if err != nil {
+			return nil, fmt.Errorf("bench %s: %w", r.name, err)
+		}
+		rows = append(rows, Latency(r.name, r.baseline, p, b))
+	}
+	if s := near.Stats(); s.NearHits == 0 {
+		return nil, fmt.Errorf("bench cache.near_hit.c1: the near cache never hit (listener healthy: %v)", ps.Healthy())
+	}
+	return rows, nil
+}
+
+// alternate measures pg and base in four alternating rounds (base, pg, base,
+// pg) after a warm-up of each, so drift on a shared machine hits both sides,
+// and returns each side's median latency.
+func alternate(ctx context.Context, n, conc int, pg, base func(context.Context, int) error) (time.Duration, time.Duration, error) {
+	warm := max(n/10, 10)
+	if _, _, err := Run(ctx, warm, conc, base); err != nil {
+		return 0, 0, err
+	}
+	if _, _, err := Run(ctx, warm, conc, pg); err != nil {
+		return 0, 0, err
+	}
+	var ps, bs Sample
+	half := max(n/2, conc)
+	for range 2 {
+		s, _, err := Run(ctx, half, conc, base)
+		if err != nil {
+			return 0, 0, err
+		}
+		bs = append(bs, s...)
+		s, _, err = Run(ctx, half, conc, pg)
+		if err != nil {
+			return 0, 0, err
+		}
+		ps = append(ps, s...)
+	}
+	return ps.Percentile(50), bs.Percentile(50), nil
+}
