@@ -1,0 +1,113 @@
+// Package advisorylock gives every instance of a clustered application
+// fenced, crash-safe locks on PostgreSQL: NocoBase's LockManager
+// (acquire / runExclusive / tryAcquire, reservations, extend) with the
+// guarantees NocoBase lacks.
+//
+// # Using it
+//
+// Each instance creates one [Manager] with [New] and calls [Manager.Start].
+// [Manager.Acquire] waits for a key and returns a [Lock] whose lease ends
+// after a TTL; [Manager.TryAcquire] fails at once (or after a wait) with a
+// [*LockAcquireError] and otherwise returns a reservation with no expiry;
+// [Manager.RunExclusive] waits, runs a function while renewing the lease,
+// and releases. A [Lock] has [Lock.Release], [Lock.Extend], [Lock.Token],
+// [Lock.CheckTx], [Lock.Done] and [Lock.RunExclusive]. Keys are namespaced
+// by [Config.AppName]. [NewLocal] is the in-process implementation of the
+// same [Locker] interface for single-process apps and tests.
+//
+// # Guarantees
+//
+//   - Mutual exclusion as recorded in Postgres: at any moment at most one
+//     grant of a key is valid in the lease table.
+//   - Fencing: [Lock.Token] strictly increases with every grant of a key and
+//     is never reused (one non-cycling sequence). [Lock.CheckTx] verifies in
+//     the caller's transaction that the grant is still valid and blocks any
+//     takeover until that transaction ends, so writes made in it cannot
+//     interleave with the next holder's. Resources outside the database can
+//     reject writes whose token is below the highest they have seen.
+//   - [Lock.Release] is idempotent and never frees a later holder's grant.
+//   - [Lock.Done] closes when the grant ends: Release, expiry of its TTL
+//     (measured conservatively on the local clock from the moment the lease
+//     was set), detected takeover, or loss of the instance's liveness session.
+//   - RunExclusive is never pre-empted by its TTL (the lease is renewed every
+//     TTL/3), and its function's context is cancelled with cause
+//     [ErrLockLost] as soon as the lease is known lost.
+//   - Holding N locks costs N rows, not N connections: a Manager uses its pool
+//     for short statements plus one dedicated connection.
+//
+// # Design and invariants
+//
+// The table locks(app, key, token, owner_id, owner, expires_at, ...) decides
+// ownership (migration 00011, UNLOGGED). A grant is valid while
+//
+//	expires_at IS NULL OR expires_at > now()      (database clock; NULL = reservation)
+//
+// and its owner's liveness session is alive. Each Manager holds, on a
+// dedicated connection opened at Start (same settings and
+// application_name as its pool), the session advisory lock
+// (class, owner_id), where owner_id comes from a non-cycling sequence and is
+// never reused. That connection also LISTENs for releases. When the session
+// ends — the process died, the connection was terminated, the server
+// restarted — Postgres drops the advisory lock, and every lease naming that
+// owner_id may be taken at once: a waiter's statement sees
+// pg_try_advisory_xact_lock_shared(class, owner_id) succeed. A crashed holder
+// therefore releases its locks immediately (at the waiters' next poll), not
+// after its TTL; a hung holder loses them when its TTL passes.
+//
+// Acquisition is one statement, INSERT … ON CONFLICT (app, key) DO UPDATE …
+// WHERE (expired or released or owner dead) RETURNING token. The conflicting
+// row's lock serialises concurrent grants; the new token is drawn after that
+// lock is taken, so it exceeds the token it replaces. Release sets
+// expires_at to -infinity only WHERE token = this grant's token. Renewal
+// (Extend) updates expires_at only while the grant is still valid.
+//
+// Because a grant changes token, which has a unique index, a grant is a key
+// update and conflicts with the FOR KEY SHARE row lock taken by CheckTx;
+// renewals and releases do not, so a holder's own transaction never blocks
+// its renewals.
+//
+// When the liveness session fails (read error or failed ping every
+// [Config.HealthCheckInterval]), the Manager declares every lock it holds
+// lost (Done closes; others may already be taking them), reconnects with
+// backoff under a new identity, and then serves new grants. A lock is
+// registered only if the identity it was granted under is still current.
+//
+// Waiters: the waiters of one instance for one key queue in FIFO order and
+// only the head polls. After a failed attempt the head marks the row
+// wanted (wanted_by) and learns the lease's remaining time; it wakes on a
+// release by its own instance, on a NOTIFY (sent by a release only when
+// another instance marked the key wanted: one NOTIFY per release, payload a
+// hash of app and key), when the lease expires, or at a jittered poll
+// ([Config.PollInterval]) that covers instances that died without a word.
+//
+// Rows free for longer than [Config.Retention] are deleted by a sweeper in
+// every instance (bounded batches, SKIP LOCKED).
+//
+// # Failure model
+//
+//   - Holder process dies: its session ends; waiters get the lock at their
+//     next poll, well before the TTL.
+//   - Holder hangs (GC pause, stuck I/O): the lease expires at its TTL on the
+//     database clock, the next waiter gets a larger token; the hung holder's
+//     CheckTx fails, its Release is a no-op, fenced writes with its token are
+//     rejected. Its Done closes at its local deadline when it wakes.
+//   - Holder loses its database connections: its liveness session ends, so
+//     others may take its locks at once; it closes every Done as soon as it
+//     notices (immediately for a closed connection, at the next health check
+//     for a silent network), and in any case at the lease's TTL.
+//   - Postgres restarts or fails over: every session ends, so every lease is
+//     free; the UNLOGGED table may be emptied (nothing in it outlives the
+//     sessions anyway). The token sequence is logged, so tokens stay unique.
+//   - Transaction-mode poolers (PgBouncer) break the liveness session and
+//     LISTEN: connect the Manager's pool directly or in session mode.
+//
+// # Differences from NocoBase
+//
+// TTLs are time.Duration, not milliseconds; ttl 0 means [Config.DefaultTTL]
+// (500 ms as in NocoBase). The TTL never pre-empts RunExclusive in either
+// form (NocoBase's handle form does). A [Lock] is one grant: after Release
+// it does not re-acquire (NocoBase's ILock.acquire does); take the key again
+// to get a new grant and token. Keys are namespaced by app for you. Stale
+// releasers are no-ops in both. NocoBase has no fencing tokens and its
+// local adapter is single-process.
+package advisorylock
