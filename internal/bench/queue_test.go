@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,8 +17,16 @@ func TestQueueSuiteRows(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	ops := 200
+	// PGCOORD_BENCH_QUEUE_OPS=20000 runs the realistic size.
+	if v, err := strconv.Atoi(os.Getenv("PGCOORD_BENCH_QUEUE_OPS")); err == nil && v > 0 {
+		ops = v
+		cancel()
+		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+	}
 	var suite Suite = Queue
-	rows, err := suite(ctx, db.Pool, Options{Ops: 200, Schema: db.Schema})
+	rows, err := suite(ctx, db.Pool, Options{Ops: ops, Schema: db.Schema})
 	require.NoError(t, err)
 	names := map[string]bool{}
 	for _, r := range rows {
