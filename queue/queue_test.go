@@ -748,4 +748,43 @@ func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
 	require.Equal(t, second, <-done)
 }
 
-var _ = fmt.Sprint
+
+// NocoBase §7 (async-task-manager): idle = concurrency monitor has room,
+// concurrency 3, 4 tasks: at most 3 run at once; a Process may publish to
+// its own channel (the "monitor full, re-publish" pattern), and the
+// re-published message runs too.
+func TestAsyncTaskManagerPattern(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, nil, nil)
+	var running, peak, done atomic.Int32
+	var republished atomic.Bool
+	require.NoError(t, q.Subscribe("async-task-manager.task", queue.Consumer{
+		Concurrency: 3,
+		Idle:        func() bool { return running.Load() < 3 },
+		Process: func(ctx context.Context, m queue.Message) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			if string(m.Payload) == `{"id":"t0"}` && !republished.Swap(true) {
+				_, err := q.Publish(ctx, "async-task-manager.task", json.RawMessage(`{"id":"t0-again"}`), nil)
+				return err
+			}
+			time.Sleep(5 * time.Millisecond) // simulated work
+			done.Add(1)
+			return nil
+		},
+	}))
+	for i := range 4 {
+		_, err := q.Publish(ctxT(t), "async-task-manager.task", json.RawMessage(fmt.Sprintf(`{"id":"t%d"}`, i)), nil)
+		require.NoError(t, err)
+	}
+	start(t, q)
+	require.Eventually(t, func() bool { return done.Load() == 4 }, waitFor, 5*time.Millisecond)
+	require.LessOrEqual(t, peak.Load(), int32(3))
+}
