@@ -391,7 +391,9 @@ func (c *Cache) Reset(ctx context.Context) error {
 
 // Item is one key and value for MSet.
 type Item struct {
-	Key   string
+	// Key is the short key (without "app:prefix:").
+	Key string
+	// Value is stored as Set stores it.
 	Value any
 }
 

@@ -61,9 +61,11 @@ var (
 // CacheNotFoundError is returned by [Manager.Cache] for a name that was never
 // created on this manager.
 type CacheNotFoundError struct {
+	// Name is the name asked for.
 	Name string
 }
 
+// Error implements error.
 func (e *CacheNotFoundError) Error() string {
 	return fmt.Sprintf("pgcache: cache %q not found", e.Name)
 }

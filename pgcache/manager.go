@@ -29,8 +29,12 @@ const (
 
 // Defaults of ManagerConfig.
 const (
-	DefaultAppName        = "main"
-	DefaultSweepInterval  = 30 * time.Second
+	// DefaultAppName is the app of a Manager configured without one
+	// (NocoBase's main app is "main").
+	DefaultAppName = "main"
+	// DefaultSweepInterval is how often the sweeper runs.
+	DefaultSweepInterval = 30 * time.Second
+	// DefaultSweepBatchSize bounds the rows of one sweep statement.
 	DefaultSweepBatchSize = 1000
 	// DefaultSweepMaxBatches bounds the batches of one sweep, so one sweep
 	// of a huge backlog does not run for ever; the next sweep continues.

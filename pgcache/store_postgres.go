@@ -20,8 +20,9 @@ type querier interface {
 // pgSQL holds the statements of one schema, built once with the table name
 // quoted by pgx.Identifier. Every value is a $n parameter.
 type pgSQL struct {
+	table                                                                                                        string
 	get, getLocked, getTTL, mget, mgetTTL, set, mset, del, mdel, reset, keys, ttl, incr, objSet, objDel, objKind string
-	sweepExpired, countEntries, evictOldest                                                   string
+	sweepExpired, countEntries, evictOldest                                                                      string
 }
 
 // notExpired is the expiry filter of every read: the database clock decides.
@@ -34,7 +35,8 @@ func expiresAt(n int) string {
 
 func newPgSQL(table string) pgSQL {
 	return pgSQL{
-		get: `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
+		table: table,
+		get:   `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
 		// getLocked runs in a transaction that waited for a lock: now() would
 		// be the transaction's start, so the current clock decides.
 		getLocked: `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND (expires_at IS NULL OR expires_at > clock_timestamp())`,

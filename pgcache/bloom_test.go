@@ -1,0 +1,81 @@
+package pgcache_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/pgcache"
+)
+
+// NocoBase bloom-filter.test.ts, for both stores; on postgres, shared by instances.
+func TestBloomFilter(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	for _, st := range stores {
+		m := newManager(t, db.NewPool(t, &pgtest.PoolOptions{AppName: "inst-a-" + st, MaxConns: 4}), &pgcache.ManagerConfig{AppName: "app-" + st})
+		bf, err := m.CreateBloomFilter(ctx, &pgcache.BloomFilterConfig{Store: st})
+		require.NoError(t, err)
+		require.NoError(t, bf.Reserve(ctx, "bf", 0.01, 1000))
+
+		require.NoError(t, bf.Add(ctx, "bf", "hello"))
+		ok, err := bf.Exists(ctx, "bf", "hello")
+		require.NoError(t, err)
+		require.True(t, ok)
+		ok, err = bf.Exists(ctx, "bf", "world")
+		require.NoError(t, err)
+		require.False(t, ok)
+
+		require.NoError(t, bf.MAdd(ctx, "bf", "a", "b", "c"))
+		for _, v := range []string{"a", "b", "c", "hello"} {
+			ok, err := bf.Exists(ctx, "bf", v)
+			require.NoError(t, err)
+			require.True(t, ok, v)
+		}
+
+		// Never reserved: Add is a no-op and Exists is false.
+		require.NoError(t, bf.Add(ctx, "nope", "hello"))
+		ok, err = bf.Exists(ctx, "nope", "hello")
+		require.NoError(t, err)
+		require.False(t, ok)
+
+		// Reserving again keeps the content.
+		require.NoError(t, bf.Reserve(ctx, "bf", 0.01, 1000))
+		ok, err = bf.Exists(ctx, "bf", "hello")
+		require.NoError(t, err)
+		require.True(t, ok)
+
+		require.Error(t, bf.Reserve(ctx, "bad", 0, 10))
+		require.Error(t, bf.Reserve(ctx, "bad", 0.1, 0))
+
+		// No false negatives over many values; few false positives.
+		for i := range 200 {
+			require.NoError(t, bf.Add(ctx, "bf", "v"+strconv.Itoa(i)))
+		}
+		fp := 0
+		for i := range 200 {
+			ok, err := bf.Exists(ctx, "bf", "v"+strconv.Itoa(i))
+			require.NoError(t, err)
+			require.True(t, ok)
+			ok, err = bf.Exists(ctx, "bf", "absent"+strconv.Itoa(i))
+			require.NoError(t, err)
+			if ok {
+				fp++
+			}
+		}
+		require.Less(t, fp, 20)
+
+		if st == pgcache.StorePostgres {
+			other := newManager(t, db.NewPool(t, &pgtest.PoolOptions{AppName: "inst-b", MaxConns: 2}), &pgcache.ManagerConfig{AppName: "app-" + st})
+			bf2, err := other.CreateBloomFilter(ctx, nil)
+			require.NoError(t, err)
+			ok, err := bf2.Exists(ctx, "bf", "hello")
+			require.NoError(t, err)
+			require.True(t, ok, "another instance sees the filter")
+		}
+	}
+}
