@@ -158,7 +158,9 @@ func (q *EventQueue) Subscribe(channel string, c Consumer) error {
 // more, and Unsubscribe returns once the channel's running messages have
 // finished. Queued messages stay queued for other (or later) consumers. If
 // ctx ends first it returns ctx's error and the channel stays half-removed
-// (claiming nothing); call Unsubscribe again to finish.
+// (claiming nothing); call Unsubscribe again to finish. A Process must not
+// Subscribe or Unsubscribe (Unsubscribe waits for running messages while
+// holding River's queue lock, which Subscribe needs).
 func (q *EventQueue) Unsubscribe(ctx context.Context, channel string) error {
 	q.mu.Lock()
 	if q.stopping.Load() {

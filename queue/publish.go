@@ -113,6 +113,8 @@ func (q *EventQueue) PublishManyTx(ctx context.Context, tx pgx.Tx, msgs []Public
 // run; a running one has its Process ctx cancelled (River notifies the
 // instance running it) and ends cancelled whatever Process returns then.
 // A finished message is left as it is. An unknown id returns ErrNotFound.
+// The running instance learns of the cancel by NOTIFY at once, or within a
+// minute by River's poll if its LISTEN connection was down.
 func (q *EventQueue) Cancel(ctx context.Context, id int64) error {
 	if err := q.checkOpen(); err != nil {
 		return err

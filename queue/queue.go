@@ -56,6 +56,8 @@ const (
 	// hardStopWait bounds how long Stop waits for cancelled messages to return
 	// once ctx has ended.
 	hardStopWait = 10 * time.Second
+	// maxMaxRescues keeps max_attempts (a smallint) in range.
+	maxMaxRescues = 1000
 	// placeholderQueue exists only so River builds a working (not insert-only)
 	// client; it is removed before Start and never fetched.
 	placeholderQueue = "pgcoord_placeholder"
@@ -146,8 +148,8 @@ func (c *Config) validate() error {
 		return invalidf("Config.RetryBackoff %s is negative", c.RetryBackoff)
 	case c.RescueAfter < c.DefaultTimeout:
 		return invalidf("Config.RescueAfter %s is shorter than DefaultTimeout %s", c.RescueAfter, c.DefaultTimeout)
-	case c.MaxRescues < 0:
-		return invalidf("Config.MaxRescues %d is below -1", c.MaxRescues)
+	case c.MaxRescues < 0 || c.MaxRescues > maxMaxRescues:
+		return invalidf("Config.MaxRescues %d is outside -1..%d", c.MaxRescues, maxMaxRescues)
 	case c.FetchCooldown != 0 && c.FetchCooldown < minFetchCooldown:
 		return invalidf("Config.FetchCooldown %s is below River's minimum %s", c.FetchCooldown, minFetchCooldown)
 	case c.MaxPayloadBytes < 0:
