@@ -516,7 +516,10 @@ func TestAppNamespacingAndShared(t *testing.T) {
 	b := newQueue(t, db, nil, &queue.Config{AppName: "b"})
 	got := make(chan string, 10)
 	rec := func(app string) func(context.Context, queue.Message) error {
-		return func(_ context.Context, m queue.Message) error { got <- app + ":" + m.Channel + ":" + string(m.Payload); return nil }
+		return func(_ context.Context, m queue.Message) error {
+			got <- app + ":" + m.Channel + ":" + string(m.Payload)
+			return nil
+		}
 	}
 	require.NoError(t, a.Subscribe("local", queue.Consumer{Concurrency: 1, Process: rec("a")}))
 	require.NoError(t, a.Subscribe("global", queue.Consumer{Concurrency: 1, Shared: true, Process: rec("a")}))
@@ -747,7 +750,6 @@ func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
 	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { done <- m.ID; return nil }}))
 	require.Equal(t, second, <-done)
 }
-
 
 // NocoBase §7 (async-task-manager): idle = concurrency monitor has room,
 // concurrency 3, 4 tasks: at most 3 run at once; a Process may publish to
