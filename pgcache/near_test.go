@@ -3,6 +3,7 @@ package pgcache_test
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,4 +300,50 @@ func TestNearCacheNeedsHealthyPubSub(t *testing.T) {
 		require.Equal(t, "v", v)
 	}
 	require.Zero(t, c.Stats().NearHits)
+}
+
+// Readers on B race with a stream of writes on A; once B has received every
+// invalidation, B serves the last value, never an older one.
+func TestNearCacheConcurrentReadersNeverKeepStale(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{})
+	b := newNearInstance(t, db, "inst-b", pgcache.CacheConfig{})
+	require.NoError(t, a.cache.Set(ctx, "k", 0, 0))
+	waitInvalidations(t, b, 1)
+	base := invalCount(b)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _, err := pgcache.Get[int](ctx, b.cache, "k")
+				require.NoError(t, err)
+			}
+		})
+	}
+	const writes = 50
+	for i := 1; i <= writes; i++ {
+		require.NoError(t, a.cache.Set(ctx, "k", i, 0))
+		v, _, err := pgcache.Get[int](ctx, a.cache, "k")
+		require.NoError(t, err)
+		require.Equal(t, i, v, "read-your-writes on the writer")
+	}
+	waitInvalidations(t, b, base+writes)
+	close(stop)
+	wg.Wait()
+	for range 3 {
+		v, ok, err := pgcache.Get[int](ctx, b.cache, "k")
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, writes, v)
+	}
+	require.NotZero(t, b.cache.Stats().NearHits)
 }
