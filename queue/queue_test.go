@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -789,4 +790,61 @@ func TestAsyncTaskManagerPattern(t *testing.T) {
 	start(t, q)
 	require.Eventually(t, func() bool { return done.Load() == 4 }, waitFor, 5*time.Millisecond)
 	require.LessOrEqual(t, peak.Load(), int32(3))
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return string(s.b)
+}
+
+// Failures are logged with channel, message_id and attempt; Stats counts
+// queued and running messages.
+func TestLogsAndStats(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	var buf syncBuffer
+	q := newQueue(t, db, nil, &queue.Config{Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	require.NoError(t, q.Subscribe("logged", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+		if string(m.Payload) == `"fail"` {
+			return errors.New("it failed")
+		}
+		close(started)
+		<-release
+		return nil
+	}}))
+	failed, err := q.Publish(ctxT(t), "logged", "fail", nil)
+	require.NoError(t, err)
+	start(t, q)
+	waitState(t, db, failed, "discarded")
+	out := buf.String()
+	require.Contains(t, out, `"channel":"logged"`)
+	require.Contains(t, out, fmt.Sprintf(`"message_id":%d`, failed))
+	require.Contains(t, out, `"attempt":1`)
+	require.Contains(t, out, `it failed`)
+
+	running, err := q.Publish(ctxT(t), "logged", "block", nil)
+	require.NoError(t, err)
+	<-started
+	_, err = q.Publish(ctxT(t), "logged", "queued", nil)
+	require.NoError(t, err)
+	st, err := q.Stats(ctxT(t))
+	require.NoError(t, err)
+	require.Equal(t, queue.ChannelStats{Queued: 1, Running: 1, Discarded: 1, Retried: 1}, st["logged"])
+	close(release)
+	waitState(t, db, running, "completed")
 }
