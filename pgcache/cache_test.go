@@ -650,6 +650,10 @@ func TestSweeper(t *testing.T) {
 	// Rows of another app are not this manager's to sweep.
 	other := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "other"})
 	require.NoError(t, newCache(t, other, pgcache.CacheConfig{Name: "c"}).Set(ctx, "x", 1, time.Millisecond))
+	// Rows of this app written by a cache this manager does not have are swept too.
+	sameApp := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app"})
+	d := newCache(t, sameApp, pgcache.CacheConfig{Name: "d"})
+	require.NoError(t, d.MSet(ctx, []pgcache.Item{{Key: "x", Value: 1}, {Key: "y", Value: 2}}, time.Millisecond))
 	require.Eventually(t, func() bool {
 		keys, err := c.Keys(ctx, "exp*")
 		return err == nil && len(keys) == 0
@@ -661,7 +665,7 @@ func TestSweeper(t *testing.T) {
 	_, err = conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended('pgcoord.pgcache.sweep:pgcoord:app', 0))`)
 	require.NoError(t, err)
 	require.NoError(t, m.Sweep(ctx))
-	require.Equal(t, 11, rowCount(t, db.Pool, "app", ""))
+	require.Equal(t, 13, rowCount(t, db.Pool, "app", ""))
 	_, err = conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended('pgcoord.pgcache.sweep:pgcoord:app', 0))`)
 	require.NoError(t, err)
 	conn.Release()
@@ -670,6 +674,8 @@ func TestSweeper(t *testing.T) {
 	require.Equal(t, 1, rowCount(t, db.Pool, "app", ""), "all expired rows go, in batches of 3")
 	require.Equal(t, 1, rowCount(t, db.Pool, "other", ""))
 	require.EqualValues(t, 10, c.Stats().ExpiredSwept)
+	require.EqualValues(t, 12, m.Stats().ExpiredSwept)
+	require.EqualValues(t, 11, m.Stats().Sets)
 }
 
 func TestSweeperRunsAfterStart(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -134,7 +135,7 @@ func validateKey(key string) error {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidKey, len(key), MaxKeyBytes)
 	case !utf8.ValidString(key):
 		return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalidKey, key)
-	case bytes.IndexByte([]byte(key), 0) >= 0:
+	case strings.IndexByte(key, 0) >= 0:
 		return fmt.Errorf("%w: %q contains a NUL byte", ErrInvalidKey, key)
 	}
 	return nil
