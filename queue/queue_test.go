@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/pgtest"
@@ -132,11 +133,16 @@ func TestCallsAfterStopReturnErrClosed(t *testing.T) {
 
 func TestStartFailsFastWithoutDatabase(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	// Nothing listens on port 1: Start must fail, not hang.
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none?connect_timeout=5")
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	q, err := queue.New(pool, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	require.Error(t, q.Start(ctx))
+	require.NoError(t, q.Stop(ctx))
 }
 
 // Bad input is an error and nothing is written.
