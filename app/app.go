@@ -1,0 +1,156 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/listen"
+	"github.com/pgcoord/pgcoord/migrations"
+	"github.com/pgcoord/pgcoord/pgcache"
+	"github.com/pgcoord/pgcoord/queue"
+)
+
+// ErrClosed is returned by Start after Stop.
+var ErrClosed = errors.New("app: stopped")
+
+// Config configures an App. Name and one of Pool or DatabaseURL are needed;
+// everything else has a default.
+type Config struct {
+	// Name namespaces every key, channel, queue and lock of this app, so
+	// several apps share one database without crosstalk. Defaults to "main".
+	Name string
+
+	// Pool is the database pool. When nil, DatabaseURL is used to open one,
+	// which Stop closes. A Pool passed in is never closed by the App.
+	Pool        *pgxpool.Pool
+	DatabaseURL string
+
+	// DirectDatabaseURL, when set, is used for the dedicated connections that
+	// a transaction-mode pooler cannot carry (LISTEN, lock liveness) while the
+	// pool may go through the pooler. Defaults to the pool's own settings.
+	DirectDatabaseURL string
+
+	// InstanceID identifies this process in the cluster. Defaults to NewInstanceID().
+	InstanceID string
+
+	// Schema holds pgcoord's tables. Defaults to "pgcoord".
+	Schema string
+
+	// Plugins, in load order. Names must be unique and non-empty.
+	Plugins []Plugin
+
+	// AutoMigrate runs migrations.Up at Start.
+	AutoMigrate bool
+
+	// Logger receives the app's and every component's logs. Defaults to a
+	// logger that writes warnings and errors to stderr.
+	Logger *slog.Logger
+
+	// Sub-configurations. AppName, InstanceID, Schema and Logger are filled
+	// from the fields above; anything else set here is kept.
+	Cache  *pgcache.ManagerConfig
+	PubSub *listen.Config
+	Sync   *listen.SyncConfig
+	Queue  *queue.Config
+	Lock   *advisorylock.Config
+
+	// DefaultCache configures the default cache (App.Cache). Its Name is the
+	// app's name. Defaults to a postgres-store cache with no TTL.
+	DefaultCache *pgcache.CacheConfig
+}
+
+// App is one instance of a clustered application.
+type App struct {
+	cfg      Config
+	logger   *slog.Logger
+	pool     *pgxpool.Pool
+	ownsPool bool
+
+	pubsub *listen.PubSub
+	sync   *listen.SyncMessages
+	caches *pgcache.Manager
+	cache  *pgcache.Cache
+	queue  *queue.EventQueue
+	locks  *advisorylock.Manager
+
+	mu      sync.Mutex // guards state and subs
+	state   state
+	subs    []*listen.Subscription
+	stopErr error
+}
+
+type state int
+
+const (
+	stateNew state = iota
+	stateStarting
+	stateStarted
+	stateStopped
+)
+
+// New validates cfg and builds the app's components. It opens the pool when
+// cfg.Pool is nil but does no other I/O.
+func New(ctx context.Context, cfg Config) (*App, error) {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = NewInstanceID()
+	}
+	if cfg.Schema == "" {
+		cfg.Schema = migrations.DefaultSchema
+	}
+	if err := migrations.ValidateSchema(cfg.Schema); err != nil {
+		return nil, fmt.Errorf("app: Config.Schema: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	seen := map[string]bool{}
+	for i, p := range cfg.Plugins {
+		if p == nil {
+			return nil, fmt.Errorf("app: Config.Plugins[%d] is nil", i)
+		}
+		name := p.Name()
+		if name == "" {
+			return nil, fmt.Errorf("app: Config.Plugins[%d] (%T) has an empty name", i, p)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("app: two plugins are named %q: plugin names must be unique", name)
+		}
+		seen[name] = true
+	}
+	if cfg.Pool == nil && cfg.DatabaseURL == "" {
+		return nil, errors.New("app: Config.Pool or Config.DatabaseURL is required (env " + EnvDatabaseURL + ")")
+	}
+
+	a := &App{cfg: cfg, logger: cfg.Logger.With(slog.String("app", cfg.Name), slog.String("instance", cfg.InstanceID))}
+	if cfg.Pool != nil {
+		a.pool = cfg.Pool
+	} else {
+		pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("app: open pool: %w", err)
+		}
+		a.pool, a.ownsPool = pool, true
+	}
+	if err := a.build(); err != nil {
+		if a.ownsPool {
+			a.pool.Close()
+		}
+		return nil, err
+	}
+	for _, p := range cfg.Plugins {
+		if b, ok := p.(binder); ok {
+			b.bind(a, p.Name())
+		}
+	}
+	return a, nil
+}

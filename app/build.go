@@ -1,0 +1,82 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/listen"
+	"github.com/pgcoord/pgcoord/pgcache"
+	"github.com/pgcoord/pgcoord/queue"
+)
+
+// build creates every component from the sub-configs, filling the shared
+// fields from Config. The caller's sub-config structs are copied, never changed.
+func (a *App) build() error {
+	c := a.cfg
+	var err error
+
+	var ps listen.Config
+	if c.PubSub != nil {
+		ps = *c.PubSub
+	}
+	ps.AppName, ps.InstanceID, ps.Schema, ps.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
+	if a.pubsub, err = listen.New(a.pool, &ps); err != nil {
+		return fmt.Errorf("app: pub/sub: %w", err)
+	}
+
+	var sc listen.SyncConfig
+	if c.Sync != nil {
+		sc = *c.Sync
+	}
+	if sc.Logger == nil {
+		sc.Logger = c.Logger
+	}
+	if a.sync, err = listen.NewSyncMessages(a.pubsub, &sc); err != nil {
+		return fmt.Errorf("app: sync messages: %w", err)
+	}
+
+	var mc pgcache.ManagerConfig
+	if c.Cache != nil {
+		mc = *c.Cache
+	}
+	mc.AppName, mc.Schema, mc.Logger, mc.PubSub = c.Name, c.Schema, c.Logger, a.pubsub
+	if a.caches, err = pgcache.NewManager(a.pool, &mc); err != nil {
+		return fmt.Errorf("app: cache: %w", err)
+	}
+
+	var qc queue.Config
+	if c.Queue != nil {
+		qc = *c.Queue
+	}
+	qc.AppName, qc.InstanceID, qc.Schema, qc.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
+	if a.queue, err = queue.New(a.pool, &qc); err != nil {
+		return fmt.Errorf("app: event queue: %w", err)
+	}
+
+	var lc advisorylock.Config
+	if c.Lock != nil {
+		lc = *c.Lock
+	}
+	lc.AppName, lc.InstanceID, lc.Schema, lc.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
+	if a.locks, err = advisorylock.New(a.pool, &lc); err != nil {
+		return fmt.Errorf("app: locks: %w", err)
+	}
+	return nil
+}
+
+// defaultCacheConfig is the default cache's configuration, named after the app.
+func (a *App) defaultCacheConfig() pgcache.CacheConfig {
+	var cc pgcache.CacheConfig
+	if a.cfg.DefaultCache != nil {
+		cc = *a.cfg.DefaultCache
+	}
+	cc.Name = a.cfg.Name
+	return cc
+}
+
+// isClosed reports whether err only says a component was already closed.
+func isClosed(err error) bool {
+	return errors.Is(err, listen.ErrClosed) || errors.Is(err, pgcache.ErrClosed) ||
+		errors.Is(err, queue.ErrClosed) || errors.Is(err, advisorylock.ErrClosed)
+}

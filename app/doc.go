@@ -1,0 +1,44 @@
+// Package app ties pgcoord's primitives into one application lifecycle, the
+// way NocoBase's Application does: one [App] per instance owns a cache
+// manager, pub/sub and sync messages, an event queue and a lock manager on one
+// database, and runs [Plugin] hooks around them.
+//
+// # Lifecycle
+//
+// [New] validates the configuration and builds every component without I/O.
+// [App.Start] connects, optionally migrates (Config.AutoMigrate), starts
+// pub/sub, locks and the cache, calls every plugin's BeforeLoad then Load,
+// subscribes plugins to their sync messages, starts the event queue, and calls
+// AfterStart. [App.Stop] fixes NocoBase's order, where the queue outlived the
+// database:
+//
+//  1. plugins' BeforeStop, in reverse order;
+//  2. the event queue stops taking work and waits for running messages while
+//     the database is still open;
+//  3. sync messages, the cache manager (its near-caches listen through
+//     pub/sub) and pub/sub close: no handler runs after this;
+//  4. locks are released;
+//  5. the pool is closed if the App opened it.
+//
+// Stop is safe to call twice and before Start; a failing hook is logged and
+// reported but never prevents the rest of the shutdown.
+//
+// # Plugins
+//
+// A plugin is any type with a Name. It opts into hooks by implementing the
+// optional interfaces [BeforeLoader], [Loader], [AfterStarter], [BeforeStopper]
+// and [SyncMessageHandler]. Embedding [PluginBase] gives it
+// [PluginBase.SendSyncMessage] and [PluginBase.SendSyncMessageTx]: a message
+// sent by a plugin reaches the same plugin on every other instance of the app,
+// and never reaches an instance that has stopped.
+//
+// # Poolers
+//
+// PgBouncer in transaction mode cannot carry LISTEN or session advisory locks.
+// Point the pool at the pooler and set Config.DirectDatabaseURL (env
+// PGCOORD_DIRECT_DATABASE_URL) to a direct connection string: it is used only
+// for the few dedicated connections (the LISTEN connection and the lock
+// liveness connection). Start checks that a NOTIFY sent through the pool
+// reaches the LISTEN connection and fails with an error naming the setting
+// when it does not.
+package app

@@ -1,0 +1,178 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/pgcoord/pgcoord/listen"
+	"github.com/pgcoord/pgcoord/migrations"
+)
+
+// Start connects and starts the app: migrations (with AutoMigrate), pub/sub,
+// locks and the cache, plugins' BeforeLoad and Load, plugin sync-message
+// subscriptions, the event queue, then plugins' AfterStart. When a step fails,
+// everything already started is stopped again and the error returned.
+func (a *App) Start(ctx context.Context) error {
+	a.mu.Lock()
+	switch a.state {
+	case stateStopped:
+		a.mu.Unlock()
+		return ErrClosed
+	case stateStarting, stateStarted:
+		a.mu.Unlock()
+		return errors.New("app: already started")
+	}
+	a.state = stateStarting
+	a.mu.Unlock()
+
+	if err := a.start(ctx); err != nil {
+		stopErr := a.Stop(context.WithoutCancel(ctx))
+		return errors.Join(err, stopErr)
+	}
+	a.mu.Lock()
+	a.state = stateStarted
+	a.mu.Unlock()
+	a.logger.InfoContext(ctx, "pgcoord: app started", slog.Int("plugins", len(a.cfg.Plugins)))
+	return nil
+}
+
+func (a *App) start(ctx context.Context) error {
+	if err := a.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("app: database not reachable: %w", err)
+	}
+	if a.cfg.AutoMigrate {
+		if _, err := migrations.Up(ctx, a.pool, &migrations.Options{Schema: a.cfg.Schema, Logger: a.cfg.Logger}); err != nil {
+			return fmt.Errorf("app: migrate: %w", err)
+		}
+	}
+	if err := a.checkListen(ctx); err != nil {
+		return err
+	}
+	if err := a.pubsub.Start(ctx); err != nil {
+		return fmt.Errorf("app: start pub/sub: %w", err)
+	}
+	if err := a.locks.Start(ctx); err != nil {
+		return fmt.Errorf("app: start locks: %w", err)
+	}
+	if err := a.caches.Start(ctx); err != nil {
+		return fmt.Errorf("app: start cache: %w", err)
+	}
+	cache, err := a.caches.CreateCache(ctx, a.defaultCacheConfig())
+	if err != nil {
+		return fmt.Errorf("app: create default cache: %w", err)
+	}
+	a.mu.Lock()
+	a.cache = cache
+	a.mu.Unlock()
+
+	for _, p := range a.cfg.Plugins {
+		if h, ok := p.(BeforeLoader); ok {
+			if err := h.BeforeLoad(ctx, a); err != nil {
+				return fmt.Errorf("app: plugin %q BeforeLoad: %w", p.Name(), err)
+			}
+		}
+	}
+	for _, p := range a.cfg.Plugins {
+		if h, ok := p.(Loader); ok {
+			if err := h.Load(ctx, a); err != nil {
+				return fmt.Errorf("app: plugin %q Load: %w", p.Name(), err)
+			}
+		}
+	}
+	for _, p := range a.cfg.Plugins {
+		h, ok := p.(SyncMessageHandler)
+		if !ok {
+			continue
+		}
+		name := p.Name()
+		sub, err := a.sync.Subscribe(ctx, pluginChannel(name), func(ctx context.Context, msg listen.Message) error {
+			if a.stopping() {
+				return nil // NocoBase's app.stopped guard; Close also stops delivery
+			}
+			return h.HandleSyncMessage(ctx, msg)
+		})
+		if err != nil {
+			return fmt.Errorf("app: subscribe plugin %q to sync messages: %w", name, err)
+		}
+		a.mu.Lock()
+		a.subs = append(a.subs, sub)
+		a.mu.Unlock()
+	}
+	if err := a.queue.Start(ctx); err != nil {
+		return fmt.Errorf("app: start event queue: %w", err)
+	}
+	for _, p := range a.cfg.Plugins {
+		if h, ok := p.(AfterStarter); ok {
+			if err := h.AfterStart(ctx, a); err != nil {
+				return fmt.Errorf("app: plugin %q AfterStart: %w", p.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+func (a *App) stopping() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state == stateStopped
+}
+
+// Stop shuts the app down in the order described in the package
+// documentation. It is safe to call twice (the second call returns the
+// first's result) and before Start. Every step runs even when an earlier one
+// failed; the errors are joined.
+func (a *App) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	if a.state == stateStopped {
+		err := a.stopErr
+		a.mu.Unlock()
+		return err
+	}
+	wasStarted := a.state != stateNew
+	a.state = stateStopped
+	a.mu.Unlock()
+
+	var errs []error
+	step := func(what string, err error) {
+		if err != nil && !isClosed(err) {
+			a.logger.ErrorContext(ctx, "pgcoord: stop step failed", slog.String("step", what), slog.Any("error", err))
+			errs = append(errs, fmt.Errorf("app: %s: %w", what, err))
+		}
+	}
+	if wasStarted {
+		for _, p := range slices.Backward(a.cfg.Plugins) {
+			if h, ok := p.(BeforeStopper); ok {
+				step(fmt.Sprintf("plugin %q BeforeStop", p.Name()), safeHook(func() error { return h.BeforeStop(ctx, a) }))
+			}
+		}
+	}
+	step("stop event queue", a.queue.Stop(ctx))
+	step("close sync messages", a.sync.Close(ctx))
+	// The cache before pub/sub: near-caches unsubscribe from it.
+	step("close cache", a.caches.Close(ctx))
+	step("close pub/sub", a.pubsub.Close(ctx))
+	step("release locks", a.locks.Close(ctx))
+	if a.ownsPool {
+		a.pool.Close()
+	}
+	err := errors.Join(errs...)
+	a.mu.Lock()
+	a.stopErr = err
+	a.mu.Unlock()
+	if wasStarted {
+		a.logger.InfoContext(ctx, "pgcoord: app stopped")
+	}
+	return err
+}
+
+func safeHook(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return fn()
+}

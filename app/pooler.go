@@ -1,0 +1,69 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrListenUnsupported is returned by Start when a NOTIFY sent through the pool
+// never reaches a LISTEN connection: the usual cause is PgBouncer (or another
+// pooler) in transaction mode, which cannot carry LISTEN.
+var ErrListenUnsupported = errors.New("app: LISTEN/NOTIFY does not work through this connection (a transaction-mode pooler such as PgBouncer?): set Config.DirectDatabaseURL (env " + EnvDirectDatabaseURL + ") to a direct PostgreSQL connection string")
+
+// listenCheckTimeout bounds the LISTEN self-check at Start.
+const listenCheckTimeout = 5 * time.Second
+
+// directConnConfig is the configuration of the dedicated connections: from
+// DirectDatabaseURL when set, else the pool's own.
+func (a *App) directConnConfig() (*pgx.ConnConfig, error) {
+	if a.cfg.DirectDatabaseURL != "" {
+		cfg, err := pgx.ParseConfig(a.cfg.DirectDatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("app: Config.DirectDatabaseURL: %w", err)
+		}
+		return cfg, nil
+	}
+	return a.pool.Config().ConnConfig.Copy(), nil
+}
+
+// checkListen proves that a NOTIFY sent through the pool reaches a LISTEN on a
+// dedicated connection, as pub/sub and lock wake-ups need.
+func (a *App) checkListen(ctx context.Context) error {
+	cfg, err := a.directConnConfig()
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("app: open the dedicated (LISTEN) connection: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	// The channel is built from fixed text and the instance id is passed only as
+	// a parameter to pg_notify: no user string becomes an identifier.
+	const channel = "pgcoord_listen_check"
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		return fmt.Errorf("%w (LISTEN failed: %v)", ErrListenUnsupported, err)
+	}
+	token := NewInstanceID()
+	if _, err := a.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, token); err != nil {
+		return fmt.Errorf("app: LISTEN self-check: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, listenCheckTimeout)
+	defer cancel()
+	for {
+		n, err := conn.WaitForNotification(wctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return ErrListenUnsupported
+		}
+		if n.Payload == token {
+			return nil
+		}
+	}
+}
