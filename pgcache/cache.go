@@ -300,7 +300,7 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 	if err != nil {
 		return fmt.Errorf("pgcache: set %q: %w", key, err)
 	}
-	if err := c.write(ctx, nil, []string{key}, false, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.set(ctx, q, key, e, c.ttlFor(ttl))
 	}); err != nil {
 		return fmt.Errorf("pgcache: set %q: %w", key, err)
@@ -345,7 +345,7 @@ func (c *Cache) Del(ctx context.Context, key string) error {
 		return err
 	}
 	keys := []string{key}
-	if err := c.write(ctx, nil, keys, false, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, keys, false, func(ctx context.Context, q querier) error {
 		return c.st.del(ctx, q, keys)
 	}); err != nil {
 		return fmt.Errorf("pgcache: del %q: %w", key, err)
@@ -380,7 +380,7 @@ func (c *Cache) Reset(ctx context.Context) error {
 	if err := c.check(ctx); err != nil {
 		return err
 	}
-	if err := c.write(ctx, nil, nil, true, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, nil, true, func(ctx context.Context, q querier) error {
 		return c.st.reset(ctx, q)
 	}); err != nil {
 		return fmt.Errorf("pgcache: reset %q: %w", c.spec.name, err)
@@ -426,7 +426,7 @@ func (c *Cache) MSet(ctx context.Context, items []Item, ttl time.Duration) error
 		keys = append(keys, it.Key)
 		vals = append(vals, e)
 	}
-	if err := c.write(ctx, nil, keys, false, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, keys, false, func(ctx context.Context, q querier) error {
 		return c.st.mset(ctx, q, keys, vals, c.ttlFor(ttl))
 	}); err != nil {
 		return fmt.Errorf("pgcache: mset: %w", err)
@@ -493,7 +493,7 @@ func (c *Cache) MDel(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	if err := c.write(ctx, nil, keys, false, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, keys, false, func(ctx context.Context, q querier) error {
 		return c.st.del(ctx, q, keys)
 	}); err != nil {
 		return fmt.Errorf("pgcache: mdel: %w", err)
@@ -578,7 +578,7 @@ func (c *Cache) SetValueInObject(ctx context.Context, key, field string, value a
 	if err != nil {
 		return fmt.Errorf("pgcache: set %q.%q: %w", key, field, err)
 	}
-	if err := c.write(ctx, nil, []string{key}, false, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.objSet(ctx, q, key, field, e, c.spec.ttl)
 	}); err != nil {
 		return fmt.Errorf("pgcache: set %q.%q: %w", key, field, err)
@@ -596,7 +596,7 @@ func (c *Cache) DelValueInObject(ctx context.Context, key, field string) error {
 	if err := validateKey(key); err != nil {
 		return err
 	}
-	if err := c.write(ctx, nil, []string{key}, false, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.objDel(ctx, q, key, field)
 	}); err != nil {
 		return fmt.Errorf("pgcache: del %q.%q: %w", key, field, err)
@@ -609,7 +609,7 @@ func (c *Cache) DelValueInObject(ctx context.Context, key, field string) error {
 // of its invalidation commit together in one transaction, and the local near
 // cache is invalidated before and after, so a reader on this instance never
 // sees the old value once write returns.
-func (c *Cache) write(ctx context.Context, _ pgx.Tx, keys []string, reset bool, fn func(ctx context.Context, q querier) error) error {
+func (c *Cache) write(ctx context.Context, keys []string, reset bool, fn func(ctx context.Context, q querier) error) error {
 	if c.near == nil {
 		return fn(ctx, nil)
 	}

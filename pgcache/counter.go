@@ -36,7 +36,7 @@ func (k *Counter) IncrBy(ctx context.Context, key string, n int64, ttl time.Dura
 		return 0, err
 	}
 	var v int64
-	err := c.write(ctx, nil, []string{key}, false, func(ctx context.Context, q querier) error {
+	err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		var err error
 		v, err = c.st.incrBy(ctx, q, key, n, c.ttlFor(ttl))
 		return err

@@ -83,7 +83,11 @@
 // Between a listener connection dying and the listener noticing, an
 // instance may serve a value overwritten in that window: that is the
 // residual staleness, bounded by the listener's failure detection.
-// MaxEntries eviction by the sweeper does not invalidate near caches.
+// MaxEntries eviction by the sweeper does not invalidate near caches. A
+// write to a near cache is a transaction (the row and the invalidation
+// message), so it costs a few round trips more than a plain write; close
+// the Manager before the PubSub, since writes to near caches fail once the
+// PubSub is closed.
 //
 // # Failure model
 //

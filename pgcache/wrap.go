@@ -99,7 +99,7 @@ func (c *Cache) load(ctx context.Context, tx pgx.Tx, key string, ttl time.Durati
 	if tx != nil {
 		err = c.writeTx(ctx, tx, []string{key}, false, store)
 	} else {
-		err = c.write(ctx, nil, []string{key}, false, store)
+		err = c.write(ctx, []string{key}, false, store)
 	}
 	if err != nil {
 		return wrapResult{}, fmt.Errorf("pgcache: wrap %q: store: %w", key, err)
@@ -199,7 +199,7 @@ func (c *Cache) WrapWithCondition(ctx context.Context, key string, fn func(ctx c
 	if encErr != nil {
 		return v, fmt.Errorf("pgcache: wrap %q: %w", key, encErr)
 	}
-	if err := c.write(ctx, nil, []string{key}, false, func(ctx context.Context, q querier) error {
+	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.set(ctx, q, key, enc, c.ttlFor(o.TTL))
 	}); err != nil {
 		return v, fmt.Errorf("pgcache: wrap %q: store: %w", key, err)
