@@ -345,10 +345,10 @@ func TestRunExclusiveRenewsLease(t *testing.T) {
 	ctx := testCtx(t)
 	a := instance(t, db, "inst-a", nil)
 	b := instance(t, db, "inst-b", nil)
-	const ttl = 150 * time.Millisecond
+	const ttl = 500 * time.Millisecond
 	err := a.RunExclusive(ctx, "long", ttl, func(ctx context.Context, l *advisorylock.Lock) error {
 		start := dbNow(t, db)
-		dbTimePasses(t, db, start, 5*ttl)
+		dbTimePasses(t, db, start, 3*ttl)
 		_, err := b.TryAcquire(ctx, "long", 0)
 		var lae *advisorylock.LockAcquireError
 		if !errors.As(err, &lae) {

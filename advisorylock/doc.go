@@ -61,10 +61,10 @@
 // expires_at to -infinity only WHERE token = this grant's token. Renewal
 // (Extend) updates expires_at only while the grant is still valid.
 //
-// Because a grant changes token, which has a unique index, a grant is a key
-// update and conflicts with the FOR KEY SHARE row lock taken by CheckTx;
-// renewals and releases do not, so a holder's own transaction never blocks
-// its renewals.
+// A grant's DO UPDATE assigns the key column (to the same value), so it
+// locks the row in FOR UPDATE strength and waits for the FOR KEY SHARE row
+// lock taken by CheckTx; renewals and releases assign no key column and do
+// not wait, so a holder's own transaction never blocks its renewals.
 //
 // When the liveness session fails (read error or failed ping every
 // [Config.HealthCheckInterval]), the Manager declares every lock it holds

@@ -97,10 +97,10 @@ func TestLockerContract(t *testing.T) {
 				t.Parallel()
 				lk, _ := newLocker(t)
 				ctx := testCtx(t)
-				const ttl = 100 * time.Millisecond
+				const ttl = 500 * time.Millisecond // renewed every ttl/3: room for a loaded machine
 				err := lk.RunExclusive(ctx, "k", ttl, func(fctx context.Context, l *advisorylock.Lock) error {
-					// Nobody gets the key for 4 TTLs while fn runs: the lease is renewed.
-					_, err := lk.TryAcquire(ctx, "k", 4*ttl)
+					// Nobody gets the key for 3 TTLs while fn runs: the lease is renewed.
+					_, err := lk.TryAcquire(ctx, "k", 3*ttl)
 					var lae *advisorylock.LockAcquireError
 					if !errors.As(err, &lae) || lae.Reason != advisorylock.ReasonTimedOut {
 						return errors.Join(errors.New("key taken while fn ran"), err)

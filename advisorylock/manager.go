@@ -629,16 +629,14 @@ func (m *Manager) jitter() time.Duration {
 func (m *Manager) defaultTTL() time.Duration { return m.cfg.DefaultTTL }
 
 func (m *Manager) release(ctx context.Context, l *Lock) error {
-	var n int64
+	var notified bool
 	payload := strconv.FormatUint(keyHash(m.cfg.AppName, l.key), 16)
-	err := m.pool.QueryRow(ctx, m.q.release, m.cfg.AppName, l.key, l.token, l.owner, m.channel, payload).Scan(&n)
-	if err != nil {
-		return err
-	}
-	if n == 0 {
+	err := m.pool.QueryRow(ctx, m.q.release, m.cfg.AppName, l.key, l.token, l.owner, m.channel, payload).Scan(&notified)
+	if errors.Is(err, pgx.ErrNoRows) {
 		m.log.Debug("release: lease already gone", slog.String("lock_key", l.key), slog.Int64("token", l.token))
+		return nil
 	}
-	return nil
+	return err
 }
 
 func (m *Manager) extend(ctx context.Context, l *Lock, ttl time.Duration) error {

@@ -38,6 +38,7 @@ func buildQueries(schema, channel string) queries {
 VALUES ($1, $2, nextval(` + tokens + `), $3, $4,
         CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END)
 ON CONFLICT (app, key) DO UPDATE SET
+    key         = EXCLUDED.key, -- same value: only makes the row lock FOR UPDATE strength (see checkTx)
     token       = nextval(` + tokens + `),
     owner_id    = EXCLUDED.owner_id,
     owner       = EXCLUDED.owner,
@@ -64,35 +65,28 @@ RETURNING (l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($4::int4, l
           l.owner`,
 
 		// $1 app, $2 key, $3 token, $4 releasing owner_id, $5 channel, $6 payload.
-		// Frees the lease only if it still carries this grant's token. The
-		// FOR UPDATE in o reads wanted_by from the latest row version under
-		// the row lock; NOTIFY only when another instance waits.
-		release: `WITH o AS (
-    SELECT wanted_by FROM ` + locks + ` WHERE app = $1 AND key = $2 AND token = $3 FOR UPDATE
-), r AS (
-    UPDATE ` + locks + ` SET expires_at = '-infinity', wanted_by = 0, updated_at = now()
-    WHERE app = $1 AND key = $2 AND token = $3
-    RETURNING 1
-)
-SELECT count(*) FILTER (WHERE o.wanted_by NOT IN (0, $4) AND pg_notify($5, $6) IS NOT NULL)
-     + count(*) FILTER (WHERE o.wanted_by IN (0, $4))
-FROM o, r`,
+		// Frees the lease only if it still carries this grant's token. SET
+		// reads the row version it updates (under the row lock), so
+		// last_wanted is wanted_by as it was at release: NOTIFY only when
+		// another instance waits. (void::text is '': IS NOT NULL is true.)
+		release: `UPDATE ` + locks + ` AS l
+SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now()
+WHERE l.app = $1 AND l.key = $2 AND l.token = $3
+RETURNING l.last_wanted NOT IN (0, $4) AND pg_notify($5, $6)::text IS NOT NULL`,
 
 		// $1 app, $2 keys, $3 tokens, $4 owner_id, $5 channel. Releases many
 		// grants in one statement (Close); one NOTIFY ("*": wake every
 		// waiter) when another instance waits for any of them.
-		releaseAll: `WITH o AS (
-    SELECT l.app, l.key, l.wanted_by FROM ` + locks + ` l
-    JOIN unnest($2::text[], $3::bigint[]) AS u(key, token) ON l.key = u.key AND l.token = u.token
-    WHERE l.app = $1
-    FOR UPDATE OF l
-), r AS (
-    UPDATE ` + locks + ` l SET expires_at = '-infinity', wanted_by = 0, updated_at = now()
-    FROM o WHERE l.app = o.app AND l.key = o.key
-    RETURNING 1
+		releaseAll: `WITH r AS (
+    UPDATE ` + locks + ` AS l
+    SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now()
+    FROM unnest($2::text[], $3::bigint[]) AS u(key, token)
+    WHERE l.app = $1 AND l.key = u.key AND l.token = u.token
+    RETURNING l.last_wanted
 )
-SELECT (SELECT count(*) FROM r),
-       (SELECT count(pg_notify($5, '*')) FROM (SELECT 1 FROM o WHERE o.wanted_by NOT IN (0, $4) LIMIT 1) w)`,
+SELECT count(*),
+       (SELECT count(pg_notify($5, '*')) FROM (SELECT 1 FROM r WHERE last_wanted NOT IN (0, $4) LIMIT 1) w)
+FROM r`,
 
 		// $1 app, $2 key, $3 token, $4 ttl µs, $5 class. Renews a lease that
 		// is still this grant's, not expired, and whose owner is alive.
@@ -105,8 +99,9 @@ RETURNING 1`,
 
 		// $1 app, $2 key, $3 token, $4 class. Runs inside the caller's
 		// transaction. statement_timestamp(), not now(): the transaction may
-		// have started long ago. FOR KEY SHARE blocks grants (they change the
-		// unique token, a key update) but not renewals or releases.
+		// have started long ago. FOR KEY SHARE blocks grants (they assign the
+		// key column, so they lock the row FOR UPDATE) but not renewals or
+		// releases.
 		checkTx: `SELECT 1 FROM ` + locks + `
 WHERE app = $1 AND key = $2 AND token = $3
   AND (expires_at IS NULL OR expires_at > statement_timestamp())

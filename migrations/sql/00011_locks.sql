@@ -9,9 +9,10 @@
 -- UNLOGGED: a lease never outlives the owner's Postgres session, and a crash
 -- or failover ends every session, so there is nothing worth replaying. The
 -- token sequence is logged: fencing tokens are never reused.
--- The unique index on token makes a grant (which changes token) a key update,
--- so it conflicts with the FOR KEY SHARE lock taken by CheckTx, while renewals
--- and releases (non-key updates) do not.
+-- A grant's DO UPDATE assigns the key column (to its own value): that makes
+-- it take the row lock in FOR UPDATE strength, which conflicts with the
+-- FOR KEY SHARE lock taken by CheckTx, while renewals and releases (no key
+-- column assigned) do not. Unchanged key values keep the updates HOT.
 
 -- +goose Up
 CREATE SEQUENCE lock_tokens AS bigint NO CYCLE;
@@ -25,15 +26,16 @@ CREATE UNLOGGED TABLE locks (
     owner       text        NOT NULL,
     expires_at  timestamptz,
     wanted_by   integer     NOT NULL DEFAULT 0,
+    last_wanted integer     NOT NULL DEFAULT 0,
     taken_from  text,
     acquired_at timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (app, key),
-    CONSTRAINT locks_token_key UNIQUE (token)
+    PRIMARY KEY (app, key)
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01);
 
 COMMENT ON TABLE locks IS 'pgcoord advisorylock leases (see package advisorylock)';
 COMMENT ON COLUMN locks.wanted_by IS 'owner_id of the one instance waiting for the key, -1 for several, 0 for none';
+COMMENT ON COLUMN locks.last_wanted IS 'wanted_by as it was when the lease was last released (release returns it)';
 
 -- +goose Down
 DROP TABLE locks;
