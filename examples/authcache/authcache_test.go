@@ -1,0 +1,115 @@
+package authcache_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/examples/authcache"
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+)
+
+// startInstances starts n instances of one app, each with its own pool
+// (application_name inst-i) and its own authcache plugin, all at once.
+func startInstances(t *testing.T, db *pgtest.DB, n int) ([]*app.App, []*authcache.Plugin) {
+	t.Helper()
+	ctx := context.Background()
+	apps := make([]*app.App, n)
+	plugins := make([]*authcache.Plugin, n)
+	for i := range n {
+		p, err := authcache.New("")
+		require.NoError(t, err)
+		a, err := app.New(ctx, app.Config{
+			Name:       "authdemo",
+			Pool:       db.NewPool(t, &pgtest.PoolOptions{AppName: fmt.Sprintf("inst-%d", i)}),
+			InstanceID: fmt.Sprintf("inst-%d", i),
+			Plugins:    []app.Plugin{p},
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, a.Stop(context.Background())) })
+		apps[i], plugins[i] = a, p
+	}
+	// Starting together: Load's CREATE TABLE is serialized by an advisory lock.
+	var g errgroup.Group
+	for _, a := range apps {
+		g.Go(func() error { return a.Start(ctx) })
+	}
+	require.NoError(t, g.Wait())
+	return apps, plugins
+}
+
+func totalLoads(plugins []*authcache.Plugin) int64 {
+	var n int64
+	for _, p := range plugins {
+		n += p.Loads()
+	}
+	return n
+}
+
+func TestPolicySharedThroughPostgres(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, plugins := startInstances(t, db, 3)
+
+	want := authcache.TokenPolicy{ID: authcache.DefaultPolicyID, TokenExpiry: 24 * time.Hour, RenewWindow: time.Hour}
+	require.NoError(t, plugins[0].UpdatePolicy(ctx, want))
+
+	// Three instances read at once: the loader runs once in the whole cluster.
+	readAll := func() []authcache.TokenPolicy {
+		got := make([]authcache.TokenPolicy, len(plugins))
+		var g errgroup.Group
+		for i, p := range plugins {
+			g.Go(func() (err error) {
+				got[i], _, err = p.Policy(ctx)
+				return err
+			})
+		}
+		require.NoError(t, g.Wait())
+		return got
+	}
+	for _, got := range readAll() {
+		require.Equal(t, want, got)
+	}
+	require.EqualValues(t, 1, totalLoads(plugins), "the policy was loaded once for all instances")
+	// Reading again is served from the cache everywhere.
+	readAll()
+	require.EqualValues(t, 1, totalLoads(plugins))
+	var hits uint64
+	for _, p := range plugins {
+		hits += p.Cache().Stats().Hits
+	}
+	require.GreaterOrEqual(t, hits, uint64(3), "the second round hit the shared cache on every instance")
+
+	// An update on instance 1 (row + Del in one transaction) is seen by all.
+	want.TokenExpiry = 2 * time.Hour
+	require.NoError(t, plugins[1].UpdatePolicy(ctx, want))
+	for _, got := range readAll() {
+		require.Equal(t, want, got)
+	}
+	require.EqualValues(t, 2, totalLoads(plugins), "the new row was loaded once after the update")
+}
+
+func TestPolicyErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, plugins := startInstances(t, db, 1)
+	_, _, err := plugins[0].Policy(ctx)
+	require.ErrorIs(t, err, authcache.ErrNoPolicy, "no row: the loader's error is returned, nothing cached")
+	_, ok, err := plugins[0].Cache().Get(ctx, authcache.PolicyKey)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Error(t, plugins[0].UpdatePolicy(ctx, authcache.TokenPolicy{}), "a zero expiry is refused")
+
+	_, err = authcache.New("Bad Schema")
+	require.Error(t, err)
+	var unloaded authcache.Plugin
+	_, _, err = unloaded.Policy(ctx)
+	require.Error(t, err)
+}
