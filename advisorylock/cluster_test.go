@@ -395,3 +395,51 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 		require.Greater(t, tokens[i], tokens[i-1], "grant %d", i)
 	}
 }
+
+// The idle liveness session is pinged every HealthCheckInterval without
+// disturbing the locks it backs.
+func TestHealthCheckKeepsLocks(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	m := instance(t, db, "inst-a", &advisorylock.Config{HealthCheckInterval: 10 * time.Millisecond})
+	l, err := m.TryAcquire(ctx, "k", 0)
+	require.NoError(t, err)
+	dbTimePasses(t, db, dbNow(t, db), 300*time.Millisecond) // many health checks
+	require.False(t, isClosed(l.Done()))
+	require.Zero(t, m.Stats().Lost)
+	require.NoError(t, l.Extend(ctx, time.Minute))
+	require.NoError(t, l.Release(ctx))
+}
+
+// Close while a RunExclusive function runs cancels its context and releases.
+func TestCloseCancelsRunningFunction(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: "inst-a"})
+	m, err := advisorylock.New(pool, &advisorylock.Config{InstanceID: "inst-a"})
+	require.NoError(t, err)
+	require.NoError(t, m.Start(ctx))
+	started := make(chan *advisorylock.Lock)
+	res := make(chan error, 1)
+	var cause error
+	go func() {
+		res <- m.RunExclusive(ctx, "k", time.Minute, func(ctx context.Context, l *advisorylock.Lock) error {
+			started <- l
+			<-ctx.Done()
+			cause = context.Cause(ctx)
+			return nil
+		})
+	}()
+	l := <-started
+	require.NoError(t, m.Close(ctx))
+	require.ErrorIs(t, <-res, advisorylock.ErrLockLost)
+	require.ErrorIs(t, cause, advisorylock.ErrLockLost)
+	err = l.Extend(ctx, time.Second)
+	require.ErrorIs(t, err, advisorylock.ErrNotHeld)
+	require.ErrorIs(t, err, advisorylock.ErrClosed)
+	var free bool
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT expires_at = '-infinity' FROM pgcoord.locks WHERE key = 'k'`).Scan(&free))
+	require.True(t, free)
+}

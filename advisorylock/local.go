@@ -22,8 +22,8 @@ import (
 // one process-wide map; pass one Local around instead). No app namespace:
 // keys are used as given.
 type Local struct {
-	mu     sync.Mutex // guards the fields below
-	closed bool
+	mu       sync.Mutex // guards the fields below
+	isClosed bool
 	token  int64
 	keys   map[string]*localKey
 }
@@ -42,11 +42,11 @@ func NewLocal() *Local {
 // calls return ErrClosed. Waiting calls return ErrClosed. Safe to call twice.
 func (lc *Local) Close(ctx context.Context) error {
 	lc.mu.Lock()
-	if lc.closed {
+	if lc.isClosed {
 		lc.mu.Unlock()
 		return nil
 	}
-	lc.closed = true
+	lc.isClosed = true
 	var held []*Lock
 	for _, k := range lc.keys {
 		if k.holder != nil {
@@ -126,7 +126,7 @@ func (lc *Local) take(ctx context.Context, key string, ttl time.Duration, wait b
 			return nil, err
 		}
 		lc.mu.Lock()
-		if lc.closed {
+		if lc.isClosed {
 			lc.mu.Unlock()
 			return nil, ErrClosed
 		}
@@ -158,6 +158,12 @@ func (lc *Local) take(ctx context.Context, key string, ttl time.Duration, wait b
 }
 
 func (lc *Local) defaultTTL() time.Duration { return DefaultTTL }
+
+func (lc *Local) closed() bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.isClosed
+}
 
 func (lc *Local) release(ctx context.Context, l *Lock) error {
 	lc.mu.Lock()

@@ -39,6 +39,7 @@ type backend interface {
 	// local waiters for its key.
 	forget(l *Lock, lost bool)
 	defaultTTL() time.Duration
+	closed() bool
 }
 
 type lockState int
@@ -101,11 +102,12 @@ func (l *Lock) held() bool {
 	return l.state == stateHeld
 }
 
-// lost reports whether the lock ended other than by Release.
-func (l *Lock) lost() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.state == stateLost
+// errNotHeld is ErrNotHeld, joined with ErrClosed when the Manager or Local is closed.
+func (l *Lock) errNotHeld() error {
+	if l.b.closed() {
+		return errors.Join(ErrNotHeld, ErrClosed)
+	}
+	return ErrNotHeld
 }
 
 // setDeadlineLocked arms the expiry timer. sent is the local time just before
@@ -177,7 +179,7 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 		return fmt.Errorf("advisorylock: extend %q: %w: ttl %v must be positive", l.key, ErrInvalidTTL, ttl)
 	}
 	if !l.held() {
-		return fmt.Errorf("advisorylock: extend %q (token %d): %w", l.key, l.token, ErrNotHeld)
+		return fmt.Errorf("advisorylock: extend %q (token %d): %w", l.key, l.token, l.errNotHeld())
 	}
 	sent := time.Now()
 	if err := l.b.extend(ctx, l, ttl); err != nil {
@@ -215,7 +217,7 @@ func (l *Lock) CheckTx(ctx context.Context, tx pgx.Tx) error {
 		return fmt.Errorf("advisorylock: check %q: nil transaction", l.key)
 	}
 	if !l.held() {
-		return fmt.Errorf("advisorylock: check %q (token %d): %w", l.key, l.token, ErrNotHeld)
+		return fmt.Errorf("advisorylock: check %q (token %d): %w", l.key, l.token, l.errNotHeld())
 	}
 	if err := l.b.checkTx(ctx, l, tx); err != nil {
 		return fmt.Errorf("advisorylock: check %q (token %d): %w", l.key, l.token, err)
@@ -225,10 +227,10 @@ func (l *Lock) CheckTx(ctx context.Context, tx pgx.Tx) error {
 
 // RunExclusive sets the lease to ttl (0 means the default TTL), runs fn while
 // renewing the lease every ttl/3 so that fn is never cut short by its TTL,
-// and releases the lock when fn returns, even if it panics. fn's context is
-// cancelled with cause ErrLockLost if the lease is lost while fn runs; then
-// RunExclusive returns fn's error, or ErrLockLost (wrapped) if fn returned
-// nil. On a lock that is no longer held it returns ErrNotHeld and does not
+// and releases the lock when fn returns, even if it panics. If the grant
+// ends while fn runs (lease lost, Close, or fn released it), fn's context is
+// cancelled with cause ErrLockLost; then RunExclusive returns fn's error, or
+// ErrLockLost (wrapped) if fn returned nil. On a lock that is no longer held it returns ErrNotHeld and does not
 // call fn. Unlike NocoBase's handle, the TTL here never pre-empts fn (the
 // manager and handle forms behave the same).
 func (l *Lock) RunExclusive(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error) error {
@@ -248,21 +250,23 @@ func (l *Lock) RunExclusive(ctx context.Context, ttl time.Duration, fn func(ctx 
 func (l *Lock) runHeld(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error) (err error) {
 	fnCtx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var (
+		wg    sync.WaitGroup
+		ended bool // the grant ended while fn ran; written by renew before wg.Done
+	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		l.renew(fnCtx, stop, ttl, cancel)
+		ended = l.renew(fnCtx, stop, ttl, cancel)
 	}()
 	defer func() {
 		close(stop)
 		wg.Wait()
 		cancel(nil)
-		lost := l.lost()
 		relErr := l.Release(context.WithoutCancel(ctx))
 		switch {
 		case err != nil:
-		case lost:
+		case ended:
 			err = fmt.Errorf("advisorylock: run exclusive %q (token %d): %w", l.key, l.token, ErrLockLost)
 		default:
 			err = relErr
@@ -272,10 +276,11 @@ func (l *Lock) runHeld(ctx context.Context, ttl time.Duration, fn func(ctx conte
 }
 
 // renew keeps the lease alive until stop is closed, and cancels fn's context
-// when the lease is lost. A failed renewal is retried on the next tick; the
-// local deadline (armed by each successful renewal) ends the lease if
-// renewals keep failing for a whole TTL.
-func (l *Lock) renew(ctx context.Context, stop <-chan struct{}, ttl time.Duration, cancel context.CancelCauseFunc) {
+// with cause ErrLockLost when the grant ends first (lost, or released by
+// Close or by fn itself); it reports whether that happened. A failed renewal
+// is retried on the next tick; the local deadline (armed by each successful
+// renewal) ends the lease if renewals keep failing for a whole TTL.
+func (l *Lock) renew(ctx context.Context, stop <-chan struct{}, ttl time.Duration, cancel context.CancelCauseFunc) bool {
 	every := ttl / 3
 	if every < time.Millisecond {
 		every = time.Millisecond
@@ -285,12 +290,15 @@ func (l *Lock) renew(ctx context.Context, stop <-chan struct{}, ttl time.Duratio
 	for {
 		select {
 		case <-stop:
-			return
+			return false
 		case <-l.done:
-			if l.lost() {
-				cancel(ErrLockLost)
+			select {
+			case <-stop: // fn returned at the same time: not cut short
+				return false
+			default:
 			}
-			return
+			cancel(ErrLockLost)
+			return true
 		case <-t.C:
 			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), ttl)
 			err := l.Extend(rctx, ttl)

@@ -360,7 +360,7 @@ func (m *Manager) TryAcquire(ctx context.Context, key string, wait time.Duration
 		if err := m.usable(); err != nil {
 			return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, err)
 		}
-		l, _, err := m.attempt(ctx, key, 0)
+		l, err := m.attempt(ctx, key, 0)
 		switch {
 		case errors.Is(err, errNotLive):
 			return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, ErrUnavailable)
@@ -384,11 +384,11 @@ func (m *Manager) TryAcquire(ctx context.Context, key string, wait time.Duration
 
 // RunExclusive waits for key (like Acquire), runs fn while renewing the
 // lease every ttl/3 so that fn is never cut short by its TTL, and releases
-// the lock when fn returns or panics. It returns fn's error. If the lease is
-// lost while fn runs (this instance lost its database session for longer
-// than ttl, or its liveness session ended), fn's context is cancelled with
-// cause ErrLockLost, and RunExclusive returns ErrLockLost (wrapped) if fn
-// returned nil. Protect writes with l.CheckTx for strict exclusivity.
+// the lock when fn returns or panics. It returns fn's error. If the grant
+// ends while fn runs (renewals failed for a whole ttl, the liveness session
+// ended, or Close), fn's context is cancelled with cause ErrLockLost, and
+// RunExclusive returns ErrLockLost (wrapped) if fn returned nil. Protect
+// writes with l.CheckTx for strict exclusivity.
 func (m *Manager) RunExclusive(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context, l *Lock) error) error {
 	if ttl == 0 {
 		ttl = m.cfg.DefaultTTL
@@ -430,15 +430,15 @@ func (m *Manager) usable() error {
 
 // attempt makes one grant attempt for key with a lease of ttl (0: no
 // expiry). It returns the Lock when granted, nil when the key is held.
-func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*Lock, string, error) {
+func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
 	m.mu.Lock()
 	live, owner, st := m.live, m.ownerID, m.state
 	m.mu.Unlock()
 	if st == mgrClosed {
-		return nil, "", ErrClosed
+		return nil, ErrClosed
 	}
 	if !live {
-		return nil, "", errNotLive
+		return nil, errNotLive
 	}
 	sent := time.Now()
 	var (
@@ -447,10 +447,10 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 	)
 	err := m.pool.QueryRow(ctx, m.q.acquire, m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class).Scan(&token, &takenFrom)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, "", nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	l := newLock(m, key, token, owner, sent, ttl)
 	m.mu.Lock()
@@ -468,9 +468,9 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 		closed := m.state == mgrClosed
 		m.mu.Unlock()
 		if closed {
-			return nil, "", ErrClosed
+			return nil, ErrClosed
 		}
-		return nil, "", errNotLive
+		return nil, errNotLive
 	}
 	m.acquired.Add(1)
 	attrs := []any{slog.String("lock_key", key), slog.Int64("token", token), slog.String("owner", m.cfg.InstanceID)}
@@ -480,7 +480,7 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 	} else {
 		m.log.Debug("lock acquired", attrs...)
 	}
-	return l, "", nil
+	return l, nil
 }
 
 func micros(d time.Duration) int64 {
@@ -534,7 +534,7 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 		if st == mgrClosed {
 			return nil, ErrClosed
 		}
-		l, _, err := m.attempt(ctx, key, ttl)
+		l, err := m.attempt(ctx, key, ttl)
 		if l != nil {
 			got = l
 			if waitedOnce {
@@ -602,11 +602,10 @@ func (m *Manager) markWanted(ctx context.Context, key string) (bool, time.Durati
 	owner := m.ownerID
 	m.mu.Unlock()
 	var (
-		free   bool
-		us     int64
-		holder string
+		free bool
+		us   int64
 	)
-	err := m.pool.QueryRow(ctx, m.q.markWanted, m.cfg.AppName, key, owner, m.class).Scan(&free, &us, &holder)
+	err := m.pool.QueryRow(ctx, m.q.markWanted, m.cfg.AppName, key, owner, m.class).Scan(&free, &us)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return true, 0, nil // the row was swept: free
 	}
@@ -627,6 +626,12 @@ func (m *Manager) jitter() time.Duration {
 // --- backend implementation for *Lock ---
 
 func (m *Manager) defaultTTL() time.Duration { return m.cfg.DefaultTTL }
+
+func (m *Manager) closed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.state == mgrClosed
+}
 
 func (m *Manager) release(ctx context.Context, l *Lock) error {
 	var notified bool

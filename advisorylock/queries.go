@@ -61,8 +61,7 @@ WHERE l.app = $1 AND l.key = $2
 RETURNING (l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($4::int4, l.owner_id)) IS TRUE,
           CASE WHEN l.expires_at IS NULL THEN -1
                WHEN l.expires_at <= now() THEN 0
-               ELSE greatest(0, floor(extract(epoch FROM l.expires_at - now()) * 1000000))::bigint END,
-          l.owner`,
+               ELSE greatest(0, floor(extract(epoch FROM l.expires_at - now()) * 1000000))::bigint END`,
 
 		// $1 app, $2 key, $3 token, $4 releasing owner_id, $5 channel, $6 payload.
 		// Frees the lease only if it still carries this grant's token. SET
