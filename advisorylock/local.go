@@ -24,8 +24,8 @@ import (
 type Local struct {
 	mu       sync.Mutex // guards the fields below
 	isClosed bool
-	token  int64
-	keys   map[string]*localKey
+	token    int64
+	keys     map[string]*localKey
 }
 
 type localKey struct {
