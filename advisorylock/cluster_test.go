@@ -443,3 +443,35 @@ func TestCloseCancelsRunningFunction(t *testing.T) {
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT expires_at = '-infinity' FROM pgcoord.locks WHERE key = 'k'`).Scan(&free))
 	require.True(t, free)
 }
+
+// A PostgreSQL restart ends every session: the holder's locks are lost
+// (Done closes), and after the restart both instances lock again; the token
+// sequence keeps growing.
+func TestServerRestart(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.NewPrivateServer(t)
+	db := srv.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", nil)
+	b := instance(t, db, "inst-b", nil)
+	l, err := a.Acquire(ctx, "k", time.Hour)
+	require.NoError(t, err)
+
+	require.NoError(t, srv.Restart(ctx))
+	select {
+	case <-l.Done():
+	case <-ctx.Done():
+		t.Fatal("Done not closed after a server restart")
+	}
+	var l2 *advisorylock.Lock
+	require.Eventually(t, func() bool {
+		l2, err = b.TryAcquire(ctx, "k", 0)
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond)
+	require.Greater(t, l2.Token(), l.Token())
+	require.NoError(t, l2.Release(ctx))
+	require.Eventually(t, func() bool {
+		l3, err := a.TryAcquire(ctx, "k", 0)
+		return err == nil && l3.Release(ctx) == nil
+	}, 30*time.Second, 20*time.Millisecond)
+}
