@@ -64,11 +64,7 @@ func Queue(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error)
 		rows = append(rows, Throughput(m.name, "river", p, r))
 	}
 
-	p, err := pgcoordLatency(ctx, pool, opts, "lat", latN)
-	if err != nil {
-		return nil, err
-	}
-	r, err := riverLatency(ctx, pool, opts, "lat", latN, same)
+	p, r, err := interleavedLatency(ctx, pool, opts, "lat", latN, same)
 	if err != nil {
 		return nil, err
 	}
@@ -76,11 +72,7 @@ func Queue(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error)
 		Latency("queue.latency_p50", "river", p.Percentile(50), r.Percentile(50)),
 		Latency("queue.latency_p99", "river", p.Percentile(99), r.Percentile(99)))
 
-	p, err = pgcoordLatency(ctx, pool, opts, "latdef", latNDefaults)
-	if err != nil {
-		return nil, err
-	}
-	r, err = riverLatency(ctx, pool, opts, "latdef", latNDefaults, nil)
+	p, r, err = interleavedLatency(ctx, pool, opts, "latdef", latNDefaults, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -219,64 +211,81 @@ func riverBurnDown(ctx context.Context, pool *pgxpool.Pool, opts Options, tag st
 	return float64(n) / time.Since(t0).Seconds(), nil
 }
 
-// pgcoordLatency publishes n messages back to back (each once the previous
-// one started) and returns each publish→start latency.
-func pgcoordLatency(ctx context.Context, pool *pgxpool.Pool, opts Options, tag string, n int) (Sample, error) {
-	q, err := newPgcoord(pool, opts, sanitizeTag(tag))
+// interleavedLatency runs one pgcoord instance and one River client side by
+// side and publishes n messages to each, back to back (each once the
+// previous one started), alternating sides every 25 messages so both sides
+// see the same load on a shared machine. It returns each side's publish→start latencies.
+func interleavedLatency(ctx context.Context, pool *pgxpool.Pool, opts Options, tag string, n int, s *riverSettings) (Sample, Sample, error) {
+	tag = sanitizeTag(tag)
+	q, err := newPgcoord(pool, opts, tag)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer stopQueue(q)
-	started := make(chan time.Time, 1)
+	pStarted := make(chan time.Time, 1)
 	if err := q.Subscribe("lat", queue.Consumer{Concurrency: queueWorkers, Process: func(context.Context, queue.Message) error {
-		started <- time.Now()
+		pStarted <- time.Now()
 		return nil
 	}}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := q.Start(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return backToBack(ctx, n, started, func(i int) error {
-		_, err := q.Publish(ctx, "lat", i, nil)
-		return err
-	})
-}
 
-// riverLatency is pgcoordLatency with a raw River client.
-func riverLatency(ctx context.Context, pool *pgxpool.Pool, opts Options, tag string, n int, s *riverSettings) (Sample, error) {
-	started := make(chan time.Time, 1)
-	c, name, err := newRiver(pool, opts, sanitizeTag(tag), s, func() { started <- time.Now() })
+	rStarted := make(chan time.Time, 1)
+	c, name, err := newRiver(pool, opts, tag, s, func() { rStarted <- time.Now() })
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := c.Start(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer stopRiver(c)
-	return backToBack(ctx, n, started, func(i int) error {
-		_, err := c.Insert(ctx, benchArgs{I: i}, &river.InsertOpts{Queue: name})
-		return err
-	})
-}
 
-func backToBack(ctx context.Context, n int, started <-chan time.Time, publish func(i int) error) (Sample, error) {
-	lat := make(Sample, 0, n)
-	for i := range n {
-		t0 := time.Now()
-		if err := publish(i); err != nil {
-			return nil, err
+	// Alternate in chunks: within a chunk each side's messages follow each
+	// other (back to back on that side alone, as a user would see them);
+	// alternating chunks spreads the machine's load changes over both sides.
+	const chunk = 25
+	pLat, rLat := make(Sample, 0, n), make(Sample, 0, n)
+	for lo := 0; lo < n; lo += chunk {
+		for i := lo; i < min(lo+chunk, n); i++ {
+			d, err := oneLatency(ctx, i, pStarted, func() error {
+				_, err := q.Publish(ctx, "lat", i, nil)
+				return err
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			pLat = append(pLat, d)
 		}
-		select {
-		case t := <-started:
-			lat = append(lat, t.Sub(t0))
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(30 * time.Second):
-			return nil, fmt.Errorf("bench: message %d never started", i)
+		for i := lo; i < min(lo+chunk, n); i++ {
+			d, err := oneLatency(ctx, i, rStarted, func() error {
+				_, err := c.Insert(ctx, benchArgs{I: i}, &river.InsertOpts{Queue: name})
+				return err
+			})
+			if err != nil {
+				return nil, nil, err
+			}
+			rLat = append(rLat, d)
 		}
 	}
-	return lat, nil
+	return pLat, rLat, nil
+}
+
+func oneLatency(ctx context.Context, i int, started <-chan time.Time, publish func() error) (time.Duration, error) {
+	t0 := time.Now()
+	if err := publish(); err != nil {
+		return 0, err
+	}
+	select {
+	case t := <-started:
+		return t.Sub(t0), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return 0, fmt.Errorf("bench: message %d never started", i)
+	}
 }
 
 // sanitizeTag keeps River queue names valid (lowercase letters, digits, _).
