@@ -46,7 +46,8 @@
 //     from ever running and cancels a running one's ctx.
 //   - Ordering: messages of a channel are claimed in publish order (FIFO,
 //     like NocoBase); with Concurrency > 1 or several instances they run
-//     concurrently, and a retry runs after messages published before it ran.
+//     concurrently, and a retry is ordered by the time it becomes due, behind
+//     the messages already waiting then.
 //
 // # Failure model
 //
@@ -102,7 +103,8 @@
 //     subscription; for a Shared channel without a local subscription say
 //     PublishOpts.Shared.
 //   - Retries wait Config.RetryBackoff (500 ms, as NocoBase) and then the next
-//     claim, and they keep the message's id, options and publish order.
+//     claim (at most PollInterval later), and they keep the message's id and
+//     options; NocoBase re-publishes a new message and drops custom options.
 //
 // River's tables are pgcoord's own: do not run other River clients in
 // Config.Schema (River's leader would rescue and discard their jobs, whose
