@@ -479,3 +479,22 @@ func TestBadInput(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NoError(t, l.Release(ctx))
 }
+
+// A lease shorter than a round trip is granted and ends at once; nothing
+// stays registered.
+func TestTinyTTL(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	m := newManager(t, db.Pool, nil)
+	for range 5 {
+		l, err := m.Acquire(ctx, "tiny", time.Microsecond)
+		require.NoError(t, err)
+		<-l.Done()
+		require.NoError(t, l.Release(ctx))
+	}
+	require.Eventually(t, func() bool { return m.Stats().Held == 0 }, 10*time.Second, 5*time.Millisecond)
+	l, err := m.TryAcquire(ctx, "tiny", 0)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
+}

@@ -455,7 +455,10 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 	l := newLock(m, key, token, owner, sent, ttl)
 	m.mu.Lock()
 	ok := m.state == mgrStarted && m.live && m.ownerID == owner
-	if ok {
+	// A lease shorter than this round trip may already have hit its local
+	// deadline (finish ran, forget found nothing): do not register it then.
+	// Lock order: m.mu, then l.mu (finish never holds l.mu while taking m.mu).
+	if ok && l.held() {
 		m.held[l] = struct{}{}
 	}
 	m.mu.Unlock()
