@@ -1,0 +1,647 @@
+package integration_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/pgcache"
+)
+
+var long = flag.Bool("long", false, "run the cluster tests for minutes instead of seconds")
+
+// clusterOpts describes one cluster run.
+type clusterOpts struct {
+	// URL is what the nodes connect with (the test DB's, or a role's).
+	URL string
+	// AdminURL is the server's superuser URL, for the nodes' test harness.
+	AdminURL string
+	App      string
+	Nodes    int
+	Run      time.Duration
+	Pace     time.Duration
+	// Faults runs while the workload runs; it may kill and start nodes.
+	Faults func(ctx context.Context, c *cluster)
+}
+
+// cluster is the parent's view of the node processes and of everything they
+// reported.
+type cluster struct {
+	t    *testing.T
+	opts clusterOpts
+	db   *pgtest.DB
+
+	mu    sync.Mutex // guards every field below
+	nodes map[string]*nodeProc
+	order []string
+	seq   int
+	m     model
+}
+
+// nodeProc is one node process.
+type nodeProc struct {
+	id     string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stderr *lockedBuffer
+	late   bool // started after the workload began
+	killed bool
+	ready  bool
+	idle   bool
+	exited chan struct{}
+	err    error // cmd.Wait's result, set before exited closes
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// stream is what was sent and received on sync messages or on pub/sub.
+type stream struct {
+	sent  map[string]map[int]bool                  // sender → seq → acked (false: Publish failed)
+	recv  map[string]map[string]map[int]int        // receiver → sender → seq → deliveries
+	first map[string]map[string]int                // receiver → sender → first seq received
+	_     struct{}
+}
+
+func newStream() stream {
+	return stream{sent: map[string]map[int]bool{}, recv: map[string]map[string]map[int]int{}, first: map[string]map[string]int{}}
+}
+
+func (s *stream) addSent(from string, seq int, acked bool) {
+	if s.sent[from] == nil {
+		s.sent[from] = map[int]bool{}
+	}
+	s.sent[from][seq] = acked
+}
+
+func (s *stream) addRecv(to, from string, seq int) {
+	if s.recv[to] == nil {
+		s.recv[to] = map[string]map[int]int{}
+		s.first[to] = map[string]int{}
+	}
+	if s.recv[to][from] == nil {
+		s.recv[to][from] = map[int]int{}
+		s.first[to][from] = seq
+	}
+	s.recv[to][from][seq]++
+	s.first[to][from] = min(s.first[to][from], seq)
+}
+
+// committed is every message of from known to be committed: acknowledged,
+// or received by anyone (a failed Publish may still have committed).
+func (s *stream) committed(from string) map[int]bool {
+	c := map[int]bool{}
+	for seq, acked := range s.sent[from] {
+		if acked {
+			c[seq] = true
+		}
+	}
+	for _, bySender := range s.recv {
+		for seq := range bySender[from] {
+			c[seq] = true
+		}
+	}
+	return c
+}
+
+// missing lists the committed messages of from that receiver to (started at
+// the workload's start unless late) has not received.
+func (s *stream) missing(to, from string, late bool) []int {
+	got := s.recv[to][from]
+	var miss []int
+	for seq := range s.committed(from) {
+		if late && (got == nil || seq < s.first[to][from]) {
+			continue // nothing before this node started
+		}
+		if got[seq] == 0 {
+			miss = append(miss, seq)
+		}
+	}
+	sort.Ints(miss)
+	return miss
+}
+
+type model struct {
+	sync, ps stream
+	qPub     map[string]int64    // queue key → id (acknowledged)
+	qPubErr  map[string]bool     // queue key whose Publish failed
+	qRun     map[string][]string // queue key → nodes that ran it
+	ctrOK    map[string][]int    // node → acknowledged counter increments
+	ctrErr   int
+	sets     map[string]map[int]bool // cache key → version → acked
+	finals   map[string]map[string]int
+	reads    int64
+	viol     []string
+	fatal    []string
+}
+
+// startCluster starts opts.Nodes nodes and waits until each is ready.
+func startCluster(t *testing.T, db *pgtest.DB, opts clusterOpts) *cluster {
+	t.Helper()
+	c := &cluster{t: t, opts: opts, db: db, nodes: map[string]*nodeProc{}}
+	c.m = model{
+		sync: newStream(), ps: newStream(),
+		qPub: map[string]int64{}, qPubErr: map[string]bool{}, qRun: map[string][]string{},
+		ctrOK: map[string][]int{}, sets: map[string]map[int]bool{}, finals: map[string]map[string]int{},
+	}
+	t.Cleanup(c.killAll)
+	for range opts.Nodes {
+		c.startNode(false)
+	}
+	c.waitReady()
+	return c
+}
+
+// startNode starts one node process; a late node starts its workload at once.
+func (c *cluster) startNode(late bool) string {
+	t := c.t
+	c.mu.Lock()
+	c.seq++
+	id := fmt.Sprintf("n%d", c.seq)
+	c.mu.Unlock()
+	raw, err := json.Marshal(nodeConfig{
+		URL: c.opts.URL, App: c.opts.App, ID: id, AutoStart: late,
+		MaxRun: c.opts.Run + time.Minute, Pace: c.opts.Pace,
+	})
+	require.NoError(t, err)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestNodeProcess$", "-test.count=1", "-test.timeout=10m")
+	cmd.Env = append(os.Environ(), envNode+"="+string(raw), pgtest.EnvDatabaseURL+"="+c.opts.AdminURL)
+	p := &nodeProc{id: id, cmd: cmd, stderr: &lockedBuffer{}, late: late, exited: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	p.stdin, err = cmd.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	c.mu.Lock()
+	c.nodes[id] = p
+	c.order = append(c.order, id)
+	c.mu.Unlock()
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			if len(line) == 0 || line[0] != '{' {
+				continue // go test's own output (PASS, ok)
+			}
+			var ev event
+			if json.Unmarshal(line, &ev) == nil {
+				c.record(id, ev)
+			}
+		}
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	return id
+}
+
+// record applies one event of node id to the model.
+func (c *cluster) record(id string, ev event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := &c.m
+	switch ev.Ev {
+	case evReady:
+		c.nodes[id].ready = true
+	case evIdle:
+		c.nodes[id].idle = true
+	case evStopped:
+		m.reads += ev.N
+	case evSyncSent, evSyncErr:
+		m.sync.addSent(id, ev.Seq, ev.Ev == evSyncSent)
+	case evSyncRecv:
+		m.sync.addRecv(id, ev.From, ev.Seq)
+	case evPSSent, evPSErr:
+		m.ps.addSent(id, ev.Seq, ev.Ev == evPSSent)
+	case evPSRecv:
+		m.ps.addRecv(id, ev.From, ev.Seq)
+	case evQPub:
+		m.qPub[ev.Key] = ev.ID
+	case evQPubErr:
+		m.qPubErr[ev.Key] = true
+	case evQRun:
+		m.qRun[ev.Key] = append(m.qRun[ev.Key], id)
+	case evCtrOK:
+		m.ctrOK[id] = append(m.ctrOK[id], ev.Seq)
+	case evCtrErr:
+		m.ctrErr++
+	case evCacheSet:
+		if m.sets[ev.Key] == nil {
+			m.sets[ev.Key] = map[int]bool{}
+		}
+		m.sets[ev.Key][ev.Ver] = ev.Acked
+	case evFinal:
+		if m.finals[id] == nil {
+			m.finals[id] = map[string]int{}
+		}
+		m.finals[id][ev.Key] = ev.Ver
+	case evViolation:
+		m.viol = append(m.viol, fmt.Sprintf("%s: %s key=%s want>=%d got=%d", id, ev.Err, ev.Key, ev.Ver, ev.Got))
+	case evFatal:
+		m.fatal = append(m.fatal, id+": "+ev.Err)
+	}
+}
+
+func (c *cluster) send(id, cmd string) {
+	c.mu.Lock()
+	p := c.nodes[id]
+	c.mu.Unlock()
+	_, _ = io.WriteString(p.stdin, cmd+"\n")
+}
+
+// live lists the nodes that were not killed, in start order.
+func (c *cluster) live() []*nodeProc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ps []*nodeProc
+	for _, id := range c.order {
+		if p := c.nodes[id]; !p.killed {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// waitFor polls cond (under the model's lock) until it holds or d passes.
+func (c *cluster) waitFor(d time.Duration, what string, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		ok := cond()
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+		if time.Now().After(deadline) {
+			c.t.Logf("gave up waiting for %s after %s", what, d)
+			return false
+		}
+		<-tick.C
+	}
+}
+
+func (c *cluster) waitReady() {
+	ok := c.waitFor(2*time.Minute, "nodes ready", func() bool {
+		for _, p := range c.nodes {
+			if !p.killed && !p.ready {
+				select {
+				case <-p.exited:
+					return true // fails below
+				default:
+				}
+				return false
+			}
+		}
+		return true
+	})
+	for _, p := range c.live() {
+		require.Truef(c.t, ok && p.ready, "node %s not ready: %v\n%s", p.id, p.err, p.stderr.String())
+	}
+}
+
+// kill SIGKILLs node id.
+func (c *cluster) kill(id string) {
+	c.mu.Lock()
+	p := c.nodes[id]
+	p.killed = true
+	c.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// killAll is the cleanup: SIGKILL whatever still runs.
+func (c *cluster) killAll() {
+	c.mu.Lock()
+	ps := make([]*nodeProc, 0, len(c.nodes))
+	for _, p := range c.nodes {
+		ps = append(ps, p)
+	}
+	c.mu.Unlock()
+	for _, p := range ps {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Signal(syscall.SIGKILL)
+			<-p.exited
+		}
+	}
+}
+
+// terminateAll terminates every backend of every live node (pool, listener,
+// lock liveness session, River).
+func (c *cluster) terminateAll(ctx context.Context) int {
+	total := 0
+	for _, p := range c.live() {
+		n, err := c.db.TerminateBackends(ctx, nodeAppName(p.id))
+		require.NoError(c.t, err)
+		total += n
+	}
+	return total
+}
+
+// run drives a whole cluster run: workload, faults, drain, shutdown, checks.
+func runCluster(t *testing.T, db *pgtest.DB, opts clusterOpts) *cluster {
+	t.Helper()
+	ctx := context.Background()
+	if opts.App == "" {
+		opts.App = "itapp"
+	}
+	if opts.Pace == 0 {
+		opts.Pace = 25 * time.Millisecond
+	}
+	setupCounter(t, db)
+	c := startCluster(t, db, opts)
+	for _, p := range c.live() {
+		c.send(p.id, "go")
+	}
+	began := time.Now()
+	runCtx, cancel := context.WithTimeout(ctx, opts.Run)
+	defer cancel()
+	faultsDone := make(chan struct{})
+	go func() {
+		defer close(faultsDone)
+		if opts.Faults != nil {
+			opts.Faults(runCtx, c)
+		}
+	}()
+	<-runCtx.Done()
+	<-faultsDone
+	for _, p := range c.live() {
+		c.send(p.id, "stop")
+	}
+	c.waitFor(time.Minute, "workload idle", func() bool {
+		for _, p := range c.nodes {
+			if !p.killed && !p.idle {
+				return false
+			}
+		}
+		return true
+	})
+	// Drain: every live node has every committed message, every committed
+	// queue message ran. Bounded: the checks below report what is missing.
+	c.waitFor(90*time.Second, "delivery and queue drain", func() bool {
+		return len(c.undelivered()) == 0 && len(c.unrun()) == 0
+	})
+	for _, p := range c.live() {
+		_ = p.stdin.Close()
+	}
+	for _, p := range c.live() {
+		select {
+		case <-p.exited:
+		case <-time.After(time.Minute):
+			t.Errorf("node %s did not exit", p.id)
+		}
+		require.NoErrorf(t, p.err, "node %s exited badly:\n%s", p.id, tail(p.stderr.String()))
+	}
+	t.Logf("workload ran %s", time.Since(began).Round(time.Millisecond))
+	c.check(ctx)
+	return c
+}
+
+func tail(s string) string {
+	if len(s) > 8000 {
+		return "…" + s[len(s)-8000:]
+	}
+	return s
+}
+
+func setupCounter(t *testing.T, db *pgtest.DB) {
+	t.Helper()
+	_, err := db.Pool.Exec(context.Background(), `
+		CREATE TABLE `+counterTable+` (id int PRIMARY KEY, n bigint NOT NULL);
+		INSERT INTO `+counterTable+` VALUES (1, 0);
+		CREATE TABLE `+counterLog+` (node text NOT NULL, seq int NOT NULL, value bigint NOT NULL)`)
+	require.NoError(t, err)
+}
+
+// undelivered lists (receiver, sender, seqs) still missing; caller holds mu.
+func (c *cluster) undelivered() []string {
+	var out []string
+	for _, st := range []*stream{&c.m.sync, &c.m.ps} {
+		for _, to := range c.order {
+			p := c.nodes[to]
+			if p.killed {
+				continue
+			}
+			for from := range st.sent {
+				if from == to {
+					continue
+				}
+				if miss := st.missing(to, from, p.late); len(miss) > 0 {
+					out = append(out, fmt.Sprintf("%s misses %d of %s's (first %v)", to, len(miss), from, miss[:min(5, len(miss))]))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// unrun lists committed queue messages that never ran; caller holds mu.
+func (c *cluster) unrun() []string {
+	var out []string
+	for key := range c.m.qPub {
+		if len(c.m.qRun[key]) == 0 {
+			out = append(out, key)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// check asserts every invariant of the run.
+func (c *cluster) check(ctx context.Context) {
+	t := c.t
+	pool := adminPool(t, c.db)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := &c.m
+	require.Empty(t, m.fatal, "node failures")
+	require.Empty(t, m.viol, "cache violations (read-your-writes, monotonic reads, stale after invalidation)")
+
+	// Sync messages and pub/sub: exactly once to every other live node, never
+	// to the sender, nothing missing (late nodes: from their first message on).
+	for name, st := range map[string]*stream{"sync": &m.sync, "pubsub": &m.ps} {
+		sent, acked, delivered := 0, 0, 0
+		for from, seqs := range st.sent {
+			sent += len(seqs)
+			for _, a := range seqs {
+				if a {
+					acked++
+				}
+			}
+			require.NotEmptyf(t, st.committed(from), "%s: %s sent nothing", name, from)
+		}
+		for to, bySender := range st.recv {
+			require.NotContainsf(t, bySender, to, "%s: %s received its own messages", name, to)
+			for from, seqs := range bySender {
+				committed := st.committed(from)
+				for seq, n := range seqs {
+					delivered += n
+					require.Equalf(t, 1, n, "%s: %s got %s's #%d %d times", name, to, from, seq, n)
+					require.Truef(t, committed[seq], "%s: %s got %s's #%d, never committed", name, to, from, seq)
+				}
+			}
+		}
+		require.Emptyf(t, c.undelivered(), "%s: undelivered messages", name)
+		t.Logf("%s: %d sent (%d acknowledged), %d deliveries, each exactly once", name, sent, acked, delivered)
+	}
+
+	// Queue: every committed message ran; exactly once unless a node that ran
+	// it was killed (then once more on a live node at most).
+	committed := map[string]bool{}
+	for k := range m.qPub {
+		committed[k] = true
+	}
+	for k := range m.qRun {
+		publisher, _, _ := strings.Cut(k, ":")
+		require.Truef(t, committed[k] || m.qPubErr[k] || c.nodes[publisher].killed, "queue: %s ran but was never published", k)
+		committed[k] = true
+	}
+	require.Empty(t, c.unrun(), "queue: acknowledged messages that never ran")
+	reruns := 0
+	for k, runners := range m.qRun {
+		if len(runners) == 1 {
+			continue
+		}
+		var onLive []string
+		for _, r := range runners {
+			if !c.nodes[r].killed {
+				onLive = append(onLive, r)
+			}
+		}
+		require.Lessf(t, len(onLive), len(runners), "queue: %s ran %d times (%v), no runner was killed", k, len(runners), runners)
+		require.LessOrEqualf(t, len(onLive), 1, "queue: %s ran on several live nodes: %v", k, runners)
+		reruns++
+	}
+	states := map[string]int{}
+	rows, err := pool.Query(ctx, `SELECT state::text, count(*) FROM `+pgx.Identifier{c.db.Schema, "river_job"}.Sanitize()+` GROUP BY 1`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var s string
+		var n int
+		require.NoError(t, rows.Scan(&s, &n))
+		states[s] = n
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, map[string]int{"completed": len(committed)}, states, "queue: every committed message completed, nothing else in river_job")
+	t.Logf("queue: %d published (%d failed publishes), %d completed, %d re-run after their worker was killed", len(m.qPub), len(m.qPubErr), len(committed), reruns)
+
+	// Counter: exact. Values written are exactly 1..n, once each; every
+	// acknowledged increment is among them.
+	var n, logged, distinct, maxv int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT n FROM `+counterTable+` WHERE id = 1`).Scan(&n))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT value), coalesce(max(value), 0) FROM `+counterLog).Scan(&logged, &distinct, &maxv))
+	require.Equal(t, n, logged, "counter: one increment per logged transaction")
+	require.Equal(t, n, distinct, "counter: no two increments wrote the same value (no lost update)")
+	require.Equal(t, n, maxv, "counter: values are 1..n")
+	ackedInc := 0
+	for node, seqs := range m.ctrOK {
+		ackedInc += len(seqs)
+		var got []int
+		rows, err := pool.Query(ctx, `SELECT seq FROM `+counterLog+` WHERE node = $1`, node)
+		require.NoError(t, err)
+		got, err = pgx.CollectRows(rows, pgx.RowTo[int])
+		require.NoError(t, err)
+		for _, s := range seqs {
+			require.Truef(t, slices.Contains(got, s), "counter: %s's acknowledged increment #%d is not in the log", node, s)
+		}
+	}
+	require.LessOrEqual(t, int64(ackedInc), n)
+	require.Positive(t, n)
+	t.Logf("counter: %d increments (%d acknowledged, %d failed attempts), exact", n, ackedInc, m.ctrErr)
+
+	// Cache: after quiescence every live node reads, for every key it knows,
+	// the value in PostgreSQL, which is the last committed write.
+	mgr, err := pgcache.NewManager(pool, &pgcache.ManagerConfig{AppName: c.opts.App, Schema: c.db.Schema})
+	require.NoError(t, err)
+	defer mgr.Close(context.WithoutCancel(ctx))
+	cache, err := mgr.CreateCache(ctx, pgcache.CacheConfig{Name: c.opts.App})
+	require.NoError(t, err)
+	finals := 0
+	for _, p := range c.nodes {
+		if p.killed {
+			continue
+		}
+		require.NotEmptyf(t, m.finals[p.id], "cache: %s read no key at the end", p.id)
+		for key, ver := range m.finals[p.id] {
+			want, ok, err := pgcache.Get[cacheValue](ctx, cache, key)
+			require.NoError(t, err)
+			require.True(t, ok, key)
+			require.Equalf(t, want.Ver, ver, "cache: %s reads %s at version %d, PostgreSQL has %d", p.id, key, ver, want.Ver)
+			finals++
+		}
+	}
+	for key, vers := range m.sets {
+		last := 0
+		for v, acked := range vers {
+			if acked {
+				last = max(last, v)
+			}
+		}
+		got, ok, err := pgcache.Get[cacheValue](ctx, cache, key)
+		require.NoError(t, err)
+		require.True(t, ok, key)
+		require.GreaterOrEqualf(t, got.Ver, last, "cache: %s lost acknowledged version %d", key, last)
+		_, known := vers[got.Ver]
+		require.Truef(t, known, "cache: %s holds version %d that was never written", key, got.Ver)
+	}
+	t.Logf("cache: %d writes on %d keys, %d near-cache reads checked (monotonic, read-your-writes, fresh within %s of an announced write), %d final reads equal PostgreSQL",
+		countSets(m.sets), len(m.sets), m.reads, staleAfter, finals)
+}
+
+func countSets(s map[string]map[int]bool) int {
+	n := 0
+	for _, v := range s {
+		n += len(v)
+	}
+	return n
+}
+
+// adminPool opens a pool on db as the superuser with a fresh connection (the
+// test's pool may have lost its connections to a restart).
+func adminPool(t *testing.T, db *pgtest.DB) *pgxpool.Pool {
+	t.Helper()
+	return db.NewPool(t, &pgtest.PoolOptions{AppName: "it-admin"})
+}
+
+func runDuration(short time.Duration) time.Duration {
+	if *long {
+		return 3 * time.Minute
+	}
+	return short
+}
