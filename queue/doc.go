@@ -39,7 +39,8 @@
 //   - Retries: a failed attempt (an error, a panic, or the timeout) is retried
 //     after Config.RetryBackoff while PublishOpts.MaxRetries allows: MaxRetries
 //     3 means at most 4 calls. Then the message is discarded and kept, with
-//     every attempt's error, in river_job (state discarded) as a dead letter.
+//     every attempt's error, in river_job (state discarded) as a dead letter
+//     ([EventQueue.Inspect] reads it).
 //     Attempts lost to a dead worker are not failures: such a message is
 //     retried up to Config.MaxRescues more times.
 //   - Cancel: [EventQueue.Cancel] from any instance stops a queued message

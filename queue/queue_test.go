@@ -123,6 +123,8 @@ func TestCallsAfterStopReturnErrClosed(t *testing.T) {
 	require.ErrorIs(t, q.Cancel(ctx, 1), queue.ErrClosed)
 	_, err = q.Stats(ctx)
 	require.ErrorIs(t, err, queue.ErrClosed)
+	_, err = q.Inspect(ctx, 1)
+	require.ErrorIs(t, err, queue.ErrClosed)
 	require.ErrorIs(t, q.Start(ctx), queue.ErrClosed)
 	require.Equal(t, 0, countJobs(t, db))
 
@@ -366,6 +368,23 @@ func TestRetriesExhaustedDiscards(t *testing.T) {
 	st, err := q.Stats(ctxT(t))
 	require.NoError(t, err)
 	require.Equal(t, queue.ChannelStats{Discarded: 1, Retried: 1}, st["test1"])
+
+	// The dead letter stays inspectable with every attempt's error.
+	dead, err := q.Inspect(ctxT(t), id)
+	require.NoError(t, err)
+	require.Equal(t, "discarded", dead.State)
+	require.Equal(t, "test1", dead.Channel)
+	require.JSONEq(t, `"m"`, string(dead.Payload))
+	require.Equal(t, 4, dead.Attempts)
+	require.Len(t, dead.Errors, 4)
+	for i, e := range dead.Errors {
+		require.Equal(t, i+1, e.Attempt)
+		require.Equal(t, "boom", e.Error)
+	}
+	require.False(t, dead.FinalizedAt.IsZero())
+	require.Equal(t, 3, dead.Options.MaxRetries)
+	_, err = q.Inspect(ctxT(t), id+1000)
+	require.ErrorIs(t, err, queue.ErrNotFound)
 }
 
 // Default MaxRetries is 0 (NocoBase): one failure discards. A panic is a
