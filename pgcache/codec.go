@@ -9,7 +9,7 @@ import (
 )
 
 // kind says how a stored value is encoded.
-type kind int16
+type kind = int16 // an alias, so pgx scans and encodes it without reflection
 
 const (
 	kindJSON  kind = 0 // value holds JSON text

@@ -17,8 +17,12 @@ CREATE UNLOGGED TABLE cache_entries (
 
 -- The sweeper deletes expired rows of one app in bounded batches.
 CREATE INDEX cache_entries_expires_at_idx ON cache_entries (app, expires_at) WHERE expires_at IS NOT NULL;
--- MaxEntries evicts the oldest writes of one cache first.
-CREATE INDEX cache_entries_written_at_idx ON cache_entries (app, prefix, written_at);
+-- No index on written_at: MaxEntries eviction (oldest writes first) sorts the
+-- rows of one bounded cache, found through the primary key's (app, prefix)
+-- prefix, and such a cache holds about MaxEntries rows. An index leading with
+-- (app, prefix) would also tempt the planner away from the primary key for
+-- point reads on a table without statistics, and would make every update
+-- non-HOT.
 
 -- +goose Down
 DROP TABLE IF EXISTS cache_entries;
