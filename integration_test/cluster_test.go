@@ -89,10 +89,9 @@ func (b *lockedBuffer) String() string {
 
 // stream is what was sent and received on sync messages or on pub/sub.
 type stream struct {
-	sent  map[string]map[int]bool                  // sender → seq → acked (false: Publish failed)
-	recv  map[string]map[string]map[int]int        // receiver → sender → seq → deliveries
-	first map[string]map[string]int                // receiver → sender → first seq received
-	_     struct{}
+	sent  map[string]map[int]bool           // sender → seq → acked (false: Publish failed)
+	recv  map[string]map[string]map[int]int // receiver → sender → seq → deliveries
+	first map[string]map[string]int         // receiver → sender → first seq received
 }
 
 func newStream() stream {

@@ -45,6 +45,7 @@ const (
 	probePlugin   = "probe"
 	keysPerWriter = 4
 	staleAfter    = 5 * time.Second
+	queueWork     = 40 * time.Millisecond
 )
 
 // nodeConfig is what the parent passes to a node.
@@ -77,8 +78,8 @@ type event struct {
 // Event names.
 const (
 	evReady     = "ready"
-	evIdle      = "idle"     // workload goroutines ended
-	evStopped   = "stopped"  // app stopped cleanly; N = cache reads
+	evIdle      = "idle"    // workload goroutines ended
+	evStopped   = "stopped" // app stopped cleanly; N = cache reads
 	evSyncSent  = "sync_sent"
 	evSyncErr   = "sync_err" // Publish failed: the message may or may not be committed
 	evSyncRecv  = "sync_recv"
@@ -186,7 +187,13 @@ func (p *probe) Load(ctx context.Context, a *app.App) error {
 				return err
 			}
 			n.out.emit(event{Ev: evQRun, Key: body.Key, ID: msg.ID})
-			return nil
+			// Some work, so that a SIGKILL finds messages running.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(queueWork):
+				return nil
+			}
 		},
 	})
 }

@@ -1,0 +1,67 @@
+package integration_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+)
+
+// TestClusterFaults runs the cluster workload on a private PostgreSQL server
+// while it SIGKILLs a node and starts a replacement, terminates every backend
+// of every node several times, and restarts PostgreSQL itself. The same
+// invariants as the steady run must hold, except that a queue message whose
+// worker was killed may run a second time.
+func TestClusterFaults(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.NewPrivateServer(t)
+	db := srv.NewDB(t)
+	var kills, terminated, restarts int
+	c := runCluster(t, db, clusterOpts{
+		URL:      db.URL,
+		AdminURL: srv.AdminURL(),
+		Nodes:    3,
+		Run:      runDuration(24 * time.Second),
+		Faults: func(ctx context.Context, c *cluster) {
+			// One cycle is about 20 s; -long repeats it.
+			for cycle := 0; ctx.Err() == nil; cycle++ {
+				steps := []struct {
+					after time.Duration
+					do    func()
+				}{
+					{2 * time.Second, func() {
+						victim := c.live()[0].id
+						c.kill(victim)
+						kills++
+						c.startNode(true)
+					}},
+					{3 * time.Second, func() { terminated += c.terminateAll(ctx) }},
+					{3 * time.Second, func() { terminated += c.terminateAll(ctx) }},
+					{3 * time.Second, func() { terminated += c.terminateAll(ctx) }},
+					{3 * time.Second, func() {
+						rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+						defer cancel()
+						require.NoError(t, srv.Restart(rctx))
+						restarts++
+					}},
+					{4 * time.Second, func() { terminated += c.terminateAll(ctx) }},
+				}
+				for _, s := range steps {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(s.after):
+					}
+					s.do()
+				}
+			}
+		},
+	})
+	t.Logf("faults: %d SIGKILLs (each followed by a new node), %d backends terminated, %d PostgreSQL restarts", kills, terminated, restarts)
+	require.Positive(t, kills)
+	require.Positive(t, restarts)
+	require.GreaterOrEqual(t, len(c.live()), 3)
+}
