@@ -32,9 +32,11 @@ type Config struct {
 	Pool        *pgxpool.Pool
 	DatabaseURL string
 
-	// DirectDatabaseURL, when set, is used for the dedicated connections that
-	// a transaction-mode pooler cannot carry (LISTEN, lock liveness) while the
-	// pool may go through the pooler. Defaults to the pool's own settings.
+	// DirectDatabaseURL, when set, opens a second, direct pool for what a
+	// transaction-mode pooler (PgBouncer) cannot carry: pub/sub and sync
+	// messages (LISTEN), locks (session advisory locks) and the event queue
+	// (River's LISTEN notifier). The cache and Pool's other users keep going
+	// through the pooler. Stop closes it. Defaults to none: everything uses Pool.
 	DirectDatabaseURL string
 
 	// InstanceID identifies this process in the cluster. Defaults to NewInstanceID().
@@ -72,6 +74,9 @@ type App struct {
 	logger   *slog.Logger
 	pool     *pgxpool.Pool
 	ownsPool bool
+	// direct is the pool for session-level features (LISTEN, advisory
+	// locks, River's notifier), opened from DirectDatabaseURL; nil means pool.
+	direct *pgxpool.Pool
 
 	pubsub *listen.PubSub
 	sync   *listen.SyncMessages
@@ -141,10 +146,16 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		}
 		a.pool, a.ownsPool = pool, true
 	}
-	if err := a.build(); err != nil {
-		if a.ownsPool {
-			a.pool.Close()
+	if cfg.DirectDatabaseURL != "" {
+		direct, err := pgxpool.New(ctx, cfg.DirectDatabaseURL)
+		if err != nil {
+			a.closePools()
+			return nil, fmt.Errorf("app: open Config.DirectDatabaseURL: %w", err)
 		}
+		a.direct = direct
+	}
+	if err := a.build(); err != nil {
+		a.closePools()
 		return nil, err
 	}
 	for _, p := range cfg.Plugins {
@@ -153,4 +164,22 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// sessionPool is the pool for components that need session features.
+func (a *App) sessionPool() *pgxpool.Pool {
+	if a.direct != nil {
+		return a.direct
+	}
+	return a.pool
+}
+
+// closePools closes the pools the app opened.
+func (a *App) closePools() {
+	if a.direct != nil {
+		a.direct.Close()
+	}
+	if a.ownsPool {
+		a.pool.Close()
+	}
 }

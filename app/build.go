@@ -21,7 +21,7 @@ func (a *App) build() error {
 		ps = *c.PubSub
 	}
 	ps.AppName, ps.InstanceID, ps.Schema, ps.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
-	if a.pubsub, err = listen.New(a.pool, &ps); err != nil {
+	if a.pubsub, err = listen.New(a.sessionPool(), &ps); err != nil {
 		return fmt.Errorf("app: pub/sub: %w", err)
 	}
 
@@ -50,7 +50,7 @@ func (a *App) build() error {
 		qc = *c.Queue
 	}
 	qc.AppName, qc.InstanceID, qc.Schema, qc.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
-	if a.queue, err = queue.New(a.pool, &qc); err != nil {
+	if a.queue, err = queue.New(a.sessionPool(), &qc); err != nil {
 		return fmt.Errorf("app: event queue: %w", err)
 	}
 
@@ -59,7 +59,7 @@ func (a *App) build() error {
 		lc = *c.Lock
 	}
 	lc.AppName, lc.InstanceID, lc.Schema, lc.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
-	if a.locks, err = advisorylock.New(a.pool, &lc); err != nil {
+	if a.locks, err = advisorylock.New(a.sessionPool(), &lc); err != nil {
 		return fmt.Errorf("app: locks: %w", err)
 	}
 	return nil

@@ -36,9 +36,9 @@
 //
 // PgBouncer in transaction mode cannot carry LISTEN or session advisory locks.
 // Point the pool at the pooler and set Config.DirectDatabaseURL (env
-// PGCOORD_DIRECT_DATABASE_URL) to a direct connection string: it is used only
-// for the few dedicated connections (the LISTEN connection and the lock
-// liveness connection). Start checks that a NOTIFY sent through the pool
-// reaches the LISTEN connection and fails with an error naming the setting
-// when it does not.
+// PGCOORD_DIRECT_DATABASE_URL) to a direct connection string: the app opens a
+// small second pool on it for pub/sub, sync messages, locks and the event
+// queue, while the cache and your own queries go through the pooler. Start
+// checks that a NOTIFY sent through the pool reaches a LISTEN connection and
+// fails with [ErrListenUnsupported], which names the setting, when it does not.
 package app

@@ -155,9 +155,7 @@ func (a *App) Stop(ctx context.Context) error {
 	step("close cache", a.caches.Close(ctx))
 	step("close pub/sub", a.pubsub.Close(ctx))
 	step("release locks", a.locks.Close(ctx))
-	if a.ownsPool {
-		a.pool.Close()
-	}
+	a.closePools()
 	err := errors.Join(errs...)
 	a.mu.Lock()
 	a.stopErr = err

@@ -17,27 +17,16 @@ var ErrListenUnsupported = errors.New("app: LISTEN/NOTIFY does not work through 
 // listenCheckTimeout bounds the LISTEN self-check at Start.
 const listenCheckTimeout = 5 * time.Second
 
-// directConnConfig is the configuration of the dedicated connections: from
-// DirectDatabaseURL when set, else the pool's own.
-func (a *App) directConnConfig() (*pgx.ConnConfig, error) {
-	if a.cfg.DirectDatabaseURL != "" {
-		cfg, err := pgx.ParseConfig(a.cfg.DirectDatabaseURL)
-		if err != nil {
-			return nil, fmt.Errorf("app: Config.DirectDatabaseURL: %w", err)
-		}
-		return cfg, nil
-	}
-	return a.pool.Config().ConnConfig.Copy(), nil
+// directConnConfig is the configuration of the dedicated connections: the
+// direct pool's when DirectDatabaseURL is set, else the pool's own.
+func (a *App) directConnConfig() *pgx.ConnConfig {
+	return a.sessionPool().Config().ConnConfig.Copy()
 }
 
 // checkListen proves that a NOTIFY sent through the pool reaches a LISTEN on a
 // dedicated connection, as pub/sub and lock wake-ups need.
 func (a *App) checkListen(ctx context.Context) error {
-	cfg, err := a.directConnConfig()
-	if err != nil {
-		return err
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := pgx.ConnectConfig(ctx, a.directConnConfig())
 	if err != nil {
 		return fmt.Errorf("app: open the dedicated (LISTEN) connection: %w", err)
 	}
