@@ -20,9 +20,13 @@ unit:
 demo:
 	@dsn="$$(.ci/ensure-postgres)" && PGCOORD_DATABASE_URL="$${PGCOORD_DATABASE_URL:-$$dsn}" $(GO) run ./cmd/pgcoord demo
 
-# Side-by-side ratios against the raw primitives (see BENCHMARKS.md).
+# Side-by-side ratios against the raw primitives, then against Redis when a
+# redis-server binary or REDIS_URL is available (see BENCHMARKS.md).
 bench:
 	@dsn="$$(.ci/ensure-postgres)" && PGCOORD_DATABASE_URL="$${PGCOORD_DATABASE_URL:-$$dsn}" $(GO) run ./cmd/pgcoord bench all
+	@if [ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null 2>&1; then \
+		cd bench/redis && $(GO) run . ; \
+	else echo "bench: no Redis (apt-get install -y redis-server, or set REDIS_URL): skipping the Redis comparison"; fi
 
 # A PostgreSQL for local development, when a Docker engine answers.
 db-up:
