@@ -1,0 +1,276 @@
+package asynctasks_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/examples/asynctasks"
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/queue"
+	"github.com/pgcoord/pgcoord/txhooks"
+)
+
+// cluster is the shared test state of every instance's executor.
+type cluster struct {
+	mu       sync.Mutex
+	runs     map[int64]int // executions per task id
+	events   chan asynctasks.Event
+	barrier  chan struct{} // closed when barrierN "barrier" tasks run at once
+	waiting  atomic.Int64
+	barrierN int64
+	started  chan asynctasks.Task // "long" tasks, when they start
+	ctxDone  chan int64           // "long" tasks whose ctx was cancelled
+}
+
+func newCluster(barrierN int64) *cluster {
+	return &cluster{
+		runs: map[int64]int{}, events: make(chan asynctasks.Event, 256), barrier: make(chan struct{}),
+		barrierN: barrierN, started: make(chan asynctasks.Task, 4), ctxDone: make(chan int64, 4),
+	}
+}
+
+func (c *cluster) execute(ctx context.Context, t asynctasks.Task) (any, error) {
+	c.mu.Lock()
+	c.runs[t.ID]++
+	c.mu.Unlock()
+	switch t.Type {
+	case "barrier":
+		if c.waiting.Add(1) == c.barrierN {
+			close(c.barrier)
+		}
+		select {
+		case <-c.barrier:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	case "long":
+		c.started <- t
+		<-ctx.Done()
+		c.ctxDone <- t.ID
+		return nil, ctx.Err()
+	case "fail":
+		return nil, errors.New("boom")
+	}
+	var params map[string]int
+	_ = json.Unmarshal(t.Params, &params)
+	return map[string]int{"double": 2 * params["n"]}, nil
+}
+
+func startInstances(t *testing.T, db *pgtest.DB, c *cluster, concurrency int) ([]*app.App, []*asynctasks.Plugin) {
+	t.Helper()
+	ctx := context.Background()
+	var apps []*app.App
+	var plugins []*asynctasks.Plugin
+	for i := range 3 {
+		p, err := asynctasks.New(asynctasks.Config{
+			Concurrency: concurrency, Execute: c.execute, Timeout: 30 * time.Second,
+			OnEvent: func(e asynctasks.Event) { c.events <- e },
+		})
+		require.NoError(t, err)
+		id := fmt.Sprintf("inst-%d", i)
+		a, err := app.New(ctx, app.Config{
+			Name: "taskdemo", Pool: db.NewPool(t, &pgtest.PoolOptions{AppName: id}), InstanceID: id,
+			Plugins: []app.Plugin{p},
+			Queue:   &queue.Config{RescueAfter: time.Minute},
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, a.Stop(context.Background())) })
+		apps, plugins = append(apps, a), append(plugins, p)
+	}
+	var g errgroup.Group
+	for _, a := range apps {
+		g.Go(func() error { return a.Start(ctx) })
+	}
+	require.NoError(t, g.Wait())
+	return apps, plugins
+}
+
+func waitStatus(t *testing.T, p *asynctasks.Plugin, id int64, status string) asynctasks.Task {
+	t.Helper()
+	var task asynctasks.Task
+	require.Eventually(t, func() bool {
+		var err error
+		task, err = p.Task(context.Background(), id)
+		require.NoError(t, err)
+		return task.Status == status
+	}, 30*time.Second, 10*time.Millisecond, "task %d never reached %s (last: %+v)", id, status, task)
+	return task
+}
+
+// Six tasks that only finish once six run at once, with two slots per
+// instance: each instance runs exactly two, then more tasks each run once.
+func TestTasksSpreadOverInstancesEachRunsOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	c := newCluster(6)
+	_, plugins := startInstances(t, db, c, 2)
+
+	var ids []int64
+	for range 6 {
+		id, err := plugins[0].CreateTask(ctx, "barrier", nil)
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		waitStatus(t, plugins[1], id, asynctasks.StatusSucceeded)
+	}
+	perInstance := map[string]int{}
+	for _, id := range ids {
+		task, err := plugins[2].Task(ctx, id)
+		require.NoError(t, err)
+		perInstance[task.Instance]++
+	}
+	require.Equal(t, map[string]int{"inst-0": 2, "inst-1": 2, "inst-2": 2}, perInstance)
+
+	// More tasks, from every instance: each runs exactly once, with its result.
+	var more []int64
+	for i := range 12 {
+		id, err := plugins[i%3].CreateTask(ctx, "double", map[string]int{"n": i})
+		require.NoError(t, err)
+		more = append(more, id)
+	}
+	for i, id := range more {
+		task := waitStatus(t, plugins[0], id, asynctasks.StatusSucceeded)
+		require.JSONEq(t, fmt.Sprintf(`{"double":%d}`, 2*i), string(task.Result))
+	}
+	c.mu.Lock()
+	for _, id := range append(ids, more...) {
+		require.Equal(t, 1, c.runs[id], "task %d ran once", id)
+	}
+	c.mu.Unlock()
+	for _, p := range plugins {
+		require.LessOrEqual(t, p.Stats().MaxRunning, int64(2), "per-instance concurrency")
+	}
+}
+
+// A long task is cancelled from an instance that does not run it: its ctx is
+// cancelled on the instance running it and it ends CANCELED.
+func TestCancelFromAnotherInstance(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	c := newCluster(0)
+	apps, plugins := startInstances(t, db, c, 1)
+
+	id, err := plugins[0].CreateTask(ctx, "long", nil)
+	require.NoError(t, err)
+	started := <-c.started
+	require.Equal(t, id, started.ID)
+	running := waitStatus(t, plugins[0], id, asynctasks.StatusRunning)
+	runner := -1
+	for i, a := range apps {
+		if a.InstanceID() == running.Instance {
+			runner = i
+		}
+	}
+	require.NotEqual(t, -1, runner)
+	canceller := (runner + 1) % 3
+
+	ok, err := plugins[canceller].CancelTask(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, id, <-c.ctxDone, "the running task's ctx was cancelled")
+	waitStatus(t, plugins[runner], id, asynctasks.StatusCanceled)
+	require.Eventually(t, func() bool { return plugins[runner].Stats().Cancelled == 1 }, 30*time.Second, 5*time.Millisecond)
+	for e := range drain(c.events) {
+		if e.Kind == "cancelled" {
+			require.Equal(t, apps[canceller].InstanceID(), e.RequestedBy)
+			require.Equal(t, apps[runner].InstanceID(), e.Instance)
+		}
+	}
+
+	// Cancelling again, or an unknown task, is not an error and changes nothing.
+	ok, err = plugins[runner].CancelTask(ctx, id)
+	require.NoError(t, err)
+	require.False(t, ok)
+	ok, err = plugins[0].CancelTask(ctx, 999999)
+	require.NoError(t, err)
+	require.False(t, ok)
+
+	// A long task cancelled on the instance running it stops too.
+	id2, err := plugins[1].CreateTask(ctx, "long", nil)
+	require.NoError(t, err)
+	<-c.started
+	running = waitStatus(t, plugins[0], id2, asynctasks.StatusRunning)
+	for i, a := range apps {
+		if a.InstanceID() == running.Instance {
+			runner = i
+		}
+	}
+	ok, err = plugins[runner].CancelTask(ctx, id2)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, id2, <-c.ctxDone)
+	waitStatus(t, plugins[0], id2, asynctasks.StatusCanceled)
+}
+
+func drain(ch chan asynctasks.Event) func(func(asynctasks.Event) bool) {
+	return func(yield func(asynctasks.Event) bool) {
+		for {
+			select {
+			case e := <-ch:
+				if !yield(e) {
+					return
+				}
+			default:
+				return
+			}
+		}
+	}
+}
+
+// A task created in a rolled-back transaction neither exists nor runs; a
+// failing task ends FAILED with its error; bad input writes nothing.
+func TestRollbackFailureAndBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	c := newCluster(0)
+	apps, plugins := startInstances(t, db, c, 1)
+
+	tx, err := txhooks.Begin(ctx, apps[0].DB())
+	require.NoError(t, err)
+	ghost, err := plugins[0].CreateTaskTx(ctx, tx, "double", map[string]int{"n": 1})
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(ctx))
+
+	failing, err := plugins[0].CreateTask(ctx, "fail", nil)
+	require.NoError(t, err)
+	task := waitStatus(t, plugins[1], failing, asynctasks.StatusFailed)
+	require.JSONEq(t, `{"error":"boom"}`, string(task.Result))
+
+	// Once a later task finished, the rolled-back one has not run: it was
+	// never queued.
+	marker, err := plugins[2].CreateTask(ctx, "double", map[string]int{"n": 2})
+	require.NoError(t, err)
+	waitStatus(t, plugins[0], marker, asynctasks.StatusSucceeded)
+	_, err = plugins[0].Task(ctx, ghost)
+	require.Error(t, err, "the rolled-back task does not exist")
+	c.mu.Lock()
+	require.Zero(t, c.runs[ghost])
+	c.mu.Unlock()
+
+	_, err = plugins[0].CreateTask(ctx, "", nil)
+	require.ErrorIs(t, err, asynctasks.ErrEmptyType)
+	_, err = plugins[0].CreateTask(ctx, "double", func() {})
+	require.Error(t, err, "unencodable params")
+	var n int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM tasks`).Scan(&n))
+	require.Equal(t, 2, n, "only the failing task and the marker were written")
+
+	_, err = asynctasks.New(asynctasks.Config{})
+	require.Error(t, err, "Execute is required")
+	_, err = asynctasks.New(asynctasks.Config{Execute: c.execute, Concurrency: -1})
+	require.Error(t, err)
+}
