@@ -347,3 +347,21 @@ func TestNearCacheConcurrentReadersNeverKeepStale(t *testing.T) {
 	}
 	require.NotZero(t, b.cache.Stats().NearHits)
 }
+
+// NearCacheConfig.TTL bounds how long a copy is served from memory, even
+// when a change bypasses pgcache (here: SQL straight to the table).
+func TestNearCacheTTLBoundsCopies(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{NearCache: &pgcache.NearCacheConfig{TTL: 50 * time.Millisecond, MaxEntries: 10}})
+	require.NoError(t, a.cache.Set(ctx, "k", "v1", 0))
+	v, _ := getString(t, a.cache, "k")
+	require.Equal(t, "v1", v)
+	_, err := db.Pool.Exec(ctx, `UPDATE pgcoord.cache_entries SET value = convert_to('"v2"', 'UTF8') WHERE app = 'app' AND key = 'k'`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		v, _ := getString(t, a.cache, "k")
+		return v == "v2"
+	}, waitFor, tick)
+}
