@@ -475,3 +475,74 @@ func TestServerRestart(t *testing.T) {
 		return err == nil && l3.Release(ctx) == nil
 	}, 30*time.Second, 20*time.Millisecond)
 }
+
+// Waiters of one instance get the key in FIFO order, each straight from
+// the previous holder's Release (a handoff).
+func TestLocalWaitersFIFOWithHandoff(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	m := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
+	l0, err := m.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	var ev events
+	results := make(chan error, 3)
+	for i := 1; i <= 3; i++ {
+		go func() {
+			l, err := m.Acquire(ctx, "k", time.Minute)
+			if err == nil {
+				ev.add(fmt.Sprint(i))
+				err = l.Release(ctx)
+			}
+			results <- err
+		}()
+		require.Eventually(t, func() bool { return m.Stats().Waiting == int64(i) }, 30*time.Second, time.Millisecond)
+	}
+	require.NoError(t, l0.Release(ctx))
+	for range 3 {
+		require.NoError(t, <-results)
+	}
+	require.Equal(t, []string{"1", "2", "3"}, ev.get())
+	s := m.Stats()
+	require.EqualValues(t, 3, s.Handoffs)
+	require.EqualValues(t, 0, s.Waiting)
+	require.EqualValues(t, 0, s.Held)
+}
+
+// Handoffs inside one busy instance never starve another instance: as soon
+// as it waits, releases free the key instead of handing it on.
+func TestHandoffsDoNotStarveOtherInstances(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", nil)
+	b := instance(t, db, "inst-b", nil)
+	stop := make(chan struct{})
+	g, gctx := errgroup.WithContext(ctx)
+	var iterations atomic.Int64
+	for range 4 {
+		g.Go(func() error {
+			for iterations.Add(1) < 5000 {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				l, err := a.Acquire(gctx, "busy", time.Minute)
+				if err != nil {
+					return err
+				}
+				if err := l.Release(gctx); err != nil {
+					return err
+				}
+			}
+			return errors.New("instance b starved")
+		})
+	}
+	require.Eventually(t, func() bool { return a.Stats().Handoffs > 10 }, 30*time.Second, time.Millisecond)
+	l, err := b.Acquire(ctx, "busy", time.Minute)
+	require.NoError(t, err)
+	close(stop)
+	require.NoError(t, l.Release(ctx))
+	require.NoError(t, g.Wait())
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -63,6 +64,10 @@ type Lock struct {
 	token int64
 	owner int32 // owner_id of the Manager's liveness session at grant; 0 for Local
 	done  chan struct{}
+
+	// transferred is set when Release handed the lease to a waiter of the
+	// same Manager (its end then wakes nobody: the new holder was the head).
+	transferred atomic.Bool
 
 	mu       sync.Mutex // guards the fields below
 	state    lockState

@@ -136,6 +136,9 @@ type Stats struct {
 	// Contended counts attempts that found the key held (each poll or wake-up
 	// of a waiter, and each failed TryAcquire).
 	Contended int64
+	// Handoffs counts grants passed by Release straight to a waiter of this
+	// instance (included in Acquired).
+	Handoffs int64
 	// ExpiredTakeovers counts grants that replaced a lease that was never
 	// released: it had expired or its owner's session had ended.
 	ExpiredTakeovers int64
@@ -146,6 +149,8 @@ type Stats struct {
 	Released int64
 	// Held is the number of grants held now.
 	Held int64
+	// Waiting is the number of calls waiting for a key now.
+	Waiting int64
 }
 
 // Manager hands out locks to one instance of an application, on the lease
@@ -172,7 +177,7 @@ type Manager struct {
 	byHash  map[uint64][]*waitQueue
 	liveGen chan struct{} // closed (and replaced) whenever liveness or state changes
 
-	acquired, waited, contended, takeovers, lostN, released atomic.Int64
+	acquired, waited, contended, handoffs, takeovers, lostN, released atomic.Int64
 }
 
 type mgrState int
@@ -308,15 +313,21 @@ func (m *Manager) releaseMany(ctx context.Context, held []*Lock, owner int32) er
 func (m *Manager) Stats() Stats {
 	m.mu.Lock()
 	heldN := int64(len(m.held))
+	var waiting int64
+	for _, q := range m.queues {
+		waiting += int64(len(q.waiters))
+	}
 	m.mu.Unlock()
 	return Stats{
 		Acquired:         m.acquired.Load(),
 		Waited:           m.waited.Load(),
 		Contended:        m.contended.Load(),
+		Handoffs:         m.handoffs.Load(),
 		ExpiredTakeovers: m.takeovers.Load(),
 		Lost:             m.lostN.Load(),
 		Released:         m.released.Load(),
 		Held:             heldN,
+		Waiting:          waiting,
 	}
 }
 
@@ -466,7 +477,7 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 		// The liveness session ended (or Close began) while the grant was in
 		// flight: the lease belongs to a dead identity. Give it back.
 		l.finish(stateLost)
-		_ = m.release(context.WithoutCancel(ctx), l)
+		_ = m.releaseRow(context.WithoutCancel(ctx), l)
 		m.mu.Lock()
 		closed := m.state == mgrClosed
 		m.mu.Unlock()
@@ -498,12 +509,14 @@ func micros(d time.Duration) int64 {
 }
 
 // wait takes key, queueing behind this instance's other waiters for it.
-// deadline zero means no deadline; ttl 0 grants a reservation.
+// deadline zero means no deadline; ttl 0 grants a reservation. Besides its
+// own attempts, the head of the queue may be handed the lease directly by a
+// releasing holder of this instance (see Manager.release).
 func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadline time.Time) (*Lock, error) {
 	if err := m.usable(); err != nil {
 		return nil, err
 	}
-	w, q := m.enqueue(key)
+	w, q := m.enqueue(key, ttl)
 	var got *Lock
 	defer func() { m.dequeue(q, w, got) }()
 
@@ -514,6 +527,19 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 		deadlineC = t.C
 	}
 	waitedOnce := false
+	// handed receives a transfer's outcome: a lock, or nil when the transfer
+	// did not happen (the releaser then frees the key and wakes w).
+	handed := func(l *Lock) (*Lock, bool) {
+		m.mu.Lock()
+		w.claimed = false
+		m.mu.Unlock()
+		if l == nil {
+			return nil, false
+		}
+		got = l
+		m.waited.Add(1)
+		return l, true
+	}
 	immediate := 0 // consecutive retries without sleeping, bounded
 	for {
 		// Wait to be the head of this instance's queue for the key.
@@ -522,6 +548,11 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 			select {
 			case <-t.C:
 			case <-w.wake:
+			case l := <-w.handoff:
+				if l, ok := handed(l); ok {
+					t.Stop()
+					return l, nil
+				}
 			case <-ctx.Done():
 				t.Stop()
 				return nil, ctx.Err()
@@ -532,50 +563,60 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 			t.Stop()
 		}
 		m.mu.Lock()
-		gen, st := m.liveGen, m.state
+		gen, st, claimed := m.liveGen, m.state, w.claimed
+		if !claimed {
+			w.busy = true // a releaser must not hand w the lease while w asks the database
+		}
 		m.mu.Unlock()
 		if st == mgrClosed {
 			return nil, ErrClosed
 		}
-		l, err := m.attempt(ctx, key, ttl)
-		if l != nil {
-			got = l
-			if waitedOnce {
-				m.waited.Add(1)
-			}
-			return l, nil
-		}
 		var sleep time.Duration
-		switch {
-		case errors.Is(err, ErrClosed):
-			return nil, ErrClosed
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case errors.Is(err, errNotLive):
-			sleep = -1 // wait for the liveness session (gen) or the poll
-		case err != nil:
-			m.log.Warn("lock attempt failed; retrying", slog.String("lock_key", key), slog.Any("error", err))
-			sleep = m.jitter()
-		default:
-			m.contended.Add(1)
-			waitedOnce = true
-			free, remaining, err := m.markWanted(ctx, key)
+		if claimed {
+			sleep = m.jitter() // a transfer to w is in flight: wait for its outcome
+		} else {
+			l, err := m.attempt(ctx, key, ttl)
+			m.mu.Lock()
+			w.busy = false
+			m.mu.Unlock()
+			if l != nil {
+				got = l
+				if waitedOnce {
+					m.waited.Add(1)
+				}
+				return l, nil
+			}
 			switch {
-			case err != nil && ctx.Err() != nil:
+			case errors.Is(err, ErrClosed):
+				return nil, ErrClosed
+			case ctx.Err() != nil:
 				return nil, ctx.Err()
+			case errors.Is(err, errNotLive):
+				sleep = -1 // wait for the liveness session (gen) or the poll
 			case err != nil:
-				m.log.Warn("lock wait: mark wanted failed", slog.String("lock_key", key), slog.Any("error", err))
+				m.log.Warn("lock attempt failed; retrying", slog.String("lock_key", key), slog.Any("error", err))
 				sleep = m.jitter()
-			case free && immediate < 3:
-				immediate++
-				continue
-			case free:
-				sleep = time.Millisecond
-			case remaining >= 0:
-				// Wake when the lease expires (database clock, plus a little), or at the poll.
-				sleep = min(remaining+time.Millisecond, m.jitter())
 			default:
-				sleep = m.jitter()
+				m.contended.Add(1)
+				waitedOnce = true
+				free, remaining, err := m.markWanted(ctx, key)
+				switch {
+				case err != nil && ctx.Err() != nil:
+					return nil, ctx.Err()
+				case err != nil:
+					m.log.Warn("lock wait: mark wanted failed", slog.String("lock_key", key), slog.Any("error", err))
+					sleep = m.jitter()
+				case free && immediate < 3:
+					immediate++
+					continue
+				case free:
+					sleep = time.Millisecond
+				case remaining >= 0:
+					// Wake when the lease expires (database clock, plus a little), or at the poll.
+					sleep = min(remaining+time.Millisecond, m.jitter())
+				default:
+					sleep = m.jitter()
+				}
 			}
 		}
 		immediate = 0
@@ -587,6 +628,11 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 		case <-w.wake:
 		case <-gen:
 		case <-t.C:
+		case l := <-w.handoff:
+			if l, ok := handed(l); ok {
+				t.Stop()
+				return l, nil
+			}
 		case <-ctx.Done():
 			t.Stop()
 			return nil, ctx.Err()
@@ -636,7 +682,20 @@ func (m *Manager) closed() bool {
 	return m.state == mgrClosed
 }
 
+// release is Lock.Release's backend: when the head of this instance's queue
+// for the key is idle, the lease goes straight to it in one statement (a
+// handoff: one round trip instead of a release and a new grant); otherwise
+// the row is freed.
 func (m *Manager) release(ctx context.Context, l *Lock) error {
+	if done, err := m.transfer(ctx, l); done || err != nil {
+		return err
+	}
+	return m.releaseRow(ctx, l)
+}
+
+// releaseRow frees l's lease row if it still carries l's token, and NOTIFYs
+// when another instance waits for the key.
+func (m *Manager) releaseRow(ctx context.Context, l *Lock) error {
 	var notified bool
 	payload := strconv.FormatUint(keyHash(m.cfg.AppName, l.key), 16)
 	err := m.pool.QueryRow(ctx, m.q.release, m.cfg.AppName, l.key, l.token, l.owner, m.channel, payload).Scan(&notified)
@@ -645,6 +704,57 @@ func (m *Manager) release(ctx context.Context, l *Lock) error {
 		return nil
 	}
 	return err
+}
+
+// transfer hands l's lease to the idle head waiter of its key, if there is
+// one and no other instance waits for the key (so handoffs never starve
+// other instances). It reports whether the lease was handed over.
+//
+// Invariants: a waiter is claimed by at most one releaser (claimed), never
+// while it runs its own attempt (busy), and a claimed waiter always receives
+// exactly one value on handoff: the new Lock or nil.
+func (m *Manager) transfer(ctx context.Context, l *Lock) (bool, error) {
+	m.mu.Lock()
+	var w *waiter
+	if q := m.queues[l.key]; q != nil && len(q.waiters) > 0 {
+		if h := q.waiters[0]; !h.busy && !h.claimed && m.live && m.ownerID == l.owner && m.state == mgrStarted {
+			w = h
+			w.claimed = true
+		}
+	}
+	m.mu.Unlock()
+	if w == nil {
+		return false, nil
+	}
+	sent := time.Now()
+	var token int64
+	err := m.pool.QueryRow(ctx, m.q.transfer, m.cfg.AppName, l.key, l.token, l.owner, m.cfg.InstanceID, micros(w.ttl)).Scan(&token)
+	if err != nil {
+		w.handoff <- nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil // the lease moved on, or another instance waits: plain release
+		}
+		return false, err
+	}
+	nl := newLock(m, l.key, token, l.owner, sent, w.ttl)
+	m.mu.Lock()
+	ok := m.state == mgrStarted && m.live && m.ownerID == l.owner
+	if ok && nl.held() {
+		m.held[nl] = struct{}{}
+	}
+	m.mu.Unlock()
+	l.transferred.Store(true) // its end must not wake the queue: the new holder is in it
+	if !ok {
+		nl.finish(stateLost)
+		_ = m.releaseRow(context.WithoutCancel(ctx), nl)
+		w.handoff <- nil
+		return true, nil
+	}
+	m.acquired.Add(1)
+	m.handoffs.Add(1)
+	m.log.Debug("lock handed over", slog.String("lock_key", l.key), slog.Int64("token", token), slog.String("owner", m.cfg.InstanceID))
+	w.handoff <- nl
+	return true, nil
 }
 
 func (m *Manager) extend(ctx context.Context, l *Lock, ttl time.Duration) error {
@@ -671,8 +781,7 @@ func (m *Manager) checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error {
 func (m *Manager) forget(l *Lock, lost bool) {
 	m.mu.Lock()
 	delete(m.held, l)
-	q := m.queues[l.key]
-	if q != nil {
+	if q := m.queues[l.key]; q != nil && !l.transferred.Load() {
 		q.wakeHead()
 	}
 	m.mu.Unlock()

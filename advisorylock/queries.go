@@ -16,8 +16,8 @@ import (
 // a shared lock on a dead identity until the end of the transaction: harmless,
 // identities are never reused.) It is O(1), unlike a scan of pg_locks.
 type queries struct {
-	acquire, markWanted, release, releaseAll, extend, checkTx, sweep string
-	newOwner, lockOwner, listen                                      string
+	acquire, markWanted, release, transfer, releaseAll, extend, checkTx, sweep string
+	newOwner, lockOwner, listen                                                string
 }
 
 func buildQueries(schema, channel string) queries {
@@ -72,6 +72,31 @@ RETURNING (l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($4::int4, l
 SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now()
 WHERE l.app = $1 AND l.key = $2 AND l.token = $3
 RETURNING l.last_wanted NOT IN (0, $4) AND pg_notify($5, $6)::text IS NOT NULL`,
+
+		// $1 app, $2 key, $3 token being released, $4 owner_id, $5 owner, $6
+		// ttl µs of the new grant (0: no expiry). Hands the lease from one
+		// grant to the next of the same instance without freeing it: a new
+		// token, no gap. Only when no other instance waits (wanted_by), so
+		// handoffs cannot starve other instances. o takes the row lock FOR
+		// UPDATE, which waits for CheckTx's FOR KEY SHARE like a grant does
+		// (a plain UPDATE that leaves the key unchanged would not).
+		transfer: `WITH o AS (
+    SELECT 1 FROM ` + locks + `
+    WHERE app = $1 AND key = $2 AND token = $3 AND wanted_by IN (0, $4)
+    FOR UPDATE
+)
+UPDATE ` + locks + ` AS l SET
+    token       = nextval(` + tokens + `),
+    owner_id    = $4,
+    owner       = $5,
+    expires_at  = CASE WHEN $6::bigint > 0 THEN now() + $6::bigint * interval '1 microsecond' END,
+    wanted_by   = 0,
+    taken_from  = NULL,
+    acquired_at = now(),
+    updated_at  = now()
+FROM o
+WHERE l.app = $1 AND l.key = $2 AND l.token = $3 AND l.wanted_by IN (0, $4)
+RETURNING l.token`,
 
 		// $1 app, $2 keys, $3 tokens, $4 owner_id, $5 channel. Releases many
 		// grants in one statement (Close); one NOTIFY ("*": wake every

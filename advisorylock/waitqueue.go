@@ -1,5 +1,10 @@
 package advisorylock
 
+import (
+	"context"
+	"time"
+)
+
 // waitQueue holds this instance's waiters for one key in FIFO order. Only
 // the head polls the database; the others wait for it to leave. The queue
 // is guarded by Manager.mu.
@@ -10,7 +15,13 @@ type waitQueue struct {
 }
 
 type waiter struct {
-	wake chan struct{} // capacity 1: a pending wake-up is never lost nor blocks the sender
+	wake    chan struct{} // capacity 1: a pending wake-up is never lost nor blocks the sender
+	ttl     time.Duration // the lease the waiter asks for (0: reservation)
+	handoff chan *Lock    // capacity 1: the outcome of a transfer (see Manager.transfer)
+
+	// guarded by Manager.mu
+	busy    bool // running its own attempt: a releaser must not claim it
+	claimed bool // a releaser is transferring the lease to it; one value will arrive on handoff
 }
 
 func (w *waiter) signal() {
@@ -26,9 +37,9 @@ func (q *waitQueue) wakeHead() {
 	}
 }
 
-// enqueue appends a waiter for key.
-func (m *Manager) enqueue(key string) (*waiter, *waitQueue) {
-	w := &waiter{wake: make(chan struct{}, 1)}
+// enqueue appends a waiter for key asking for a lease of ttl.
+func (m *Manager) enqueue(key string, ttl time.Duration) (*waiter, *waitQueue) {
+	w := &waiter{wake: make(chan struct{}, 1), ttl: ttl, handoff: make(chan *Lock, 1)}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	q := m.queues[key]
@@ -55,7 +66,20 @@ func (m *Manager) isHead(q *waitQueue, w *waiter) bool {
 // m.mu, so one of the two wakes the new head).
 func (m *Manager) dequeue(q *waitQueue, w *waiter, l *Lock) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	claimed := w.claimed
+	m.dequeueLocked(q, w, l)
+	m.mu.Unlock()
+	if claimed {
+		// w leaves (ctx ended) while a releaser hands it the lease: take the
+		// outcome and give the lease back, which hands it to the next waiter
+		// or frees it.
+		if nl := <-w.handoff; nl != nil {
+			_ = nl.Release(context.Background())
+		}
+	}
+}
+
+func (m *Manager) dequeueLocked(q *waitQueue, w *waiter, l *Lock) {
 	wasHead := len(q.waiters) > 0 && q.waiters[0] == w
 	for i, x := range q.waiters {
 		if x == w {
