@@ -42,8 +42,9 @@
 //
 // # Atomicity
 //
-// Every call is one statement (one round trip): MGet, MSet and MDel
-// included. [Cache.SetValueInObject] and [Cache.DelValueInObject] merge the
+// Without a near cache, every read and write is one statement (one round
+// trip), MGet, MSet and MDel included (a near cache adds the invalidation to
+// each write's transaction). [Cache.SetValueInObject] and [Cache.DelValueInObject] merge the
 // field in SQL under the row lock and keep the entry's expiry (NocoBase read,
 // modified and rewrote the object without TTL). [Counter] increments are one
 // upsert: concurrent increments from any number of instances are never lost.
@@ -88,6 +89,13 @@
 // message), so it costs a few round trips more than a plain write; close
 // the Manager before the PubSub, since writes to near caches fail once the
 // PubSub is closed.
+//
+// # Bloom filters
+//
+// [Manager.CreateBloomFilter] gives NocoBase's experimental bloom filters
+// (Reserve, Add, MAdd, Exists) stored in the "bloom-filter" cache; on the
+// postgres store additions lock the filter's row, so they are atomic across
+// instances.
 //
 // # Failure model
 //
