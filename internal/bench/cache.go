@@ -36,6 +36,8 @@ type cacheValue struct {
 //   - cache.mget100.c1: MGet of 100 keys vs a raw SELECT … = ANY($3);
 //   - cache.mget100_bytes.c1: the same read as []byte (no JSON decoding),
 //     which isolates the library's own cost from decoding;
+//   - cache.near_set.c1: Set on a near-cache cache (a transaction with the
+//     upsert and the invalidation message) vs the raw upsert;
 //   - cache.near_hit.c1: a near-cache hit (JSON decoded) vs the raw point
 //     SELECT, and cache.near_hit_bytes.c1 the same hit read as []byte. These
 //     two are measured in separate phases (each side in steady state): an
@@ -151,6 +153,10 @@ ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = exclu
 		_, _, err := pgcache.Get[cacheValue](ctx, near, keys[i%100])
 		return err
 	}
+	nearSetOp := func(ctx context.Context, i int) error {
+		// Keys 500+ so the near_hit rows' hot keys stay cached.
+		return near.Set(ctx, keys[500+i%500], items[i%cacheKeys].Value, 0)
+	}
 	nearBytesOp := func(ctx context.Context, i int) error {
 		_, _, err := pgcache.Get[[]byte](ctx, near, keys[i%100])
 		return err
@@ -176,6 +182,7 @@ ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = exclu
 		{"cache.set.c1", "pgx upsert", n, 1, setOp, rawSetOp, alternate},
 		{"cache.mget100.c1", "pgx select = ANY (100 keys)", mgetN, 1, mgetOp, rawMGetOp, alternate},
 		{"cache.mget100_bytes.c1", "pgx select = ANY (100 keys)", mgetN, 1, mgetBytesOp, rawMGetOp, alternate},
+		{"cache.near_set.c1", "pgx upsert", n, 1, nearSetOp, rawSetOp, alternate},
 		{"cache.near_hit.c1", "pgx point select", n, 1, nearOp, raw, phased},
 		{"cache.near_hit_bytes.c1", "pgx point select", n, 1, nearBytesOp, raw, phased},
 	} {

@@ -28,7 +28,7 @@ func TestCacheSuiteRows(t *testing.T) {
 		require.Positive(t, r.CostRatio, r.Name)
 		t.Logf("%-20s pgcoord %10.1f us  %-28s %10.1f us  cost ratio %.3f", r.Name, r.Pgcoord, r.BaselineName, r.Baseline, r.CostRatio)
 	}
-	for _, want := range []string{"cache.get.c1", "cache.get.c8", "cache.set.c1", "cache.mget100.c1", "cache.mget100_bytes.c1", "cache.near_hit.c1", "cache.near_hit_bytes.c1"} {
+	for _, want := range []string{"cache.get.c1", "cache.get.c8", "cache.set.c1", "cache.mget100.c1", "cache.mget100_bytes.c1", "cache.near_set.c1", "cache.near_hit.c1", "cache.near_hit_bytes.c1"} {
 		require.True(t, names[want], want)
 	}
 	var n int
