@@ -1,0 +1,252 @@
+package listen
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+)
+
+// TestReconnectExactlyOnce10k publishes 10,000 messages (some too large to
+// travel inline, some in multi-message transactions) while the subscriber's
+// listener backend is killed again and again: every message arrives exactly once.
+func TestReconnectExactlyOnce10k(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	pub := started(t, db, "inst-pub", nil)
+	sub := started(t, db, "inst-sub", nil)
+
+	const total = 10000
+	var (
+		mu    sync.Mutex
+		seen  = make(map[int]int, total)
+		recvd atomic.Int64
+	)
+	_, err := sub.Subscribe(ctx, "ch", func(_ context.Context, m Message) error {
+		var p struct{ N int }
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			return err
+		}
+		mu.Lock()
+		seen[p.N]++
+		mu.Unlock()
+		recvd.Add(1)
+		return nil
+	}, &SubscribeOpts{BufferSize: 20000})
+	require.NoError(t, err)
+
+	pad := strings.Repeat("p", 9000)
+	const publishers = 4
+	published := make(chan error, publishers)
+	for g := range publishers {
+		go func() {
+			for i := g; i < total; {
+				var err error
+				switch {
+				case i%500 == 0: // by reference
+					err = pub.Publish(ctx, "ch", map[string]any{"n": i, "pad": pad}, nil)
+					i += publishers
+				case i%97 == 0 && i+publishers*2 < total: // three in one transaction
+					tx, berr := pub.pool.Begin(ctx)
+					if berr != nil {
+						published <- berr
+						return
+					}
+					for k := 0; k < 3 && err == nil; k++ {
+						err = pub.PublishTx(ctx, tx, "ch", map[string]int{"n": i}, nil)
+						i += publishers
+					}
+					if err == nil {
+						err = tx.Commit(ctx)
+					}
+				default:
+					err = pub.Publish(ctx, "ch", map[string]int{"n": i}, nil)
+					i += publishers
+				}
+				if err != nil {
+					published <- fmt.Errorf("publish %d: %w", i, err)
+					return
+				}
+			}
+			published <- nil
+		}()
+	}
+
+	// Kill the subscriber's sessions (its listener among them) over and over,
+	// each time after it reconnected and received some more messages.
+	killerDone := make(chan int)
+	stopKiller := make(chan struct{})
+	go func() {
+		kills := 0
+		ticker := time.NewTicker(2 * time.Millisecond)
+		defer ticker.Stop()
+		for {
+			before := sub.Stats().Reconnects
+			if _, err := db.TerminateBackends(ctx, "inst-sub"); err == nil {
+				kills++
+			}
+			from := recvd.Load()
+			deadline := time.Now().Add(10 * time.Second)
+			for sub.Stats().Reconnects == before || recvd.Load() < from+300 {
+				select {
+				case <-stopKiller:
+					killerDone <- kills
+					return
+				case <-ticker.C:
+				}
+				if time.Now().After(deadline) {
+					break
+				}
+			}
+		}
+	}()
+	for range publishers {
+		require.NoError(t, <-published)
+	}
+	close(stopKiller)
+	kills := <-killerDone
+
+	require.Eventually(t, func() bool { return recvd.Load() >= total }, 60*time.Second, 10*time.Millisecond,
+		"received %d of %d", recvd.Load(), total)
+	// Another round trip after everything arrived: nothing more comes.
+	got := subscribe(t, sub, "end", nil)
+	barrier(t, pub, got, "end")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seen, total)
+	for n, c := range seen {
+		require.Equal(t, 1, c, "message %d delivered %d times", n, c)
+	}
+	require.Equal(t, int64(total), recvd.Load())
+	st := sub.Stats()
+	t.Logf("kills=%d reconnects=%d caught_up=%d", kills, st.Reconnects, st.CaughtUp)
+	require.Positive(t, st.Reconnects)
+}
+
+// TestReconnectResync: after the listener is killed, Healthy turns false,
+// the subscription gets OnResync before the messages it missed, and then
+// Healthy is true again.
+func TestReconnectResync(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	pub := started(t, db, "inst-pub", nil)
+	sub := instance(t, db, "inst-sub", &Config{ReconnectMaxDelay: 50 * time.Millisecond})
+	var (
+		mu     sync.Mutex
+		events []string
+	)
+	_, err := sub.Subscribe(ctx, "ch", func(_ context.Context, m Message) error {
+		mu.Lock()
+		events = append(events, string(m.Payload))
+		mu.Unlock()
+		return nil
+	}, &SubscribeOpts{OnResync: func(context.Context) {
+		mu.Lock()
+		events = append(events, "resync")
+		mu.Unlock()
+	}})
+	require.NoError(t, err)
+	require.NoError(t, sub.Start(ctx))
+	require.True(t, sub.Healthy())
+
+	require.NoError(t, pub.Publish(ctx, "ch", "before", nil))
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 1 }, waitFor, tick)
+
+	pid := sub.listenerPID.Load()
+	_, err = db.Pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, int32(pid))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return !sub.Healthy() }, waitFor, tick)
+	// Missed while disconnected or reconnecting.
+	require.NoError(t, pub.Publish(ctx, "ch", "during", nil))
+	require.Eventually(t, func() bool { return sub.Healthy() }, waitFor, tick)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= 3 }, waitFor, tick)
+	require.NoError(t, pub.Publish(ctx, "ch", "after", nil))
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= 4 }, waitFor, tick)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{`"before"`, "resync", `"during"`, `"after"`}, events)
+	require.NotEqual(t, pid, sub.listenerPID.Load())
+	require.Equal(t, int64(1), sub.Stats().Reconnects)
+}
+
+// TestCatchUpOutOfOrderCommit drives the listener's catch-up directly: a
+// transaction that allocated its id first but commits after a later
+// message was read is still caught up, because the watermark is the
+// snapshot's xmin and not the highest id seen.
+func TestCatchUpOutOfOrderCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	pub := instance(t, db, "inst-pub", nil)
+	sub := instance(t, db, "inst-sub", nil) // not started: the test plays its listener
+	got := subscribe(t, sub, "ch", nil)
+	l := &listener{ps: sub}
+	conn, err := l.connect(ctx, true)
+	require.NoError(t, err)
+	defer conn.Close(ctx) //nolint:errcheck
+
+	slow, err := pub.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer slow.Rollback(ctx) //nolint:errcheck
+	require.NoError(t, pub.PublishTx(ctx, slow, "ch", "first-id-commits-last", nil))
+	require.NoError(t, pub.Publish(ctx, "ch", "second-id-commits-first", nil))
+
+	require.NoError(t, l.catchUp(ctx, conn, false))
+	got.waitLen(t, 1)
+	require.Equal(t, []string{`"second-id-commits-first"`}, got.payloads())
+	sub.dmu.Lock()
+	wm := sub.watermark
+	sub.dmu.Unlock()
+	var slowXid uint64
+	require.NoError(t, slow.QueryRow(ctx, `SELECT pg_current_xact_id()`).Scan(&slowXid))
+	require.LessOrEqual(t, wm, slowXid, "the watermark must not pass an open transaction")
+	require.NoError(t, slow.Commit(ctx))
+	require.NoError(t, l.catchUp(ctx, conn, false))
+	require.NoError(t, l.catchUp(ctx, conn, false)) // idempotent
+	got.waitLen(t, 2)
+	require.Equal(t, []string{`"second-id-commits-first"`, `"first-id-commits-last"`}, got.payloads())
+	msgs := got.all()
+	require.Less(t, msgs[1].ID, msgs[0].ID)
+}
+
+func TestPrune(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	a := started(t, db, "inst-a", &Config{Retention: time.Hour, PruneInterval: -1})
+	other := started(t, db, "inst-o", &Config{AppName: "other", Retention: time.Hour, PruneInterval: -1})
+	for i := range 5 {
+		require.NoError(t, a.Publish(ctx, "ch", i, nil))
+		require.NoError(t, other.Publish(ctx, "ch", i, nil))
+	}
+	_, err := db.Pool.Exec(ctx, `UPDATE pgcoord.messages SET published_at = now() - interval '2 hours' WHERE payload::text IN ('0', '1', '2')`)
+	require.NoError(t, err)
+
+	// While another session holds the prune lock, this instance skips.
+	lockTx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer lockTx.Rollback(ctx) //nolint:errcheck
+	_, err = lockTx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, a.pruneKey)
+	require.NoError(t, err)
+	n, err := a.prune(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	require.NoError(t, lockTx.Rollback(ctx))
+
+	n, err = a.prune(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), n) // app's old rows only
+	var left int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.messages`).Scan(&left))
+	require.Equal(t, 7, left)
+}
