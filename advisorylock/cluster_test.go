@@ -499,6 +499,9 @@ func TestLocalWaitersFIFOWithHandoff(t *testing.T) {
 			results <- err
 		}()
 		require.Eventually(t, func() bool { return m.Stats().Waiting == int64(i) }, 30*time.Second, time.Millisecond)
+		if i == 1 {
+			waitContended(t, m, 1) // the head has made its attempt: it is idle, ready for a handoff
+		}
 	}
 	require.NoError(t, l0.Release(ctx))
 	for range 3 {
