@@ -57,8 +57,9 @@ type Config struct {
 	// PollInterval is the waiters' backstop when no NOTIFY arrives (an
 	// instance that dies sends none). Defaults to DefaultPollInterval.
 	PollInterval time.Duration
-	// HealthCheckInterval is how often the idle liveness session is pinged.
-	// Defaults to DefaultHealthCheckInterval.
+	// HealthCheckInterval is how often the idle liveness session is pinged;
+	// a ping gets twice this long (at least 10s) to answer. Defaults to
+	// DefaultHealthCheckInterval.
 	HealthCheckInterval time.Duration
 	// Retention is how long a free lease row (released, expired, or owned by
 	// a dead instance) stays before the sweeper deletes it. Defaults to

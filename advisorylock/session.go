@@ -12,6 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// minPingTimeout bounds the health-check ping from below: a slow answer on a
+// loaded server must not count as a dead session (which would drop every lock).
+const minPingTimeout = 10 * time.Second
+
 // session is the liveness session: one dedicated connection per Manager that
 // holds the session advisory lock (class, ownerID) for its whole life and
 // LISTENs for releases. Leases name ownerID; when this connection's backend
@@ -108,7 +112,7 @@ func (m *Manager) serve(ctx context.Context, s *session) error {
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !s.conn.IsClosed():
 			// Idle: check that the session is still there.
-			pctx, pcancel := context.WithTimeout(ctx, m.cfg.HealthCheckInterval)
+			pctx, pcancel := context.WithTimeout(ctx, max(2*m.cfg.HealthCheckInterval, minPingTimeout))
 			err = s.conn.Ping(pctx)
 			pcancel()
 			if err != nil {
