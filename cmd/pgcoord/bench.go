@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgcoord/pgcoord/internal/bench"
+	"github.com/pgcoord/pgcoord/migrations"
+)
+
+// suites are the per-package benchmarks, in the order `all` runs them.
+var suites = []struct {
+	name string
+	run  bench.Suite
+}{
+	{"cache", bench.Cache},
+	{"listen", bench.Listen},
+	{"queue", bench.Queue},
+	{"lock", bench.Lock},
+}
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pgcoord bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var db dbFlags
+	db.register(fs)
+	asJSON := fs.Bool("json", false, `one JSON object per line: {"name","pgcoord","baseline","baseline_name","unit","cost_ratio"}`)
+	ops := fs.Int("ops", 0, "operations per measurement (default: each suite's own)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: pgcoord bench [cache|listen|queue|lock|all] [--json] [flags]
+
+Measures each pgcoord operation side by side with the raw PostgreSQL primitive
+it is built on, in the same run on the same server, and prints both figures
+and their cost ratio (pgcoord's cost over the baseline's: latency / latency, or
+baseline throughput / pgcoord throughput; 1.0 = as fast as the raw primitive).
+Without a database URL it starts a throwaway local PostgreSQL.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	which := "all"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		which, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var selected []bench.Suite
+	var names []string
+	for _, s := range suites {
+		if which == "all" || which == s.name {
+			selected = append(selected, s.run)
+			names = append(names, s.name)
+		}
+	}
+	if len(selected) == 0 {
+		fs.Usage()
+		return fmt.Errorf("unknown suite %q: want cache, listen, queue, lock or all", which)
+	}
+
+	pool, local, err := db.open(ctx, true, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		pool.Close()
+		if local != nil {
+			_ = local.Stop(context.WithoutCancel(ctx))
+		}
+	}()
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if _, err := migrations.Up(ctx, pool, &migrations.Options{Schema: db.schema, Logger: logger}); err != nil {
+		return err
+	}
+	opts := bench.Options{Ops: *ops, Schema: db.schema, Prefix: fmt.Sprintf("bench%d", time.Now().UnixNano())}
+
+	var all []bench.Row
+	for i, run := range selected {
+		fmt.Fprintf(stderr, "pgcoord bench: running %s...\n", names[i])
+		rows, err := run(ctx, pool, opts)
+		if err != nil {
+			return fmt.Errorf("bench %s: %w", names[i], err)
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			for _, r := range rows {
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			}
+		}
+		all = append(all, rows...)
+	}
+	if *asJSON {
+		return nil
+	}
+	return printRows(stdout, all)
+}
+
+func printRows(w io.Writer, rows []bench.Row) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "NAME\tPGCOORD\tBASELINE\tUNIT\tCOST RATIO\tBASELINE IS\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%s\t%.2f\t%s\t\n", r.Name, r.Pgcoord, r.Baseline, r.Unit, r.CostRatio, r.BaselineName)
+	}
+	return tw.Flush()
+}

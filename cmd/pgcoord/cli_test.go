@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/listen"
+	"github.com/pgcoord/pgcoord/pgcache"
+	"github.com/pgcoord/pgcoord/queue"
+)
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestHelpAndUnknownCommand(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCLI(t, "--help")
+	require.Zero(t, code)
+	for _, cmd := range []string{"migrate", "demo", "inspect", "bench"} {
+		require.Contains(t, out, "pgcoord "+cmd)
+	}
+	code, _, errOut := runCLI(t, "frobnicate")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, `unknown command "frobnicate"`)
+	for _, cmd := range []string{"migrate", "inspect", "bench"} {
+		code, _, errOut := runCLI(t, cmd, "--help")
+		require.Zero(t, code, cmd)
+		require.Contains(t, errOut, "Usage: pgcoord "+cmd, cmd)
+	}
+}
+
+func TestMigrateAgainstRealDatabase(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+
+	code, _, errOut := runCLI(t, "migrate", "down", "--database-url", db.URL)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "needs --to N")
+
+	code, out, errOut := runCLI(t, "migrate", "down", "--to", "0", "--database-url", db.URL)
+	require.Zero(t, code, errOut)
+	require.Contains(t, out, "river_001")
+
+	code, out, _ = runCLI(t, "migrate", "status", "--database-url", db.URL)
+	require.Zero(t, code)
+	require.Contains(t, out, "pending")
+	require.NotContains(t, out, "20") // no applied timestamps
+
+	code, out, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL)
+	require.Zero(t, code, errOut)
+	require.Contains(t, out, "river_008")
+	code, out, _ = runCLI(t, "migrate", "up", "--database-url", db.URL)
+	require.Zero(t, code)
+	require.Contains(t, out, "nothing to apply")
+
+	code, out, _ = runCLI(t, "migrate", "status", "--database-url", db.URL)
+	require.Zero(t, code)
+	require.NotContains(t, out, "pending")
+
+	code, _, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL, "--schema", "Bad;Schema")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "invalid schema name")
+}
+
+func TestNoDatabaseSaysWhatToDo(t *testing.T) {
+	t.Setenv("PGCOORD_DATABASE_URL", "")
+	code, _, errOut := runCLI(t, "inspect")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "set PGCOORD_DATABASE_URL")
+}
+
+func TestInspectShowsLiveState(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+
+	locks, err := advisorylock.New(db.Pool, &advisorylock.Config{AppName: "shop", InstanceID: "node-a"})
+	require.NoError(t, err)
+	require.NoError(t, locks.Start(ctx))
+	t.Cleanup(func() { _ = locks.Close(context.Background()) })
+	l, err := locks.Acquire(ctx, "orders:42", time.Hour)
+	require.NoError(t, err)
+
+	mgr, err := pgcache.NewManager(db.Pool, &pgcache.ManagerConfig{AppName: "shop"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mgr.Close(context.Background()) })
+	c, err := mgr.CreateCache(ctx, pgcache.CacheConfig{Name: "auth"})
+	require.NoError(t, err)
+	require.NoError(t, c.Set(ctx, "token", "abc", 0))
+
+	q, err := queue.New(db.Pool, &queue.Config{AppName: "shop", InstanceID: "node-a"})
+	require.NoError(t, err)
+	_, err = q.Publish(ctx, "emails", map[string]string{"to": "x"}, nil)
+	require.NoError(t, err)
+
+	ps, err := listen.New(db.Pool, &listen.Config{AppName: "shop", InstanceID: "node-a"})
+	require.NoError(t, err)
+	require.NoError(t, ps.Start(ctx))
+	t.Cleanup(func() { _ = ps.Close(context.Background()) })
+	require.NoError(t, ps.Publish(ctx, "orders.changed", 42, nil))
+
+	code, out, errOut := runCLI(t, "inspect", "--json", "--database-url", db.URL)
+	require.Zero(t, code, errOut)
+	var rep Report
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.Len(t, rep.Locks, 1)
+	require.Equal(t, "orders:42", rep.Locks[0].Key)
+	require.Equal(t, "node-a", rep.Locks[0].Owner)
+	require.Equal(t, l.Token(), rep.Locks[0].Token)
+	require.NotNil(t, rep.Locks[0].ExpiresIn)
+	require.Len(t, rep.Queues, 1)
+	require.Equal(t, "emails", rep.Queues[0].Channel)
+	require.Equal(t, "available", rep.Queues[0].State)
+	require.Len(t, rep.Caches, 1)
+	require.Equal(t, "shop", rep.Caches[0].App)
+	require.EqualValues(t, 1, rep.Caches[0].Entries)
+	require.Len(t, rep.Channels, 1)
+	require.Equal(t, "orders.changed", rep.Channels[0].Channel)
+	require.NotEmpty(t, rep.Listens, "the PubSub's LISTEN session is visible")
+
+	// Released locks disappear from the report; the table form prints.
+	require.NoError(t, l.Release(ctx))
+	code, out, _ = runCLI(t, "inspect", "--database-url", db.URL)
+	require.Zero(t, code)
+	require.Contains(t, out, "LOCKS HELD")
+	require.NotContains(t, out, "orders:42")
+	require.True(t, strings.Contains(out, "emails"))
+}

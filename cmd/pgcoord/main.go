@@ -1,0 +1,142 @@
+// Command pgcoord runs pgcoord's migrations, a three-instance demo of the
+// NocoBase cluster guide's scenarios, an inspector of live coordination state,
+// and the side-by-side benchmark.
+//
+//	pgcoord migrate up|down|status   apply, roll back or list migrations
+//	pgcoord demo                     three instances act out the four scenarios
+//	pgcoord inspect [--json]         locks, queues, caches and messages of a live database
+//	pgcoord bench [suite] [--json]   pgcoord vs the raw PostgreSQL primitive
+//
+// The database comes from --database-url or PGCOORD_DATABASE_URL. demo and
+// bench start a throwaway local PostgreSQL when neither is set.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/internal/pglocal"
+)
+
+const usage = `pgcoord: cluster coordination on the PostgreSQL you already run.
+
+Usage:
+  pgcoord migrate up|down|status [flags]   apply, roll back or list migrations
+  pgcoord demo [flags]                     three instances act out the cluster guide's four scenarios
+  pgcoord inspect [--json] [flags]         show locks, queues, caches and messages of a live database
+  pgcoord bench [cache|listen|queue|lock|all] [--json]
+                                           pgcoord vs the raw PostgreSQL primitive, side by side
+
+Every command takes --database-url (default: $PGCOORD_DATABASE_URL) and
+--schema (default: $PGCOORD_SCHEMA, else "pgcoord"). demo and bench start a
+throwaway local PostgreSQL when no database URL is given.
+
+Run "pgcoord <command> --help" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	var err error
+	switch args[0] {
+	case "migrate":
+		err = cmdMigrate(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "node":
+		err = cmdNode(ctx, args[1:], stdout, stderr)
+	case "inspect":
+		err = cmdInspect(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(ctx, args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "pgcoord: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintln(stderr, "pgcoord:", err)
+		return 1
+	}
+}
+
+var errUsage = errors.New("usage")
+
+// dbFlags are the connection flags every command shares.
+type dbFlags struct {
+	url    string
+	schema string
+}
+
+func (d *dbFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.url, "database-url", os.Getenv("PGCOORD_DATABASE_URL"), "PostgreSQL connection string (env PGCOORD_DATABASE_URL)")
+	def := os.Getenv("PGCOORD_SCHEMA")
+	if def == "" {
+		def = "pgcoord"
+	}
+	fs.StringVar(&d.schema, "schema", def, "schema holding pgcoord's tables (env PGCOORD_SCHEMA)")
+}
+
+// errNoDatabase tells the user what to do when no database is reachable.
+var errNoDatabase = errors.New("no database: set PGCOORD_DATABASE_URL (or --database-url) to a PostgreSQL connection string")
+
+// open connects to --database-url. When it is empty and throwaway is true it
+// starts a local PostgreSQL from the server binaries, returned for Stop.
+func (d *dbFlags) open(ctx context.Context, throwaway bool, stderr io.Writer) (*pgxpool.Pool, *pglocal.Server, error) {
+	url := d.url
+	var local *pglocal.Server
+	if url == "" {
+		if !throwaway {
+			return nil, nil, errNoDatabase
+		}
+		fmt.Fprintln(stderr, "pgcoord: PGCOORD_DATABASE_URL is not set; starting a throwaway local PostgreSQL")
+		var err error
+		local, err = pglocal.Start(ctx)
+		if err != nil {
+			if errors.Is(err, pglocal.ErrNoPostgres) {
+				return nil, nil, fmt.Errorf("no PostgreSQL found: install it with apt-get install -y postgresql, or set PGCOORD_DATABASE_URL")
+			}
+			return nil, nil, err
+		}
+		url = local.URL()
+		d.url = url
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err == nil {
+		err = pool.Ping(ctx)
+	}
+	if err != nil {
+		if local != nil {
+			_ = local.Stop(context.WithoutCancel(ctx))
+		}
+		return nil, nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	return pool, local, nil
+}
