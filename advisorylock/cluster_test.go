@@ -551,3 +551,38 @@ func TestHandoffsDoNotStarveOtherInstances(t *testing.T) {
 	require.NoError(t, l.Release(ctx))
 	require.NoError(t, g.Wait())
 }
+
+// Release while the holder's own CheckTx transaction is still open neither
+// blocks nor lets the next holder in before that transaction ends.
+func TestReleaseInsideOwnCheckedTx(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	m := instance(t, db, "inst-a", nil)
+	l, err := m.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	got := make(chan *advisorylock.Lock, 1)
+	go func() {
+		l2, err := m.Acquire(ctx, "k", time.Minute)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l2
+	}()
+	waitContended(t, m, 1) // a local waiter is queued: Release would hand over
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	require.NoError(t, l.CheckTx(ctx, tx))
+	require.NoError(t, l.Release(ctx), "does not wait for the open transaction")
+	require.Eventually(t, func() bool { // the waiter's grant waits for tx's row lock
+		var waiting bool
+		err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = 'inst-a' AND wait_event_type = 'Lock')`).Scan(&waiting)
+		return err == nil && waiting
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Empty(t, got)
+	require.NoError(t, tx.Commit(ctx))
+	l2 := <-got
+	require.Greater(t, l2.Token(), l.Token())
+	require.NoError(t, l2.Release(ctx))
+}

@@ -80,6 +80,14 @@
 // hash of app and key), when the lease expires, or at a jittered poll
 // ([Config.PollInterval]) that covers instances that died without a word.
 //
+// Handoff: when a lock is released while a waiter of the same Manager heads
+// the key's queue, idle, and no other instance has marked the key wanted,
+// Release moves the lease to that waiter in one statement (new token, no
+// free gap) instead of freeing it and letting the waiter try again. As soon
+// as another instance waits, releases free the key, so handoffs never starve
+// other instances. A handoff never waits for a transaction holding the row
+// (SKIP LOCKED): Release then frees it plainly.
+//
 // Rows free for longer than [Config.Retention] are deleted by a sweeper in
 // every instance (bounded batches, SKIP LOCKED).
 //

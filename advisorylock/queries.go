@@ -78,12 +78,16 @@ RETURNING l.last_wanted NOT IN (0, $4) AND pg_notify($5, $6)::text IS NOT NULL`,
 		// grant to the next of the same instance without freeing it: a new
 		// token, no gap. Only when no other instance waits (wanted_by), so
 		// handoffs cannot starve other instances. o takes the row lock FOR
-		// UPDATE, which waits for CheckTx's FOR KEY SHARE like a grant does
-		// (a plain UPDATE that leaves the key unchanged would not).
+		// UPDATE, which conflicts with CheckTx's FOR KEY SHARE like a grant
+		// (a plain UPDATE that leaves the key unchanged would not), and SKIP
+		// LOCKED: while any transaction holds the row (the releasing
+		// holder's own CheckTx transaction, still open, included) there is
+		// no handoff, and Release falls back to a plain release that never
+		// waits, rather than waiting for that transaction.
 		transfer: `WITH o AS (
     SELECT 1 FROM ` + locks + `
     WHERE app = $1 AND key = $2 AND token = $3 AND wanted_by IN (0, $4)
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE ` + locks + ` AS l SET
     token       = nextval(` + tokens + `),
