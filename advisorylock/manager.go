@@ -343,7 +343,10 @@ func (m *Manager) signalLocked() {
 // it ends after ttl unless extended (use RunExclusive to renew while working).
 // Waiters of one instance queue in FIFO order; across instances the first to
 // try after a release wins. Errors: ErrInvalidKey, ErrInvalidTTL, ctx's error,
-// ErrNotStarted, ErrClosed.
+// ErrNotStarted, ErrClosed. When ctx ends while a grant statement is in
+// flight, that statement is allowed to finish (it may wait for a transaction
+// that holds the lease row with CheckTx) and a grant it made is given back,
+// so a cancelled call never leaves a lease behind.
 func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
 	if err := checkArgs(key, ttl, "ttl"); err != nil {
 		return nil, fmt.Errorf("advisorylock: acquire: %w", err)
@@ -457,7 +460,7 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 		token     int64
 		takenFrom *string
 	)
-	err := m.pool.QueryRow(ctx, m.q.acquire, m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class).Scan(&token, &takenFrom)
+	err := m.grantRow(ctx, m.q.acquire, []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class}, &token, &takenFrom)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -465,6 +468,12 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 		return nil, err
 	}
 	l := newLock(m, key, token, owner, sent, ttl)
+	if ctx.Err() != nil {
+		// Granted, but the caller gave up meanwhile: give it back.
+		l.finish(stateReleased)
+		_ = m.releaseRow(context.WithoutCancel(ctx), l)
+		return nil, ctx.Err()
+	}
 	m.mu.Lock()
 	ok := m.state == mgrStarted && m.live && m.ownerID == owner
 	// A lease shorter than this round trip may already have hit its local
@@ -496,6 +505,25 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 		m.log.Debug("lock acquired", attrs...)
 	}
 	return l, nil
+}
+
+// grantStatementTimeout bounds a granting statement once sent.
+const grantStatementTimeout = 30 * time.Second
+
+// grantRow runs a statement that may grant a lease. Waiting for a pooled
+// connection follows ctx, but once sent the statement is not cancelled with
+// ctx (only after grantStatementTimeout): a grant committed by the server
+// after the client stopped listening would be held by nobody, and a
+// reservation has no TTL to end it. Callers check ctx afterwards.
+func (m *Manager) grantRow(ctx context.Context, sql string, args []any, dest ...any) error {
+	conn, err := m.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grantStatementTimeout)
+	defer cancel()
+	return conn.QueryRow(sctx, sql, args...).Scan(dest...)
 }
 
 func micros(d time.Duration) int64 {
@@ -729,7 +757,7 @@ func (m *Manager) transfer(ctx context.Context, l *Lock) (bool, error) {
 	}
 	sent := time.Now()
 	var token int64
-	err := m.pool.QueryRow(ctx, m.q.transfer, m.cfg.AppName, l.key, l.token, l.owner, m.cfg.InstanceID, micros(w.ttl)).Scan(&token)
+	err := m.grantRow(ctx, m.q.transfer, []any{m.cfg.AppName, l.key, l.token, l.owner, m.cfg.InstanceID, micros(w.ttl)}, &token)
 	if err != nil {
 		w.handoff <- nil
 		if errors.Is(err, pgx.ErrNoRows) {
