@@ -176,6 +176,13 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 			return err
 		}
 		ps.dispatch(envs, false)
+	case 'B':
+		envs, err := parseBatch(n.Payload)
+		if err != nil {
+			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
+			return nil
+		}
+		ps.dispatch(envs, false)
 	case 'W':
 		return l.catchUp(qctx, conn, false)
 	}
@@ -319,7 +326,7 @@ func parseInline(p string) (envelope, error) {
 	}
 	env.msg.ID = nums[0]
 	env.xid = xid
-	env.msg.PublishedAt = time.UnixMicro(nums[2])
+	env.msg.PublishedAt = microsTime(nums[2])
 	env.skipSelf = nums[3]&1 != 0
 	env.onlySelf = nums[3]&2 != 0
 	env.msg.Sender = rest[:sl]
@@ -344,3 +351,5 @@ func parseRef(p string) (int64, uint64, error) {
 	}
 	return id, xid, nil
 }
+
+func microsTime(us int64) time.Time { return time.UnixMicro(us) }

@@ -267,7 +267,8 @@ type PubSub struct {
 
 	healthy     atomic.Bool
 	listenerPID atomic.Uint32
-	wg          sync.WaitGroup // listener and pruner
+	pubCh       chan *pubReq   // Publish requests; created with the publisher goroutines, guarded by mu
+	wg          sync.WaitGroup // listener, pruner and publishers
 	subWG       sync.WaitGroup // subscription goroutines
 
 	stats struct {
@@ -276,7 +277,7 @@ type PubSub struct {
 }
 
 type statements struct {
-	publish, publishTx, initial, catchUp, fetch, prune string
+	publish, publishMany, publishTx, initial, catchUp, fetch, prune string
 }
 
 // New returns a PubSub for the instance whose pool is pool. It does not touch
@@ -321,6 +322,25 @@ func buildStatements(t string) statements {
 			SELECT id, xid, published_at, pg_notify($7, CASE WHEN $8::text = '' THEN 'R' || id || ',' || xid
 				ELSE 'I' || id || ',' || xid || ',' || (extract(epoch FROM published_at) * 1000000)::bigint || ',' || $8::text END)
 			FROM m`,
+		// Several concurrent Publish calls of this instance in one
+		// statement: one commit and one notification carrying all of them
+		// (or a wake-up when they do not fit). The rows are inserted in
+		// argument order, so their ids ascend in that order.
+		publishMany: `WITH m AS (
+				INSERT INTO ` + t + ` (app, channel, sender, skip_self, only_self, payload)
+				SELECT $1, u.c, $2, u.s, u.o, u.p::json
+				FROM unnest($3::text[], $4::bool[], $5::bool[], $6::text[]) WITH ORDINALITY AS u(c, s, o, p, n)
+				ORDER BY u.n
+				RETURNING id, xid, published_at, channel, skip_self, only_self, payload::text AS p
+			), b AS (
+				SELECT string_agg(id || ',' || xid || ',' || (extract(epoch FROM published_at) * 1000000)::bigint || ','
+					|| (skip_self::int + 2 * only_self::int) || ',' || octet_length(channel) || ',' || octet_length(p) || ':'
+					|| channel || p, '' ORDER BY id) AS body
+				FROM m
+			), n AS (
+				SELECT pg_notify($7, CASE WHEN octet_length(b.body) <= $9 THEN 'B' || $8::text || b.body ELSE 'W' END) FROM b
+			)
+			SELECT m.id, m.xid, m.published_at FROM m, n ORDER BY m.id`,
 		// In a caller's transaction the notification is a constant wake-up:
 		// PostgreSQL folds identical notifications of one transaction, so a
 		// transaction that publishes many messages sends one NOTIFY.
@@ -339,7 +359,7 @@ func buildStatements(t string) statements {
 		fetch: `SELECT id, xid, channel, sender, skip_self, only_self, payload::text, published_at
 			FROM ` + t + ` WHERE app = $1 AND id = ANY($2) ORDER BY xid, id`,
 		prune: `DELETE FROM ` + t + ` WHERE id IN (SELECT id FROM ` + t + `
-			WHERE app = $1 AND published_at < now() - $2::interval ORDER BY published_at LIMIT $3)`,
+			WHERE app = $1 AND published_at < now() - $2::interval LIMIT $3)`,
 	}
 }
 
@@ -570,35 +590,34 @@ func inlineRest(a publishArgs, sender string) string {
 
 // Publish writes a message to the log and notifies the app's instances, in
 // one autocommit statement. By default every other instance of the app
-// receives it and the publisher does not; see [PublishOpts].
+// receives it and the publisher does not; see [PublishOpts]. Concurrent
+// Publish calls of one instance are grouped into one statement (one commit,
+// one NOTIFY), which is what keeps NOTIFY's commit serialisation cheap.
 //
 // payload is any value json.Marshal accepts; a [json.RawMessage] or []byte
 // must already be valid JSON text and is sent byte for byte. Errors:
 // ErrClosed, ErrInvalidChannel, ErrInvalidPayload, ErrPayloadTooLarge (in all
-// of which nothing was written), ctx's error, or the database's.
+// of which nothing was written), ctx's error, or the database's. As with any
+// statement, a Publish whose ctx ends while it runs may still have been
+// committed (and delivered).
 func (ps *PubSub) Publish(ctx context.Context, channel string, payload any, opts *PublishOpts) error {
 	a, err := ps.prepare(ctx, channel, payload, opts)
 	if err != nil {
 		return err
 	}
-	var env envelope
-	err = ps.pool.QueryRow(ctx, ps.sql.publish,
-		ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload),
-		ps.physChannel, inlineRest(a, ps.cfg.InstanceID),
-	).Scan(&env.msg.ID, &env.xid, &env.msg.PublishedAt, nil)
-	if err != nil {
-		return fmt.Errorf("listen: publish %q: %w", channel, err)
+	req := &pubReq{ctx: ctx, args: a, done: make(chan error, 1)}
+	if err := ps.enqueuePublish(ctx, req); err != nil {
+		return err
 	}
-	ps.stats.published.Add(1)
-	if !a.skipSelf {
-		// The row is committed: deliver locally now rather than after the
-		// notification's round trip. Deduplication by id makes the
-		// notification a no-op when it arrives.
-		env.msg.Channel, env.msg.Payload, env.msg.Sender = a.channel, a.payload, ps.cfg.InstanceID
-		env.skipSelf, env.onlySelf = a.skipSelf, a.onlySelf
-		ps.dispatchLocal(env)
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return fmt.Errorf("listen: publish %q: %w", channel, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
 // PublishTx writes a message in the caller's transaction. It is delivered
