@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -16,7 +18,12 @@ func TestLockSuiteRows(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var suite Suite = Lock
-	rows, err := suite(ctx, db.Pool, Options{Ops: 64, Schema: db.Schema})
+	ops := 64
+	// PGCOORD_BENCH_LOCK_OPS=2000 measures at a realistic size (go test -v -run TestLockSuiteRows).
+	if n, err := strconv.Atoi(os.Getenv("PGCOORD_BENCH_LOCK_OPS")); err == nil && n > 0 {
+		ops = n
+	}
+	rows, err := suite(ctx, db.Pool, Options{Ops: ops, Schema: db.Schema})
 	require.NoError(t, err)
 	want := map[string]string{"lock.uncontended.c1": "us", "lock.handoff.c8": "ops/s"}
 	require.Len(t, rows, len(want))
