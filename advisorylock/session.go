@@ -53,6 +53,16 @@ func (m *Manager) connect(ctx context.Context) (*session, error) {
 		if _, err := conn.Exec(ctx, m.q.listen); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
+		// Behind a transaction-mode pooler consecutive statements may run in
+		// different server sessions: the identity lock and LISTEN would not
+		// stay with this connection. Fail instead of handing out locks.
+		var same bool
+		if err := conn.QueryRow(ctx, `SELECT $1 = ANY (ARRAY(SELECT pg_listening_channels()))`, m.channel).Scan(&same); err != nil {
+			return fmt.Errorf("check session: %w", err)
+		}
+		if !same {
+			return errors.New("the connection does not keep its server session (a transaction-mode pooler?): session advisory locks and LISTEN need a direct or session-mode connection")
+		}
 		return nil
 	}()
 	if err != nil {
