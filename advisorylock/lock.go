@@ -31,7 +31,7 @@ var (
 type backend interface {
 	// release frees l's lease if l still holds it; a no-op otherwise.
 	release(ctx context.Context, l *Lock) error
-	// extend sets l's lease to end ttl from now. It returns errNotHeldBackend
+	// extend sets l's lease to end ttl from now. It returns ErrNotHeld
 	// (wrapped or not) when l no longer holds the key.
 	extend(ctx context.Context, l *Lock, ttl time.Duration) error
 	checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error
@@ -72,8 +72,8 @@ type Lock struct {
 	mu       sync.Mutex // guards the fields below
 	state    lockState
 	timer    *time.Timer // fires at the local deadline; nil when the lease has no expiry
+	timerGen uint64      // generation of timer: a superseded timer that already fired does nothing
 	freed    bool        // the backend release has succeeded: Release is a no-op from now on
-	deadline time.Time   // local deadline of the lease; zero for no expiry
 }
 
 func newLock(b backend, key string, token int64, owner int32, sent time.Time, ttl time.Duration) *Lock {
@@ -124,12 +124,23 @@ func (l *Lock) setDeadlineLocked(sent time.Time, ttl time.Duration) {
 		l.timer.Stop()
 		l.timer = nil
 	}
+	l.timerGen++
 	if ttl <= 0 {
-		l.deadline = time.Time{}
 		return
 	}
-	l.deadline = sent.Add(ttl)
-	l.timer = time.AfterFunc(time.Until(l.deadline), func() { l.finish(stateLost) })
+	gen := l.timerGen
+	l.timer = time.AfterFunc(time.Until(sent.Add(ttl)), func() { l.expire(gen) })
+}
+
+// expire ends the lease at its local deadline, unless the timer of
+// generation gen was superseded (Extend re-armed it) after it fired.
+func (l *Lock) expire(gen uint64) {
+	l.mu.Lock()
+	current := l.timerGen == gen
+	l.mu.Unlock()
+	if current {
+		l.finish(stateLost)
+	}
 }
 
 // finish moves a held lock to released or lost, exactly once.
@@ -235,9 +246,9 @@ func (l *Lock) CheckTx(ctx context.Context, tx pgx.Tx) error {
 // and releases the lock when fn returns, even if it panics. If the grant
 // ends while fn runs (lease lost, Close, or fn released it), fn's context is
 // cancelled with cause ErrLockLost; then RunExclusive returns fn's error, or
-// ErrLockLost (wrapped) if fn returned nil. On a lock that is no longer held it returns ErrNotHeld and does not
-// call fn. Unlike NocoBase's handle, the TTL here never pre-empts fn (the
-// manager and handle forms behave the same).
+// ErrLockLost (wrapped) if fn returned nil. On a lock that is no longer held
+// it returns ErrNotHeld and does not call fn. Unlike NocoBase's handle, the
+// TTL here never pre-empts fn (the manager and handle forms behave the same).
 func (l *Lock) RunExclusive(ctx context.Context, ttl time.Duration, fn func(ctx context.Context) error) error {
 	if ttl < 0 {
 		return fmt.Errorf("advisorylock: run exclusive %q: %w: ttl %v is negative", l.key, ErrInvalidTTL, ttl)
