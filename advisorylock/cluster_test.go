@@ -242,6 +242,10 @@ func TestTerminatedHolderLosesLocks(t *testing.T) {
 	require.GreaterOrEqual(t, b.Stats().ExpiredTakeovers, int64(2))
 	require.GreaterOrEqual(t, a.Stats().Lost, int64(3))
 
+	// Acquire waits for the new liveness session instead of failing.
+	l, err := a.Acquire(ctx, "after-acquire", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
 	// The instance reconnects and works again.
 	require.Eventually(t, func() bool {
 		l, err := a.TryAcquire(ctx, "after", 0)

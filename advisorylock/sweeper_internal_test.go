@@ -60,6 +60,29 @@ func TestSweepDeletesOnlyLongFreeRows(t *testing.T) {
 	require.Equal(t, []string{"held-old", "released-recent"}, keys)
 	require.NoError(t, held.Extend(ctx, time.Second), "a held row survives the sweep")
 	require.NoError(t, held.Release(ctx))
+
+	// A swept key starts again with a larger token: tokens come from the
+	// sequence, not from the deleted row.
+	again := take("released-old", time.Minute)
+	require.Greater(t, again.Token(), released.Token())
+	require.NoError(t, again.Release(ctx))
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c := (*Config)(nil).withDefaults()
+	require.Equal(t, DefaultAppName, c.AppName)
+	require.NotEmpty(t, c.InstanceID)
+	require.Equal(t, "pgcoord", c.Schema)
+	require.NotNil(t, c.Logger)
+	require.Equal(t, DefaultTTL, c.DefaultTTL)
+	require.Equal(t, DefaultPollInterval, c.PollInterval)
+	require.Equal(t, DefaultHealthCheckInterval, c.HealthCheckInterval)
+	require.Equal(t, DefaultRetention, c.Retention)
+	require.NoError(t, c.validate())
+	orig := &Config{AppName: "x"}
+	_ = orig.withDefaults()
+	require.Equal(t, &Config{AppName: "x"}, orig, "the caller's Config is not modified")
 }
 
 func TestKeyHashAndChannel(t *testing.T) {
