@@ -7,77 +7,70 @@ import (
 	"strings"
 )
 
-// Publish batching. A few publisher goroutines per PubSub take the Publish
-// calls waiting at that moment and write them in one statement. Under no
-// contention a batch is one message and costs the same single statement as
-// an unbatched publish; under contention many messages share one commit and
-// one NOTIFY.
+// Publish batching (group commit). A Publish call queues its request, then
+// takes one of publishSlots slots if one is free; a slot holder writes every
+// queued request (up to maxPublishBatch) in one statement. Without contention
+// a batch is the caller's own message, written on the caller's goroutine in a
+// single statement; under contention many messages share one commit and one
+// NOTIFY. A caller stops holding once its own request was written; requests
+// still queued then go to a drainer goroutine (owned by the PubSub), so none
+// is stranded and no caller serves others indefinitely.
 const (
-	publishWorkers  = 2
+	publishSlots    = 2
 	maxPublishBatch = 128
 	// maxBatchBytes bounds the payload bytes of one batch.
 	maxBatchBytes = 4 << 20
 )
 
 type pubReq struct {
-	ctx  context.Context
-	args publishArgs
-	done chan error // capacity 1
+	ctx   context.Context
+	args  publishArgs
+	done  chan error // capacity 1
+	taken bool       // in a batch; guarded by PubSub.pubMu
 }
 
-// enqueuePublish hands req to a publisher goroutine, starting them on first use.
-func (ps *PubSub) enqueuePublish(ctx context.Context, req *pubReq) error {
-	ps.mu.Lock()
-	if ps.state == stateClosed {
-		ps.mu.Unlock()
-		return ErrClosed
-	}
-	if ps.pubCh == nil {
-		ps.pubCh = make(chan *pubReq, maxPublishBatch)
-		for range publishWorkers {
-			ps.wg.Add(1)
-			go func() {
-				defer ps.wg.Done()
-				ps.publisher()
-			}()
-		}
-	}
-	ch := ps.pubCh
-	ps.mu.Unlock()
-	select {
-	case ch <- req:
-		return nil
-	case <-ps.ctx.Done():
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// publishQueue is guarded by PubSub.pubMu.
+type publishQueue struct {
+	reqs  []*pubReq
+	slots int // slots taken
 }
 
-func (ps *PubSub) publisher() {
-	batch := make([]*pubReq, 0, maxPublishBatch)
+func (ps *PubSub) submitPublish(req *pubReq) {
+	ps.pubMu.Lock()
+	ps.pubQ.reqs = append(ps.pubQ.reqs, req)
+	ps.pubMu.Unlock()
+	ps.drainPublishes(req)
+}
+
+// drainPublishes writes queued batches while a slot is free. With own set it
+// returns once own was taken into a batch (by anyone) and written if it was
+// its own; with own nil it returns when the queue is empty.
+func (ps *PubSub) drainPublishes(own *pubReq) {
 	for {
-		batch = batch[:0]
-		select {
-		case <-ps.ctx.Done():
-			ps.failQueued()
+		ps.pubMu.Lock()
+		if len(ps.pubQ.reqs) == 0 || ps.pubQ.slots >= publishSlots {
+			ps.pubMu.Unlock()
+			return // nothing to do, or the holders look again after their batch
+		}
+		if own != nil && own.taken {
+			ps.pubMu.Unlock()
+			ps.spawnDrainer()
 			return
-		case r := <-ps.pubCh:
-			batch = append(batch, r)
 		}
-		size := len(batch[0].args.payload)
-	drain:
-		for len(batch) < maxPublishBatch && size < maxBatchBytes {
-			select {
-			case r := <-ps.pubCh:
-				batch = append(batch, r)
-				size += len(r.args.payload)
-			default:
-				break drain
-			}
+		ps.pubQ.slots++
+		n, size := 0, 0
+		for n < len(ps.pubQ.reqs) && n < maxPublishBatch && size < maxBatchBytes {
+			size += len(ps.pubQ.reqs[n].args.payload)
+			ps.pubQ.reqs[n].taken = true
+			n++
 		}
+		batch := append([]*pubReq(nil), ps.pubQ.reqs[:n]...)
+		clear(ps.pubQ.reqs[:n])
+		ps.pubQ.reqs = ps.pubQ.reqs[n:]
+		ps.pubMu.Unlock()
+
 		// Callers that gave up are not published.
-		live := batch[:0]
+		live := make([]*pubReq, 0, len(batch))
 		for _, r := range batch {
 			if err := r.ctx.Err(); err != nil {
 				r.done <- err
@@ -88,22 +81,38 @@ func (ps *PubSub) publisher() {
 		if len(live) > 0 {
 			ps.publishBatch(live)
 		}
+
+		ps.pubMu.Lock()
+		ps.pubQ.slots--
+		ps.pubMu.Unlock()
 	}
 }
 
-// failQueued answers the requests still queued at Close.
-func (ps *PubSub) failQueued() {
-	for {
-		select {
-		case r := <-ps.pubCh:
+// spawnDrainer starts a goroutine that writes what is queued. Close waits
+// for it (its statements fail fast once the PubSub is closed).
+func (ps *PubSub) spawnDrainer() {
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	if ps.state == stateClosed {
+		// Close has begun waiting; answer what is queued instead.
+		ps.pubMu.Lock()
+		reqs := ps.pubQ.reqs
+		ps.pubQ.reqs = nil
+		ps.pubMu.Unlock()
+		for _, r := range reqs {
 			r.done <- ErrClosed
-		default:
-			return
 		}
+		return
 	}
+	ps.wg.Add(1)
+	go func() {
+		defer ps.wg.Done()
+		ps.drainPublishes(nil)
+	}()
 }
 
 func (ps *PubSub) publishBatch(batch []*pubReq) {
+	// Not the caller's context: the batch may carry other callers' messages.
 	ctx, cancel := context.WithTimeout(ps.ctx, queryTimeout)
 	defer cancel()
 	envs := make([]envelope, len(batch))

@@ -267,8 +267,9 @@ type PubSub struct {
 
 	healthy     atomic.Bool
 	listenerPID atomic.Uint32
-	pubCh       chan *pubReq   // Publish requests; created with the publisher goroutines, guarded by mu
-	wg          sync.WaitGroup // listener, pruner and publishers
+	pubMu       sync.Mutex // guards pubQ
+	pubQ        publishQueue
+	wg          sync.WaitGroup // listener and pruner
 	subWG       sync.WaitGroup // subscription goroutines
 
 	stats struct {
@@ -606,9 +607,7 @@ func (ps *PubSub) Publish(ctx context.Context, channel string, payload any, opts
 		return err
 	}
 	req := &pubReq{ctx: ctx, args: a, done: make(chan error, 1)}
-	if err := ps.enqueuePublish(ctx, req); err != nil {
-		return err
-	}
+	ps.submitPublish(req)
 	select {
 	case err := <-req.done:
 		if err != nil {
