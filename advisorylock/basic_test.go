@@ -164,7 +164,7 @@ func TestRunExclusiveSerialisesAndTTLDoesNotPreempt(t *testing.T) {
 	a := instance(t, db, "inst-a", nil)
 	b := instance(t, db, "inst-b", nil)
 	var ev events
-	const ttl = 200 * time.Millisecond
+	const ttl = 500 * time.Millisecond // NocoBase uses 200 ms; renewals get room on a loaded machine
 
 	aRunning := make(chan time.Time)
 	aFinish := make(chan struct{})
@@ -372,10 +372,10 @@ func TestTryAcquireSequentialExtendAbandon(t *testing.T) {
 
 	// Extend keeps the lock past the original TTL (database clock).
 	start := dbNow(t, db)
-	l, err := m.Acquire(ctx, "ext", 300*time.Millisecond)
+	l, err := m.Acquire(ctx, "ext", time.Second)
 	require.NoError(t, err)
 	require.NoError(t, l.Extend(ctx, time.Minute))
-	dbTimePasses(t, db, start, 600*time.Millisecond)
+	dbTimePasses(t, db, start, 2*time.Second)
 	_, err = m.TryAcquire(ctx, "ext", 0)
 	var lae *advisorylock.LockAcquireError
 	require.ErrorAs(t, err, &lae)
