@@ -57,7 +57,9 @@ func hardenDB(t *testing.T, db *pgtest.DB, admin *pgxpool.Pool) {
 func newRole(t *testing.T, db *pgtest.DB, admin *pgxpool.Pool, prefix string) string {
 	t.Helper()
 	role := prefix + "_" + strings.TrimPrefix(db.Name, "pgcoord_")
-	_, err := admin.Exec(context.Background(), `CREATE ROLE `+role+` LOGIN`)
+	// The password makes the test work on servers that do not trust
+	// 127.0.0.1 (PGCOORD_TEST_DATABASE_URL); the local server ignores it.
+	_, err := admin.Exec(context.Background(), `CREATE ROLE `+role+` LOGIN PASSWORD '`+rolePassword+`'`)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -102,12 +104,15 @@ func grant(t *testing.T, admin *pgxpool.Pool, tmpl, role, dbName string) {
 	require.NoError(t, err, q)
 }
 
-// urlAs is db's URL with another user (the local server trusts 127.0.0.1).
+// rolePassword is the test roles' password (they live only as long as a test).
+const rolePassword = "it-pw-9f3c"
+
+// urlAs is db's URL with another user.
 func urlAs(t *testing.T, dbURL, role string) string {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
-	u.User = url.User(role)
+	u.User = url.UserPassword(role, rolePassword)
 	return u.String()
 }
 
