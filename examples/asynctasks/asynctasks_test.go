@@ -35,7 +35,7 @@ type cluster struct {
 func newCluster(barrierN int64) *cluster {
 	return &cluster{
 		runs: map[int64]int{}, events: make(chan asynctasks.Event, 256), barrier: make(chan struct{}),
-		barrierN: barrierN, started: make(chan asynctasks.Task, 4), ctxDone: make(chan int64, 4),
+		barrierN: barrierN, started: make(chan asynctasks.Task, 8), ctxDone: make(chan int64, 8),
 	}
 }
 
@@ -67,11 +67,15 @@ func (c *cluster) execute(ctx context.Context, t asynctasks.Task) (any, error) {
 }
 
 func startInstances(t *testing.T, db *pgtest.DB, c *cluster, concurrency int) ([]*app.App, []*asynctasks.Plugin) {
+	return startN(t, db, c, 3, concurrency)
+}
+
+func startN(t *testing.T, db *pgtest.DB, c *cluster, n, concurrency int) ([]*app.App, []*asynctasks.Plugin) {
 	t.Helper()
 	ctx := context.Background()
 	var apps []*app.App
 	var plugins []*asynctasks.Plugin
-	for i := range 3 {
+	for i := range n {
 		p, err := asynctasks.New(asynctasks.Config{
 			Concurrency: concurrency, Execute: c.execute, Timeout: 30 * time.Second,
 			OnEvent: func(e asynctasks.Event) { c.events <- e },
@@ -273,4 +277,63 @@ func TestRollbackFailureAndBadInput(t *testing.T) {
 	require.Error(t, err, "Execute is required")
 	_, err = asynctasks.New(asynctasks.Config{Execute: c.execute, Concurrency: -1})
 	require.Error(t, err)
+}
+
+// NocoBase's "concurrency 3" test: with 4 queued tasks on one instance of
+// concurrency 3, exactly 3 run and 1 stays PENDING; when one ends the fourth
+// starts.
+func TestConcurrencyLimitOnOneInstance(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	c := newCluster(0)
+	_, plugins := startN(t, db, c, 1, 3)
+	p := plugins[0]
+
+	var ids []int64
+	for range 4 {
+		id, err := p.CreateTask(ctx, "long", nil)
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	first := map[int64]bool{}
+	for range 3 {
+		first[(<-c.started).ID] = true
+	}
+	statuses := func() map[string]int {
+		counts := map[string]int{}
+		for _, id := range ids {
+			task, err := p.Task(ctx, id)
+			require.NoError(t, err)
+			counts[task.Status]++
+		}
+		return counts
+	}
+	require.Eventually(t, func() bool { return statuses()[asynctasks.StatusRunning] == 3 }, 30*time.Second, 10*time.Millisecond)
+	require.Equal(t, map[string]int{asynctasks.StatusRunning: 3, asynctasks.StatusPending: 1}, statuses(),
+		"the fourth task waits: this instance runs at most 3")
+
+	// Cancelling one running task (locally) frees a slot for the fourth.
+	var victim int64
+	for id := range first {
+		victim = id
+		break
+	}
+	ok, err := p.CancelTask(ctx, victim)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, victim, <-c.ctxDone)
+	fourth := <-c.started
+	require.False(t, first[fourth.ID])
+	for _, id := range ids {
+		if id != victim {
+			ok, err := p.CancelTask(ctx, id)
+			require.NoError(t, err)
+			require.True(t, ok)
+			<-c.ctxDone
+		}
+	}
+	require.Eventually(t, func() bool { return statuses()[asynctasks.StatusCanceled] == 4 }, 30*time.Second, 10*time.Millisecond)
+	require.EqualValues(t, 3, p.Stats().MaxRunning)
+	require.EqualValues(t, 4, p.Stats().Ran)
 }
