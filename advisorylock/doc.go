@@ -18,7 +18,9 @@
 // # Guarantees
 //
 //   - Mutual exclusion as recorded in Postgres: at any moment at most one
-//     grant of a key is valid in the lease table.
+//     grant of a key is valid in the lease table. A holder's local view
+//     (Done) can lag behind the table (a paused process learns late);
+//     CheckTx and the token are authoritative.
 //   - Fencing: [Lock.Token] strictly increases with every grant of a key and
 //     is never reused (one non-cycling sequence). [Lock.CheckTx] verifies in
 //     the caller's transaction that the grant is still valid and blocks any
