@@ -18,8 +18,11 @@
 // by id and the listener reads the row. A transaction publishing through
 // PublishTx sends one constant wake-up notification, which PostgreSQL folds
 // into one per transaction however many messages it publishes; listeners then
-// read the new rows. NOTIFY serialises the commits of the transactions that
-// send one, so this keeps the cost at one NOTIFY per transaction.
+// read the new rows. Concurrent Publish calls of one instance are grouped into
+// one statement (group commit): their rows commit together under a single
+// NOTIFY carrying all of them when they fit, a wake-up otherwise. NOTIFY
+// serialises the commits of the transactions that send one, so this keeps
+// the cost at one NOTIFY per transaction.
 //
 // Each PubSub has one dedicated listener connection (pgx.Connect with the
 // pool's connection configuration; LISTEN does not work through a pooled or
@@ -72,6 +75,11 @@
 // [Stats].HandlerErrors, and never stop delivery; they are not retried.
 // The log is a logged (durable) table, so a PostgreSQL crash loses only
 // transactions that had not committed.
+//
+// A transaction left open anywhere on the server holds the snapshot xmin, and
+// so the watermark, back: delivery is not delayed, but each poll re-reads
+// the ids of the messages published since, and the set of delivered ids kept
+// in memory grows, until that transaction ends.
 //
 // Behind PgBouncer in transaction mode LISTEN does not work: the listener
 // needs a direct session connection.

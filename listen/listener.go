@@ -106,7 +106,9 @@ func (l *listener) run(conn *pgx.Conn) {
 			ps.logger.WarnContext(ctx, "listen: reconnect failed", slog.String("app", ps.cfg.AppName), slog.Int("attempt", attempt+1), slog.Any("error", err))
 		}
 		ps.stats.reconnects.Add(1)
-		ps.healthy.Store(true)
+		if ctx.Err() == nil { // Close may have begun while connecting
+			ps.healthy.Store(true)
+		}
 	}
 }
 

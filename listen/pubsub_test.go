@@ -173,11 +173,27 @@ func TestUnsubscribe(t *testing.T) {
 	require.Equal(t, []string{`"one"`}, gone.nonBarrier())
 
 	// Subscribing the same function again gives a fresh, single delivery.
-	_, err = b.Subscribe(ctx, "ch", gone.handle, nil)
+	sub2, err := b.Subscribe(ctx, "ch", gone.handle, nil)
 	require.NoError(t, err)
 	require.NoError(t, a.Publish(ctx, "ch", "three", nil))
 	barrier(t, a, keep, "ch")
 	require.Equal(t, []string{`"one"`, `"three"`}, gone.nonBarrier())
+
+	// Two handles of one function are two subscriptions (Go has no function
+	// identity): each is called once per message, and each unsubscribes alone.
+	twice := &inbox{}
+	h1, err := b.Subscribe(ctx, "ch2", twice.handle, nil)
+	require.NoError(t, err)
+	_, err = b.Subscribe(ctx, "ch2", twice.handle, nil)
+	require.NoError(t, err)
+	require.NoError(t, a.Publish(ctx, "ch2", "x", nil))
+	twice.waitLen(t, 2)
+	h1.Unsubscribe()
+	require.NoError(t, a.Publish(ctx, "ch2", "y", nil))
+	twice.waitLen(t, 3)
+	barrier(t, a, twice, "ch2")
+	require.Equal(t, []string{`"x"`, `"x"`, `"y"`}, twice.nonBarrier())
+	sub2.Unsubscribe()
 }
 
 func TestCrossInstanceExactlyOnceThreeInstances(t *testing.T) {

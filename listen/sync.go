@@ -65,7 +65,8 @@ func NewSyncMessages(ps *PubSub, cfg *SyncConfig) (*SyncMessages, error) {
 }
 
 // Subscribe registers h for sync messages on channel, debounced by
-// SyncConfig.Debounce.
+// SyncConfig.Debounce. The handler sees msg.Channel without the "sync."
+// prefix. After Close it is never called.
 func (sm *SyncMessages) Subscribe(ctx context.Context, channel string, h Handler) (*Subscription, error) {
 	if err := validateChannel(channel); err != nil {
 		return nil, err
