@@ -253,7 +253,7 @@ type PubSub struct {
 	mu       sync.RWMutex // guards state, starting and subs
 	state    int
 	starting bool // Start is connecting
-	subs  map[string]map[*Subscription]struct{}
+	subs     map[string]map[*Subscription]struct{}
 
 	// dmu guards the dispatch state. Invariant: every committed message of
 	// this app whose xid is below watermark has been dispatched (or was
