@@ -271,7 +271,9 @@ func TestNearCacheExpiry(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
 	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{})
-	require.NoError(t, a.cache.Set(ctx, "k", "v", 50*time.Millisecond))
+	// Long enough that the read below happens before expiry even on a loaded
+	// machine; the wait below is bounded by waitFor.
+	require.NoError(t, a.cache.Set(ctx, "k", "v", 2*time.Second))
 	v, ok := getString(t, a.cache, "k")
 	require.True(t, ok)
 	require.Equal(t, "v", v)
