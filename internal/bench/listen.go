@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,9 +31,12 @@ const listenRounds = 2
 //     a publish until a subscriber of another instance has the message, one
 //     publisher, one message in flight; vs an autocommit pg_notify until a
 //     dedicated LISTEN connection has it.
-//   - listen.throughput.c8: messages published and delivered per second with
-//     8 concurrent publishers (until the last one is delivered); vs 8
-//     goroutines sending autocommit pg_notify to one LISTEN connection.
+//   - listen.throughput.c1 / listen.throughput.c8: messages published and
+//     delivered per second with 1 or 8 concurrent publishers (until the last
+//     one is delivered); vs 1 or 8 goroutines sending autocommit pg_notify to
+//     one LISTEN connection.
+//   - listen.deliver_p50.c8 / listen.deliver_p99.c8: latency of each message
+//     of the 8-publisher run, from the start of its publish to its receipt.
 //
 // Payloads are small JSON numbers (they travel inline in both cases). It uses
 // its own pool (a copy of pool's configuration) and deletes the messages it
@@ -133,35 +137,45 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 		}
 	}
 
-	var oursLat, rawLat Sample
-	var oursTput, rawTput []float64
+	type side struct {
+		lat1, lat8 Sample
+		tput1      []float64
+		tput8      []float64
+	}
+	var our, rw side
 	for range listenRounds {
-		l, err := latencies(ctx, opts.Ops/listenRounds, oursPublish, ours)
-		if err != nil {
-			return nil, fmt.Errorf("bench listen: pgcoord latency: %w", err)
+		for _, x := range []struct {
+			s       *side
+			publish func(context.Context, int) error
+			recv    chan int
+			name    string
+		}{{&our, oursPublish, ours, "pgcoord"}, {&rw, rawPublish, raw, "raw"}} {
+			l, err := latencies(ctx, opts.Ops/listenRounds, x.publish, x.recv)
+			if err != nil {
+				return nil, fmt.Errorf("bench listen: %s latency: %w", x.name, err)
+			}
+			x.s.lat1 = append(x.s.lat1, l...)
+			for _, conc := range []int{1, listenPublishers} {
+				tp, l, err := throughput(ctx, opts.Ops, conc, x.publish, x.recv)
+				if err != nil {
+					return nil, fmt.Errorf("bench listen: %s throughput c%d: %w", x.name, conc, err)
+				}
+				if conc == 1 {
+					x.s.tput1 = append(x.s.tput1, tp)
+				} else {
+					x.s.tput8 = append(x.s.tput8, tp)
+					x.s.lat8 = append(x.s.lat8, l...)
+				}
+			}
 		}
-		oursLat = append(oursLat, l...)
-		l, err = latencies(ctx, opts.Ops/listenRounds, rawPublish, raw)
-		if err != nil {
-			return nil, fmt.Errorf("bench listen: raw latency: %w", err)
-		}
-		rawLat = append(rawLat, l...)
-
-		tp, err := throughput(ctx, opts.Ops, oursPublish, ours)
-		if err != nil {
-			return nil, fmt.Errorf("bench listen: pgcoord throughput: %w", err)
-		}
-		oursTput = append(oursTput, tp)
-		tp, err = throughput(ctx, opts.Ops, rawPublish, raw)
-		if err != nil {
-			return nil, fmt.Errorf("bench listen: raw throughput: %w", err)
-		}
-		rawTput = append(rawTput, tp)
 	}
 	return []Row{
-		Latency("listen.deliver_p50.c1", "pg_notify → LISTEN p50", oursLat.Percentile(50), rawLat.Percentile(50)),
-		Latency("listen.deliver_p99.c1", "pg_notify → LISTEN p99", oursLat.Percentile(99), rawLat.Percentile(99)),
-		Throughput("listen.throughput.c8", "autocommit pg_notify → LISTEN, 8 senders", best(oursTput), best(rawTput)),
+		Latency("listen.deliver_p50.c1", "pg_notify → LISTEN p50", our.lat1.Percentile(50), rw.lat1.Percentile(50)),
+		Latency("listen.deliver_p99.c1", "pg_notify → LISTEN p99", our.lat1.Percentile(99), rw.lat1.Percentile(99)),
+		Latency("listen.deliver_p50.c8", "pg_notify → LISTEN p50, 8 senders", our.lat8.Percentile(50), rw.lat8.Percentile(50)),
+		Latency("listen.deliver_p99.c8", "pg_notify → LISTEN p99, 8 senders", our.lat8.Percentile(99), rw.lat8.Percentile(99)),
+		Throughput("listen.throughput.c1", "autocommit pg_notify → LISTEN, 1 sender", best(our.tput1), best(rw.tput1)),
+		Throughput("listen.throughput.c8", "autocommit pg_notify → LISTEN, 8 senders", best(our.tput8), best(rw.tput8)),
 	}, nil
 }
 
@@ -207,37 +221,46 @@ func latencies(ctx context.Context, n int, publish func(context.Context, int) er
 	return out, nil
 }
 
-// throughput publishes n messages from listenPublishers goroutines and
-// returns messages per second until the last one was received.
-func throughput(ctx context.Context, n int, publish func(context.Context, int) error, recv <-chan int) (float64, error) {
+// throughput publishes n messages from conc goroutines and returns messages
+// per second until the last one was received, and each message's latency
+// from the start of its publish to its receipt.
+func throughput(ctx context.Context, n, conc int, publish func(context.Context, int) error, recv <-chan int) (float64, Sample, error) {
+	sentAt := make([]atomic.Int64, n)
 	start := time.Now()
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := Run(ctx, n, listenPublishers, publish)
+		_, _, err := Run(ctx, n, conc, func(ctx context.Context, i int) error {
+			sentAt[i].Store(time.Now().UnixNano())
+			return publish(ctx, i)
+		})
 		errc <- err
 	}()
 	timeout := time.NewTimer(2 * time.Minute)
 	defer timeout.Stop()
+	lat := make(Sample, 0, n)
 	for got := 0; got < n; {
 		select {
-		case <-recv:
+		case i := <-recv:
 			got++
+			if i >= 0 && i < n {
+				lat = append(lat, time.Duration(time.Now().UnixNano()-sentAt[i].Load()))
+			}
 		case err := <-errc:
 			if err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 			errc = nil
 		case <-timeout.C:
-			return 0, fmt.Errorf("%d of %d messages delivered within 2m", got, n)
+			return 0, nil, fmt.Errorf("%d of %d messages delivered within 2m", got, n)
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, nil, ctx.Err()
 		}
 	}
 	elapsed := time.Since(start)
 	if errc != nil {
 		if err := <-errc; err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return float64(n) / elapsed.Seconds(), lat, nil
 }

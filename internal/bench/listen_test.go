@@ -18,7 +18,11 @@ func TestListenSuiteRows(t *testing.T) {
 	var suite Suite = Listen
 	rows, err := suite(ctx, db.Pool, Options{Ops: 64, Schema: db.Schema})
 	require.NoError(t, err)
-	want := map[string]string{"listen.deliver_p50.c1": "us", "listen.deliver_p99.c1": "us", "listen.throughput.c8": "ops/s"}
+	want := map[string]string{
+		"listen.deliver_p50.c1": "us", "listen.deliver_p99.c1": "us",
+		"listen.deliver_p50.c8": "us", "listen.deliver_p99.c8": "us",
+		"listen.throughput.c1": "ops/s", "listen.throughput.c8": "ops/s",
+	}
 	require.Len(t, rows, len(want))
 	for _, r := range rows {
 		unit, ok := want[r.Name]
