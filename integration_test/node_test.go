@@ -73,6 +73,9 @@ type event struct {
 	Acked bool   `json:"acked,omitempty"`
 	Err   string `json:"err,omitempty"`
 	N     int64  `json:"n,omitempty"`
+	// Listener statistics, on evStopped.
+	Reconnects int64 `json:"reconnects,omitempty"`
+	CaughtUp   int64 `json:"caught_up,omitempty"`
 }
 
 // Event names.
@@ -341,12 +344,13 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 			out.emit(event{Ev: evFinal, Key: k})
 		}
 	}
+	st := a.PubSub().Stats()
 	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
 	defer scancel()
 	if err := a.Stop(sctx); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
-	out.emit(event{Ev: evStopped, N: n.reads.Load()})
+	out.emit(event{Ev: evStopped, N: n.reads.Load(), Reconnects: st.Reconnects, CaughtUp: st.CaughtUp})
 	return nil
 }
 
