@@ -16,7 +16,7 @@ import (
 // still queued then go to a drainer goroutine (owned by the PubSub), so none
 // is stranded and no caller serves others indefinitely.
 const (
-	publishSlots    = 2
+	publishSlots    = 1
 	maxPublishBatch = 128
 	// maxBatchBytes bounds the payload bytes of one batch.
 	maxBatchBytes = 4 << 20
