@@ -166,14 +166,26 @@ func (ps *PubSub) publishMany(ctx context.Context, batch []*pubReq, envs []envel
 	skip := make([]bool, len(batch))
 	only := make([]bool, len(batch))
 	payloads := make([]string, len(batch))
-	for i, r := range batch {
-		channels[i], skip[i], only[i], payloads[i] = r.args.channel, r.args.skipSelf, r.args.onlySelf, string(r.args.payload)
-	}
+	rests := make([]string, len(batch))
 	sender := ps.cfg.InstanceID
 	head := strconv.Itoa(len(sender)) + ":" + sender
+	inline, size := true, len(head)
+	for i, r := range batch {
+		a := r.args
+		channels[i], skip[i], only[i], payloads[i] = a.channel, a.skipSelf, a.onlySelf, string(a.payload)
+		if inline {
+			// Lengths in bytes as this client sends and receives them.
+			rests[i] = strconv.Itoa(flagsOf(a)) + "," + strconv.Itoa(len(a.channel)) + "," + strconv.Itoa(len(a.payload)) + ":" + a.channel + string(a.payload)
+			size += len(rests[i]) + 60 // id, xid and time
+			inline = size <= inlineLimit
+		}
+	}
+	if !inline {
+		clear(rests)
+	}
 	rows, err := ps.pool.Query(ctx, ps.sql.publishMany,
 		ps.cfg.AppName, sender, channels, skip, only, payloads,
-		ps.physChannel, head, inlineLimit-len(head)-1)
+		ps.physChannel, head, inlineLimit, rests, inline)
 	if err != nil {
 		return err
 	}
@@ -195,6 +207,17 @@ func (ps *PubSub) publishMany(ctx context.Context, batch []*pubReq, envs []envel
 		return errors.New("publish: fewer rows than messages")
 	}
 	return nil
+}
+
+func flagsOf(a publishArgs) int {
+	f := 0
+	if a.skipSelf {
+		f |= 1
+	}
+	if a.onlySelf {
+		f |= 2
+	}
+	return f
 }
 
 // parseBatch parses "B<sender_len>:<sender>" followed by entries

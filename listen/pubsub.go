@@ -332,14 +332,13 @@ func buildStatements(t string) statements {
 				SELECT $1, u.c, $2, u.s, u.o, u.p::json
 				FROM unnest($3::text[], $4::bool[], $5::bool[], $6::text[]) WITH ORDINALITY AS u(c, s, o, p, n)
 				ORDER BY u.n
-				RETURNING id, xid, published_at, channel, skip_self, only_self, payload::text AS p
+				RETURNING id, xid, published_at
 			), b AS (
 				SELECT string_agg(id || ',' || xid || ',' || (extract(epoch FROM published_at) * 1000000)::bigint || ','
-					|| (skip_self::int + 2 * only_self::int) || ',' || octet_length(channel) || ',' || octet_length(p) || ':'
-					|| channel || p, '' ORDER BY id) AS body
-				FROM m
+					|| ($10::text[])[rn], '' ORDER BY id) AS body
+				FROM (SELECT id, xid, published_at, row_number() OVER (ORDER BY id) AS rn FROM m) q
 			), n AS (
-				SELECT pg_notify($7, CASE WHEN octet_length(b.body) <= $9 THEN 'B' || $8::text || b.body ELSE 'W' END) FROM b
+				SELECT pg_notify($7, CASE WHEN $11 AND octet_length(b.body) <= $9 THEN 'B' || $8::text || b.body ELSE 'W' END) FROM b
 			)
 			SELECT m.id, m.xid, m.published_at FROM m, n ORDER BY m.id`,
 		// In a caller's transaction the notification is a constant wake-up:
@@ -569,14 +568,7 @@ func (ps *PubSub) prepare(ctx context.Context, channel string, payload any, opts
 // inlineRest is the part of an inline notification after id and xid, or ""
 // when the message is too large to travel inline.
 func inlineRest(a publishArgs, sender string) string {
-	flags := 0
-	if a.skipSelf {
-		flags |= 1
-	}
-	if a.onlySelf {
-		flags |= 2
-	}
-	head := strconv.Itoa(flags) + "," + strconv.Itoa(len(sender)) + "," + strconv.Itoa(len(a.channel)) + ":"
+	head := strconv.Itoa(flagsOf(a)) + "," + strconv.Itoa(len(sender)) + "," + strconv.Itoa(len(a.channel)) + ":"
 	if len(head)+len(sender)+len(a.channel)+len(a.payload) > inlineLimit {
 		return ""
 	}
