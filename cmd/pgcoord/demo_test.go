@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,18 +30,36 @@ func goTool(t *testing.T) string {
 	return ""
 }
 
-// The demo runs end to end as a user runs it: the pgcoord binary, three node
-// processes, a real database.
-func TestDemoEndToEnd(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+// buildPgcoord builds this command into a temporary directory.
+func buildPgcoord(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pgcoord")
 	if runtime.GOOS == "windows" {
 		bin += ".exe"
 	}
-	build := exec.Command(goTool(t), "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
+	out, err := exec.Command(goTool(t), "build", "-o", bin, ".").CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// The demo runs end to end as a user runs it: the pgcoord binary, three node
+// processes, a real database.
+// One build serves both subtests.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	bin := buildPgcoord(t)
+	t.Run("end to end", func(t *testing.T) {
+		t.Parallel()
+		testDemoEndToEnd(t, bin)
+	})
+	t.Run("nodes exit when the demo is killed", func(t *testing.T) {
+		t.Parallel()
+		testDemoNodesExitWhenDemoIsKilled(t, bin)
+	})
+}
+
+func testDemoEndToEnd(t *testing.T, bin string) {
+	db := pgtest.NewDB(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -47,7 +67,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	cmd.Env = append(os.Environ(), "PGCOORD_DATABASE_URL="+db.URL, "PGCOORD_SCHEMA=")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	require.NoError(t, err, "demo failed\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	got := stdout.String()
 	t.Logf("demo output:\n%s", got)
@@ -90,4 +110,34 @@ func TestDemoUsage(t *testing.T) {
 	errOut.Reset()
 	require.Equal(t, 1, run(context.Background(), []string{"node", "--instance", "1", "--database-url", ""}, &out, &errOut))
 	require.Contains(t, errOut.String(), "PGCOORD_DATABASE_URL")
+}
+
+// When the demo itself is killed (SIGKILL: no cleanup runs), its node
+// processes notice their closed stdin, stop, and leave the database.
+func testDemoNodesExitWhenDemoIsKilled(t *testing.T, bin string) {
+	db := pgtest.NewDB(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "demo")
+	cmd.Env = append(os.Environ(), "PGCOORD_DATABASE_URL="+db.URL, "PGCOORD_SCHEMA=")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	started := false
+	for !started && sc.Scan() {
+		started = strings.HasPrefix(sc.Text(), "all 3 instances started")
+	}
+	require.True(t, started, "the demo started its nodes")
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	sessions := func() int {
+		var n int
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> 'pgcoord-test'`, db.Name).Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return sessions() == 0 }, time.Minute, 50*time.Millisecond,
+		"the orphaned nodes stopped and closed their connections")
 }
