@@ -130,6 +130,7 @@ func TestReconnectExactlyOnce10k(t *testing.T) {
 	st := sub.Stats()
 	t.Logf("kills=%d reconnects=%d caught_up=%d", kills, st.Reconnects, st.CaughtUp)
 	require.Positive(t, st.Reconnects)
+	require.Positive(t, st.CaughtUp)
 }
 
 // TestReconnectResync: after the listener is killed, Healthy turns false,
@@ -249,4 +250,34 @@ func TestPrune(t *testing.T) {
 	var left int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.messages`).Scan(&left))
 	require.Equal(t, 7, left)
+}
+
+// TestServerRestart: PostgreSQL restarts under a started PubSub. The listener
+// reconnects with backoff, signals a resync, and delivers what was published
+// while it was away, once.
+func TestServerRestart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := pgtest.NewPrivateServer(t)
+	db := srv.NewDB(t)
+	pub := started(t, db, "inst-pub", nil)
+	sub := started(t, db, "inst-sub", &Config{ReconnectMaxDelay: 200 * time.Millisecond})
+	var resyncs atomic.Int64
+	got := &inbox{}
+	_, err := sub.Subscribe(ctx, "ch", got.handle, &SubscribeOpts{OnResync: func(context.Context) { resyncs.Add(1) }})
+	require.NoError(t, err)
+
+	require.NoError(t, pub.Publish(ctx, "ch", "before", nil))
+	got.waitPayload(t, `"before"`)
+	require.NoError(t, srv.Restart(ctx))
+
+	// The pool drops its broken connections as they fail; retry until the
+	// server answers again.
+	require.Eventually(t, func() bool { return pub.Publish(ctx, "ch", "after-restart", nil) == nil }, waitFor, 20*time.Millisecond)
+	got.waitPayload(t, `"after-restart"`)
+	require.Eventually(t, sub.Healthy, waitFor, tick)
+	barrier(t, pub, got, "ch")
+	require.Equal(t, []string{`"before"`, `"after-restart"`}, got.nonBarrier())
+	require.Positive(t, sub.Stats().Reconnects)
+	require.Positive(t, resyncs.Load())
 }
