@@ -154,8 +154,6 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 	if n.Channel != ps.physChannel || n.Payload == "" {
 		return nil
 	}
-	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	defer cancel()
 	switch n.Payload[0] {
 	case 'I':
 		env, err := parseInline(n.Payload)
@@ -173,6 +171,8 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 		if ps.seen(id, xid) {
 			return nil
 		}
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		defer cancel()
 		envs, err := l.fetch(qctx, conn, []int64{id})
 		if err != nil {
 			return err
@@ -186,6 +186,8 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 		}
 		ps.dispatch(envs, false)
 	case 'W':
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		defer cancel()
 		return l.catchUp(qctx, conn, false)
 	}
 	return nil
