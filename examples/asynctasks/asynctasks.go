@@ -14,9 +14,14 @@
 //     only if the row committed, so a consumer never looks for a row that is
 //     not there yet (NocoBase publishes before the commit) and a rolled-back
 //     task never runs.
-//   - A task runs at most once: the consumer claims it with
-//     UPDATE … WHERE status = 'PENDING', so a message delivered again (after a
-//     worker crash) or a task cancelled while queued does not run.
+//   - A task runs once at a time: the consumer claims it with
+//     UPDATE … WHERE status = 'PENDING', so a task cancelled while queued, or
+//     already finished, does not run again.
+//   - A task interrupted because its instance stops (past the stop's grace
+//     period) goes back to PENDING and runs again on another instance. A task
+//     whose instance died stays RUNNING until the queue hands its message to
+//     another instance (after queue.Config.RescueAfter, never before the
+//     task's timeout), which runs it again (NocoBase loses it).
 //   - [Plugin.CancelTask] marks the row CANCELED and publishes the cancel
 //     signal in the same transaction; the instance running the task cancels
 //     its context (the signal is logged, so an instance whose listener was
@@ -92,7 +97,7 @@ type Executor func(ctx context.Context, t Task) (result any, err error)
 // Event reports what happened to a task on this instance (for logs, tests
 // and the demo).
 type Event struct {
-	Kind        string // "started", "succeeded", "failed", "cancelled"
+	Kind        string // "started", "succeeded", "failed", "cancelled", "interrupted"
 	TaskID      int64
 	Type        string
 	Instance    string // this instance
@@ -387,7 +392,10 @@ func (p *Plugin) process(ctx context.Context, msg queue.Message) error {
 	t := Task{ID: id, Status: StatusRunning, Instance: p.app.InstanceID()}
 	err := p.app.DB().QueryRow(ctx, `
 		UPDATE `+p.table+` SET status = 'RUNNING', instance = $2, started_at = now()
-		WHERE id = $1 AND status = 'PENDING' RETURNING type, params`, id, t.Instance).Scan(&t.Type, &t.Params)
+		WHERE id = $1 AND (status = 'PENDING'
+			-- its instance died: a live run ends (timed out) within its timeout
+			OR (status = 'RUNNING' AND started_at < now() - make_interval(secs => $3)))
+		RETURNING type, params`, id, t.Instance, msg.Options.Timeout.Seconds()).Scan(&t.Type, &t.Params)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil // cancelled before it ran, or already run
@@ -413,6 +421,16 @@ func (p *Plugin) process(ctx context.Context, msg queue.Message) error {
 		p.cancelled.Add(1)
 		p.emit(Event{Kind: "cancelled", TaskID: id, Type: t.Type, RequestedBy: sig.RequestedBy})
 		return err
+	}
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		// This instance is stopping and its grace period ran out: the task
+		// goes back to PENDING and the queue hands the message to another
+		// instance (returning ctx's error requeues it without charging an attempt).
+		if _, err := p.app.DB().Exec(done, `UPDATE `+p.table+` SET status = 'PENDING', instance = NULL, started_at = NULL WHERE id = $1 AND status = 'RUNNING'`, id); err != nil {
+			return errors.Join(ctx.Err(), err)
+		}
+		p.emit(Event{Kind: "interrupted", TaskID: id, Type: t.Type})
+		return ctx.Err()
 	}
 	status, kind := StatusSucceeded, "succeeded"
 	var raw []byte

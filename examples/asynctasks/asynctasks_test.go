@@ -88,7 +88,12 @@ func startN(t *testing.T, db *pgtest.DB, c *cluster, n, concurrency int) ([]*app
 			Queue:   &queue.Config{RescueAfter: time.Minute},
 		})
 		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, a.Stop(context.Background())) })
+		t.Cleanup(func() {
+			// A test that stopped an instance with a short deadline already saw its error.
+			if err := a.Stop(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+				require.NoError(t, err)
+			}
+		})
 		apps, plugins = append(apps, a), append(plugins, p)
 	}
 	var g errgroup.Group
@@ -336,4 +341,41 @@ func TestConcurrencyLimitOnOneInstance(t *testing.T) {
 	require.Eventually(t, func() bool { return statuses()[asynctasks.StatusCanceled] == 4 }, 30*time.Second, 10*time.Millisecond)
 	require.EqualValues(t, 3, p.Stats().MaxRunning)
 	require.EqualValues(t, 4, p.Stats().Ran)
+}
+
+// A task interrupted because its instance stops (the stop's grace period
+// ran out) goes back to PENDING and runs again on another instance.
+func TestTaskInterruptedByStopRunsElsewhere(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	c := newCluster(0)
+	apps, plugins := startN(t, db, c, 2, 1)
+
+	id, err := plugins[0].CreateTask(ctx, "long", nil)
+	require.NoError(t, err)
+	<-c.started
+	running := waitStatus(t, plugins[0], id, asynctasks.StatusRunning)
+	runner := 0
+	if apps[1].InstanceID() == running.Instance {
+		runner = 1
+	}
+	other := 1 - runner
+
+	stopCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, apps[runner].Stop(stopCtx), context.DeadlineExceeded, "the grace period ran out")
+	require.Equal(t, id, <-c.ctxDone, "the interrupted task's ctx was cancelled")
+
+	again := <-c.started
+	require.Equal(t, id, again.ID, "the task runs again")
+	require.Equal(t, apps[other].InstanceID(), again.Instance, "on the other instance")
+	ok, err := plugins[other].CancelTask(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+	<-c.ctxDone
+	waitStatus(t, plugins[other], id, asynctasks.StatusCanceled)
+	c.mu.Lock()
+	require.Equal(t, 2, c.runs[id])
+	c.mu.Unlock()
 }
