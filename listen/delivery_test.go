@@ -212,19 +212,15 @@ func TestCloseDuringBurst(t *testing.T) {
 		}, &SubscribeOpts{Debounce: d})
 		require.NoError(t, err)
 	}
-	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	errs := make(chan error, 4)
 	for g := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
 				if err := a.Publish(ctx, "ch", fmt.Sprintf("%d-%d", g, i), nil); err != nil {
+					errs <- err
 					return
 				}
 			}
@@ -236,8 +232,13 @@ func TestCloseDuringBurst(t *testing.T) {
 	// Keep publishing for a while after Close: nothing reaches b.
 	n := a.Stats().Published
 	require.Eventually(t, func() bool { return a.Stats().Published > n+100 }, waitFor, tick)
-	close(stop)
+	// Closing the publisher during its burst ends every Publish with ErrClosed.
+	require.NoError(t, a.Close(ctx))
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.ErrorIs(t, err, ErrClosed)
+	}
 	require.False(t, after.Load(), "a handler ran after Close returned")
 }
 
