@@ -144,6 +144,7 @@ func TestAcquireTTLExpiresAndLateReleaseIsNoop(t *testing.T) {
 	require.ErrorIs(t, l1.Extend(ctx, time.Minute), advisorylock.ErrNotHeld)
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // never leave the connection checked out
 	require.ErrorIs(t, l1.CheckTx(ctx, tx), advisorylock.ErrNotHeld)
 	require.NoError(t, l2.CheckTx(ctx, tx), "the later holder still holds it")
 	require.NoError(t, tx.Rollback(ctx))

@@ -132,6 +132,7 @@ func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 	require.NoError(t, err)
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // never leave the connection checked out
 	require.NoError(t, l.CheckTx(ctx, tx))
 	require.NoError(t, l.Extend(ctx, 200*time.Millisecond), "renewal is not blocked by CheckTx")
 
@@ -576,6 +577,7 @@ func TestReleaseInsideOwnCheckedTx(t *testing.T) {
 	waitContended(t, m, 1) // a local waiter is queued: Release would hand over
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // never leave the connection checked out
 	require.NoError(t, l.CheckTx(ctx, tx))
 	require.NoError(t, l.Release(ctx), "does not wait for the open transaction")
 	require.Eventually(t, func() bool { // the waiter's grant waits for tx's row lock

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/txhooks"
 )
 
 // Local is the in-process implementation of Locker, for single-process
@@ -14,11 +16,14 @@ import (
 // reservations, Release, Extend, RunExclusive with renewal, tokens and Done
 // behave as with a Manager, measured on the process's monotonic clock.
 //
-// What Local cannot offer: exclusivity across processes; survival of
-// nothing (all locks vanish with the process, which is also when they stop
-// mattering); and CheckTx blocking a takeover: Local.CheckTx only reports
-// whether the lock is held at the time of the call. Tokens increase per
-// Local value. Two Local values never share keys (NocoBase's adapter shares
+// What Local cannot offer: exclusivity across processes (all locks vanish
+// with the process, which is also when they stop mattering), and a database
+// check in CheckTx. Local's CheckTx reports whether the lock is held at the
+// time of the call; when tx is a *txhooks.Tx it also keeps the key from the
+// next holder until tx commits or rolls back (like the Manager's row lock),
+// through the transaction's hooks. With a plain pgx.Tx there is nothing to
+// learn the end of the transaction from, so nothing is blocked. Tokens
+// increase per Local value. Two Local values never share keys (NocoBase's adapter shares
 // one process-wide map; pass one Local around instead). No app namespace:
 // keys are used as given.
 type Local struct {
@@ -31,6 +36,7 @@ type Local struct {
 type localKey struct {
 	holder  *Lock
 	changed chan struct{} // closed and replaced when the holder leaves
+	pins    int           // open *txhooks.Tx transactions that checked holder: it stays until they end
 }
 
 // NewLocal returns a ready Local; it needs no Start.
@@ -186,25 +192,61 @@ func (lc *Local) extend(ctx context.Context, l *Lock, ttl time.Duration) error {
 }
 
 func (lc *Local) checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error {
+	htx, hooks := tx.(*txhooks.Tx)
+	if hooks {
+		// Hooks registered on a transaction that already ended never run:
+		// make sure it is open before pinning the key to it.
+		if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
+			return err
+		}
+	}
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	if k := lc.keys[l.key]; k == nil || k.holder != l {
+	k := lc.keys[l.key]
+	if k == nil || k.holder != l {
 		return ErrNotHeld
 	}
+	if hooks {
+		k.pins++
+		var once sync.Once
+		unpin := func(context.Context) error {
+			once.Do(func() { lc.unpin(l.key, k) })
+			return nil
+		}
+		htx.AfterCommit(unpin)
+		htx.AfterRollback(unpin)
+	}
 	return nil
+}
+
+// unpin ends one pin of k; the last one frees a holder that ended meanwhile.
+func (lc *Local) unpin(key string, k *localKey) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	k.pins--
+	if k.pins == 0 && k.holder != nil && !k.holder.held() {
+		lc.freeLocked(key, k)
+	}
+}
+
+// freeLocked removes k's holder and wakes the waiters. lc.mu must be held.
+func (lc *Local) freeLocked(key string, k *localKey) {
+	k.holder = nil
+	close(k.changed)
+	// The key's entry goes away with its last holder, so the map does not
+	// grow with every key ever used (unlike NocoBase's). Waiters hold the
+	// closed channel and re-create the entry.
+	if lc.keys[key] == k {
+		delete(lc.keys, key)
+	}
 }
 
 func (lc *Local) forget(l *Lock, lost bool) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	k := lc.keys[l.key]
-	if k == nil || k.holder != l {
-		return
+	if k == nil || k.holder != l || k.pins > 0 {
+		return // pinned: the last unpin frees it
 	}
-	k.holder = nil
-	close(k.changed)
-	// The key's entry goes away with its last holder, so the map does not
-	// grow with every key ever used (unlike NocoBase's). Waiters hold the
-	// closed channel and re-create the entry.
-	delete(lc.keys, l.key)
+	lc.freeLocked(l.key, k)
 }

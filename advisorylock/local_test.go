@@ -1,0 +1,99 @@
+package advisorylock_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/txhooks"
+)
+
+// Local.CheckTx with a *txhooks.Tx keeps the key from the next holder until
+// the transaction ends, after expiry or Release alike; with a plain pgx.Tx
+// it is a point-in-time check.
+func TestLocalCheckTxPinsUntilTxEnds(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	lc := advisorylock.NewLocal()
+	t.Cleanup(func() { require.NoError(t, lc.Close(context.Background())) })
+	locked := func() bool {
+		l, err := lc.TryAcquire(ctx, "k", 0)
+		if err != nil {
+			return true
+		}
+		require.NoError(t, l.Release(ctx))
+		return false
+	}
+
+	begin := func() *txhooks.Tx {
+		tx, err := txhooks.Begin(ctx, db.Pool)
+		require.NoError(t, err)
+		// A failed assertion must not leave the connection checked out:
+		// closing the pool would wait for it forever.
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		return tx
+	}
+
+	// Expiry while pinned, then commit.
+	l, err := lc.TryAcquire(ctx, "k", 0)
+	require.NoError(t, err)
+	tx := begin()
+	require.NoError(t, l.CheckTx(ctx, tx))
+	require.NoError(t, l.Extend(ctx, time.Millisecond)) // expires at once
+	<-l.Done()
+	require.True(t, locked(), "expired, but the checked transaction is still open")
+	require.ErrorIs(t, l.CheckTx(ctx, tx), advisorylock.ErrNotHeld)
+	require.NoError(t, tx.Commit(ctx))
+	require.False(t, locked())
+
+	// Release while pinned, then rollback.
+	l, err = lc.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	tx = begin()
+	require.NoError(t, l.CheckTx(ctx, tx))
+	require.NoError(t, l.Release(ctx))
+	require.True(t, locked())
+	require.NoError(t, tx.Rollback(ctx))
+	require.False(t, locked())
+
+	// A plain pgx.Tx: checked, nothing pinned.
+	l, err = lc.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		if err := l.CheckTx(ctx, tx); err != nil {
+			return err
+		}
+		require.NoError(t, l.Release(ctx))
+		require.False(t, locked())
+		return nil
+	}))
+
+	// A transaction that already ended is refused, and pins nothing.
+	l, err = lc.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	tx = begin()
+	require.NoError(t, tx.Commit(ctx))
+	require.Error(t, l.CheckTx(ctx, tx))
+	require.NoError(t, l.Release(ctx))
+	require.False(t, locked())
+}
+
+// Manager.CheckTx works the same with a *txhooks.Tx (it needs no hooks).
+func TestManagerCheckTxWithTxhooks(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	m := newManager(t, db.Pool, nil)
+	err := m.RunExclusive(ctx, "k", time.Second, func(ctx context.Context, l *advisorylock.Lock) error {
+		return txhooks.Run(ctx, db.Pool, func(ctx context.Context, tx *txhooks.Tx) error {
+			return l.CheckTx(ctx, tx)
+		})
+	})
+	require.NoError(t, err)
+}
