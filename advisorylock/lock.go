@@ -226,8 +226,9 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 //
 // Use it in a READ COMMITTED transaction (the default) or as the first
 // statement of a REPEATABLE READ one: an older snapshot cannot see a newer
-// grant. On a Local lock CheckTx only checks that the lock is held at the
-// time of the call; it cannot block a takeover (nothing is in a database).
+// grant. On a Local lock CheckTx checks that the lock is held at the time of
+// the call and, only when tx is a *txhooks.Tx, keeps the key from the next
+// holder until tx ends (see Local).
 func (l *Lock) CheckTx(ctx context.Context, tx pgx.Tx) error {
 	if tx == nil {
 		return fmt.Errorf("advisorylock: check %q: nil transaction", l.key)
