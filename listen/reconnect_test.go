@@ -26,10 +26,13 @@ func TestReconnectExactlyOnce10k(t *testing.T) {
 	sub := started(t, db, "inst-sub", nil)
 
 	const total = 10000
+	const publishers = 4
 	var (
-		mu    sync.Mutex
-		seen  = make(map[int]int, total)
-		recvd atomic.Int64
+		mu         sync.Mutex
+		seen       = make(map[int]int, total)
+		last       = map[int]int{}
+		outOfOrder []string
+		recvd      atomic.Int64
 	)
 	_, err := sub.Subscribe(ctx, "ch", func(_ context.Context, m Message) error {
 		var p struct{ N int }
@@ -38,6 +41,12 @@ func TestReconnectExactlyOnce10k(t *testing.T) {
 		}
 		mu.Lock()
 		seen[p.N]++
+		// Publisher goroutine g publishes g, g+4, g+8… one after another.
+		g := p.N % publishers
+		if prev, ok := last[g]; ok && p.N <= prev {
+			outOfOrder = append(outOfOrder, fmt.Sprintf("%d after %d", p.N, prev))
+		}
+		last[g] = p.N
 		mu.Unlock()
 		recvd.Add(1)
 		return nil
@@ -45,7 +54,6 @@ func TestReconnectExactlyOnce10k(t *testing.T) {
 	require.NoError(t, err)
 
 	pad := strings.Repeat("p", 9000)
-	const publishers = 4
 	published := make(chan error, publishers)
 	for g := range publishers {
 		go func() {
@@ -123,6 +131,7 @@ func TestReconnectExactlyOnce10k(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Len(t, seen, total)
+	require.Empty(t, outOfOrder, "per-publisher commit order")
 	for n, c := range seen {
 		require.Equal(t, 1, c, "message %d delivered %d times", n, c)
 	}
