@@ -257,7 +257,8 @@ type PubSub struct {
 
 	// dmu guards the dispatch state. Invariant: every committed message of
 	// this app whose xid is below watermark has been dispatched (or was
-	// deliberately skipped as published before the first Start), and
+	// deliberately skipped as published before the first Start, or was not
+	// addressed to this instance), and
 	// delivered holds the id → xid of every dispatched message with xid at
 	// or above watermark, so a message is dispatched at most once whichever
 	// path (notification, poll, catch-up, local after-commit) finds it.
@@ -266,10 +267,10 @@ type PubSub struct {
 	delivered map[int64]uint64
 
 	healthy     atomic.Bool
-	listenerPID atomic.Uint32
-	pubMu       sync.Mutex // guards pubQ
-	pubQ        publishQueue
-	wg          sync.WaitGroup // listener and pruner
+	listenerPID atomic.Uint32  // backend pid of the current listener connection (for tests)
+	pubMu       sync.Mutex     // guards pubQ
+	pubQ        publishQueue   // Publish group commit, see publisher.go
+	wg          sync.WaitGroup // listener, pruner and publish drainers
 	subWG       sync.WaitGroup // subscription goroutines
 
 	stats struct {
