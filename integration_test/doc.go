@@ -41,7 +41,8 @@
 //
 // The bad-input fuzz targets live next to the code they exercise
 // (listen, pgcache, advisorylock and queue fuzz_test.go); their seeds run
-// with every go test, e.g.
+// with every go test. To fuzz (each fuzz worker starts its own PostgreSQL; the
+// megabyte seeds make input minimization slow, hence -fuzzminimizetime 0):
 //
-//	go test -run '^$' -fuzz FuzzPublish -fuzztime 1m ./listen/
+//	go test -run '^$' -fuzz FuzzPublish -fuzztime 1m -fuzzminimizetime 0 -parallel 1 ./listen/
 package integration
