@@ -2,8 +2,6 @@ package advisorylock
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgcoord/pgcoord/internal/instanceid"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -76,10 +76,7 @@ func (c *Config) withDefaults() Config {
 		out.AppName = DefaultAppName
 	}
 	if out.InstanceID == "" {
-		host, _ := os.Hostname()
-		var b [4]byte
-		_, _ = crand.Read(b[:])
-		out.InstanceID = host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
+		out.InstanceID = instanceid.New()
 	}
 	if out.Schema == "" {
 		out.Schema = migrations.DefaultSchema

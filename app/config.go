@@ -1,12 +1,10 @@
 package app
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
-	"strconv"
+
+	"github.com/pgcoord/pgcoord/internal/instanceid"
 )
 
 // Environment variables read by [ConfigFromEnv].
@@ -47,12 +45,4 @@ func ConfigFromEnv() (Config, error) {
 }
 
 // NewInstanceID returns hostname-pid-random, unique per process start.
-func NewInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "host"
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s-%s-%s", host, strconv.Itoa(os.Getpid()), hex.EncodeToString(b[:]))
-}
+func NewInstanceID() string { return instanceid.New() }

@@ -3,14 +3,14 @@ package queue
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pgcoord/pgcoord/internal/instanceid"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -124,10 +124,7 @@ func (c *Config) withDefaults() Config {
 		out.MaxRescues = 0
 	}
 	if out.InstanceID == "" {
-		host, _ := os.Hostname()
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		out.InstanceID = fmt.Sprintf("%.60s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+		out.InstanceID = instanceid.New()
 	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
