@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pgcoord/pgcoord/internal/instanceid"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -112,7 +114,7 @@ func (c *Config) withDefaults() Config {
 		out.AppName = DefaultAppName
 	}
 	if out.InstanceID == "" {
-		out.InstanceID = randomID()
+		out.InstanceID = instanceid.New()
 	}
 	if out.Schema == "" {
 		out.Schema = migrations.DefaultSchema
