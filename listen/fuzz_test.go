@@ -78,6 +78,10 @@ func FuzzPublish(f *testing.F) {
 			require.Equal(t, 1, rows)
 			return
 		}
+		if !validChannel {
+			_, serr := ps.Subscribe(ctx, channel, func(context.Context, listen.Message) error { return nil }, nil)
+			require.ErrorIs(t, serr, listen.ErrInvalidChannel, "Subscribe refuses it too")
+		}
 		require.True(t, isSentinel(err), "typed error, got %v", err)
 		require.Zero(t, rows, "nothing written on rejection")
 	})

@@ -91,6 +91,22 @@ func FuzzKeyAndPattern(f *testing.F) {
 		} else {
 			require.True(t, isKeyError(err), "typed error, got %v", err)
 			require.True(t, isKeyError(merr), "memory store rejects it too, got %v", merr)
+			// Every other call taking a key refuses it the same way.
+			_, _, err = pg.Get(ctx, key)
+			require.True(t, isKeyError(err), "Get: %v", err)
+			_, err = pg.MGet(ctx, "fine", key)
+			require.True(t, isKeyError(err), "MGet: %v", err)
+			require.True(t, isKeyError(pg.Del(ctx, key)), "Del")
+			require.True(t, isKeyError(pg.MDel(ctx, "fine", key)), "MDel")
+			require.True(t, isKeyError(pg.MSet(ctx, []pgcache.Item{{Key: "fine", Value: 1}, {Key: key, Value: 2}}, 0)), "MSet")
+			_, err = pg.TTL(ctx, key)
+			require.True(t, isKeyError(err), "TTL: %v", err)
+			_, err = pg.Counter().Incr(ctx, key, 0)
+			require.True(t, isKeyError(err), "Counter.Incr: %v", err)
+			require.True(t, isKeyError(pg.SetValueInObject(ctx, key, "f", 1)), "SetValueInObject")
+			_, err = pg.Wrap(ctx, key, func(context.Context) (any, error) { return 1, nil }, 0)
+			require.True(t, isKeyError(err), "Wrap: %v", err)
+			require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&after))
 			require.Equal(t, before, after, "nothing written on rejection")
 		}
 
