@@ -66,8 +66,8 @@ type Config struct {
 	AppName string
 
 	// InstanceID identifies this instance as a sender, for skip-self and
-	// only-self delivery. Two PubSubs must never share one. Defaults to a
-	// random id.
+	// only-self delivery. Two PubSubs must never share one. Defaults to
+	// hostname-pid-random.
 	InstanceID string
 
 	// Schema holds the messages table. Defaults to migrations.DefaultSchema.
