@@ -164,8 +164,10 @@ type model struct {
 	reads    int64
 	// listener reconnections and messages found by catch-up, summed over nodes
 	reconnects, caughtUp int64
-	viol                 []string
-	fatal                []string
+	// near-cache counters, summed over nodes
+	nearHits, nearInvalidations, nearFlushes uint64
+	viol                                     []string
+	fatal                                    []string
 }
 
 // startCluster starts opts.Nodes nodes and waits until each is ready.
@@ -243,6 +245,9 @@ func (c *cluster) record(id string, ev event) {
 		m.reads += ev.N
 		m.reconnects += ev.Reconnects
 		m.caughtUp += ev.CaughtUp
+		m.nearHits += ev.NearHits
+		m.nearInvalidations += ev.NearInvalidations
+		m.nearFlushes += ev.NearFlushes
 	case evSyncSent, evSyncErr:
 		m.sync.addSent(id, ev.Seq, ev.Ev == evSyncSent)
 	case evSyncRecv:
@@ -648,6 +653,9 @@ func (c *cluster) check(ctx context.Context) {
 		}
 	}
 	t.Logf("listen: %d listener reconnections, %d messages recovered by catch-up (summed over nodes that stopped cleanly)", m.reconnects, m.caughtUp)
+	require.Positive(t, m.nearHits, "the near cache served reads (the cache checks are not vacuous)")
+	require.Positive(t, m.nearInvalidations, "near caches were invalidated by other nodes' writes")
+	t.Logf("near cache: %d hits, %d invalidations, %d flushes (summed over nodes that stopped cleanly)", m.nearHits, m.nearInvalidations, m.nearFlushes)
 	t.Logf("cache: %d writes on %d keys, %d near-cache reads checked (monotonic, read-your-writes, fresh within %s of an announced write), %d final reads equal PostgreSQL",
 		countSets(m.sets), len(m.sets), m.reads, staleAfter, finals)
 }

@@ -76,6 +76,10 @@ type event struct {
 	// Listener statistics, on evStopped.
 	Reconnects int64 `json:"reconnects,omitempty"`
 	CaughtUp   int64 `json:"caught_up,omitempty"`
+	// Near-cache statistics of the default cache, on evStopped.
+	NearHits          uint64 `json:"near_hits,omitempty"`
+	NearInvalidations uint64 `json:"near_invalidations,omitempty"`
+	NearFlushes       uint64 `json:"near_flushes,omitempty"`
 }
 
 // Event names.
@@ -344,13 +348,14 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 			out.emit(event{Ev: evFinal, Key: k})
 		}
 	}
-	st := a.PubSub().Stats()
+	st, cs := a.PubSub().Stats(), a.Cache().Stats()
 	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
 	defer scancel()
 	if err := a.Stop(sctx); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
-	out.emit(event{Ev: evStopped, N: n.reads.Load(), Reconnects: st.Reconnects, CaughtUp: st.CaughtUp})
+	out.emit(event{Ev: evStopped, N: n.reads.Load(), Reconnects: st.Reconnects, CaughtUp: st.CaughtUp,
+		NearHits: cs.NearHits, NearInvalidations: cs.NearInvalidations, NearFlushes: cs.NearFlushes})
 	return nil
 }
 
