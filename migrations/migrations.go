@@ -311,8 +311,17 @@ func createSchema(ctx context.Context, db *sql.DB, schema string) error {
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID(schema)); err != nil {
 		return fmt.Errorf("create schema %q: %w", schema, err)
 	}
-	if _, err := tx.ExecContext(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()); err != nil {
+	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+	// schema exists, so a role that owns only the schema could not migrate:
+	// create it only when it is missing.
+	var exists bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
 		return fmt.Errorf("create schema %q: %w", schema, err)
+	}
+	if !exists {
+		if _, err := tx.ExecContext(ctx, `CREATE SCHEMA `+pgx.Identifier{schema}.Sanitize()); err != nil {
+			return fmt.Errorf("create schema %q: %w", schema, err)
+		}
 	}
 	return tx.Commit()
 }
