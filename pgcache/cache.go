@@ -507,8 +507,13 @@ func (c *Cache) MDel(ctx context.Context, keys ...string) error {
 // one character, '\' escapes the next character; '%' and '_' match
 // themselves. An empty pattern matches every key. Other caches' keys are
 // never returned (NocoBase's Redis store returned the whole database's).
+// A pattern with a NUL byte or invalid UTF-8 returns an error wrapping
+// ErrInvalidKey.
 func (c *Cache) Keys(ctx context.Context, pattern string) ([]string, error) {
 	if err := c.check(ctx); err != nil {
+		return nil, err
+	}
+	if err := validatePattern(pattern); err != nil {
 		return nil, err
 	}
 	keys, err := c.st.keys(ctx, pattern)

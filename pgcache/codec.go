@@ -127,6 +127,18 @@ func truthy(e encoded) bool {
 }
 
 // validateKey checks one key.
+// validatePattern refuses a Keys pattern that PostgreSQL text cannot hold, so
+// that it fails with ErrInvalidKey on every store instead of an SQL error.
+func validatePattern(pattern string) error {
+	switch {
+	case !utf8.ValidString(pattern):
+		return fmt.Errorf("%w: pattern %q is not valid UTF-8", ErrInvalidKey, pattern)
+	case strings.IndexByte(pattern, 0) >= 0:
+		return fmt.Errorf("%w: pattern %q contains a NUL byte", ErrInvalidKey, pattern)
+	}
+	return nil
+}
+
 func validateKey(key string) error {
 	switch {
 	case key == "":
