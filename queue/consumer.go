@@ -129,8 +129,8 @@ func (q *EventQueue) queueConfig(c Consumer) river.QueueConfig {
 // once per instance: a second Subscribe returns ErrAlreadySubscribed and
 // leaves the first in place.
 func (q *EventQueue) Subscribe(channel string, c Consumer) error {
-	if channel == "" {
-		return ErrEmptyChannel
+	if err := validateChannel(channel); err != nil {
+		return err
 	}
 	if err := c.validate(); err != nil {
 		return err

@@ -3,6 +3,8 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
 
 var (
@@ -11,6 +13,11 @@ var (
 
 	// ErrEmptyChannel is returned when a channel name is empty.
 	ErrEmptyChannel = errors.New("queue: empty channel name")
+
+	// ErrInvalidChannel is returned (wrapped) when a channel name holds a NUL
+	// byte or invalid UTF-8: it could not round-trip through River's job
+	// arguments.
+	ErrInvalidChannel = errors.New("queue: invalid channel name")
 
 	// ErrAlreadySubscribed is returned by [EventQueue.Subscribe] when this
 	// instance already consumes the channel. The first subscription stays.
@@ -36,6 +43,19 @@ var (
 	// (it never existed, or it was finished and cleaned up).
 	ErrNotFound = errors.New("queue: message not found")
 )
+
+// validateChannel checks a channel name before it reaches River.
+func validateChannel(channel string) error {
+	switch {
+	case channel == "":
+		return ErrEmptyChannel
+	case !utf8.ValidString(channel):
+		return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalidChannel, channel)
+	case strings.IndexByte(channel, 0) >= 0:
+		return fmt.Errorf("%w: %q contains a NUL byte", ErrInvalidChannel, channel)
+	}
+	return nil
+}
 
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)

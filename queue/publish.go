@@ -159,8 +159,8 @@ func (q *EventQueue) insertParams(channel string, payload any, opts *PublishOpts
 	if err := q.checkOpen(); err != nil {
 		return river.InsertManyParams{}, err
 	}
-	if channel == "" {
-		return river.InsertManyParams{}, ErrEmptyChannel
+	if err := validateChannel(channel); err != nil {
+		return river.InsertManyParams{}, err
 	}
 	var o PublishOpts
 	if opts != nil {
