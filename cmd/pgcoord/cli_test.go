@@ -138,3 +138,36 @@ func TestInspectShowsLiveState(t *testing.T) {
 	require.NotContains(t, out, "orders:42")
 	require.True(t, strings.Contains(out, "emails"))
 }
+
+func TestBenchJSONRows(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	code, out, errOut := runCLI(t, "bench", "lock", "--json", "--ops", "40", "--database-url", db.URL)
+	require.Zero(t, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	names := map[string]bool{}
+	for _, line := range lines {
+		var row struct {
+			Name         string   `json:"name"`
+			Pgcoord      *float64 `json:"pgcoord"`
+			Baseline     *float64 `json:"baseline"`
+			BaselineName string   `json:"baseline_name"`
+			Unit         string   `json:"unit"`
+			CostRatio    *float64 `json:"cost_ratio"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &row), line)
+		require.NotNil(t, row.Pgcoord, line)
+		require.NotNil(t, row.Baseline, line)
+		require.NotNil(t, row.CostRatio, line)
+		require.Positive(t, *row.Pgcoord, line)
+		require.NotEmpty(t, row.BaselineName, line)
+		require.Contains(t, []string{"us", "ops/s"}, row.Unit, line)
+		names[row.Name] = true
+	}
+	require.True(t, names["lock.uncontended.c1"], out)
+	require.True(t, names["lock.handoff.c8"], out)
+
+	code, _, errOut = runCLI(t, "bench", "nonsense", "--database-url", db.URL)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `unknown suite "nonsense"`)
+}
