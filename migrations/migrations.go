@@ -289,6 +289,11 @@ func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create boo
 		goose.WithTableName(o.Schema+"."+VersionTable),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithGoMigrations(riverGoMigrations(o.Schema)...),
+		// A database set up with the goose CLI (SQL files only, versions 9+)
+		// and River's own tool lacks goose rows 1-8: apply them out of order.
+		// They are River's migrations, which are no-ops for versions River
+		// already recorded, so this only writes the missing goose rows.
+		goose.WithAllowOutofOrder(true),
 		goose.WithSessionLocker(locker),
 		goose.WithSlog(o.Logger),
 	)

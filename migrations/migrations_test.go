@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/stretchr/testify/require"
@@ -203,4 +205,49 @@ func TestInvalidSchemaRejectedBeforeSQL(t *testing.T) {
 	_, err = migrations.Up(ctx, db.Pool, &migrations.Options{TargetVersion: -1})
 	require.Error(t, err)
 	require.False(t, errors.Is(err, migrations.ErrInvalidSchema))
+}
+
+// A user who runs the SQL files with the goose CLI (search_path set to the
+// schema, goose's table inside it) and River's migrations with River's own
+// tool ends up with the same objects, and can switch to migrations.Up later:
+// it records River's versions without re-running them.
+func TestGooseCLIStyleThenUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
+	require.NoError(t, err)
+
+	// What `goose -dir migrations/sql -table pgcoord.goose_db_version postgres "…?search_path=pgcoord" up` does.
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["search_path"] = "pgcoord"
+	sqlDB := stdlib.OpenDB(*cfg)
+	defer sqlDB.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
+		goose.WithTableName("pgcoord.goose_db_version"), goose.WithDisableGlobalRegistry(true))
+	require.NoError(t, err)
+	res, err := p.Up(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, res, "the SQL files apply on their own")
+	for _, table := range []string{"messages", "cache_entries", "locks"} {
+		require.True(t, tableExists(t, pool, "pgcoord", table), table)
+	}
+
+	// What River's own migrator does (`river migrate-up` with the schema).
+	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	_, err = rm.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	require.NoError(t, err)
+
+	// Switching to the Go API: River's goose versions are recorded, nothing breaks.
+	_, err = migrations.Up(ctx, pool, nil)
+	require.NoError(t, err)
+	st, err := migrations.Status(ctx, pool, nil)
+	require.NoError(t, err)
+	for _, s := range st {
+		require.True(t, s.Applied, "version %d (%s)", s.Version, s.Name)
+	}
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.river_migration`).Scan(&n))
+	require.Equal(t, 8, n, "River's versions were not applied twice")
 }
