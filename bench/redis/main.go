@@ -158,14 +158,23 @@ func compare(ctx context.Context, rdb *redis.Client, pool *pgxpool.Pool, n int) 
 		return nil, err
 	}
 
+	// measure alternates the two sides in chunks, so that drift in the
+	// machine's load (a shared VM) hits both alike.
 	measure := func(name string, pgOp, rdOp func(ctx context.Context, i int) error) error {
-		pg, _, err := bench.Run(ctx, n, 1, pgOp)
-		if err != nil {
-			return fmt.Errorf("%s (pgcoord): %w", name, err)
-		}
-		rd, _, err := bench.Run(ctx, n, 1, rdOp)
-		if err != nil {
-			return fmt.Errorf("%s (redis): %w", name, err)
+		const chunk = 100
+		var pg, rd bench.Sample
+		for done := 0; done < n; done += chunk {
+			m := min(chunk, n-done)
+			s, _, err := bench.Run(ctx, m, 1, func(ctx context.Context, i int) error { return pgOp(ctx, done+i) })
+			if err != nil {
+				return fmt.Errorf("%s (pgcoord): %w", name, err)
+			}
+			pg = append(pg, s...)
+			s, _, err = bench.Run(ctx, m, 1, func(ctx context.Context, i int) error { return rdOp(ctx, done+i) })
+			if err != nil {
+				return fmt.Errorf("%s (redis): %w", name, err)
+			}
+			rd = append(rd, s...)
 		}
 		rows = append(rows, latencyRow(name, pg, rd))
 		return nil
