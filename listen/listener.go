@@ -297,16 +297,15 @@ func fetchMessages(ctx context.Context, q querier, ps *PubSub, ids []int64) ([]e
 
 var errMalformed = errors.New("malformed notification")
 
-// parseInline parses "I<id>,<xid>,<unix_micros>,<flags>,<sender_len>,<channel_len>:<sender><channel><payload>".
-func parseInline(p string) (envelope, error) {
+// parseHeader parses "<id>,<xid>,<unix_micros>,<flags>,<len1>,<len2>", the
+// header of an inline message and of each message of a batch. It returns the
+// envelope's fixed fields and the two lengths, which it checks against rest,
+// the text after the header.
+func parseHeader(h, rest string) (envelope, int, int, error) {
 	var env envelope
-	colon := strings.IndexByte(p, ':')
-	if colon < 0 {
-		return env, errMalformed
-	}
-	f := strings.Split(p[1:colon], ",")
+	f := strings.Split(h, ",")
 	if len(f) != 6 {
-		return env, errMalformed
+		return env, 0, 0, errMalformed
 	}
 	var nums [6]int64
 	for i, s := range f {
@@ -315,24 +314,36 @@ func parseInline(p string) (envelope, error) {
 		}
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return env, errMalformed
+			return env, 0, 0, errMalformed
 		}
 		nums[i] = v
 	}
 	xid, err := strconv.ParseUint(f[1], 10, 64)
 	if err != nil {
-		return env, errMalformed
+		return env, 0, 0, errMalformed
+	}
+	l1, l2 := nums[4], nums[5]
+	if l1 < 0 || l2 < 0 || l1+l2 > int64(len(rest)) {
+		return env, 0, 0, errMalformed
+	}
+	env.msg.ID, env.xid = nums[0], xid
+	env.msg.PublishedAt = microsTime(nums[2])
+	env.skipSelf, env.onlySelf = nums[3]&1 != 0, nums[3]&2 != 0
+	return env, int(l1), int(l2), nil
+}
+
+// parseInline parses "I<header>:<sender><channel><payload>" (see parseHeader;
+// the two lengths are the sender's and the channel's).
+func parseInline(p string) (envelope, error) {
+	colon := strings.IndexByte(p, ':')
+	if colon < 0 {
+		return envelope{}, errMalformed
 	}
 	rest := p[colon+1:]
-	sl, cl := nums[4], nums[5]
-	if sl < 0 || cl < 0 || sl+cl > int64(len(rest)) {
-		return env, errMalformed
+	env, sl, cl, err := parseHeader(p[1:colon], rest)
+	if err != nil {
+		return envelope{}, err
 	}
-	env.msg.ID = nums[0]
-	env.xid = xid
-	env.msg.PublishedAt = microsTime(nums[2])
-	env.skipSelf = nums[3]&1 != 0
-	env.onlySelf = nums[3]&2 != 0
 	env.msg.Sender = rest[:sl]
 	env.msg.Channel = rest[sl : sl+cl]
 	env.msg.Payload = []byte(rest[sl+cl:])

@@ -240,34 +240,12 @@ func parseBatch(p string) ([]envelope, error) {
 		if colon < 0 {
 			return nil, errMalformed
 		}
-		f := strings.Split(p[:colon], ",")
-		if len(f) != 6 {
-			return nil, errMalformed
-		}
-		var nums [6]int64
-		for i, s := range f {
-			if i == 1 {
-				continue
-			}
-			v, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return nil, errMalformed
-			}
-			nums[i] = v
-		}
-		xid, err := strconv.ParseUint(f[1], 10, 64)
-		if err != nil {
-			return nil, errMalformed
-		}
 		rest := p[colon+1:]
-		cl, pl := nums[4], nums[5]
-		if cl < 0 || pl < 0 || cl+pl > int64(len(rest)) {
-			return nil, errMalformed
+		// The two lengths are the channel's and the payload's.
+		e, cl, pl, err := parseHeader(p[:colon], rest)
+		if err != nil {
+			return nil, err
 		}
-		var e envelope
-		e.msg.ID, e.xid = nums[0], xid
-		e.msg.PublishedAt = microsTime(nums[2])
-		e.skipSelf, e.onlySelf = nums[3]&1 != 0, nums[3]&2 != 0
 		e.msg.Sender = sender
 		e.msg.Channel = rest[:cl]
 		e.msg.Payload = []byte(rest[cl : cl+pl])
