@@ -303,3 +303,24 @@ func TestOwnPoolFromDatabaseURLIsClosedAtStop(t *testing.T) {
 	require.NoError(t, a.Stop(ctx))
 	require.Error(t, a.DB().Ping(ctx), "the app closed the pool it opened")
 }
+
+// A failing Load makes Start fail, and Start stops what it had started: every
+// plugin's BeforeStop runs (a plugin before the failing one may have
+// subscribed resources) and every component is closed.
+func TestStartFailureStopsEverything(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	j := &journal{}
+	ok := &hookPlugin{name: "ok", j: j}
+	bad := &hookPlugin{name: "bad", j: j, loadCheck: func(*app.App) error { return errors.New("load failed") }}
+	a := newApp(t, db.Pool, "failing", "i1", ok, bad)
+	err := a.Start(ctx)
+	require.ErrorContains(t, err, `plugin "bad" Load: load failed`)
+	require.Equal(t, []string{"ok:beforeLoad", "bad:beforeLoad", "ok:load", "bad:load", "bad:beforeStop", "ok:beforeStop"}, j.list(),
+		"no AfterStart; BeforeStop in reverse order")
+	require.ErrorIs(t, a.PubSub().Publish(ctx, "c", 1, nil), listen.ErrClosed)
+	_, err = a.Locks().Acquire(ctx, "k", time.Second)
+	require.ErrorIs(t, err, advisorylock.ErrClosed)
+	require.ErrorIs(t, a.Start(ctx), app.ErrClosed, "a failed app cannot be started again")
+}

@@ -14,7 +14,8 @@ import (
 // Start connects and starts the app: migrations (with AutoMigrate), pub/sub,
 // locks and the cache, plugins' BeforeLoad and Load, plugin sync-message
 // subscriptions, the event queue, then plugins' AfterStart. When a step fails,
-// everything already started is stopped again and the error returned.
+// everything already started is stopped again (Stop, including every
+// plugin's BeforeStop) and the error returned; the App cannot be restarted.
 func (a *App) Start(ctx context.Context) error {
 	a.mu.Lock()
 	switch a.state {

@@ -320,3 +320,34 @@ func TestWrapAndHookAfterEnd(t *testing.T) {
 	require.Error(t, err, "read-only transaction")
 	require.NoError(t, ro.Rollback(ctx))
 }
+
+// A COMMIT whose outcome the client cannot know (the connection died) runs
+// neither kind of hook: the caller gets the error and decides.
+func TestCommitWithLostConnectionRunsNoHooks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE t (v int)`)
+	require.NoError(t, err)
+	victim := db.NewPool(t, &pgtest.PoolOptions{AppName: "txhooks-victim"})
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, victim)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.NoError(t, err)
+	tx.AfterCommit(rec.hook("commit"))
+	tx.AfterRollback(rec.hook("rollback"))
+
+	n, err := db.TerminateBackends(ctx, "txhooks-victim")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	err = tx.Commit(ctx)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, pgx.ErrTxCommitRollback)
+	require.Empty(t, rec.got(), "outcome unknown: no hook runs")
+	require.Zero(t, count(t, db.Pool))
+	// The transaction has ended: a deferred Rollback runs nothing either.
+	_ = tx.Rollback(ctx)
+	require.Empty(t, rec.got())
+}
