@@ -19,7 +19,9 @@ type Consumer struct {
 	// Process handles one message. Its ctx is cancelled at the message's
 	// timeout, when the message is cancelled ([EventQueue.Cancel], from any
 	// instance), and when a graceful Stop runs out of time. Returning an error
-	// or panicking is a failed attempt; returning nil completes the message.
+	// or panicking is a failed attempt; returning nil completes the message,
+	// except a message cancelled while it ran: that ends cancelled whatever
+	// Process returns.
 	// Required.
 	Process func(ctx context.Context, msg Message) error
 	// Idle reports whether this instance may start messages of the channel

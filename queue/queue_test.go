@@ -684,6 +684,36 @@ func TestCancelRunningFromAnotherInstance(t *testing.T) {
 	require.Equal(t, int64(1), st["test1"].Cancelled)
 }
 
+// A running message that is cancelled ends cancelled whatever Process
+// returns: here Process notices the cancel and returns nil (or an error).
+func TestCancelledRunningEndsCancelledWhateverProcessReturns(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		ret  error
+	}{{"nil", nil}, {"error", errors.New("stopped early")}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.NewDB(t)
+			q := newQueue(t, db, nil, nil)
+			started := make(chan struct{})
+			require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+				close(started)
+				<-ctx.Done()
+				return tc.ret
+			}}))
+			start(t, q)
+			id, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{MaxRetries: 2})
+			require.NoError(t, err)
+			<-started
+			require.NoError(t, q.Cancel(ctxT(t), id))
+			require.Eventually(t, func() bool { s, _, _ := jobState(t, db, id); return s != "running" }, waitFor, 10*time.Millisecond)
+			s, _, _ := jobState(t, db, id)
+			require.Equal(t, "cancelled", s)
+		})
+	}
+}
+
 // Cancel of a queued message: it never runs. Unknown ids are ErrNotFound.
 func TestCancelQueued(t *testing.T) {
 	t.Parallel()

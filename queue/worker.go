@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -66,16 +67,21 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 		},
 	}
 	err := sub.process(ctx, msg)
-	if err == nil {
+	if err == nil && !errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely) {
 		return nil
 	}
-	attrs := []any{slog.String("channel", msg.Channel), slog.Int64("message_id", job.ID), slog.Int("attempt", job.Attempt), slog.String("error", err.Error())}
+	attrs := []any{slog.String("channel", msg.Channel), slog.Int64("message_id", job.ID), slog.Int("attempt", job.Attempt)}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
 	if ctx.Err() != nil {
 		cause := context.Cause(ctx)
 		switch {
 		case errors.Is(cause, river.ErrJobCancelledRemotely):
+			// Cancelled ends cancelled whatever Process returned, nil
+			// included (it noticed the cancel and stopped early).
 			q.logger.InfoContext(ctx, "queue: message cancelled", attrs...)
-			return river.JobCancel(err)
+			return river.JobCancel(cmp.Or(err, cause))
 		case !errors.Is(cause, context.DeadlineExceeded):
 			// The instance is stopping and its grace period ran out. Returning
 			// the context's error lets River put the message back without
