@@ -27,4 +27,10 @@
 // a DSN whose search_path is the schema and with -table <schema>.goose_db_version.
 // River's tables are Go migrations and need either this package's API
 // (pgcoord migrate up) or River's own CLI (river migrate-up --schema <schema>).
+//
+// A database set up that way can switch to [Up] later: it records River's
+// versions 1-8 without re-running them. goose (CLI and library) rolls back
+// from the version row written last, so every run of this package renumbers
+// the rows of its own version table into version order; [Down] and the goose
+// CLI then roll back in version order.
 package migrations

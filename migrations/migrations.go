@@ -301,7 +301,71 @@ func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create boo
 		return err
 	}
 	defer p.Close()
-	return fn(p)
+	// Rows written out of version order (see orderVersionRows) are put back in
+	// order before goose reads them and after it wrote new ones.
+	if err := orderVersionRows(ctx, db, o.Schema); err != nil {
+		return err
+	}
+	if err := fn(p); err != nil {
+		return err
+	}
+	return orderVersionRows(ctx, db, o.Schema)
+}
+
+// orderVersionRows renumbers goose's version rows so that their ids follow
+// version order. goose (both the Provider and the CLI) takes the applied row
+// with the highest id as the current version and rolls back from there, so
+// rows written out of order - River's versions 1-8 recorded by [Up] after the
+// goose CLI applied 9 and up - would make it roll back River's 8 first and
+// stop. Only applied rows are renumbered: a table that also holds "not
+// applied" rows (written by goose versions before v3.16) keeps its history.
+// The table is pgcoord's own (<schema>.goose_db_version), never the
+// application's.
+func orderVersionRows(ctx context.Context, db *sql.DB, schema string) error {
+	table := pgx.Identifier{schema, VersionTable}.Sanitize()
+	disordered := `SELECT EXISTS (SELECT 1 FROM ` + table + ` a JOIN ` + table + ` b ON a.id < b.id AND a.version_id > b.version_id)
+		AND NOT EXISTS (SELECT 1 FROM ` + table + ` WHERE NOT is_applied)`
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema+"."+VersionTable).Scan(&exists); err != nil {
+		return fmt.Errorf("order version rows: %w", err)
+	}
+	if !exists {
+		return nil
+	}
+	var bad bool
+	if err := db.QueryRowContext(ctx, disordered).Scan(&bad); err != nil || !bad {
+		if err != nil {
+			return fmt.Errorf("order version rows: %w", err)
+		}
+		return nil
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("order version rows: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	// SHARE ROW EXCLUSIVE: no other migrator inserts or deletes a row
+	// meanwhile; check again under the lock.
+	if _, err := tx.ExecContext(ctx, `LOCK TABLE `+table+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+		return fmt.Errorf("order version rows: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, disordered).Scan(&bad); err != nil || !bad {
+		if err != nil {
+			return fmt.Errorf("order version rows: %w", err)
+		}
+		return nil
+	}
+	stmts := []string{
+		// Negate first so that the renumbering never collides with an existing id.
+		`UPDATE ` + table + ` SET id = -id`,
+		`UPDATE ` + table + ` t SET id = s.rn FROM (SELECT id, row_number() OVER (ORDER BY version_id, id DESC) AS rn FROM ` + table + `) s WHERE t.id = s.id`,
+	}
+	for _, q := range stmts {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("order version rows: %w", err)
+		}
+	}
+	return tx.Commit()
 }
 
 // createSchema creates the schema under a transaction-scoped advisory lock, so

@@ -251,3 +251,136 @@ func TestGooseCLIStyleThenUp(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.river_migration`).Scan(&n))
 	require.Equal(t, 8, n, "River's versions were not applied twice")
 }
+
+// gooseCLI is what the goose CLI sees: the SQL files only (versions 9+), goose's
+// table in the schema, search_path set to the schema.
+func gooseCLI(t *testing.T, pool *pgxpool.Pool) *goose.Provider {
+	t.Helper()
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["search_path"] = "pgcoord"
+	sqlDB := stdlib.OpenDB(*cfg)
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
+		goose.WithTableName("pgcoord.goose_db_version"), goose.WithDisableGlobalRegistry(true))
+	require.NoError(t, err)
+	return p
+}
+
+// gooseCLIVersion is the version the goose CLI reports (`goose version`): the
+// applied row with the highest id, which is the order rows were written in.
+func gooseCLIVersion(t *testing.T, pool *pgxpool.Pool) int64 {
+	t.Helper()
+	var v int64
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT version_id FROM pgcoord.goose_db_version WHERE is_applied ORDER BY id DESC LIMIT 1`).Scan(&v))
+	return v
+}
+
+func riverVersions(t *testing.T, pool *pgxpool.Pool) []int {
+	t.Helper()
+	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	ms, err := rm.ExistingVersions(context.Background())
+	require.NoError(t, err)
+	out := []int{}
+	for _, m := range ms {
+		out = append(out, m.Version)
+	}
+	return out
+}
+
+func upTo(n int) []int {
+	out := []int{}
+	for i := 1; i <= n; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// The documented switch (goose CLI for the SQL files, River's migrator for
+// River's tables, then migrations.Up) writes goose rows 1-8 after 9-11. Rolling
+// back must still go in version order, with migrations.Down and with the goose
+// CLI.
+func TestGooseCLIThenUpThenDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
+	require.NoError(t, err)
+	_, err = gooseCLI(t, pool).Up(ctx)
+	require.NoError(t, err)
+	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	_, err = rm.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	require.NoError(t, err)
+	_, err = migrations.Up(ctx, pool, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 11, gooseCLIVersion(t, pool), "the goose CLI sees the latest version")
+
+	// pgcoord migrate down --to 10
+	res, err := migrations.Down(ctx, pool, &migrations.Options{TargetVersion: 10})
+	require.NoError(t, err)
+	require.Len(t, res, 1)
+	require.EqualValues(t, 11, res[0].Version)
+	require.False(t, tableExists(t, pool, "pgcoord", "locks"), "version 11 rolled back")
+	require.True(t, tableExists(t, pool, "pgcoord", "cache_entries"))
+
+	// pgcoord migrate down --to 7: 10, 9 and River's 8, in that order.
+	res, err = migrations.Down(ctx, pool, &migrations.Options{TargetVersion: 7})
+	require.NoError(t, err)
+	require.Len(t, res, 3)
+	require.EqualValues(t, []int64{10, 9, 8}, []int64{res[0].Version, res[1].Version, res[2].Version})
+	require.False(t, tableExists(t, pool, "pgcoord", "messages"))
+	require.Equal(t, upTo(7), riverVersions(t, pool))
+	v, err := migrations.Version(ctx, pool, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 7, v)
+
+	// Back up, then the goose CLI rolls back its own files (11, 10, 9) and stops
+	// at River's 8, which it does not know.
+	_, err = migrations.Up(ctx, pool, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 11, gooseCLIVersion(t, pool))
+	gres, err := gooseCLI(t, pool).DownTo(ctx, 8)
+	require.NoError(t, err)
+	require.Len(t, gres, 3)
+	require.EqualValues(t, 8, gooseCLIVersion(t, pool))
+	require.False(t, tableExists(t, pool, "pgcoord", "messages"))
+
+	// And migrations.Down removes the rest.
+	_, err = migrations.Down(ctx, pool, nil)
+	require.NoError(t, err)
+	require.False(t, schemaExists(t, pool, "pgcoord"))
+}
+
+// A user who never switches (goose CLI for the SQL files, River's migrator for
+// River's tables) goes down with the same two tools.
+func TestGooseCLIAndRiverMigratorDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
+	require.NoError(t, err)
+	cli := gooseCLI(t, pool)
+	_, err = cli.Up(ctx)
+	require.NoError(t, err)
+	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	_, err = rm.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	require.NoError(t, err)
+
+	_, err = cli.DownTo(ctx, 10)
+	require.NoError(t, err)
+	require.False(t, tableExists(t, pool, "pgcoord", "locks"))
+	_, err = cli.DownTo(ctx, 0)
+	require.NoError(t, err)
+	require.False(t, tableExists(t, pool, "pgcoord", "messages"))
+	_, err = rm.Migrate(ctx, rivermigrate.DirectionDown, &rivermigrate.MigrateOpts{TargetVersion: -1})
+	require.NoError(t, err)
+	require.False(t, tableExists(t, pool, "pgcoord", "river_job"))
+
+	// migrations.Down then removes goose's table and the empty schema.
+	_, err = migrations.Down(ctx, pool, nil)
+	require.NoError(t, err)
+	require.False(t, schemaExists(t, pool, "pgcoord"))
+}
