@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -280,6 +281,7 @@ func (c *cluster) record(id string, ev event) {
 		m.viol = append(m.viol, fmt.Sprintf("%s: %s key=%s want>=%d got=%d", id, ev.Err, ev.Key, ev.Ver, ev.Got))
 	case evFatal:
 		m.fatal = append(m.fatal, id+": "+ev.Err)
+		c.t.Logf("node %s failed: %s", id, ev.Err)
 	}
 }
 
@@ -371,13 +373,22 @@ func (c *cluster) killAll() {
 }
 
 // terminateAll terminates every backend of every live node (pool, listener,
-// lock liveness session, River).
-func (c *cluster) terminateAll(ctx context.Context) int {
+// lock liveness session, River). The injector's own connection may time out
+// on a loaded machine or while the server restarts: it retries, on a context
+// of its own, for up to a minute, so that the run fails only when an
+// invariant breaks, never because the injector could not inject.
+func (c *cluster) terminateAll() int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	total := 0
 	for _, p := range c.live() {
-		n, err := c.db.TerminateBackends(ctx, nodeAppName(p.id))
+		n, err := backoff.Retry(ctx, func() (int, error) {
+			actx, acancel := context.WithTimeout(ctx, 15*time.Second)
+			defer acancel()
+			return c.db.TerminateBackends(actx, nodeAppName(p.id))
+		}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(time.Minute))
 		if err != nil {
-			c.t.Errorf("terminate backends of %s: %v", p.id, err) // not FailNow: runs off the test goroutine
+			c.t.Errorf("terminate backends of %s (retried for a minute): %v", p.id, err) // not FailNow: runs off the test goroutine
 		}
 		total += n
 	}
