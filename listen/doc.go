@@ -81,6 +81,21 @@
 // the ids of the messages published since, and the set of delivered ids kept
 // in memory grows, until that transaction ends.
 //
+// Every read of the log also checks that the server is the one the
+// watermark came from: the same system_identifier (pg_control_system), and a
+// snapshot xmin not below the watermark. A blue/green or
+// logical-replication switchover, a restore from a dump or to an earlier
+// point in time, a failover that lost committed transactions, or a DNS name
+// moved to another server fails that check. The listener then reconnects
+// (so [PubSub.Epoch] advances and every subscription gets OnResync), counts
+// it in [Stats].Switchovers, logs a WARN with the reason, restarts its
+// watermark from the new server, and delivers every message of the new
+// server's log published since its last read of the old one (less 5 s):
+// exactly-once is void for those (a message may come twice), and a message
+// committed on the old server after that read that the new server does not
+// have is lost. A failover to a physical replica keeps the
+// system_identifier and the transaction ids, and is an ordinary reconnection.
+//
 // Behind PgBouncer in transaction mode LISTEN does not work: the listener
 // needs a direct session connection.
 //

@@ -59,7 +59,7 @@ func (l *listener) connect(ctx context.Context, first bool) (*pgx.Conn, error) {
 	if !first {
 		ps.resyncAll()
 	}
-	if err := l.catchUp(cctx, conn, first); err != nil {
+	if err := l.catchUp(cctx, conn, first, true); err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
@@ -120,7 +120,7 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
 	for {
 		if time.Until(next) <= 0 {
 			qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-			err := l.catchUp(qctx, conn, false)
+			err := l.catchUp(qctx, conn, false, false)
 			cancel()
 			if err != nil {
 				return err
@@ -188,9 +188,59 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 	case 'W':
 		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
-		return l.catchUp(qctx, conn, false)
+		return l.catchUp(qctx, conn, false, false)
 	}
 	return nil
+}
+
+// errSwitchover ends serve when a poll finds that the server is not the one
+// the watermark came from; the reconnection that follows resynchronises.
+var errSwitchover = errors.New("the server is not the one the watermark came from")
+
+// switchoverMargin widens the window of messages delivered from a new
+// server after a switchover back from the last read on the old one, for
+// transactions that began before that read and committed after it (and for
+// clock differences between the two servers).
+const switchoverMargin = 5 * time.Second
+
+// logRead is the result of one read of the log.
+type logRead struct {
+	xmin     uint64    // the snapshot's xmin
+	serverID int64     // the server's system_identifier
+	at       time.Time // the database time of the read
+	cands    []idXid   // rows to dispatch (on a first read: to mark seen)
+	seenOnly []idXid   // rows to mark seen without dispatching (last column false)
+}
+
+func (l *listener) read(ctx context.Context, conn *pgx.Conn, sql string, args ...any) (logRead, error) {
+	var r logRead
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		return r, fmt.Errorf("read log: %w", err)
+	}
+	for rows.Next() {
+		var (
+			id     *int64
+			xid    *uint64
+			recent *bool
+		)
+		if err := rows.Scan(&r.xmin, &r.serverID, &r.at, &id, &xid, &recent); err != nil {
+			rows.Close()
+			return r, fmt.Errorf("read log: %w", err)
+		}
+		if id == nil || xid == nil {
+			continue
+		}
+		if recent != nil && !*recent {
+			r.seenOnly = append(r.seenOnly, idXid{*id, *xid})
+			continue
+		}
+		r.cands = append(r.cands, idXid{*id, *xid})
+	}
+	if err := rows.Err(); err != nil {
+		return r, fmt.Errorf("read log: %w", err)
+	}
+	return r, nil
 }
 
 // catchUp reads the log from the watermark: every committed message of the
@@ -198,50 +248,62 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 // in (xid, id) order, then the watermark moves to the snapshot's xmin.
 // Bounding by xmin rather than by the highest id seen is what keeps a row
 // whose transaction commits after a later id's from being skipped.
-func (l *listener) catchUp(ctx context.Context, conn *pgx.Conn, first bool) error {
+//
+// Every read also checks that the server is the one the watermark came
+// from (same system_identifier, xmin not below the watermark). When it is
+// not, catchUp returns errSwitchover, unless connecting is set: then it
+// resynchronises from the new server (see switchover).
+func (l *listener) catchUp(ctx context.Context, conn *pgx.Conn, first, connecting bool) error {
 	ps := l.ps
-	var (
-		rows pgx.Rows
-		err  error
-	)
 	if first {
-		rows, err = conn.Query(ctx, ps.sql.initial, ps.cfg.AppName, ps.cfg.InstanceID)
-	} else {
+		r, err := l.read(ctx, conn, ps.sql.initial, ps.cfg.AppName, ps.cfg.InstanceID)
+		if err != nil {
+			return err
+		}
 		ps.dmu.Lock()
-		wm := ps.watermark
+		ps.serverID, ps.lastRead = r.serverID, r.at
 		ps.dmu.Unlock()
-		rows, err = conn.Query(ctx, ps.sql.catchUp, ps.cfg.AppName, ps.cfg.InstanceID, wm)
-	}
-	if err != nil {
-		return fmt.Errorf("read log: %w", err)
-	}
-	var (
-		xmin  uint64
-		cands []idXid
-	)
-	for rows.Next() {
-		var (
-			x   uint64
-			id  *int64
-			xid *uint64
-		)
-		if err := rows.Scan(&x, &id, &xid); err != nil {
-			rows.Close()
-			return fmt.Errorf("read log: %w", err)
-		}
-		xmin = x
-		if id != nil && xid != nil {
-			cands = append(cands, idXid{*id, *xid})
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read log: %w", err)
-	}
-	if first {
-		ps.markSeen(cands)
-		ps.advance(xmin)
+		ps.markSeen(r.cands)
+		ps.advance(r.xmin)
 		return nil
 	}
+	ps.dmu.Lock()
+	wm, serverID, pending := ps.watermark, ps.serverID, ps.switching
+	ps.dmu.Unlock()
+	if pending {
+		// A switchover's resynchronisation failed half way: finish it.
+		return l.switchover(ctx, conn, "")
+	}
+	r, err := l.read(ctx, conn, ps.sql.catchUp, ps.cfg.AppName, ps.cfg.InstanceID, wm)
+	if err != nil {
+		return err
+	}
+	var reason string
+	switch {
+	case r.serverID != serverID:
+		reason = fmt.Sprintf("system_identifier changed from %d to %d", serverID, r.serverID)
+	case r.xmin < wm:
+		reason = fmt.Sprintf("transaction ids went back from %d to %d", wm, r.xmin)
+	}
+	if reason != "" {
+		if !connecting {
+			return fmt.Errorf("%w: %s", errSwitchover, reason)
+		}
+		return l.switchover(ctx, conn, reason)
+	}
+	if err := l.deliver(ctx, conn, r.cands); err != nil {
+		return err
+	}
+	ps.dmu.Lock()
+	ps.lastRead = r.at
+	ps.dmu.Unlock()
+	ps.advance(r.xmin)
+	return nil
+}
+
+// deliver fetches and dispatches the candidates not dispatched yet.
+func (l *listener) deliver(ctx context.Context, conn *pgx.Conn, cands []idXid) error {
+	ps := l.ps
 	missing := make([]int64, 0, 8)
 	for _, c := range cands {
 		if !ps.seen(c.id, c.xid) {
@@ -257,7 +319,48 @@ func (l *listener) catchUp(ctx context.Context, conn *pgx.Conn, first bool) erro
 		}
 		ps.dispatch(envs, true)
 	}
-	ps.advance(xmin)
+	return nil
+}
+
+// switchover resynchronises with a server that is not the one the watermark
+// came from (a blue/green or logical-replication switchover, a restore, a
+// DNS name moved): its transaction ids say nothing about what was delivered.
+// The ledger restarts from the new server's snapshot; every message of its
+// log published since the last read on the old server (less
+// switchoverMargin) is delivered, possibly again, and messages committed on
+// the old server after that read that the new one does not have are lost.
+// Subscriptions got OnResync when the reconnection began.
+func (l *listener) switchover(ctx context.Context, conn *pgx.Conn, reason string) error {
+	ps := l.ps
+	ps.dmu.Lock()
+	if !ps.switching {
+		// Until the resynchronisation below has finished, every read
+		// resumes it (the ledger no longer describes any server).
+		ps.switching = true
+		ps.switchSince = ps.lastRead.Add(-switchoverMargin)
+		ps.watermark = 0
+		clear(ps.delivered)
+	}
+	since := ps.switchSince
+	ps.dmu.Unlock()
+	r, err := l.read(ctx, conn, ps.sql.switched, ps.cfg.AppName, ps.cfg.InstanceID, since)
+	if err != nil {
+		return err
+	}
+	if reason != "" {
+		ps.stats.switchovers.Add(1)
+		ps.logger.WarnContext(ctx, "listen: the listener reached another server than before; delivering its messages since the last read, exactly-once is void for them",
+			slog.String("app", ps.cfg.AppName), slog.String("instance_id", ps.cfg.InstanceID),
+			slog.String("reason", reason), slog.Time("since", since), slog.Int("messages", len(r.cands)))
+	}
+	if err := l.deliver(ctx, conn, r.cands); err != nil {
+		return err
+	}
+	ps.markSeen(r.seenOnly)
+	ps.dmu.Lock()
+	ps.lastRead, ps.serverID, ps.switching = r.at, r.serverID, false
+	ps.dmu.Unlock()
+	ps.advance(r.xmin)
 	return nil
 }
 

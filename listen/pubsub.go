@@ -267,6 +267,14 @@ type PubSub struct {
 	dmu       sync.Mutex
 	watermark uint64
 	delivered map[int64]uint64
+	// serverID is the system_identifier of the server the watermark came
+	// from; lastRead the database time of the latest complete read of its
+	// log. switching is set while a switchover's resynchronisation (from
+	// switchSince) has not finished. Only the listener goroutine writes them.
+	serverID    int64
+	lastRead    time.Time
+	switching   bool
+	switchSince time.Time
 
 	healthy     atomic.Bool
 	listenerPID atomic.Uint32  // backend pid of the current listener connection (for tests)
@@ -276,12 +284,12 @@ type PubSub struct {
 	subWG       sync.WaitGroup // subscription goroutines
 
 	stats struct {
-		published, delivered, caughtUp, dropped, recovered, lost, reconnects, handlerErrors atomic.Int64
+		published, delivered, caughtUp, dropped, recovered, lost, reconnects, switchovers, handlerErrors atomic.Int64
 	}
 }
 
 type statements struct {
-	publish, publishMany, publishTx, initial, catchUp, fetch, prune string
+	publish, publishMany, publishTx, initial, catchUp, switched, fetch, prune string
 }
 
 // New returns a PubSub for the instance whose pool is pool. It does not touch
@@ -318,6 +326,10 @@ func buildStatements(t string) statements {
 		VALUES ($1, $2, $3, $4, $5, $6)
 		RETURNING id, xid, published_at`
 	const routing = ` AND (m.sender = $2 OR NOT m.only_self) AND (m.sender <> $2 OR NOT m.skip_self)`
+	// The snapshot's xmin, the server's identity and the database time, in
+	// the same statement (so the same snapshot) as the rows.
+	const snap = `(SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x,
+		(SELECT system_identifier FROM pg_control_system()) AS sys, statement_timestamp() AS t)`
 	return statements{
 		// One statement: the row and the notification commit together. A
 		// small message travels inline in the notification; a large one by
@@ -353,11 +365,18 @@ func buildStatements(t string) statements {
 		// snapshot: every transaction below xmin has ended, and if it
 		// committed its rows are among those returned (or below the old
 		// watermark, already handled).
-		initial: `SELECT s.x, m.id, m.xid FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) s
+		initial: `SELECT s.x, s.sys, s.t, m.id, m.xid, true FROM ` + snap + ` s
 			LEFT JOIN ` + t + ` m ON m.app = $1 AND m.xid >= s.x` + routing + `
 			ORDER BY m.xid, m.id`,
-		catchUp: `SELECT s.x, m.id, m.xid FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) s
+		catchUp: `SELECT s.x, s.sys, s.t, m.id, m.xid, true FROM ` + snap + ` s
 			LEFT JOIN ` + t + ` m ON m.app = $1 AND m.xid >= $3` + routing + `
+			ORDER BY m.xid, m.id`,
+		// After a switchover to another server: every row of the new
+		// server's log published since the last read on the old one (the
+		// last column says so) is delivered; the other rows at or above the
+		// new xmin are only marked seen.
+		switched: `SELECT s.x, s.sys, s.t, m.id, m.xid, m.published_at >= $3 FROM ` + snap + ` s
+			LEFT JOIN ` + t + ` m ON m.app = $1 AND (m.xid >= s.x OR m.published_at >= $3)` + routing + `
 			ORDER BY m.xid, m.id`,
 		fetch: `SELECT id, xid, channel, sender, skip_self, only_self, payload::text, published_at
 			FROM ` + t + ` WHERE app = $1 AND id = ANY($2) ORDER BY xid, id`,
@@ -495,6 +514,13 @@ type Stats struct {
 	Lost int64
 	// Reconnects counts successful reconnections of the listener.
 	Reconnects int64
+	// Switchovers counts the times the listener found itself on another
+	// server than the one its watermark came from (another
+	// system_identifier, or transaction ids below the watermark): a
+	// blue/green or logical-replication switchover, a restore, a DNS name
+	// moved. Each one is logged at WARN with the reason; see the package
+	// documentation for what is void then.
+	Switchovers int64
 	// HandlerErrors counts handler calls that returned an error or panicked.
 	HandlerErrors int64
 }
@@ -510,6 +536,7 @@ func (ps *PubSub) Stats() Stats {
 		Recovered:     s.recovered.Load(),
 		Lost:          s.lost.Load(),
 		Reconnects:    s.reconnects.Load(),
+		Switchovers:   s.switchovers.Load(),
 		HandlerErrors: s.handlerErrors.Load(),
 	}
 }
@@ -749,3 +776,13 @@ func (ps *PubSub) resyncAll() {
 		}
 	}
 }
+
+// Epoch returns a number that changes whenever this instance may have
+// missed deliveries: it increases at every reconnection of the listener
+// (including one that found another server, see [Stats].Switchovers), before
+// the listener is [PubSub.Healthy] again. A consumer that keeps state derived
+// from messages (a near cache) compares the epoch it built that state under
+// with the current one and rebuilds when they differ; [SubscribeOpts.OnResync]
+// is the same signal delivered in order with the messages. It equals
+// [Stats].Reconnects.
+func (ps *PubSub) Epoch() int64 { return ps.stats.reconnects.Load() }

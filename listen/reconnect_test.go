@@ -211,7 +211,7 @@ func TestCatchUpOutOfOrderCommit(t *testing.T) {
 	require.NoError(t, pub.PublishTx(ctx, slow, "ch", "first-id-commits-last", nil))
 	require.NoError(t, pub.Publish(ctx, "ch", "second-id-commits-first", nil))
 
-	require.NoError(t, l.catchUp(ctx, conn, false))
+	require.NoError(t, l.catchUp(ctx, conn, false, false))
 	got.waitLen(t, 1)
 	require.Equal(t, []string{`"second-id-commits-first"`}, got.payloads())
 	sub.dmu.Lock()
@@ -221,8 +221,8 @@ func TestCatchUpOutOfOrderCommit(t *testing.T) {
 	require.NoError(t, slow.QueryRow(ctx, `SELECT pg_current_xact_id()`).Scan(&slowXid))
 	require.LessOrEqual(t, wm, slowXid, "the watermark must not pass an open transaction")
 	require.NoError(t, slow.Commit(ctx))
-	require.NoError(t, l.catchUp(ctx, conn, false))
-	require.NoError(t, l.catchUp(ctx, conn, false)) // idempotent
+	require.NoError(t, l.catchUp(ctx, conn, false, false))
+	require.NoError(t, l.catchUp(ctx, conn, false, false)) // idempotent
 	got.waitLen(t, 2)
 	require.Equal(t, []string{`"second-id-commits-first"`, `"first-id-commits-last"`}, got.payloads())
 	msgs := got.all()
