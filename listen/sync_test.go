@@ -101,10 +101,15 @@ func TestSyncDebouncedByDefault(t *testing.T) {
 	s1 := syncOn(t, started(t, db, "node1", nil))
 	s2 := syncOn(t, started(t, db, "node2", nil))
 	g1 := syncSubscribe(t, s1, "plugin")
+	// One transaction, so the burst reaches node1 at once however slow the
+	// machine is (the debounce window is what is tested, not the publisher).
+	tx, err := s2.ps.pool.Begin(ctx)
+	require.NoError(t, err)
 	for range 6 {
-		require.NoError(t, s2.Publish(ctx, "plugin", "reload", nil))
-		require.NoError(t, s2.Publish(ctx, "plugin", "other", nil))
+		require.NoError(t, s2.PublishTx(ctx, tx, "plugin", "reload", nil))
+		require.NoError(t, s2.PublishTx(ctx, tx, "plugin", "other", nil))
 	}
+	require.NoError(t, tx.Commit(ctx))
 	g1.waitLen(t, 2)
 	syncBarrier(t, s2, g1, "plugin")
 	require.ElementsMatch(t, []string{`"reload"`, `"other"`}, g1.nonBarrier())
