@@ -58,18 +58,35 @@ func Shared(tb testing.TB) *Server {
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 func Main(m *testing.M, opts ...goleak.Option) {
+	// Goroutines that exist once the server is up (testcontainers' reaper,
+	// pgx internals) are not leaks of the tests.
+	code := Run(m, func() { opts = append(opts, goleak.IgnoreCurrent()) })
+	if code == 0 {
+		if err := goleak.Find(opts...); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: leaked goroutines:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// Run starts the shared server, calls started (when not nil), runs the tests
+// and stops the server. It returns the exit code: m.Run's, or 2 when no server
+// could be found or started.
+func Run(m *testing.M, started func()) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	srv, err := Start(ctx)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		return 2
 	}
 	sharedMu.Lock()
 	shared = srv
 	sharedMu.Unlock()
-	// Goroutines that exist now (testcontainers' reaper, pgx internals) are not leaks of the tests.
-	opts = append(opts, goleak.IgnoreCurrent())
+	if started != nil {
+		started()
+	}
 
 	code := m.Run()
 
@@ -78,13 +95,7 @@ func Main(m *testing.M, opts ...goleak.Option) {
 		fmt.Fprintln(os.Stderr, "pgtest: stop server:", err)
 	}
 	stopCancel()
-	if code == 0 {
-		if err := goleak.Find(opts...); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak: leaked goroutines:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	return code
 }
 
 // DB is one test's own database, cloned from a template with every migration applied.

@@ -1,0 +1,9 @@
+package pgcoordtest_test
+
+import (
+	"testing"
+
+	"github.com/pgcoord/pgcoord/pgcoordtest"
+)
+
+func TestMain(m *testing.M) { pgcoordtest.Main(m) }
