@@ -103,6 +103,11 @@ func (o Options) validate() error {
 	if err := ValidateSchema(o.Schema); err != nil {
 		return fmt.Errorf("Options.Schema: %w", err)
 	}
+	if o.Schema == "public" {
+		// The SQL files refuse to run in public too (see sql/): table names
+		// like messages and locks would collide with the application's.
+		return fmt.Errorf("Options.Schema: %w: public is the application's schema; pgcoord needs its own", ErrInvalidSchema)
+	}
 	if o.TargetVersion < 0 {
 		return fmt.Errorf("Options.TargetVersion: must not be negative, got %d", o.TargetVersion)
 	}

@@ -186,7 +186,7 @@ func TestInvalidSchemaRejectedBeforeSQL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	for _, bad := range []string{"Pgcoord", "x; DROP TABLE y", `a"b`, "1abc", "pg_catalog", "has space", string(make([]byte, 64))} {
+	for _, bad := range []string{"Pgcoord", "x; DROP TABLE y", `a"b`, "1abc", "pg_catalog", "public", "has space", string(make([]byte, 64))} {
 		for name, fn := range map[string]func() error{
 			"up":      func() error { _, err := migrations.Up(ctx, db.Pool, &migrations.Options{Schema: bad}); return err },
 			"down":    func() error { _, err := migrations.Down(ctx, db.Pool, &migrations.Options{Schema: bad}); return err },
@@ -383,4 +383,38 @@ func TestGooseCLIAndRiverMigratorDown(t *testing.T) {
 	_, err = migrations.Down(ctx, pool, nil)
 	require.NoError(t, err)
 	require.False(t, schemaExists(t, pool, "pgcoord"))
+}
+
+// The goose CLI run without ?search_path=<schema> must not put pgcoord's tables
+// in public (where pgcoord never looks), nor drop an application's own
+// public.messages on the way down.
+func TestGooseCLIWithoutSearchPathRefuses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
+	require.NoError(t, err)
+	noPath := func() *goose.Provider {
+		sqlDB := stdlib.OpenDB(*pool.Config().ConnConfig.Copy())
+		t.Cleanup(func() { _ = sqlDB.Close() })
+		p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
+			goose.WithTableName("pgcoord.goose_db_version"), goose.WithDisableGlobalRegistry(true))
+		require.NoError(t, err)
+		return p
+	}
+	_, err = noPath().Up(ctx)
+	require.ErrorContains(t, err, "search_path must start with pgcoord's schema")
+	for _, table := range []string{"messages", "cache_entries", "locks"} {
+		require.False(t, tableExists(t, pool, "public", table), table)
+	}
+
+	// Installed correctly; the application has its own public.messages.
+	_, err = gooseCLI(t, pool).Up(ctx)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `CREATE TABLE public.messages (id int)`)
+	require.NoError(t, err)
+	_, err = noPath().DownTo(ctx, 8)
+	require.ErrorContains(t, err, "search_path must start with pgcoord's schema")
+	require.True(t, tableExists(t, pool, "public", "messages"), "the application's table is untouched")
+	require.True(t, tableExists(t, pool, "pgcoord", "locks"))
 }

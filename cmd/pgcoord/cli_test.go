@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/listen"
+	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/pgcache"
 	"github.com/pgcoord/pgcoord/queue"
 )
@@ -72,6 +76,28 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	code, _, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL, "--schema", "Bad;Schema")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "invalid schema name")
+}
+
+// A goose CLI user gets the SQL files without digging in the module cache.
+func TestMigrateSQLWritesFiles(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "pgcoord-sql")
+	code, out, errOut := runCLI(t, "migrate", "sql", "--out", dir)
+	require.Zero(t, code, errOut)
+	entries, err := fs.Glob(migrations.FS, "*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, entries)
+	for _, name := range entries {
+		want, err := fs.ReadFile(migrations.FS, name)
+		require.NoError(t, err)
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err)
+		require.Equal(t, want, got, name)
+		require.Contains(t, out, name)
+	}
+	code, _, errOut = runCLI(t, "migrate", "sql")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "needs --out DIR")
 }
 
 func TestNoDatabaseSaysWhatToDo(t *testing.T) {

@@ -2,7 +2,7 @@
 // NocoBase cluster guide's scenarios, an inspector of live coordination state,
 // and the side-by-side benchmark.
 //
-//	pgcoord migrate up|down|status   apply, roll back or list migrations
+//	pgcoord migrate up|down|status|sql  apply, roll back, list or write out migrations
 //	pgcoord demo                     three instances act out the four scenarios
 //	pgcoord inspect [--json]         locks, queues, caches and messages of a live database
 //	pgcoord bench [suite] [--json]   pgcoord vs the raw PostgreSQL primitive
@@ -29,7 +29,8 @@ import (
 const usage = `pgcoord: cluster coordination on the PostgreSQL you already run.
 
 Usage:
-  pgcoord migrate up|down|status [flags]   apply, roll back or list migrations
+  pgcoord migrate up|down|status|sql [flags]
+                                           apply, roll back, list or write out migrations
   pgcoord demo [flags]                     three instances act out the cluster guide's four scenarios
   pgcoord inspect [--json] [flags]         show locks, queues, caches and messages of a live database
   pgcoord bench [cache|listen|queue|lock|all] [--json]

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/pgcoord/pgcoord/migrations"
@@ -17,12 +21,14 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var db dbFlags
 	db.register(fs)
 	to := fs.Int64("to", -1, "down: roll back to this version (0 removes everything, including the schema if it is empty); up: migrate up to it")
+	outDir := fs.String("out", "", "sql: directory to write pgcoord's goose SQL files to (created if missing)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord migrate up|down|status [flags]
 
   up       apply every pending migration (River's tables and pgcoord's)
   down     roll back: needs --to N (0 removes everything pgcoord created)
   status   list migrations and whether each is applied
+  sql      write pgcoord's goose SQL files (versions 9+) to --out DIR, for the goose CLI
 
 Flags:
 `)
@@ -39,6 +45,9 @@ Flags:
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if verb == "sql" {
+		return writeSQL(*outDir, stdout)
 	}
 	pool, _, err := db.open(ctx, false, stderr)
 	if err != nil {
@@ -87,7 +96,7 @@ Flags:
 		return tw.Flush()
 	default:
 		fs.Usage()
-		return fmt.Errorf("unknown migrate command %q: want up, down or status", verb)
+		return fmt.Errorf("unknown migrate command %q: want up, down, status or sql", verb)
 	}
 }
 
@@ -99,4 +108,34 @@ func printResults(w io.Writer, res []migrations.Result) {
 		}
 		fmt.Fprintf(w, "%-4s %5d  %-32s %s\n", dir, r.Version, r.Name, r.Duration.Round(1e5))
 	}
+}
+
+// writeSQL copies the embedded SQL migrations to dir, so a goose CLI user who
+// got pgcoord with `go get` does not have to find them in the module cache.
+func writeSQL(dir string, stdout io.Writer) error {
+	if dir == "" {
+		return errors.New("migrate sql needs --out DIR")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	entries, err := fs.ReadDir(migrations.FS, ".")
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".sql" {
+			continue
+		}
+		b, err := fs.ReadFile(migrations.FS, e.Name())
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.WriteFile(path, b, 0o644); err != nil { //nolint:gosec // migration files are not secret
+			return err
+		}
+		fmt.Fprintln(stdout, path)
+	}
+	return nil
 }

@@ -8,6 +8,19 @@
 -- (key order, whitespace, duplicate keys) and accepts the \u0000 escape.
 
 -- +goose Up
+-- +goose StatementBegin
+-- Refuse to run unless search_path names pgcoord's schema first: without it
+-- (the goose CLI with no ?search_path=...) the tables would land in public,
+-- where pgcoord never looks.
+DO $guard$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() = 'public' OR current_schema() LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'pgcoord migrations: search_path must start with pgcoord''s schema (it resolves to %)', coalesce(current_schema(), 'no existing schema')
+            USING HINT = 'CREATE SCHEMA pgcoord, then add ?search_path=pgcoord to the database URL and pass -table pgcoord.goose_db_version to goose';
+    END IF;
+END
+$guard$;
+-- +goose StatementEnd
 CREATE TABLE messages (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     xid          xid8        NOT NULL DEFAULT pg_current_xact_id(),
@@ -27,4 +40,17 @@ CREATE INDEX messages_app_xid_idx ON messages (app, xid, id);
 CREATE INDEX messages_published_at_brin ON messages USING brin (published_at);
 
 -- +goose Down
+-- +goose StatementBegin
+-- Refuse to run unless search_path names pgcoord's schema first: without it
+-- (the goose CLI with no ?search_path=...) the tables would land in public,
+-- where pgcoord never looks.
+DO $guard$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() = 'public' OR current_schema() LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'pgcoord migrations: search_path must start with pgcoord''s schema (it resolves to %)', coalesce(current_schema(), 'no existing schema')
+            USING HINT = 'CREATE SCHEMA pgcoord, then add ?search_path=pgcoord to the database URL and pass -table pgcoord.goose_db_version to goose';
+    END IF;
+END
+$guard$;
+-- +goose StatementEnd
 DROP TABLE messages;

@@ -2,6 +2,19 @@
 -- UNLOGGED: no WAL, so writes are cheap; the table is emptied after a crash
 -- and is not replicated (a cache may be lost, never wrong).
 -- +goose Up
+-- +goose StatementBegin
+-- Refuse to run unless search_path names pgcoord's schema first: without it
+-- (the goose CLI with no ?search_path=...) the tables would land in public,
+-- where pgcoord never looks.
+DO $guard$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() = 'public' OR current_schema() LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'pgcoord migrations: search_path must start with pgcoord''s schema (it resolves to %)', coalesce(current_schema(), 'no existing schema')
+            USING HINT = 'CREATE SCHEMA pgcoord, then add ?search_path=pgcoord to the database URL and pass -table pgcoord.goose_db_version to goose';
+    END IF;
+END
+$guard$;
+-- +goose StatementEnd
 CREATE UNLOGGED TABLE cache_entries (
     app        text COLLATE "C" NOT NULL,
     prefix     text COLLATE "C" NOT NULL,
@@ -25,4 +38,17 @@ CREATE INDEX cache_entries_expires_at_idx ON cache_entries (app, expires_at) WHE
 -- non-HOT.
 
 -- +goose Down
+-- +goose StatementBegin
+-- Refuse to run unless search_path names pgcoord's schema first: without it
+-- (the goose CLI with no ?search_path=...) the tables would land in public,
+-- where pgcoord never looks.
+DO $guard$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() = 'public' OR current_schema() LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'pgcoord migrations: search_path must start with pgcoord''s schema (it resolves to %)', coalesce(current_schema(), 'no existing schema')
+            USING HINT = 'CREATE SCHEMA pgcoord, then add ?search_path=pgcoord to the database URL and pass -table pgcoord.goose_db_version to goose';
+    END IF;
+END
+$guard$;
+-- +goose StatementEnd
 DROP TABLE IF EXISTS cache_entries;

@@ -15,6 +15,19 @@
 -- column assigned) do not. Unchanged key values keep the updates HOT.
 
 -- +goose Up
+-- +goose StatementBegin
+-- Refuse to run unless search_path names pgcoord's schema first: without it
+-- (the goose CLI with no ?search_path=...) the tables would land in public,
+-- where pgcoord never looks.
+DO $guard$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() = 'public' OR current_schema() LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'pgcoord migrations: search_path must start with pgcoord''s schema (it resolves to %)', coalesce(current_schema(), 'no existing schema')
+            USING HINT = 'CREATE SCHEMA pgcoord, then add ?search_path=pgcoord to the database URL and pass -table pgcoord.goose_db_version to goose';
+    END IF;
+END
+$guard$;
+-- +goose StatementEnd
 CREATE SEQUENCE lock_tokens AS bigint NO CYCLE;
 CREATE SEQUENCE lock_owners AS integer NO CYCLE;
 
@@ -38,6 +51,19 @@ COMMENT ON COLUMN locks.wanted_by IS 'owner_id of the one instance waiting for t
 COMMENT ON COLUMN locks.last_wanted IS 'wanted_by as it was when the lease was last released (release returns it)';
 
 -- +goose Down
+-- +goose StatementBegin
+-- Refuse to run unless search_path names pgcoord's schema first: without it
+-- (the goose CLI with no ?search_path=...) the tables would land in public,
+-- where pgcoord never looks.
+DO $guard$
+BEGIN
+    IF current_schema() IS NULL OR current_schema() = 'public' OR current_schema() LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'pgcoord migrations: search_path must start with pgcoord''s schema (it resolves to %)', coalesce(current_schema(), 'no existing schema')
+            USING HINT = 'CREATE SCHEMA pgcoord, then add ?search_path=pgcoord to the database URL and pass -table pgcoord.goose_db_version to goose';
+    END IF;
+END
+$guard$;
+-- +goose StatementEnd
 DROP TABLE locks;
 DROP SEQUENCE lock_owners;
 DROP SEQUENCE lock_tokens;
