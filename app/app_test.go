@@ -181,6 +181,56 @@ func TestStopDrainsQueueWithDatabaseOpenDespiteFailingHook(t *testing.T) {
 	require.ErrorIs(t, a.PubSub().Publish(ctx, "c", 1, nil), listen.ErrClosed)
 }
 
+// Stop past its deadline, with a message whose Process ignores its ctx:
+// Stop returns while Process still runs, reports only the queue's deadline,
+// every later step still closes its component (none reuses the expired ctx),
+// and the message is available again when Stop returns.
+func TestStopPastDeadlineStillClosesEverything(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	j := &journal{}
+	started, release, returned := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	worker := &queuePlugin{j: j, process: func(context.Context, queue.Message) error {
+		defer close(returned)
+		close(started)
+		<-release // ignores its ctx
+		return nil
+	}}
+	ctx := context.Background()
+	a, err := app.New(ctx, app.Config{Name: "hung", DatabaseURL: db.URL, InstanceID: "i1", Plugins: []app.Plugin{worker}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	require.NoError(t, a.Start(ctx))
+	id, err := a.EventQueue().Publish(ctx, "work", 1, nil)
+	require.NoError(t, err)
+	<-started
+
+	stopCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	err = a.Stop(stopCtx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	for _, step := range []string{"close sync messages", "close cache", "close pub/sub", "release locks"} {
+		require.NotContains(t, err.Error(), step, "a later step reused the expired ctx")
+	}
+	select {
+	case <-returned:
+		t.Fatal("Process returned although it ignores its ctx")
+	default:
+	}
+	var state string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT state::text FROM pgcoord.river_job WHERE id = $1`, id).Scan(&state))
+	require.Equal(t, "available", state)
+	require.ErrorIs(t, a.PubSub().Publish(ctx, "c", 1, nil), listen.ErrClosed)
+	close(release)
+	<-returned
+}
+
 type queuePlugin struct {
 	j       *journal
 	process func(ctx context.Context, m queue.Message) error

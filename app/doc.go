@@ -23,6 +23,15 @@
 // Stop is safe to call twice and before Start; a failing hook is logged and
 // reported but never prevents the rest of the shutdown.
 //
+// Stop's ctx is the shutdown deadline. The queue waits for running messages
+// until it, then cancels them and hands back, at once, those whose Process
+// ignores its ctx (queue.StopGrace, 2 s, at most). Every other step gets a
+// context of its own that ends [StopStepGrace] (1 s) after ctx: a step never
+// inherits an expired context, and one that hangs is abandoned. So Stop
+// returns at most queue.StopGrace + (plugins with BeforeStop + 5) ×
+// StopStepGrace after ctx ends (7 s without such plugins), and only when every
+// step hangs; a step that finishes costs only its own time.
+//
 // # Plugins
 //
 // A plugin is any type with a Name. It opts into hooks by implementing the

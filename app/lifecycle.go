@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
@@ -121,10 +123,21 @@ func (a *App) stopping() bool {
 	return a.state == stateStopped
 }
 
+// StopStepGrace is how long each shutdown step that follows the event queue
+// may run past the end of Stop's ctx, so that it still cleans up: every such
+// step (plugins' BeforeStop excepted: they run before the queue) gets a
+// context of its own that ends StopStepGrace after Stop's ctx.
+const StopStepGrace = time.Second
+
 // Stop shuts the app down in the order described in the package
 // documentation. It is safe to call twice (the second call returns the
 // first's result) and before Start. Every step runs even when an earlier one
 // failed; the errors are joined.
+//
+// Stop returns at most queue.StopGrace plus StopStepGrace per remaining step
+// after ctx ends (the package documentation gives the bound). A step that
+// ignores its context (a BeforeStop hook, a message's Process) is abandoned
+// and left to finish in the background: later steps do not wait for it.
 func (a *App) Stop(ctx context.Context) error {
 	a.mu.Lock()
 	if a.state == stateStopped {
@@ -137,26 +150,37 @@ func (a *App) Stop(ctx context.Context) error {
 	a.mu.Unlock()
 
 	var errs []error
-	step := func(what string, err error) {
+	report := func(what string, err error) {
 		if err != nil && !isClosed(err) {
-			a.logger.ErrorContext(ctx, "pgcoord: stop step failed", slog.String("step", what), slog.Any("error", err))
+			a.logger.ErrorContext(context.WithoutCancel(ctx), "pgcoord: stop step failed", slog.String("step", what), slog.Any("error", err))
 			errs = append(errs, fmt.Errorf("app: %s: %w", what, err))
 		}
+	}
+	step := func(what string, run func(ctx context.Context) error) {
+		sctx, cancel := stepContext(ctx)
+		defer cancel()
+		report(what, bounded(sctx, run))
 	}
 	if wasStarted {
 		for _, p := range slices.Backward(a.cfg.Plugins) {
 			if h, ok := p.(BeforeStopper); ok {
-				step(fmt.Sprintf("plugin %q BeforeStop", p.Name()), safeHook(func() error { return h.BeforeStop(ctx, a) }))
+				step(fmt.Sprintf("plugin %q BeforeStop", p.Name()), func(ctx context.Context) error {
+					return safeHook(func() error { return h.BeforeStop(ctx, a) })
+				})
 			}
 		}
 	}
-	step("stop event queue", a.queue.Stop(ctx))
-	step("close sync messages", a.sync.Close(ctx))
+	// The queue bounds its own overrun (queue.StopGrace) and reports ctx's
+	// error when it had to cancel or abandon messages.
+	report("stop event queue", a.queue.Stop(ctx))
+	step("close sync messages", a.sync.Close)
 	// The cache before pub/sub: near-caches unsubscribe from it.
-	step("close cache", a.caches.Close(ctx))
-	step("close pub/sub", a.pubsub.Close(ctx))
-	step("release locks", a.locks.Close(ctx))
-	a.closePools()
+	step("close cache", a.caches.Close)
+	step("close pub/sub", a.pubsub.Close)
+	step("release locks", a.locks.Close)
+	// pgxpool's Close waits for every acquired connection, which an abandoned
+	// Process may hold: bounded like the other steps.
+	step("close pools", func(context.Context) error { a.closePools(); return nil })
 	err := errors.Join(errs...)
 	a.mu.Lock()
 	a.stopErr = err
@@ -165,6 +189,43 @@ func (a *App) Stop(ctx context.Context) error {
 		a.logger.InfoContext(ctx, "pgcoord: app stopped")
 	}
 	return err
+}
+
+// stepContext returns a shutdown step's context: it carries ctx's values and
+// ends StopStepGrace after ctx ends (at once plus the grace when ctx has
+// already ended), so that a step after the deadline still cleans up, within
+// a bound.
+func stepContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	var timer *time.Timer
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		timer = time.AfterFunc(StopStepGrace, cancel)
+		mu.Unlock()
+	})
+	return sctx, func() {
+		stop()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// bounded runs fn(ctx) and returns its error, or ctx's error when ctx ends
+// first; fn then goes on in the background and its result is dropped.
+func bounded(ctx context.Context, fn func(ctx context.Context) error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("abandoned (still running in the background): %w", ctx.Err())
+	}
 }
 
 func safeHook(fn func() error) (err error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // Consumer consumes one channel on this instance.
@@ -256,4 +257,37 @@ func (e *gatedExecutor) JobGetAvailable(ctx context.Context, params *riverdriver
 		return &riverdriver.JobGetAvailableResult{}, nil
 	}
 	return e.Executor.JobGetAvailable(ctx, params)
+}
+
+// JobSetStateIfRunningMany drops the results of abandoned messages (see
+// [EventQueue.Stop]): Stop handed them back, so another instance may run
+// them now and this instance's late result must not overwrite theirs.
+func (e *gatedExecutor) JobSetStateIfRunningMany(ctx context.Context, params *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
+	keep := make([]int, 0, len(params.ID))
+	for i, id := range params.ID {
+		if !e.q.isAbandoned(id) {
+			keep = append(keep, i)
+		}
+	}
+	if len(keep) == len(params.ID) {
+		return e.Executor.JobSetStateIfRunningMany(ctx, params)
+	}
+	if len(keep) == 0 {
+		// River reads a missing row as a message deleted meanwhile.
+		return nil, nil
+	}
+	p := *params
+	p.ID, p.Attempt, p.ErrData, p.FinalizedAt = pick(params.ID, keep), pick(params.Attempt, keep), pick(params.ErrData, keep), pick(params.FinalizedAt, keep)
+	p.MetadataDoMerge, p.MetadataUpdates = pick(params.MetadataDoMerge, keep), pick(params.MetadataUpdates, keep)
+	p.ScheduledAt, p.State = pick(params.ScheduledAt, keep), pick(params.State, keep)
+	return e.Executor.JobSetStateIfRunningMany(ctx, &p)
+}
+
+// pick returns s's elements at indexes keep.
+func pick[T any](s []T, keep []int) []T {
+	out := make([]T, len(keep))
+	for i, k := range keep {
+		out[i] = s[k]
+	}
+	return out
 }

@@ -62,8 +62,11 @@
 // waits for running messages while the database is still open (NocoBase
 // closes the database first); at its ctx's deadline it cancels their
 // contexts, and River puts them back in the queue without charging an
-// attempt. Database outages stall claiming and completion; River retries its
-// queries and reconnects its LISTEN connection.
+// attempt. A Process that ignores its ctx is abandoned [StopGrace]/2 later:
+// its message is handed back to the queue at once (available, not charged)
+// and its late result dropped, so Stop returns at most StopGrace (2 s) after
+// its ctx ends. Database outages stall claiming and completion; River
+// retries its queries and reconnects its LISTEN connection.
 //
 // # Defaults and the latency/throughput trade-off
 //

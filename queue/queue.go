@@ -53,9 +53,10 @@ const (
 	// cooldownPerWorker derives a channel's fetch cooldown from its
 	// Concurrency: Concurrency / cooldown stays at 50,000 claims per second.
 	cooldownPerWorker = 20 * time.Microsecond
-	// hardStopWait bounds how long Stop waits for cancelled messages to return
-	// once ctx has ended.
-	hardStopWait = 10 * time.Second
+	// StopGrace is how long [EventQueue.Stop] may run past the end of its
+	// ctx: half of it waiting for the cancelled messages to return, the rest
+	// handing back the ones that did not.
+	StopGrace = 2 * time.Second
 	// maxMaxRescues keeps max_attempts (a smallint) in range.
 	maxMaxRescues = 1000
 	// placeholderQueue exists only so River builds a working (not insert-only)
@@ -166,6 +167,10 @@ type EventQueue struct {
 	// jobTable is the sanitized, schema-qualified river_job identifier, built
 	// once from the validated Config.Schema.
 	jobTable string
+	// handBackSQL is handBackQuery for Config.Schema; insertTopic is River's
+	// insert NOTIFY channel there.
+	handBackSQL string
+	insertTopic string
 
 	// mu serialises lifecycle transitions and Subscribe/Unsubscribe; it
 	// guards started.
@@ -178,6 +183,16 @@ type EventQueue struct {
 	subsMu    sync.RWMutex
 	byChannel map[string]*subscription
 	byQueue   map[string]*subscription
+
+	// runMu guards running and abandoned. running holds the attempt of
+	// every message whose Process runs on this instance, by message id;
+	// abandoned holds those that Stop handed back while their Process still
+	// ran: whatever that Process returns later is dropped (see
+	// gatedExecutor.JobSetStateIfRunningMany), since the message may already
+	// run elsewhere.
+	runMu     sync.Mutex
+	running   map[int64]int
+	abandoned map[int64]int
 
 	// stopping is set when Stop begins: nothing new may be subscribed.
 	// closed is set when Stop has returned: every call returns ErrClosed.
@@ -196,12 +211,17 @@ func New(pool *pgxpool.Pool, cfg *Config) (*EventQueue, error) {
 		return nil, err
 	}
 	q := &EventQueue{
-		cfg:       c,
-		pool:      pool,
-		logger:    c.Logger,
-		jobTable:  pgx.Identifier{c.Schema, "river_job"}.Sanitize(),
-		byChannel: make(map[string]*subscription),
-		byQueue:   make(map[string]*subscription),
+		cfg:      c,
+		pool:     pool,
+		logger:   c.Logger,
+		jobTable: pgx.Identifier{c.Schema, "river_job"}.Sanitize(),
+		// River's notifier LISTENs on "<schema>.river_insert".
+		handBackSQL: handBackQuery(c.Schema),
+		insertTopic: c.Schema + ".river_insert",
+		byChannel:   make(map[string]*subscription),
+		byQueue:     make(map[string]*subscription),
+		running:     make(map[int64]int),
+		abandoned:   make(map[int64]int),
 	}
 
 	workers := river.NewWorkers()
@@ -268,8 +288,11 @@ func (q *EventQueue) Start(ctx context.Context) error {
 // Stop stops taking messages and waits, while the database is still open, for
 // the running ones to finish. When ctx ends first, their contexts are
 // cancelled; a message interrupted that way goes back to the queue without
-// being charged an attempt, and Stop returns ctx's error after the cancelled
-// Process calls returned (or 10 s more passed). Messages still queued stay
+// being charged an attempt. Stop then waits at most [StopGrace] more: a
+// message whose Process has not returned by half of it (it ignores its ctx)
+// is abandoned: handed back to the queue at once (available to every
+// instance, not charged an attempt) and whatever its Process returns later
+// is dropped. Stop then returns ctx's error. Messages still queued stay
 // queued for other or later instances. During Stop, Publish still works (a
 // running message may publish); once Stop returned, every call returns
 // ErrClosed. Stop is safe to call twice and before Start.
@@ -289,13 +312,97 @@ func (q *EventQueue) Stop(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
+	// Every wait from here on is bounded by StopGrace past ctx's end, on
+	// contexts of their own: ctx has ended.
+	graceEnd := time.Now().Add(StopGrace)
 	q.logger.WarnContext(ctx, "queue: stop deadline reached, cancelling running messages", slog.String("instance_id", q.cfg.InstanceID))
-	hardCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hardStopWait)
+	cancelCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), graceEnd.Add(-StopGrace/2))
 	defer cancel()
-	if hardErr := q.client.StopAndCancel(hardCtx); hardErr != nil {
-		return fmt.Errorf("queue: stop: %w (running messages did not return after cancel: %v)", err, hardErr)
+	if q.client.StopAndCancel(cancelCtx) == nil {
+		return fmt.Errorf("queue: stop: %w", err)
 	}
-	return fmt.Errorf("queue: stop: %w", err)
+	// Some Process ignores its ctx. River's client finishes stopping when it
+	// returns; this instance no longer waits for it.
+	handBackCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), graceEnd)
+	defer cancel()
+	n, handErr := q.abandonRunning(handBackCtx)
+	q.logger.WarnContext(ctx, "queue: stop abandoned messages whose Process ignored its cancelled ctx; handed back to the queue",
+		slog.String("instance_id", q.cfg.InstanceID), slog.Int("messages", n))
+	if handErr != nil {
+		return fmt.Errorf("queue: stop: %w (handing back %d abandoned messages failed: %v)", err, n, handErr)
+	}
+	return fmt.Errorf("queue: stop: %w (%d messages abandoned and handed back)", err, n)
+}
+
+// abandonRunning marks every message whose Process still runs here as
+// abandoned and hands it back to the queue: state available (cancelled if
+// a Cancel is pending), the attempt not charged, and a NOTIFY so that
+// consumers claim it at once. A message another attempt already moved on
+// is left alone. It returns how many messages were abandoned.
+func (q *EventQueue) abandonRunning(ctx context.Context) (int, error) {
+	q.runMu.Lock()
+	ids := make([]int64, 0, len(q.running))
+	attempts := make([]int32, 0, len(q.running))
+	for id, attempt := range q.running {
+		q.abandoned[id] = attempt
+		ids = append(ids, id)
+		attempts = append(attempts, int32(attempt))
+	}
+	q.runMu.Unlock()
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	_, err := q.pool.Exec(ctx, q.handBackSQL, ids, attempts, q.cfg.InstanceID, q.insertTopic)
+	return len(ids), err
+}
+
+// handBackQuery returns the statement that hands abandoned messages back:
+// $1 ids, $2 their attempts, $3 the instance that ran them, $4 River's
+// insert NOTIFY channel. Only a row still running the same attempt on the
+// same instance changes; River's interrupted-job rule is mirrored: back to
+// available, now (database time), attempt not charged, or cancelled when a
+// Cancel came meanwhile.
+func handBackQuery(schema string) string {
+	job := pgx.Identifier{schema, "river_job"}.Sanitize()
+	state := pgx.Identifier{schema, "river_job_state"}.Sanitize()
+	return `
+		WITH input AS (
+			SELECT unnest($1::bigint[]) AS id, unnest($2::int[]) AS attempt
+		), moved AS (
+			UPDATE ` + job + ` AS j SET
+				state = CASE WHEN j.metadata ? 'cancel_attempted_at' THEN 'cancelled' ELSE 'available' END::` + state + `,
+				finalized_at = CASE WHEN j.metadata ? 'cancel_attempted_at' THEN now() ELSE j.finalized_at END,
+				attempt = CASE WHEN j.metadata ? 'cancel_attempted_at' THEN j.attempt ELSE greatest(j.attempt - 1, 0) END,
+				scheduled_at = CASE WHEN j.metadata ? 'cancel_attempted_at' THEN j.scheduled_at ELSE now() END
+			FROM input
+			WHERE j.id = input.id AND j.attempt = input.attempt AND j.state = 'running'
+				AND j.attempted_by[cardinality(j.attempted_by)] = $3
+			RETURNING j.queue, j.state
+		)
+		SELECT pg_notify($4, json_build_object('queue', queue)::text)
+		FROM (SELECT DISTINCT queue FROM moved WHERE state = 'available') AS woken`
+}
+
+// started records that Process of message id (attempt) runs on this
+// instance; the returned func forgets it.
+func (q *EventQueue) startRunning(id int64, attempt int) func() {
+	q.runMu.Lock()
+	q.running[id] = attempt
+	q.runMu.Unlock()
+	return func() {
+		q.runMu.Lock()
+		delete(q.running, id)
+		q.runMu.Unlock()
+	}
+}
+
+// isAbandoned reports whether Stop handed message id back while its
+// Process ran here.
+func (q *EventQueue) isAbandoned(id int64) bool {
+	q.runMu.Lock()
+	defer q.runMu.Unlock()
+	_, ok := q.abandoned[id]
+	return ok
 }
 
 func (q *EventQueue) checkOpen() error {

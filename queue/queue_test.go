@@ -652,6 +652,65 @@ func TestStopDeadlineCancelsAndRequeues(t *testing.T) {
 	require.Equal(t, 0, errs)
 }
 
+// Stop past its deadline with a Process that ignores its ctx: Stop returns
+// (ctx's deadline plus queue.StopGrace at most) while Process still runs,
+// the message is available again the moment Stop returns (not charged an
+// attempt), and another instance runs it. The abandoned Process returning
+// later changes nothing.
+func TestStopPastDeadlineAbandonsHungMessage(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	q := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "hung"}), &queue.Config{InstanceID: "hung"})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+		defer close(returned)
+		close(started)
+		<-release // ignores its ctx
+		return nil
+	}}))
+	start(t, q)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	id, err := q.Publish(ctxT(t), "test1", 1, nil)
+	require.NoError(t, err)
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = q.Stop(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	select {
+	case <-returned:
+		t.Fatal("Process returned although it ignores its ctx")
+	default:
+	}
+	s, attempt, errs := jobState(t, db, id)
+	require.Equal(t, "available", s, "an abandoned message is handed back when Stop returns")
+	require.Equal(t, 0, attempt)
+	require.Equal(t, 0, errs)
+
+	got := make(chan int64, 1)
+	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
+	require.NoError(t, other.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+		got <- m.ID
+		return nil
+	}}))
+	start(t, other)
+	require.Equal(t, id, <-got)
+	waitState(t, db, id, "completed")
+	close(release)
+	<-returned
+	var by []string
+	require.NoError(t, db.Pool.QueryRow(ctxT(t), `SELECT attempted_by FROM pgcoord.river_job WHERE id = $1`, id).Scan(&by))
+	require.Equal(t, []string{"hung", "other"}, by)
+}
+
 // Cancel of a running message from another instance cancels its ctx, and it
 // ends cancelled.
 func TestCancelRunningFromAnotherInstance(t *testing.T) {

@@ -53,6 +53,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 		// without charging an attempt.
 		return river.JobSnooze(0)
 	}
+	defer q.startRunning(job.ID, job.Attempt)()
 	failed := failedAttempts(job.JobRow)
 	msg := Message{
 		ID:      job.ID,
