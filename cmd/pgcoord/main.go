@@ -6,6 +6,7 @@
 //	pgcoord demo                     three instances act out the four scenarios
 //	pgcoord inspect [--json]         locks, queues, caches and messages of a live database
 //	pgcoord bench [suite] [--json]   pgcoord vs the raw PostgreSQL primitive
+//	pgcoord version [--json]         module and schema versions
 //
 // The database comes from --database-url or PGCOORD_DATABASE_URL. demo and
 // bench start a throwaway local PostgreSQL when neither is set.
@@ -35,6 +36,7 @@ Usage:
   pgcoord inspect [--json] [flags]         show locks, queues, caches and messages of a live database
   pgcoord bench [cache|listen|queue|lock|all] [--json]
                                            pgcoord vs the raw PostgreSQL primitive, side by side
+  pgcoord version [--json] [flags]         module version and schema version (and the database's)
 
 Every command takes --database-url (default: $PGCOORD_DATABASE_URL) and
 --schema (default: $PGCOORD_SCHEMA, else "pgcoord"). demo and bench start a
@@ -71,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdInspect(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		err = cmdVersion(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "pgcoord: unknown command %q\n\n%s", args[0], usage)
 		return 2

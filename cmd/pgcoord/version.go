@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/pgcoord/pgcoord/migrations"
+)
+
+// modulePath is pgcoord's module, looked up in the build information.
+const modulePath = "github.com/pgcoord/pgcoord"
+
+// versionInfo is what `pgcoord version` reports.
+type versionInfo struct {
+	// Module is pgcoord's module version: a tag (v0.4.1) when built with
+	// `go install …@version`, a pseudo-version, or "(devel)" from a checkout.
+	Module string `json:"module"`
+	// Go is the Go version the binary was built with.
+	Go string `json:"go"`
+	// Schema is the schema version this build migrates to and expects.
+	Schema int64 `json:"schema"`
+	// Database is the schema version of --database-url's database, when one
+	// was given; 0 when it has none of pgcoord's migrations.
+	Database *int64 `json:"database,omitempty"`
+}
+
+func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pgcoord version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var db dbFlags
+	db.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: pgcoord version [--json] [flags]
+
+Prints pgcoord's module version and the schema version it expects; with a
+database URL, also the schema version of that database.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	info := versionInfo{Module: moduleVersion(), Go: runtime.Version(), Schema: migrations.LatestVersion()}
+	if db.url != "" {
+		pool, _, err := db.open(ctx, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		v, err := migrations.Version(ctx, pool, &migrations.Options{Schema: db.schema})
+		if err != nil {
+			return err
+		}
+		info.Database = &v
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
+	fmt.Fprintf(stdout, "pgcoord %s (%s)\nschema version %d\n", info.Module, info.Go, info.Schema)
+	if info.Database != nil {
+		fmt.Fprintf(stdout, "database schema version %d\n", *info.Database)
+	}
+	return nil
+}
+
+// moduleVersion returns pgcoord's module version from the build information:
+// the main module's when this binary is pgcoord itself, else the dependency's.
+func moduleVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	if bi.Main.Path == modulePath {
+		return bi.Main.Version
+	}
+	for _, d := range bi.Deps {
+		if d.Path == modulePath {
+			return d.Version
+		}
+	}
+	return "(unknown)"
+}
