@@ -128,7 +128,10 @@ func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 	a := instance(t, db, "inst-a", nil)
 	b := instance(t, db, "inst-b", nil)
 
-	l, err := a.Acquire(ctx, "k", 200*time.Millisecond)
+	// A long first lease: on a loaded machine Begin and CheckTx may take
+	// longer than a short one. The Extend below sets the short lease that
+	// then expires.
+	l, err := a.Acquire(ctx, "k", time.Minute)
 	require.NoError(t, err)
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
