@@ -21,7 +21,8 @@ import (
 // check in CheckTx. Local's CheckTx reports whether the lock is held at the
 // time of the call; when tx is a *txhooks.Tx it also keeps the key from the
 // next holder until tx commits or rolls back (like the Manager's row lock),
-// through the transaction's hooks. With a plain pgx.Tx there is nothing to
+// through the transaction's hooks; a COMMIT whose outcome is unknown (the
+// connection broke) ends the transaction too and frees the pin. With a plain pgx.Tx there is nothing to
 // learn the end of the transaction from, so nothing is blocked. Tokens
 // increase per Local value. Two Local values never share keys (NocoBase's adapter shares
 // one process-wide map; pass one Local around instead). No app namespace:
@@ -215,6 +216,9 @@ func (lc *Local) checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error {
 		}
 		htx.AfterCommit(unpin)
 		htx.AfterRollback(unpin)
+		// Committed or not, a transaction whose COMMIT outcome is unknown
+		// is over: the pin must not outlive it.
+		htx.AfterOutcomeUnknown(unpin)
 	}
 	return nil
 }

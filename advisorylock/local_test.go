@@ -97,3 +97,37 @@ func TestManagerCheckTxWithTxhooks(t *testing.T) {
 	})
 	require.NoError(t, err)
 }
+
+// Local.CheckTx pins the key to a *txhooks.Tx until it ends, and it ends
+// also when its COMMIT is never sent (context cancelled first) or its
+// outcome is unknown (connection lost): after Release the key is free.
+func TestLocalCheckTxPinEndsWhenCommitFails(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	lc := advisorylock.NewLocal()
+	t.Cleanup(func() { require.NoError(t, lc.Close(context.Background())) })
+	victim := db.NewPool(t, &pgtest.PoolOptions{AppName: "local-victim"})
+
+	for _, tc := range []string{"never sent", "outcome unknown"} {
+		l, err := lc.Acquire(ctx, "k", time.Minute)
+		require.NoError(t, err, tc)
+		tx, err := txhooks.Begin(ctx, victim)
+		require.NoError(t, err, tc)
+		require.NoError(t, l.CheckTx(ctx, tx), tc)
+		cctx, cancel := context.WithCancel(ctx)
+		if tc == "never sent" {
+			cancel()
+		} else {
+			n, err := db.TerminateBackends(ctx, "local-victim")
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+		}
+		require.Error(t, tx.Commit(cctx), tc)
+		cancel()
+		require.NoError(t, l.Release(ctx), tc)
+		l2, err := lc.TryAcquire(ctx, "k", 0)
+		require.NoError(t, err, "%s: the key must be free after Release", tc)
+		require.NoError(t, l2.Release(ctx))
+	}
+}

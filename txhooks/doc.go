@@ -17,13 +17,23 @@
 //   - A hook that returns an error or panics is logged (log/slog, the logger set
 //     with [Tx.SetLogger], else [slog.Default]) and never undoes the commit nor
 //     skips later hooks.
-//   - A COMMIT that PostgreSQL turns into a ROLLBACK (the transaction had
-//     failed; pgx returns [pgx.ErrTxCommitRollback]) runs rollback hooks.
-//     A COMMIT whose outcome is unknown (the connection broke while committing)
-//     runs neither kind and logs a warning: the caller gets the error.
+//   - Rollback hooks run whenever the outcome is known to be a rollback:
+//     [Tx.Rollback]; a COMMIT that PostgreSQL turns into a ROLLBACK (the
+//     transaction had failed; pgx returns [pgx.ErrTxCommitRollback]); a
+//     COMMIT that was never sent (the context ended first: pgx returns an
+//     error for which [pgconn.SafeToRetry] is true, and closes the
+//     connection, so the server aborts the transaction); a COMMIT the server
+//     refused with an ERROR (a deferred constraint, a serialization failure).
+//   - A COMMIT that was sent but whose outcome is unknown (the connection
+//     broke before the answer, or a FATAL error) runs neither commit nor
+//     rollback hooks: it logs a warning and runs the [Tx.AfterOutcomeUnknown]
+//     hooks, so that whatever must not outlive the transaction is freed. The
+//     caller gets the error.
 //   - Savepoints ([Tx.Begin], [Tx.Savepoint]) have hooks of their own. When a
-//     savepoint is released its hooks move to the parent; when it is rolled back
-//     its commit hooks are dropped and its rollback hooks run at once.
+//     savepoint is released its hooks move to the parent (also when RELEASE
+//     failed: the outermost outcome then decides); when it is rolled back
+//     its commit and outcome-unknown hooks are dropped and its rollback hooks
+//     run at once.
 //   - A hook registered after the transaction ended is not run; it is logged at
 //     error level.
 //

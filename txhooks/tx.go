@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Hook is work scheduled on a transaction's outcome. The context is never
@@ -33,12 +34,33 @@ type Tx struct {
 
 	parent *Tx // nil for the outermost transaction
 
-	mu         sync.Mutex // guards the fields below
-	onCommit   []Hook
-	onRollback []Hook
-	ended      bool
-	logger     *slog.Logger
+	mu     sync.Mutex // guards the fields below
+	hooks  hooks
+	ended  bool
+	logger *slog.Logger
 }
+
+// hooks are the hooks registered on a transaction or savepoint, by kind.
+type hooks struct {
+	commit, rollback, unknown []Hook
+}
+
+func (h *hooks) append(o hooks) {
+	h.commit = append(h.commit, o.commit...)
+	h.rollback = append(h.rollback, o.rollback...)
+	h.unknown = append(h.unknown, o.unknown...)
+}
+
+func (h hooks) len() int { return len(h.commit) + len(h.rollback) + len(h.unknown) }
+
+// hook kinds
+const (
+	kindCommit = iota
+	kindRollback
+	kindUnknown
+)
+
+var kindNames = [...]string{kindCommit: "after_commit", kindRollback: "after_rollback", kindUnknown: "after_outcome_unknown"}
 
 // Begin starts a transaction on db and wraps it.
 func Begin(ctx context.Context, db Beginner) (*Tx, error) {
@@ -110,27 +132,39 @@ func (t *Tx) log() *slog.Logger {
 }
 
 // AfterCommit schedules fn to run after the outermost transaction commits.
-func (t *Tx) AfterCommit(fn Hook) { t.add(fn, true) }
+func (t *Tx) AfterCommit(fn Hook) { t.add(fn, kindCommit) }
 
 // AfterRollback schedules fn to run after this transaction (or savepoint)
 // rolls back, or after the outermost transaction rolls back once this
-// savepoint was released into it.
-func (t *Tx) AfterRollback(fn Hook) { t.add(fn, false) }
+// savepoint was released into it. A COMMIT that was never sent or that the
+// server refused counts as a rollback (see the package documentation).
+func (t *Tx) AfterRollback(fn Hook) { t.add(fn, kindRollback) }
 
-func (t *Tx) add(fn Hook, commit bool) {
+// AfterOutcomeUnknown schedules fn to run when the outermost COMMIT was sent
+// but its outcome cannot be known (the connection broke before the answer):
+// the transaction is over, committed or not. Use it to release what must
+// not outlive the transaction whatever its outcome, or to reconcile. Like
+// commit hooks, the hooks of a savepoint move to the parent when it is
+// released and are dropped when it rolls back.
+func (t *Tx) AfterOutcomeUnknown(fn Hook) { t.add(fn, kindUnknown) }
+
+func (t *Tx) add(fn Hook, kind int) {
 	if fn == nil {
 		return
 	}
 	t.mu.Lock()
 	if t.ended {
 		t.mu.Unlock()
-		t.log().Error("txhooks: hook registered on a transaction that already ended; it will not run", slog.Bool("after_commit", commit))
+		t.log().Error("txhooks: hook registered on a transaction that already ended; it will not run", slog.String("hook", kindNames[kind]))
 		return
 	}
-	if commit {
-		t.onCommit = append(t.onCommit, fn)
-	} else {
-		t.onRollback = append(t.onRollback, fn)
+	switch kind {
+	case kindCommit:
+		t.hooks.commit = append(t.hooks.commit, fn)
+	case kindRollback:
+		t.hooks.rollback = append(t.hooks.rollback, fn)
+	default:
+		t.hooks.unknown = append(t.hooks.unknown, fn)
 	}
 	t.mu.Unlock()
 }
@@ -155,16 +189,29 @@ func (t *Tx) Savepoint(ctx context.Context) (*Tx, error) {
 
 // take marks the transaction ended and returns its hooks; it returns ok=false
 // when it had already ended, so hooks never run twice.
-func (t *Tx) take() (commit, rollback []Hook, ok bool) {
+func (t *Tx) take() (hooks, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ended {
-		return nil, nil, false
+		return hooks{}, false
 	}
 	t.ended = true
-	commit, rollback = t.onCommit, t.onRollback
-	t.onCommit, t.onRollback = nil, nil
-	return commit, rollback, true
+	h := t.hooks
+	t.hooks = hooks{}
+	return h, true
+}
+
+// adopt moves a released savepoint's hooks to t.
+func (t *Tx) adopt(ctx context.Context, h hooks) {
+	t.mu.Lock()
+	ended := t.ended
+	if !ended {
+		t.hooks.append(h)
+	}
+	t.mu.Unlock()
+	if ended && h.len() > 0 {
+		t.log().ErrorContext(ctx, "txhooks: savepoint ended after its parent; its hooks will not run", slog.Int("hooks", h.len()))
+	}
 }
 
 // Commit commits the transaction (or releases the savepoint) and then runs
@@ -174,27 +221,72 @@ func (t *Tx) Commit(ctx context.Context) error {
 	if errors.Is(err, pgx.ErrTxClosed) {
 		return err // already ended through this wrapper or the inner tx: hooks were handled then
 	}
-	commit, rollback, ok := t.take()
+	h, ok := t.take()
 	if !ok {
 		return err
 	}
+	if t.parent != nil {
+		// Released, or RELEASE failed: either way what the savepoint did is
+		// still part of the parent (a RELEASE never sent leaves the savepoint
+		// open, and COMMIT commits it) or the parent can only roll back (a
+		// refused RELEASE means the transaction is aborted). The outermost
+		// outcome decides.
+		t.parent.adopt(ctx, h)
+		return err
+	}
 	hctx := context.WithoutCancel(ctx)
-	switch {
-	case err == nil && t.parent != nil:
-		t.parent.mu.Lock()
-		t.parent.onCommit = append(t.parent.onCommit, commit...)
-		t.parent.onRollback = append(t.parent.onRollback, rollback...)
-		t.parent.mu.Unlock()
-	case err == nil:
-		t.run(hctx, commit, "after_commit")
-	case errors.Is(err, pgx.ErrTxCommitRollback):
-		t.run(hctx, rollback, "after_rollback")
+	switch commitOutcome(err) {
+	case committed:
+		t.run(hctx, h.commit, kindCommit)
+	case rolledBack:
+		t.run(hctx, h.rollback, kindRollback)
 	default:
-		if len(commit)+len(rollback) > 0 {
-			t.log().WarnContext(ctx, "txhooks: commit outcome unknown; no hooks run", slog.Any("error", err), slog.Int("commit_hooks", len(commit)), slog.Int("rollback_hooks", len(rollback)))
+		if h.len() > 0 {
+			t.log().WarnContext(ctx, "txhooks: commit outcome unknown; only outcome-unknown hooks run", slog.Any("error", err),
+				slog.Int("commit_hooks", len(h.commit)), slog.Int("rollback_hooks", len(h.rollback)), slog.Int("unknown_hooks", len(h.unknown)))
 		}
+		t.run(hctx, h.unknown, kindUnknown)
 	}
 	return err
+}
+
+type outcome int
+
+const (
+	committed outcome = iota
+	rolledBack
+	unknown
+)
+
+// commitOutcome classifies the error of the outermost COMMIT.
+func commitOutcome(err error) outcome {
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return committed
+	case errors.Is(err, pgx.ErrTxCommitRollback):
+		// The transaction had failed: PostgreSQL answered COMMIT with ROLLBACK.
+		return rolledBack
+	case pgconn.SafeToRetry(err):
+		// COMMIT never reached the server (e.g. the context ended before it
+		// was sent). pgx closes a connection left inside a transaction, and
+		// the server aborts the transaction when the session ends.
+		return rolledBack
+	case errors.As(err, &pgErr) && severity(pgErr) == "ERROR":
+		// The server refused COMMIT (a deferred constraint, a serialization
+		// failure): an ERROR aborts the transaction. FATAL and PANIC end the
+		// session and may come after the commit was made durable (e.g. while
+		// waiting for synchronous replication): unknown.
+		return rolledBack
+	}
+	return unknown
+}
+
+func severity(e *pgconn.PgError) string {
+	if e.SeverityUnlocalized != "" {
+		return e.SeverityUnlocalized
+	}
+	return e.Severity
 }
 
 // Rollback rolls back the transaction (or the savepoint) and runs its
@@ -208,17 +300,17 @@ func (t *Tx) Rollback(ctx context.Context) error {
 	// Whether or not ROLLBACK itself succeeded the work is gone: a failed
 	// ROLLBACK means the connection broke, and the server aborts the
 	// transaction when its session ends.
-	_, rollback, ok := t.take()
+	h, ok := t.take()
 	if ok {
-		t.run(context.WithoutCancel(ctx), rollback, "after_rollback")
+		t.run(context.WithoutCancel(ctx), h.rollback, kindRollback)
 	}
 	return err
 }
 
-func (t *Tx) run(ctx context.Context, hooks []Hook, kind string) {
+func (t *Tx) run(ctx context.Context, hooks []Hook, kind int) {
 	for i, h := range hooks {
 		if err := safeCall(ctx, h); err != nil {
-			t.log().ErrorContext(ctx, "txhooks: hook failed", slog.String("hook", kind), slog.Int("index", i), slog.Any("error", err))
+			t.log().ErrorContext(ctx, "txhooks: hook failed", slog.String("hook", kindNames[kind]), slog.Int("index", i), slog.Any("error", err))
 		}
 	}
 }

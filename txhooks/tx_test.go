@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -322,8 +323,9 @@ func TestWrapAndHookAfterEnd(t *testing.T) {
 }
 
 // A COMMIT whose outcome the client cannot know (the connection died) runs
-// neither kind of hook: the caller gets the error and decides.
-func TestCommitWithLostConnectionRunsNoHooks(t *testing.T) {
+// neither commit nor rollback hooks, only outcome-unknown hooks: the caller
+// gets the error and decides.
+func TestCommitWithLostConnectionRunsOnlyUnknownHooks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
@@ -337,6 +339,7 @@ func TestCommitWithLostConnectionRunsNoHooks(t *testing.T) {
 	require.NoError(t, err)
 	tx.AfterCommit(rec.hook("commit"))
 	tx.AfterRollback(rec.hook("rollback"))
+	tx.AfterOutcomeUnknown(rec.hook("unknown"))
 
 	n, err := db.TerminateBackends(ctx, "txhooks-victim")
 	require.NoError(t, err)
@@ -345,9 +348,82 @@ func TestCommitWithLostConnectionRunsNoHooks(t *testing.T) {
 	err = tx.Commit(ctx)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, pgx.ErrTxCommitRollback)
-	require.Empty(t, rec.got(), "outcome unknown: no hook runs")
+	require.False(t, pgconn.SafeToRetry(err), "COMMIT was sent: %v", err)
+	require.Equal(t, []string{"unknown"}, rec.got(), "outcome unknown: neither commit nor rollback hooks")
 	require.Zero(t, count(t, db.Pool))
-	// The transaction has ended: a deferred Rollback runs nothing either.
+	// The transaction has ended: a deferred Rollback runs nothing more.
 	_ = tx.Rollback(ctx)
+	require.Equal(t, []string{"unknown"}, rec.got())
+}
+
+// A COMMIT that was never sent (the context ended first: pgx returns an
+// error for which pgconn.SafeToRetry is true) certainly rolled back: rollback
+// hooks run, commit hooks do not.
+func TestCommitNeverSentRunsRollbackHooks(t *testing.T) {
+	t.Parallel()
+	pool := newTable(t)
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.NoError(t, err)
+	tx.AfterCommit(rec.hook("commit"))
+	tx.AfterRollback(rec.hook("rollback"))
+	tx.AfterOutcomeUnknown(rec.hook("unknown"))
+	cancel()
+	err = tx.Commit(ctx)
+	require.Error(t, err)
+	require.True(t, pgconn.SafeToRetry(err), "COMMIT was never sent: %v", err)
+	require.Equal(t, []string{"rollback"}, rec.got())
+	require.Zero(t, count(t, pool))
+	_ = tx.Rollback(context.Background())
+	require.Equal(t, []string{"rollback"}, rec.got(), "hooks run once")
+}
+
+// A COMMIT refused by the server with an ERROR (here a deferred constraint
+// checked at commit) rolled the transaction back: rollback hooks run.
+func TestCommitErrorRunsRollbackHooks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	_, err := pool.Exec(ctx, `CREATE TABLE u (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)`)
+	require.NoError(t, err)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO u VALUES (1), (1)`)
+	require.NoError(t, err)
+	tx.AfterCommit(rec.hook("commit"))
+	tx.AfterRollback(rec.hook("rollback"))
+	tx.AfterOutcomeUnknown(rec.hook("unknown"))
+	err = tx.Commit(ctx)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "23505", pgErr.Code)
+	require.Equal(t, []string{"rollback"}, rec.got())
+}
+
+// A savepoint whose RELEASE was never sent is still part of the outer
+// transaction: its hooks follow the outer transaction's outcome.
+func TestSavepointReleaseNeverSentFollowsParent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	sp, err := tx.Savepoint(ctx)
+	require.NoError(t, err)
+	_, err = sp.Exec(ctx, `INSERT INTO t VALUES (1)`)
+	require.NoError(t, err)
+	sp.AfterCommit(rec.hook("sp-commit"))
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	require.Error(t, sp.Commit(cctx))
 	require.Empty(t, rec.got())
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, []string{"sp-commit"}, rec.got())
+	require.Equal(t, 1, count(t, pool), "the savepoint's row committed with the outer transaction")
 }
