@@ -186,7 +186,12 @@ func TestRunExclusiveSerialisesAndTTLDoesNotPreempt(t *testing.T) {
 			return nil
 		})
 	}()
-	start := <-aRunning
+	var start time.Time
+	select {
+	case start = <-aRunning:
+	case err := <-aDone:
+		t.Fatalf("A's RunExclusive ended before its function ran: %v", err)
+	}
 	bDone := make(chan error)
 	go func() {
 		bDone <- b.RunExclusive(ctx, "test", ttl, func(ctx context.Context, l *advisorylock.Lock) error {

@@ -25,8 +25,11 @@
 //     is never reused (one non-cycling sequence). [Lock.CheckTx] verifies in
 //     the caller's transaction that the grant is still valid and blocks any
 //     takeover until that transaction ends, so writes made in it cannot
-//     interleave with the next holder's. Resources outside the database can
-//     reject writes whose token is below the highest they have seen.
+//     interleave with the next holder's — also when CheckTx ran inside a
+//     *txhooks.Tx savepoint that was rolled back afterwards (the commit is
+//     then re-checked; a pgx savepoint is refused with [ErrSavepoint]; see
+//     [Lock.CheckTx]). Resources outside the database can reject writes
+//     whose token is below the highest they have seen.
 //   - [Lock.Release] is idempotent and never frees a later holder's grant.
 //   - [Lock.Done] closes when the grant ends: Release, expiry of its TTL
 //     (measured conservatively on the local clock from the moment the lease

@@ -34,6 +34,16 @@ var (
 	// invalid UTF-8). Nothing is written.
 	ErrInvalidKey = errors.New("advisorylock: invalid key")
 
+	// ErrSavepoint is returned (wrapped) by CheckTx on a savepoint that it
+	// cannot fence: a savepoint of a plain pgx.Tx (pgx.Tx.Begin on a
+	// transaction), wrapped by txhooks.Wrap or not. The row lock CheckTx
+	// takes inside a savepoint ends when the savepoint is rolled back, and a
+	// plain pgx.Tx gives no way to re-check before the outer COMMIT. Call
+	// CheckTx at the outermost level, or use a *txhooks.Tx savepoint
+	// (txhooks.Tx.Savepoint), which CheckTx fences at commit. Nothing is
+	// locked.
+	ErrSavepoint = errors.New("advisorylock: CheckTx in a pgx savepoint cannot fence the commit")
+
 	// ErrInvalidTTL is returned (wrapped) for a negative TTL or wait, or a
 	// non-positive TTL passed to Extend. Nothing is written.
 	ErrInvalidTTL = errors.New("advisorylock: invalid duration")

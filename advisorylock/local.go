@@ -193,8 +193,14 @@ func (lc *Local) extend(ctx context.Context, l *Lock, ttl time.Duration) error {
 }
 
 func (lc *Local) checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error {
+	if _, err := commitGuard(tx); err != nil {
+		return err
+	}
 	htx, hooks := tx.(*txhooks.Tx)
 	if hooks {
+		// The pin lasts until the whole transaction ends, whatever its
+		// savepoints do.
+		htx = htx.Outermost()
 		// Hooks registered on a transaction that already ended never run:
 		// make sure it is open before pinning the key to it.
 		if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {

@@ -226,9 +226,28 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 //
 // Use it in a READ COMMITTED transaction (the default) or as the first
 // statement of a REPEATABLE READ one: an older snapshot cannot see a newer
-// grant. On a Local lock CheckTx checks that the lock is held at the time of
-// the call and, only when tx is a *txhooks.Tx, keeps the key from the next
-// holder until tx ends (see Local).
+// grant.
+//
+// Savepoints: a row lock taken inside a savepoint ends when that savepoint
+// (or an enclosing one) is rolled back, while the transaction goes on. So:
+//   - tx at the outermost level (a pgx.Tx from Begin, or a *txhooks.Tx that
+//     is not a savepoint): fenced until tx ends, whatever savepoints opened
+//     later do.
+//   - tx a *txhooks.Tx savepoint (txhooks.Tx.Savepoint or Begin): CheckTx
+//     also registers a check on the outermost transaction that runs right
+//     before its COMMIT (txhooks.Tx.BeforeCommit): it verifies that no other
+//     grant of the key was made since this one and locks the row until the
+//     COMMIT ends. When that check fails, COMMIT is not sent: the
+//     transaction rolls back and Commit returns ErrNotHeld (wrapped). So the
+//     commit is fenced whatever the savepoints did in between.
+//   - tx a savepoint of a plain pgx.Tx (pgx.Tx.Begin), wrapped by
+//     txhooks.Wrap or not: refused with ErrSavepoint, nothing locked.
+//   - savepoints opened with SQL (SAVEPOINT …) are not visible to CheckTx:
+//     call it at the outermost level, before any such savepoint.
+//
+// On a Local lock CheckTx checks that the lock is held at the time of the
+// call and, only when tx is a *txhooks.Tx, keeps the key from the next
+// holder until tx's outermost transaction ends (see Local).
 func (l *Lock) CheckTx(ctx context.Context, tx pgx.Tx) error {
 	if tx == nil {
 		return fmt.Errorf("advisorylock: check %q: nil transaction", l.key)

@@ -796,12 +796,36 @@ func (m *Manager) extend(ctx context.Context, l *Lock, ttl time.Duration) error 
 }
 
 func (m *Manager) checkTx(ctx context.Context, l *Lock, tx pgx.Tx) error {
+	guard, err := commitGuard(tx)
+	if err != nil {
+		return err
+	}
 	var one int
-	err := tx.QueryRow(ctx, m.q.checkTx, m.cfg.AppName, l.key, l.token, m.class).Scan(&one)
+	err = tx.QueryRow(ctx, m.q.checkTx, m.cfg.AppName, l.key, l.token, m.class).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotHeld
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if guard != nil {
+		// The row lock just taken lives in a savepoint: a rollback to it (or
+		// to an enclosing one) drops it while the transaction goes on. Check
+		// again, from the outermost transaction, right before its COMMIT.
+		app, key, token := m.cfg.AppName, l.key, l.token
+		guard.BeforeCommit(func(ctx context.Context) error {
+			var one int
+			err := guard.QueryRow(ctx, m.q.recheckTx, app, key, token).Scan(&one)
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = ErrNotHeld
+			}
+			if err != nil {
+				return fmt.Errorf("advisorylock: commit fenced by CheckTx %q (token %d) in a savepoint: %w", key, token, err)
+			}
+			return nil
+		})
+	}
+	return nil
 }
 
 func (m *Manager) forget(l *Lock, lost bool) {

@@ -16,8 +16,8 @@ import (
 // a shared lock on a dead identity until the end of the transaction: harmless,
 // identities are never reused.) It is O(1), unlike a scan of pg_locks.
 type queries struct {
-	acquire, markWanted, release, transfer, releaseAll, extend, checkTx, sweep string
-	newOwner, lockOwner, listen                                                string
+	acquire, markWanted, release, transfer, releaseAll, extend, checkTx, recheckTx, sweep string
+	newOwner, lockOwner, listen                                                           string
 }
 
 func buildQueries(schema, channel string) queries {
@@ -134,6 +134,21 @@ RETURNING 1`,
 WHERE app = $1 AND key = $2 AND token = $3
   AND (expires_at IS NULL OR expires_at > statement_timestamp())
   AND NOT pg_try_advisory_xact_lock_shared($4::int4, owner_id)
+FOR KEY SHARE`,
+
+		// $1 app, $2 key, $3 token. Runs just before the COMMIT of a
+		// transaction in which CheckTx was called inside a savepoint (whose
+		// row lock a ROLLBACK TO SAVEPOINT may have dropped). Same token:
+		// no other grant of the key happened since this one (every grant
+		// draws a new token), so nothing the next holder wrote can be
+		// interleaved; FOR KEY SHARE then blocks any grant until the COMMIT
+		// ends. Expiry and the owner's liveness are not re-checked: a
+		// transaction fenced from the outermost level commits after them
+		// too, for the same reason. Under REPEATABLE READ a grant made since
+		// the snapshot makes this statement fail with a serialization error,
+		// which also refuses the commit.
+		recheckTx: `SELECT 1 FROM ` + locks + `
+WHERE app = $1 AND key = $2 AND token = $3
 FOR KEY SHARE`,
 
 		// $1 retention µs, $2 class, $3 batch. Deletes rows untouched for

@@ -29,6 +29,10 @@
 //     rollback hooks: it logs a warning and runs the [Tx.AfterOutcomeUnknown]
 //     hooks, so that whatever must not outlive the transaction is freed. The
 //     caller gets the error.
+//   - [Tx.BeforeCommit] hooks run just before the outermost COMMIT is sent
+//     and may veto it: a failing one makes Commit roll back and return its
+//     error. [Tx.Outermost] gives the transaction whose commit a hook should
+//     guard whatever savepoints do (advisorylock's CheckTx uses both).
 //   - Savepoints ([Tx.Begin], [Tx.Savepoint]) have hooks of their own. When a
 //     savepoint is released its hooks move to the parent (also when RELEASE
 //     failed: the outermost outcome then decides); when it is rolled back

@@ -42,25 +42,27 @@ type Tx struct {
 
 // hooks are the hooks registered on a transaction or savepoint, by kind.
 type hooks struct {
-	commit, rollback, unknown []Hook
+	before, commit, rollback, unknown []Hook
 }
 
 func (h *hooks) append(o hooks) {
+	h.before = append(h.before, o.before...)
 	h.commit = append(h.commit, o.commit...)
 	h.rollback = append(h.rollback, o.rollback...)
 	h.unknown = append(h.unknown, o.unknown...)
 }
 
-func (h hooks) len() int { return len(h.commit) + len(h.rollback) + len(h.unknown) }
+func (h hooks) len() int { return len(h.before) + len(h.commit) + len(h.rollback) + len(h.unknown) }
 
 // hook kinds
 const (
-	kindCommit = iota
+	kindBefore = iota
+	kindCommit
 	kindRollback
 	kindUnknown
 )
 
-var kindNames = [...]string{kindCommit: "after_commit", kindRollback: "after_rollback", kindUnknown: "after_outcome_unknown"}
+var kindNames = [...]string{kindBefore: "before_commit", kindCommit: "after_commit", kindRollback: "after_rollback", kindUnknown: "after_outcome_unknown"}
 
 // Begin starts a transaction on db and wraps it.
 func Begin(ctx context.Context, db Beginner) (*Tx, error) {
@@ -131,6 +133,27 @@ func (t *Tx) log() *slog.Logger {
 	return slog.Default()
 }
 
+// Outermost returns the outermost transaction of a savepoint begun with
+// [Tx.Begin] or [Tx.Savepoint], and t itself when t is not such a savepoint.
+// Hooks registered on it follow the outcome of the whole transaction, not of
+// a savepoint that may be rolled back.
+func (t *Tx) Outermost() *Tx {
+	for t.parent != nil {
+		t = t.parent
+	}
+	return t
+}
+
+// BeforeCommit schedules fn to run on the outermost transaction just before
+// its COMMIT is sent, in registration order, with Commit's context. fn may
+// run statements on the transaction. If fn returns an error or panics,
+// COMMIT is not sent: the transaction is rolled back, rollback hooks run,
+// and Commit returns fn's error (wrapped). Like commit hooks, the hooks of
+// a savepoint move to the parent when it is released and are dropped when
+// it rolls back; register on [Tx.Outermost] to guard the commit whatever
+// the savepoints do.
+func (t *Tx) BeforeCommit(fn Hook) { t.add(fn, kindBefore) }
+
 // AfterCommit schedules fn to run after the outermost transaction commits.
 func (t *Tx) AfterCommit(fn Hook) { t.add(fn, kindCommit) }
 
@@ -159,6 +182,8 @@ func (t *Tx) add(fn Hook, kind int) {
 		return
 	}
 	switch kind {
+	case kindBefore:
+		t.hooks.before = append(t.hooks.before, fn)
 	case kindCommit:
 		t.hooks.commit = append(t.hooks.commit, fn)
 	case kindRollback:
@@ -215,8 +240,20 @@ func (t *Tx) adopt(ctx context.Context, h hooks) {
 }
 
 // Commit commits the transaction (or releases the savepoint) and then runs
-// hooks as described in the package documentation.
+// hooks as described in the package documentation. On the outermost
+// transaction, before-commit hooks run first; when one fails the transaction
+// is rolled back instead and its error returned.
 func (t *Tx) Commit(ctx context.Context) error {
+	if t.parent == nil {
+		if err := t.runBefore(ctx); err != nil {
+			// ErrTxClosed: ended already, hooks were handled then.
+			rbErr := t.Rollback(context.WithoutCancel(ctx))
+			if rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+				err = errors.Join(err, fmt.Errorf("txhooks: rollback: %w", rbErr))
+			}
+			return err
+		}
+	}
 	err := t.Tx.Commit(ctx)
 	if errors.Is(err, pgx.ErrTxClosed) {
 		return err // already ended through this wrapper or the inner tx: hooks were handled then
@@ -248,6 +285,27 @@ func (t *Tx) Commit(ctx context.Context) error {
 		t.run(hctx, h.unknown, kindUnknown)
 	}
 	return err
+}
+
+// runBefore runs the before-commit hooks, including those that hooks add,
+// and returns the first failure.
+func (t *Tx) runBefore(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		before := t.hooks.before
+		t.hooks.before = nil
+		ended := t.ended
+		t.mu.Unlock()
+		if len(before) == 0 || ended {
+			return nil
+		}
+		for i, h := range before {
+			if err := safeCall(ctx, h); err != nil {
+				t.log().DebugContext(ctx, "txhooks: before-commit hook failed; rolling back", slog.Int("index", i), slog.Any("error", err))
+				return fmt.Errorf("txhooks: before commit: %w", err)
+			}
+		}
+	}
 }
 
 type outcome int

@@ -427,3 +427,60 @@ func TestSavepointReleaseNeverSentFollowsParent(t *testing.T) {
 	require.Equal(t, []string{"sp-commit"}, rec.got())
 	require.Equal(t, 1, count(t, pool), "the savepoint's row committed with the outer transaction")
 }
+
+// BeforeCommit hooks run before COMMIT and can veto it: the transaction then
+// rolls back, rollback hooks run and Commit returns the hook's error. A
+// savepoint's before-commit hooks follow it like commit hooks; those
+// registered on Outermost run whatever the savepoint does.
+func TestBeforeCommitRunsBeforeAndCanVeto(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newTable(t)
+	rec := &recorder{}
+
+	// Runs before COMMIT, inside the transaction, in order.
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	tx.BeforeCommit(func(ctx context.Context) error {
+		_, err := tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
+		return err
+	})
+	tx.BeforeCommit(rec.hook("before-2"))
+	tx.AfterCommit(rec.hook("commit"))
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, []string{"before-2", "commit"}, rec.got())
+	require.Equal(t, 1, count(t, pool), "the hook's write committed")
+
+	// A failing hook vetoes the commit.
+	veto := errors.New("veto")
+	rec = &recorder{}
+	tx, err = txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (2)`)
+	require.NoError(t, err)
+	tx.BeforeCommit(func(context.Context) error { return veto })
+	tx.BeforeCommit(rec.hook("never"))
+	tx.AfterCommit(rec.hook("commit"))
+	tx.AfterRollback(rec.hook("rollback"))
+	require.ErrorIs(t, tx.Commit(ctx), veto)
+	require.Equal(t, []string{"rollback"}, rec.got())
+	require.Equal(t, 1, count(t, pool))
+	require.ErrorIs(t, tx.Commit(ctx), pgx.ErrTxClosed)
+
+	// Savepoints: dropped with a rolled-back savepoint unless registered on Outermost.
+	rec = &recorder{}
+	tx, err = txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	sp, err := tx.Savepoint(ctx)
+	require.NoError(t, err)
+	inner, err := sp.Savepoint(ctx)
+	require.NoError(t, err)
+	require.Same(t, tx, inner.Outermost())
+	require.Same(t, tx, tx.Outermost())
+	inner.BeforeCommit(rec.hook("inner"))
+	inner.Outermost().BeforeCommit(rec.hook("outermost"))
+	require.NoError(t, inner.Commit(ctx))
+	require.NoError(t, sp.Rollback(ctx))
+	require.NoError(t, tx.Commit(ctx))
+	require.Equal(t, []string{"outermost"}, rec.got())
+}
