@@ -71,11 +71,19 @@
 // lock taken by CheckTx; renewals and releases assign no key column and do
 // not wait, so a holder's own transaction never blocks its renewals.
 //
-// When the liveness session fails (read error or failed ping every
-// [Config.HealthCheckInterval]), the Manager declares every lock it holds
+// When the liveness session fails (read error, or a ping every
+// [Config.HealthCheckInterval] that gets no answer within
+// max(HealthCheckInterval, 5s)), the Manager declares every lock it holds
 // lost (Done closes; others may already be taking them), reconnects with
 // backoff under a new identity, and then serves new grants. A lock is
 // registered only if the identity it was granted under is still current.
+// After reconnecting, the new session ends the old server backend with
+// pg_terminate_backend if it still holds the old identity's lock (a silent
+// partition leaves it alive: no RST reached the server) and NOTIFYs every
+// waiter. The liveness session also carries server-side timeouts
+// (idle_session_timeout on PostgreSQL 14+, TCP keepalives,
+// tcp_user_timeout), so that the server ends it by itself when its client
+// goes silent and cannot come back.
 //
 // Waiters: the waiters of one instance for one key queue in FIFO order and
 // only the head polls. After a failed attempt the head marks the row
@@ -104,10 +112,26 @@
 //     database clock, the next waiter gets a larger token; the hung holder's
 //     CheckTx fails, its Release is a no-op, fenced writes with its token are
 //     rejected. Its Done closes at its local deadline when it wakes.
-//   - Holder loses its database connections: its liveness session ends, so
-//     others may take its locks at once; it closes every Done as soon as it
-//     notices (immediately for a closed connection, at the next health check
-//     for a silent network), and in any case at the lease's TTL.
+//   - Holder loses its database connections (closed or reset): its liveness
+//     session ends, so others may take its locks at once; it closes every
+//     Done as soon as it notices (immediately for a closed connection), and
+//     in any case at the lease's TTL.
+//   - Silent partition (the liveness flow goes quiet, no RST reaches either
+//     side). With H = [Config.HealthCheckInterval] and P = max(H, 5s): the
+//     holder declares every lock lost (Done closes) within H+P of the
+//     silence (10s with the default H = 5s: 2×H). If it can reach the server
+//     again, its new session ends the old backend at once, and the locks
+//     are free for others right after its reconnect (waiters are woken by a
+//     NOTIFY); measured with H = 1s: declared lost 5.4s after the freeze,
+//     taken by another instance 0.4s later. If it cannot, the server ends
+//     the silent session within H+2P (15s by default) through
+//     idle_session_timeout (PostgreSQL 14+) or, when packets are really
+//     dropped, TCP keepalives and tcp_user_timeout; before PostgreSQL 14 a
+//     frozen but acknowledging path (a stuck proxy) is ended only by the
+//     reconnect. A lease with a TTL is free at its TTL in any case. When
+//     pg_terminate_backend is not permitted (EXECUTE revoked; it is allowed
+//     for backends of the same role) the Manager logs a WARN and the
+//     server's timeouts are the bound.
 //   - Postgres restarts or fails over: every session ends, so every lease is
 //     free; the UNLOGGED table may be emptied (nothing in it outlives the
 //     sessions anyway). The token sequence is logged, so tokens stay unique.

@@ -57,9 +57,13 @@ type Config struct {
 	// PollInterval is the waiters' backstop when no NOTIFY arrives (an
 	// instance that dies sends none). Defaults to DefaultPollInterval.
 	PollInterval time.Duration
-	// HealthCheckInterval is how often the idle liveness session is pinged;
-	// a ping gets twice this long (at least 10s) to answer. Defaults to
-	// DefaultHealthCheckInterval.
+	// HealthCheckInterval is how often the liveness session is pinged; a
+	// ping gets this long (at least 5s) to answer. It sets the bounds of a
+	// silent partition (see the package documentation, "Failure model"):
+	// the Manager declares its locks lost within HealthCheckInterval +
+	// max(HealthCheckInterval, 5s) of its liveness flow going silent, and
+	// the server ends a liveness session silent for one max(…, 5s) longer.
+	// Defaults to DefaultHealthCheckInterval.
 	HealthCheckInterval time.Duration
 	// Retention is how long a free lease row (released, expired, or owned by
 	// a dead instance) stays before the sweeper deletes it. Defaults to

@@ -17,7 +17,7 @@ import (
 // identities are never reused.) It is O(1), unlike a scan of pg_locks.
 type queries struct {
 	acquire, markWanted, release, transfer, releaseAll, extend, checkTx, recheckTx, sweep string
-	newOwner, lockOwner, listen                                                           string
+	newOwner, lockOwner, listen, sessionTimeouts, endOldSession, endOldSession13          string
 }
 
 func buildQueries(schema, channel string) queries {
@@ -162,11 +162,48 @@ FOR KEY SHARE`,
     LIMIT $3
     FOR UPDATE SKIP LOCKED))`,
 
+		// $1 silence bound ms, $2 keepalive idle s, $3 keepalive probes.
+		// Server-side ends of a liveness session whose client went silent:
+		// idle_session_timeout (PostgreSQL 14+) for a client that stops
+		// speaking (the Manager pings every HealthCheckInterval), TCP
+		// keepalives for a peer that stops acknowledging while idle (one
+		// probe a second), tcp_user_timeout (12+) for data left
+		// unacknowledged. All are user-settable; on a Unix socket the TCP
+		// ones are ignored.
+		// It returns server_version_num first.
+		sessionTimeouts: `SELECT current_setting('server_version_num')::int,
+       set_config('tcp_keepalives_idle', $2, false),
+       set_config('tcp_keepalives_interval', '1', false),
+       set_config('tcp_keepalives_count', $3, false),
+       CASE WHEN current_setting('server_version_num')::int >= 120000
+            THEN set_config('tcp_user_timeout', $1, false) END,
+       CASE WHEN current_setting('server_version_num')::int >= 140000
+            THEN set_config('idle_session_timeout', $1, false) END`,
+
+		// $1 class, $2 old owner_id, $3 old pid, $4 wait ms, $5 channel.
+		// Ends the previous liveness backend only if it still holds the old
+		// identity's lock (pids are reused; identities never are), waits for
+		// it to exit where PostgreSQL can (14+), and then wakes every waiter.
+		// No row: nothing to end.
+		endOldSession: `SELECT pg_terminate_backend(l.pid, $4::bigint) AND pg_notify($5, '*')::text IS NOT NULL` + oldSessionLock,
+		// Before PostgreSQL 14 pg_terminate_backend cannot wait: waiters
+		// notice the exit at their next poll. $4 is unused.
+		endOldSession13: `SELECT pg_terminate_backend(l.pid) AND $4::bigint IS NOT NULL AND pg_notify($5, '*')::text IS NOT NULL` + oldSessionLock,
+
 		newOwner:  `SELECT nextval(` + owners + `)::int4`,
 		lockOwner: `SELECT pg_try_advisory_lock($1::int4, $2::int4)`,
 		listen:    `LISTEN ` + pgx.Identifier{channel}.Sanitize(),
 	}
 }
+
+// oldSessionLock finds the identity lock ($1 class, $2 owner_id) held by
+// backend $3 in this database.
+const oldSessionLock = `
+FROM pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = $1::int4::oid AND l.objid = $2::int4::oid AND l.objsubid = 2
+  AND l.pid = $3::int4`
 
 // identityClass is the first half of the two-int advisory lock key that
 // holds instance identities in schema. The two-int key space is separate

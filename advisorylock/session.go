@@ -10,11 +10,38 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // minPingTimeout bounds the health-check ping from below: a slow answer on a
 // loaded server must not count as a dead session (which would drop every lock).
-const minPingTimeout = 10 * time.Second
+const minPingTimeout = 5 * time.Second
+
+// endOldSessionTimeout bounds the statement that ends the previous liveness
+// session after a reconnect (it waits for that backend to exit).
+const endOldSessionTimeout = 5 * time.Second
+
+// pingTimeout is how long a health-check ping may take before the liveness
+// session counts as lost: HealthCheckInterval, at least minPingTimeout.
+func (m *Manager) pingTimeout() time.Duration {
+	return max(m.cfg.HealthCheckInterval, minPingTimeout)
+}
+
+// lossBound is how long after its liveness flow goes silent the Manager
+// declares the session (and every lock) lost: it pings every
+// HealthCheckInterval and gives the answer pingTimeout.
+func (m *Manager) lossBound() time.Duration {
+	return m.cfg.HealthCheckInterval + m.pingTimeout()
+}
+
+// serverSilenceBound is how long the server lets a liveness session stay
+// silent before ending it (idle_session_timeout, TCP keepalives,
+// tcp_user_timeout): lossBound plus one more pingTimeout, so that the
+// Manager normally declares its locks lost (and, if it can reach the
+// server, ends the old session itself) before the server frees them.
+func (m *Manager) serverSilenceBound() time.Duration {
+	return m.lossBound() + m.pingTimeout()
+}
 
 // session is the liveness session: one dedicated connection per Manager that
 // holds the session advisory lock (class, ownerID) for its whole life and
@@ -26,6 +53,9 @@ const minPingTimeout = 10 * time.Second
 type session struct {
 	conn    *pgx.Conn
 	ownerID int32
+	pid     uint32 // server process of conn, ended after a reconnect if still alive
+
+	serverVersion int // server_version_num
 }
 
 // connect opens a liveness session with a fresh identity.
@@ -36,8 +66,20 @@ func (m *Manager) connect(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect liveness session: %w", err)
 	}
-	s := &session{conn: conn}
+	s := &session{conn: conn, pid: conn.PgConn().PID()}
 	err = func() error {
+		// Server-side bounds on a silent client (serverSilenceBound): a
+		// partitioned or frozen instance must not keep its identity lock,
+		// and with it every lease it holds, until TCP gives up (hours).
+		idle := max(1, m.cfg.HealthCheckInterval.Round(time.Second)/time.Second)
+		probes := max(1, (m.serverSilenceBound()-m.cfg.HealthCheckInterval).Round(time.Second)/time.Second)
+		if err := conn.QueryRow(ctx, m.q.sessionTimeouts,
+			strconv.FormatInt(m.serverSilenceBound().Milliseconds(), 10),
+			strconv.FormatInt(int64(idle), 10),
+			strconv.FormatInt(int64(probes), 10),
+		).Scan(&s.serverVersion, nil, nil, nil, nil, nil); err != nil {
+			return fmt.Errorf("set session timeouts: %w", err)
+		}
 		if err := conn.QueryRow(ctx, m.q.newOwner).Scan(&s.ownerID); err != nil {
 			return fmt.Errorf("new identity: %w", err)
 		}
@@ -91,10 +133,12 @@ func (m *Manager) runLiveness(ctx context.Context, s *session) {
 		}
 		m.livenessLost(err)
 		s.close(ctx)
+		old := s
 		s, err = m.reconnect(ctx)
 		if err != nil { // ctx ended
 			return
 		}
+		m.endOldSession(ctx, s, old)
 		m.mu.Lock()
 		m.live = true
 		m.ownerID = s.ownerID
@@ -107,9 +151,13 @@ func (m *Manager) runLiveness(ctx context.Context, s *session) {
 }
 
 // serve waits for notifications on s until the connection fails or ctx ends.
+// It pings every HealthCheckInterval, whether or not notifications arrive:
+// the client must speak that often, or the server's idle_session_timeout
+// would end a healthy session.
 func (m *Manager) serve(ctx context.Context, s *session) error {
+	next := time.Now().Add(m.cfg.HealthCheckInterval)
 	for {
-		wctx, cancel := context.WithTimeout(ctx, m.cfg.HealthCheckInterval)
+		wctx, cancel := context.WithDeadline(ctx, next)
 		n, err := s.conn.WaitForNotification(wctx)
 		cancel()
 		if n != nil {
@@ -121,8 +169,8 @@ func (m *Manager) serve(ctx context.Context, s *session) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, context.DeadlineExceeded) && !s.conn.IsClosed():
-			// Idle: check that the session is still there.
-			pctx, pcancel := context.WithTimeout(ctx, max(2*m.cfg.HealthCheckInterval, minPingTimeout))
+			// Check that the session is still there.
+			pctx, pcancel := context.WithTimeout(ctx, m.pingTimeout())
 			err = s.conn.Ping(pctx)
 			pcancel()
 			if err != nil {
@@ -131,9 +179,46 @@ func (m *Manager) serve(ctx context.Context, s *session) error {
 				}
 				return fmt.Errorf("ping: %w", err)
 			}
+			next = time.Now().Add(m.cfg.HealthCheckInterval)
 		default:
 			return err
 		}
+	}
+}
+
+// endOldSession ends, from the new session s, the server backend of the
+// previous liveness session old if it still holds old's identity lock: a
+// silent partition leaves that backend alive (no RST reached the server),
+// and with it every lease of the old identity, which this Manager has
+// already declared lost. pg_terminate_backend is allowed for backends of
+// the same role; when it is not (a revoked EXECUTE, pg_signal_backend
+// rules), the server's own timeouts on the liveness session end it within
+// serverSilenceBound of its last message. Waiters of every instance are woken
+// (NOTIFY "*") once the backend has exited.
+func (m *Manager) endOldSession(ctx context.Context, s, old *session) {
+	ctx, cancel := context.WithTimeout(ctx, endOldSessionTimeout)
+	defer cancel()
+	var ended bool
+	q := m.q.endOldSession
+	if s.serverVersion < 140000 {
+		q = m.q.endOldSession13
+	}
+	err := s.conn.QueryRow(ctx, q, m.class, old.ownerID, int64(old.pid), endOldSessionTimeout.Milliseconds()-500, m.channel).Scan(&ended)
+	attrs := []any{slog.Int("old_owner_id", int(old.ownerID)), slog.Int64("old_pid", int64(old.pid)), slog.Int("owner_id", int(s.ownerID))}
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		// Already gone: the connection was closed or terminated, or the server restarted.
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		m.log.Warn("not permitted to end the previous liveness session; its locks stay taken until the server's session timeouts end it",
+			append(attrs, slog.Duration("bound", m.serverSilenceBound()), slog.Any("error", err))...)
+	case err != nil:
+		m.log.Warn("could not end the previous liveness session; its locks stay taken until the server's session timeouts end it",
+			append(attrs, slog.Duration("bound", m.serverSilenceBound()), slog.Any("error", err))...)
+	case !ended:
+		m.log.Warn("the previous liveness session did not exit in time after pg_terminate_backend", attrs...)
+	default:
+		m.log.Info("ended the previous liveness session (silent connection); its locks are free", attrs...)
 	}
 }
 
