@@ -150,3 +150,68 @@ func TestSilentPartitionServerEndsOrphanedSession(t *testing.T) {
 		t.Fatal("the holder never declared its lock lost")
 	}
 }
+
+// A role that may not call pg_terminate_backend (EXECUTE revoked): after a
+// silent partition the holder reconnects, cannot end its old session and
+// says so (WARN); the server's timeout on the liveness session frees the
+// key instead.
+func TestSilentPartitionTerminateNotPermitted(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	var superuser bool
+	var version int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT rolsuper, current_setting('server_version_num')::int FROM pg_roles WHERE rolname = current_user`).Scan(&superuser, &version))
+	if !superuser || version < 140000 {
+		t.Skip("needs a superuser to revoke EXECUTE on pg_terminate_backend, and PostgreSQL 14 (idle_session_timeout)")
+	}
+	role := "locks_" + strings.TrimPrefix(db.Name, "pgcoord_")
+	const password = "locks-pw-4e1a"
+	_, err := db.Pool.Exec(ctx, `CREATE ROLE `+role+` LOGIN PASSWORD '`+password+`'`)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := db.Pool.Exec(ctx, `DROP OWNED BY `+role)
+		if err == nil {
+			_, err = db.Pool.Exec(ctx, `DROP ROLE `+role)
+		}
+		if err != nil {
+			t.Logf("drop role %s: %v", role, err)
+		}
+	})
+	_, err = db.Pool.Exec(ctx, `
+		GRANT USAGE ON SCHEMA pgcoord TO `+role+`;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgcoord TO `+role+`;
+		GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA pgcoord TO `+role+`;
+		REVOKE EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint) FROM PUBLIC;`)
+	require.NoError(t, err)
+
+	proxy, url := faultproxy.StartFor(t, db.URL)
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	cfg.ConnConfig.User, cfg.ConnConfig.Password = role, password
+	cfg.ConnConfig.RuntimeParams["application_name"] = "inst-a"
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	var logs syncBuffer
+	a := newManager(t, pool, &advisorylock.Config{
+		InstanceID:          "inst-a",
+		HealthCheckInterval: time.Second,
+		Logger:              slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	t.Cleanup(proxy.Thaw)
+	b := instance(t, db, "inst-b", nil)
+
+	reservation, err := a.TryAcquire(ctx, "k", 0)
+	require.NoError(t, err)
+	require.Positive(t, proxy.Freeze())
+	l2, err := b.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	require.Greater(t, l2.Token(), reservation.Token())
+	require.NoError(t, l2.Release(ctx))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "not permitted to end the previous liveness session") },
+		30*time.Second, 10*time.Millisecond, "logs: %s", logs.String())
+	require.NotContains(t, logs.String(), "ended the previous liveness session")
+}
