@@ -111,7 +111,10 @@
 //   - Holder hangs (GC pause, stuck I/O): the lease expires at its TTL on the
 //     database clock, the next waiter gets a larger token; the hung holder's
 //     CheckTx fails, its Release is a no-op, fenced writes with its token are
-//     rejected. Its Done closes at its local deadline when it wakes.
+//     rejected. Its Done closes at its local deadline when it wakes. A
+//     process that stops altogether (its liveness session silent too) also
+//     loses its reservations, which have no TTL, when the server ends the
+//     silent session (see "Silent partition": within H+2P on PostgreSQL 14+).
 //   - Holder loses its database connections (closed or reset): its liveness
 //     session ends, so others may take its locks at once; it closes every
 //     Done as soon as it notices (immediately for a closed connection), and
