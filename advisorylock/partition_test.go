@@ -211,7 +211,9 @@ func TestSilentPartitionTerminateNotPermitted(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, l2.Token(), reservation.Token())
 	require.NoError(t, l2.Release(ctx))
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "not permitted to end the previous liveness session") },
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "not permitted to end the previous liveness session")
+	},
 		30*time.Second, 10*time.Millisecond, "logs: %s", logs.String())
 	require.NotContains(t, logs.String(), "ended the previous liveness session")
 }
