@@ -33,6 +33,12 @@ func expiresAt(n int) string {
 	return fmt.Sprintf(`CASE WHEN $%d::bigint > 0 THEN clock_timestamp() + $%d::bigint * interval '1 microsecond' END`, n, n)
 }
 
+// Lock order: every statement that writes several rows (mset, mdel, reset)
+// locks them in ascending key order (the key column is COLLATE "C", so byte
+// order), through ORDER BY before the rows are written or under FOR UPDATE.
+// Two such statements over overlapping keys therefore wait for each other
+// in one direction only and never deadlock, whatever order the caller gave
+// the keys in. The sweeper's statements use SKIP LOCKED and never wait.
 func newPgSQL(table string) pgSQL {
 	return pgSQL{
 		table: table,
@@ -52,11 +58,15 @@ ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = exclu
 		mset: `INSERT INTO ` + table + ` (app, prefix, key, kind, value, expires_at, written_at)
 SELECT $1, $2, k, d, v, ` + expiresAt(6) + `, clock_timestamp()
 FROM unnest($3::text[], $4::smallint[], $5::bytea[]) AS u(k, d, v)
+ORDER BY k COLLATE "C"
 ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = excluded.value,
   expires_at = excluded.expires_at, written_at = excluded.written_at`,
-		del:   `DELETE FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3`,
-		mdel:  `DELETE FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = ANY($3::text[])`,
-		reset: `DELETE FROM ` + table + ` WHERE app = $1 AND prefix = $2`,
+		del: `DELETE FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3`,
+		mdel: `WITH l AS MATERIALIZED (SELECT key FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = ANY($3::text[])
+  ORDER BY key FOR UPDATE)
+DELETE FROM ` + table + ` AS e USING l WHERE e.app = $1 AND e.prefix = $2 AND e.key = l.key`,
+		reset: `WITH l AS MATERIALIZED (SELECT key FROM ` + table + ` WHERE app = $1 AND prefix = $2 ORDER BY key FOR UPDATE)
+DELETE FROM ` + table + ` AS e USING l WHERE e.app = $1 AND e.prefix = $2 AND e.key = l.key`,
 		keys: `SELECT key FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key LIKE $3 AND ` + notExpired +
 			` ORDER BY key`,
 		ttl: `SELECT CASE WHEN expires_at IS NULL THEN -1 ELSE greatest((extract(epoch FROM expires_at - now()) * 1000000)::bigint, 0) END FROM ` + table +
