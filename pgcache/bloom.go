@@ -9,7 +9,6 @@ import (
 	"math"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/maypok86/otter/v2"
 )
 
 // BloomFilterCacheName is the cache that holds the bloom filters of a
@@ -74,11 +73,8 @@ func (b *BloomFilter) Reserve(ctx context.Context, key string, errorRate float64
 	binary.BigEndian.PutUint32(raw[8:], uint32(k))
 	e := encoded{raw: raw, kind: kindBytes}
 	if c.mem != nil {
-		c.mem.c.Compute(key, func(old memEntry, found bool) (memEntry, otter.ComputeOp) {
-			if found {
-				return old, otter.CancelOp
-			}
-			return memEntry{e: e}, otter.WriteOp
+		c.mem.compute(key, func(old memEntry, found bool) (memEntry, bool) {
+			return memEntry{e: e}, !found
 		})
 		return nil
 	}
@@ -146,15 +142,15 @@ func (b *BloomFilter) MAdd(ctx context.Context, key string, values ...string) er
 		return out, true
 	}
 	if c.mem != nil {
-		c.mem.c.Compute(key, func(old memEntry, found bool) (memEntry, otter.ComputeOp) {
+		c.mem.compute(key, func(old memEntry, found bool) (memEntry, bool) {
 			if !found || old.e.kind != kindBytes {
-				return old, otter.CancelOp
+				return old, false
 			}
 			raw, ok := setBits(old.e.raw)
 			if !ok {
-				return old, otter.CancelOp
+				return old, false
 			}
-			return memEntry{e: encoded{raw: raw, kind: kindBytes}, expiresAt: old.expiresAt}, otter.WriteOp
+			return memEntry{e: encoded{raw: raw, kind: kindBytes}, expiresAt: old.expiresAt}, true
 		})
 		return nil
 	}

@@ -35,8 +35,9 @@ type CacheConfig struct {
 	Store string
 	// TTL is the expiry of values set without one. Defaults to 0: no expiry.
 	TTL time.Duration
-	// MaxEntries bounds the cache. Memory store: the LRU size, defaults to
-	// DefaultMemoryMaxEntries. Postgres store: 0 (the default) means
+	// MaxEntries bounds the cache. Memory store: the LRU size, held when
+	// every write returns (the least recently used entries are evicted
+	// first), defaults to DefaultMemoryMaxEntries. Postgres store: 0 (the default) means
 	// unbounded; otherwise the sweeper deletes the oldest-written entries
 	// beyond it in bounded batches, so the bound may be exceeded between sweeps.
 	MaxEntries int
@@ -161,9 +162,6 @@ func newCache(ctx context.Context, m *Manager, spec cacheSpec) (*Cache, error) {
 	if spec.near {
 		n, err := newNearCache(ctx, c)
 		if err != nil {
-			if c.mem != nil {
-				c.mem.close()
-			}
 			return nil, err
 		}
 		c.near = n
@@ -174,9 +172,6 @@ func newCache(ctx context.Context, m *Manager, spec cacheSpec) (*Cache, error) {
 func (c *Cache) close() {
 	if c.near != nil {
 		c.near.close()
-	}
-	if c.mem != nil {
-		c.mem.close()
 	}
 }
 

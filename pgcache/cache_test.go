@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/pgtest"
@@ -711,22 +712,59 @@ func TestMaxEntriesEvictsOldestFirst(t *testing.T) {
 	require.Len(t, keys, 12)
 }
 
+// The memory store holds MaxEntries when Set and MSet return, evicting the
+// least recently used entry (NocoBase's lru-cache); before, eviction ran later
+// on a background goroutine and an immediate read saw every entry.
 func TestMemoryStoreBounded(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	m := newManager(t, db.Pool, &pgcache.ManagerConfig{DefaultStore: pgcache.StoreMemory})
 	ctx := context.Background()
-	c := newCache(t, m, pgcache.CacheConfig{Name: "mem", MaxEntries: 50})
+
+	c := newCache(t, m, pgcache.CacheConfig{Name: "two", MaxEntries: 2})
 	require.Equal(t, pgcache.StoreMemory, c.Store())
-	for i := range 500 {
-		require.NoError(t, c.Set(ctx, fmt.Sprintf("k%d", i), i, 0))
+	for _, k := range []string{"a", "b", "c"} {
+		require.NoError(t, c.Set(ctx, k, k, 0))
 	}
-	require.Eventually(t, func() bool {
-		keys, err := c.Keys(ctx, "*")
-		return err == nil && len(keys) <= 50
-	}, 10*time.Second, 5*time.Millisecond)
+	keys, err := c.Keys(ctx, "*")
+	require.NoError(t, err)
+	require.Equal(t, []string{"b", "c"}, keys, "bound held when Set returned; the oldest went")
+	require.EqualValues(t, 1, c.Stats().Evictions)
+
+	// Least recently used, not least recently written: reading b keeps it.
+	_, ok, err := c.Get(ctx, "b")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, c.Set(ctx, "d", "d", 0))
+	keys, err = c.Keys(ctx, "*")
+	require.NoError(t, err)
+	require.Equal(t, []string{"b", "d"}, keys)
+
+	// MSet beyond the bound keeps its last items.
+	require.NoError(t, c.MSet(ctx, []pgcache.Item{{Key: "x", Value: 1}, {Key: "y", Value: 2}, {Key: "z", Value: 3}}, 0))
+	keys, err = c.Keys(ctx, "*")
+	require.NoError(t, err)
+	require.Equal(t, []string{"y", "z"}, keys)
+
+	// Concurrent writers: the bound holds whenever any of them returns.
+	big := newCache(t, m, pgcache.CacheConfig{Name: "big", MaxEntries: 50})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				assert.NoError(t, big.Set(ctx, fmt.Sprintf("k%d-%d", w, i), i, 0))
+				keys, err := big.Keys(ctx, "*")
+				assert.NoError(t, err)
+				assert.LessOrEqual(t, len(keys), 50)
+			}
+		})
+	}
+	wg.Wait()
+	keys, err = big.Keys(ctx, "*")
+	require.NoError(t, err)
+	require.Len(t, keys, 50)
+	require.EqualValues(t, 800-50, big.Stats().Evictions)
 	require.Equal(t, 0, rowCount(t, db.Pool, pgcache.DefaultAppName, ""), "memory store writes nothing to PostgreSQL")
-	require.NotZero(t, c.Stats().Evictions)
 }
 
 func TestLargeAndBadValues(t *testing.T) {

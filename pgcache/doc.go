@@ -10,7 +10,9 @@
 //     of PostgreSQL and is not replicated (reads from a replica miss). A
 //     cache may be lost, never wrong.
 //   - [StoreMemory]: a per-instance LRU bounded by MaxEntries (default
-//     2000), as NocoBase's memory store. Instances do not share it.
+//     2000), as NocoBase's memory store: the least recently used entry is
+//     evicted inside the Set or MSet that goes past the bound, so the bound
+//     holds whenever a call returns. Instances do not share it.
 //
 // # Keys and values
 //
