@@ -46,8 +46,9 @@ type CacheConfig struct {
 	// package documentation). Needs ManagerConfig.PubSub.
 	NearCache *NearCacheConfig
 	// ClusterSingleFlight makes Wrap run a key's loader once across every
-	// instance at a time (a PostgreSQL advisory transaction lock per key),
-	// not only once per instance. Postgres store only.
+	// instance at a time (a PostgreSQL session advisory lock per key, held
+	// on a connection of the Manager outside the pool), not only once per
+	// instance. Postgres store only.
 	ClusterSingleFlight bool
 	// MaxValueBytes bounds an encoded value. Defaults to DefaultMaxValueBytes.
 	MaxValueBytes int

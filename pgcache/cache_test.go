@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -951,4 +952,63 @@ func TestManager(t *testing.T) {
 	_, err = c2.Counter().Incr(ctx, "n", 0)
 	require.ErrorIs(t, err, pgcache.ErrClosed)
 	require.Equal(t, 1, rowCount(t, db.Pool, "app", ""), "Close keeps entries")
+}
+
+// ClusterSingleFlight Wraps hold no pool connection while their loaders
+// run: as many concurrent Wraps on different keys as the pool has
+// connections, each loader reading through that pool, all complete. Before,
+// each Wrap kept its advisory-lock transaction's connection and every
+// loader waited for a connection until its context ended.
+func TestWrapClusterSingleFlightDoesNotStarvePool(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	const conns = 4
+	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: "starve", MaxConns: conns})
+	m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app"})
+	c := newCache(t, m, pgcache.CacheConfig{Name: "c", ClusterSingleFlight: true})
+	// Same prefix, second cache: still one loader per key on this manager.
+	twin := newCache(t, m, pgcache.CacheConfig{Name: "twin", Prefix: "c", ClusterSingleFlight: true})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var (
+		started = make(chan struct{}, conns)
+		all     = make(chan struct{})
+		calls   atomic.Int32
+	)
+	go func() {
+		for range conns {
+			<-started
+		}
+		close(all)
+	}()
+	load := func(key string) func(ctx context.Context) (string, error) {
+		return func(ctx context.Context) (string, error) {
+			if calls.Add(1) <= conns {
+				started <- struct{}{}
+			}
+			// Every loader runs at once, then reads through the same pool.
+			select {
+			case <-all:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			var v string
+			err := pool.QueryRow(ctx, `SELECT 'loaded-' || $1::text`, key).Scan(&v)
+			return v, err
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range conns {
+		key := fmt.Sprintf("k%d", i)
+		for _, cc := range []*pgcache.Cache{c, twin} {
+			wg.Go(func() {
+				v, err := pgcache.Wrap(ctx, cc, key, load(key), 0)
+				assert.NoError(t, err)
+				assert.Equal(t, "loaded-"+key, v)
+			})
+		}
+	}
+	wg.Wait()
+	require.EqualValues(t, conns, calls.Load(), "one loader per key")
 }

@@ -104,13 +104,8 @@ func TestClusterSingleFlightHolderKilled(t *testing.T) {
 		}
 		done <- err
 	}()
-	// The survivor waits on the lock while the helper lives.
-	require.Eventually(t, func() bool {
-		var waiting int
-		err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting)
-		return err == nil && waiting == 1
-	}, waitFor, tick)
+	// The survivor waits for the helper's lock while the helper lives.
+	require.Eventually(t, func() bool { return c.Stats().ClusterWaits == 1 }, waitFor, tick)
 	require.False(t, loaded.Load())
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))

@@ -58,10 +58,15 @@
 // [Cache.Wrap] (and the generic [Wrap]) reads, or runs the loader and stores
 // its result. Concurrent calls for one key on one instance run the loader
 // once (singleflight). With CacheConfig.ClusterSingleFlight the loader runs
-// once across all instances: the first takes a per-key advisory transaction
-// lock, loads and stores in that transaction; the others wait for the lock
-// and read the stored value. A holder that dies releases the lock with its
-// session. [Cache.WrapWithCondition] follows NocoBase: UseCache false
+// once across all instances at a time: the first takes a per-key session
+// advisory lock, loads, stores and unlocks; the others poll (every 5 ms,
+// backing off to 100 ms) for the stored value or the lock, counted in
+// [Stats].ClusterWaits. The locks live on one connection per Manager opened
+// outside the pool, so a Wrap holds no pool connection while its loader
+// runs and loaders may read through the same pool. A holder that dies
+// releases the lock with its session; if the lock connection ends while a
+// loader runs, another instance may load the key at the same time (logged at
+// warning level, counted in [Stats].ClusterLocksLost). [Cache.WrapWithCondition] follows NocoBase: UseCache false
 // bypasses the cache; falsy cached values (0, "", false) are misses; only
 // results that IsCacheable accepts (by default truthy ones) are stored.
 //

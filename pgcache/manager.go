@@ -143,6 +143,10 @@ type Manager struct {
 
 	// swept counts expired rows deleted for prefixes this manager has no cache for.
 	sweptOther atomic.Uint64
+
+	// wrapLocks holds the ClusterSingleFlight locks on a connection outside
+	// the pool (see wraplock.go).
+	wrapLocks *wrapLocks
 }
 
 // NewManager returns a Manager for pool. It does not touch the database; call
@@ -157,11 +161,12 @@ func NewManager(pool *pgxpool.Pool, cfg *ManagerConfig) (*Manager, error) {
 	}
 	s := newPgSQL(pgx.Identifier{c.Schema, "cache_entries"}.Sanitize())
 	return &Manager{
-		pool:   pool,
-		cfg:    c,
-		sql:    &s,
-		logger: c.Logger,
-		caches: map[string]*Cache{},
+		pool:      pool,
+		cfg:       c,
+		sql:       &s,
+		logger:    c.Logger,
+		caches:    map[string]*Cache{},
+		wrapLocks: newWrapLocks(pool.Config().ConnConfig, c.Logger),
 	}, nil
 }
 
@@ -216,6 +221,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	for _, c := range caches {
 		c.close()
 	}
+	m.wrapLocks.close(ctx)
 	return err
 }
 

@@ -23,11 +23,19 @@ type Stats struct {
 	// instance; NearFlushes counts whole flushes (Reset anywhere, listener
 	// reconnects).
 	NearHits, NearMisses, NearInvalidations, NearFlushes uint64
+	// ClusterWaits counts ClusterSingleFlight Wraps that found the key being
+	// loaded under another holder's lock and waited for it.
+	ClusterWaits uint64
+	// ClusterLocksLost counts ClusterSingleFlight loads whose lock ended with
+	// its connection before the value was stored (logged at warning level):
+	// another instance may have run its loader at the same time.
+	ClusterLocksLost uint64
 }
 
 type stats struct {
 	hits, misses, sets, deletes, resets, evictions, expiredSwept, loaderCalls atomic.Uint64
 	nearHits, nearMisses, nearInvalidations, nearFlushes                      atomic.Uint64
+	clusterWaits, clusterLocksLost                                            atomic.Uint64
 }
 
 func (s *stats) snapshot() Stats {
@@ -37,6 +45,7 @@ func (s *stats) snapshot() Stats {
 		Evictions: s.evictions.Load(), ExpiredSwept: s.expiredSwept.Load(), LoaderCalls: s.loaderCalls.Load(),
 		NearHits: s.nearHits.Load(), NearMisses: s.nearMisses.Load(),
 		NearInvalidations: s.nearInvalidations.Load(), NearFlushes: s.nearFlushes.Load(),
+		ClusterWaits: s.clusterWaits.Load(), ClusterLocksLost: s.clusterLocksLost.Load(),
 	}
 }
 
@@ -53,5 +62,7 @@ func (s Stats) add(o Stats) Stats {
 	s.NearMisses += o.NearMisses
 	s.NearInvalidations += o.NearInvalidations
 	s.NearFlushes += o.NearFlushes
+	s.ClusterWaits += o.ClusterWaits
+	s.ClusterLocksLost += o.ClusterLocksLost
 	return s
 }

@@ -20,9 +20,9 @@ type querier interface {
 // pgSQL holds the statements of one schema, built once with the table name
 // quoted by pgx.Identifier. Every value is a $n parameter.
 type pgSQL struct {
-	table                                                                                                        string
-	get, getLocked, getTTL, mget, mgetTTL, set, mset, del, mdel, reset, keys, ttl, incr, objSet, objDel, objKind string
-	sweepExpired, countEntries, evictOldest                                                                      string
+	table                                                                                             string
+	get, getTTL, mget, mgetTTL, set, mset, del, mdel, reset, keys, ttl, incr, objSet, objDel, objKind string
+	sweepExpired, countEntries, evictOldest                                                           string
 }
 
 // notExpired is the expiry filter of every read: the database clock decides.
@@ -43,9 +43,6 @@ func newPgSQL(table string) pgSQL {
 	return pgSQL{
 		table: table,
 		get:   `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
-		// getLocked runs in a transaction that waited for a lock: now() would
-		// be the transaction's start, so the current clock decides.
-		getLocked: `SELECT value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = $3 AND (expires_at IS NULL OR expires_at > clock_timestamp())`,
 		getTTL: `SELECT value, kind, COALESCE((extract(epoch FROM expires_at - now()) * 1000000)::bigint, -1) FROM ` + table +
 			` WHERE app = $1 AND prefix = $2 AND key = $3 AND ` + notExpired,
 		mget: `SELECT key, value, kind FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key = ANY($3::text[]) AND ` + notExpired,

@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // wrapResult is what one loader run produced, shared by the callers that
@@ -76,7 +75,7 @@ func (c *Cache) wrap(ctx context.Context, key string, ttl time.Duration, fn func
 		if c.spec.clusterSF {
 			return c.clusterLoad(ctx, key, ttl, fn)
 		}
-		return c.load(ctx, nil, key, ttl, fn)
+		return c.load(ctx, key, ttl, fn)
 	})
 	if err != nil {
 		return wrapResult{}, err
@@ -84,8 +83,8 @@ func (c *Cache) wrap(ctx context.Context, key string, ttl time.Duration, fn func
 	return v.(wrapResult), nil
 }
 
-// load runs fn and stores its result (inside tx when not nil).
-func (c *Cache) load(ctx context.Context, tx pgx.Tx, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
+// load runs fn and stores its result.
+func (c *Cache) load(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
 	c.stats.loaderCalls.Add(1)
 	v, err := fn(ctx)
 	if err != nil {
@@ -95,12 +94,7 @@ func (c *Cache) load(ctx context.Context, tx pgx.Tx, key string, ttl time.Durati
 	if err != nil {
 		return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
 	}
-	store := func(ctx context.Context, q querier) error { return c.st.set(ctx, q, key, e, c.ttlFor(ttl)) }
-	if tx != nil {
-		err = c.writeTx(ctx, tx, []string{key}, false, store)
-	} else {
-		err = c.write(ctx, []string{key}, false, store)
-	}
+	err = c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error { return c.st.set(ctx, q, key, e, c.ttlFor(ttl)) })
 	if err != nil {
 		return wrapResult{}, fmt.Errorf("pgcache: wrap %q: store: %w", key, err)
 	}
@@ -108,33 +102,62 @@ func (c *Cache) load(ctx context.Context, tx pgx.Tx, key string, ttl time.Durati
 	return wrapResult{v: v, e: e, fromLdr: true}, nil
 }
 
-// clusterLoad runs the loader under a per-key advisory transaction lock: the
-// first instance to take it loads and stores the value in the same
-// transaction; the others wait for the lock, then find the committed value.
-// The lock's transaction (and one pooled connection) is held while fn runs.
+// clusterLoad runs the loader at most once across the cluster at a time:
+// under a per-key session advisory lock held on the Manager's lock
+// connection (never a pool connection, so the loader may use the pool). The
+// holder re-reads the key, loads and stores the value, then unlocks; the
+// others poll, with backoff, for the stored value or the lock.
 func (c *Cache) clusterLoad(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
-	var res wrapResult
-	err := pgx.BeginFunc(ctx, c.m.pool, func(tx pgx.Tx) error {
-		lockName := "pgcoord.pgcache.wrap:" + c.m.cfg.Schema + ":" + c.m.cfg.AppName + ":" + c.spec.prefix + ":" + key
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, lockName); err != nil {
-			return err
+	lockName := "pgcoord.pgcache.wrap:" + c.m.cfg.Schema + ":" + c.m.cfg.AppName + ":" + c.spec.prefix + ":" + key
+	delay := wrapPollMin
+	waited := false
+	for {
+		got, gen, err := c.m.wrapLocks.tryLock(ctx, lockName)
+		if err != nil {
+			return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
 		}
-		var e encoded
-		err := tx.QueryRow(ctx, c.m.sql.getLocked, c.m.cfg.AppName, c.spec.prefix, key).Scan(&e.raw, &e.kind)
-		switch {
-		case err == nil:
-			res = wrapResult{e: e}
-			return nil
-		case !errors.Is(err, pgx.ErrNoRows):
-			return err
+		if got {
+			res, err := c.loadLocked(ctx, key, ttl, fn)
+			if !c.m.wrapLocks.unlock(ctx, lockName, gen) {
+				c.stats.clusterLocksLost.Add(1)
+				c.logger.WarnContext(ctx, "pgcache: cluster single-flight lock lost while the loader ran (its connection ended); another instance may have loaded the key too",
+					slog.String("key", key))
+			}
+			return res, err
 		}
-		res, err = c.load(ctx, tx, key, ttl, fn)
-		return err
-	})
-	if err != nil {
-		return wrapResult{}, err
+		if !waited {
+			waited = true
+			c.stats.clusterWaits.Add(1)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return wrapResult{}, ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, wrapPollMax)
+		e, _, ok, err := c.pg.get(ctx, key)
+		if err != nil {
+			return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
+		}
+		if ok {
+			return wrapResult{e: e}, nil
+		}
 	}
-	return res, nil
+}
+
+// loadLocked runs under the cluster lock of key: the value may have been
+// stored by the previous holder just before, so it is read again first.
+func (c *Cache) loadLocked(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
+	e, _, ok, err := c.pg.get(ctx, key)
+	if err != nil {
+		return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
+	}
+	if ok {
+		return wrapResult{e: e}, nil
+	}
+	return c.load(ctx, key, ttl, fn)
 }
 
 // WrapOpts are the options of WrapWithCondition.
