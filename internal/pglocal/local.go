@@ -25,9 +25,23 @@ import (
 // ErrNoPostgres is returned when no local PostgreSQL binaries exist.
 var ErrNoPostgres = errors.New("no PostgreSQL binaries found (initdb, postgres): install them with apt-get install -y postgresql, or point pgcoord at a server with a database URL")
 
-// FindBinDir returns the directory holding initdb and postgres: the one of
-// initdb on PATH (symlinks resolved), else the newest /usr/lib/postgresql/*/bin.
+// EnvBinDir names the environment variable that selects the directory of
+// initdb and postgres, overriding the search (CI uses it to run the tests on
+// each supported PostgreSQL major version).
+const EnvBinDir = "PGCOORD_TEST_PG_BIN"
+
+// FindBinDir returns the directory holding initdb and postgres: $PGCOORD_TEST_PG_BIN
+// when set, else the one of initdb on PATH (symlinks resolved), else the newest
+// /usr/lib/postgresql/*/bin.
 func FindBinDir() (string, error) {
+	if dir := os.Getenv(EnvBinDir); dir != "" {
+		for _, name := range []string{"initdb", "postgres"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				return "", fmt.Errorf("%s=%s: %w", EnvBinDir, dir, err)
+			}
+		}
+		return dir, nil
+	}
 	if p, err := exec.LookPath("initdb"); err == nil {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			dir := filepath.Dir(r)

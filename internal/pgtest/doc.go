@@ -4,9 +4,11 @@
 // One server serves a whole test binary. It is found in this order:
 //
 //  1. PGCOORD_TEST_DATABASE_URL, if set (its role needs CREATEDB);
-//  2. a testcontainers-go postgres:15 container, when a Docker engine answers;
+//  2. a testcontainers-go postgres:15 container, when a Docker engine answers
+//     and PGCOORD_TEST_PG_BIN is not set;
 //  3. a throwaway server started from local PostgreSQL binaries (initdb and
-//     postgres found on PATH or under /usr/lib/postgresql/*/bin), run as the
+//     postgres in $PGCOORD_TEST_PG_BIN, else found on PATH or under
+//     /usr/lib/postgresql/*/bin), run as the
 //     postgres user when the test runs as root, on a free loopback port, in a
 //     temporary directory removed at exit.
 //

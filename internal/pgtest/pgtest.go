@@ -31,7 +31,8 @@ func Start(ctx context.Context) (*Server, error) {
 		}
 		return &Server{Kind: "url", adminURL: u}, nil
 	}
-	if dockerAnswers(ctx) {
+	// An explicit binary directory (the CI version matrix) wins over Docker.
+	if os.Getenv(pglocal.EnvBinDir) == "" && dockerAnswers(ctx) {
 		return StartContainer(ctx)
 	}
 	return StartLocal(ctx)
