@@ -9,11 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
-// Start connects and starts the app: migrations (with AutoMigrate), pub/sub,
+// Start connects and starts the app: migrations (with AutoMigrate), the
+// schema check (an error wrapping migrations.ErrSchemaOutdated,
+// ErrSchemaTooNew or ErrServerTooOld names the versions and what to run), pub/sub,
 // locks and the cache, plugins' BeforeLoad and Load, plugin sync-message
 // subscriptions, the event queue, then plugins' AfterStart. When a step fails,
 // everything already started is stopped again (Stop, including every
@@ -50,6 +53,11 @@ func (a *App) start(ctx context.Context) error {
 		if _, err := migrations.Up(ctx, a.pool, &migrations.Options{Schema: a.cfg.Schema, Logger: a.cfg.Logger}); err != nil {
 			return fmt.Errorf("app: migrate: %w", err)
 		}
+	}
+	// Once, before anything starts: an unmigrated, partly migrated or newer
+	// schema is a typed error naming the versions, not a raw SQL error later.
+	if err := schema.Check(ctx, a.pool, a.cfg.Schema); err != nil {
+		return fmt.Errorf("app: %w", err)
 	}
 	if err := a.checkListen(ctx); err != nil {
 		return err

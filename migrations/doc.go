@@ -16,6 +16,16 @@
 //   - pgcoord's own tables, as plain SQL files in [FS] (sql/*.sql). They use
 //     unqualified names and rely on search_path pointing at the schema.
 //
+// # Checking them
+//
+// [CheckSchema] (and app.Start) verifies that the server is PostgreSQL 14 or
+// newer and that the schema holds exactly versions 1 to [LatestVersion], with
+// River's own record in step; otherwise it returns a [*SchemaVersionError]
+// wrapping [ErrSchemaOutdated] or [ErrSchemaTooNew], naming both versions and
+// the command to run. The check itself lives in the leaf package
+// internal/schema, which imports pgx only, so runtime packages can run it
+// without depending on goose or database/sql.
+//
 // # Running them
 //
 // [Up], [Down], [Status] and [Version] open one dedicated connection with

@@ -4,13 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"os"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,13 +16,15 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/pgcoord/pgcoord/internal/schema"
 )
 
 // DefaultSchema is the schema that holds pgcoord's tables when no other is configured.
-const DefaultSchema = "pgcoord"
+const DefaultSchema = schema.Default
 
 // VersionTable is the name of goose's version table inside the schema.
-const VersionTable = "goose_db_version"
+const VersionTable = schema.VersionTable
 
 // FS holds pgcoord's SQL migrations (the *.sql files under sql/). River's migrations
 // are Go migrations and are not in FS; see the package documentation.
@@ -44,34 +44,48 @@ func mustSub(f fs.FS, dir string) fs.FS {
 }
 
 // ErrInvalidSchema is returned (wrapped) when a schema name is not a plain
-// lower-case PostgreSQL identifier.
-var ErrInvalidSchema = errors.New("pgcoord: invalid schema name")
+// lower-case PostgreSQL identifier (or, for pgcoord's own schema, is public).
+var ErrInvalidSchema = schema.ErrInvalid
 
-var schemaRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+// ErrSchemaOutdated is returned (wrapped in a *SchemaVersionError) by
+// [CheckSchema] and by every component's Start when the database lacks
+// migrations this build needs. The error names both versions and the
+// command to run.
+var ErrSchemaOutdated = schema.ErrOutdated
 
-// ValidateSchema reports whether name can be used as pgcoord's schema: 1 to 63
+// ErrSchemaTooNew is returned (wrapped in a *SchemaVersionError) by
+// [CheckSchema] and by every component's Start when a newer pgcoord migrated
+// the database.
+var ErrSchemaTooNew = schema.ErrTooNew
+
+// ErrServerTooOld is returned (wrapped) by [CheckSchema] and every
+// component's Start when PostgreSQL is older than the supported range (14).
+var ErrServerTooOld = schema.ErrServerTooOld
+
+// SchemaVersionError says how the database's schema differs from what this
+// build expects; see [ErrSchemaOutdated] and [ErrSchemaTooNew].
+type SchemaVersionError = schema.VersionError
+
+// ValidateSchema reports whether name can be used as a schema name: 1 to 63
 // bytes of lower-case ASCII letters, digits and underscores, not starting with
 // a digit, and not a reserved "pg_" name. Every package of pgcoord validates
-// its schema with this function before any SQL runs, so schema names never
-// need quoting rules beyond [pgx.Identifier].
-func ValidateSchema(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%w: empty", ErrInvalidSchema)
-	case len(name) > 63:
-		return fmt.Errorf("%w: %q is longer than 63 bytes", ErrInvalidSchema, name)
-	case !schemaRE.MatchString(name):
-		return fmt.Errorf("%w: %q must match %s", ErrInvalidSchema, name, schemaRE)
-	case len(name) >= 3 && name[:3] == "pg_":
-		return fmt.Errorf("%w: %q starts with the reserved prefix pg_", ErrInvalidSchema, name)
-	}
-	return nil
+// its schema with it before any SQL runs, so schema names never need quoting
+// rules beyond [pgx.Identifier]. pgcoord's own schema may also not be public
+// (see [Options.Schema]).
+func ValidateSchema(name string) error { return schema.Validate(name) }
+
+// CheckSchema verifies that the server is PostgreSQL 14 or newer and that
+// schemaName holds exactly the migrations this build expects (what every
+// component's Start checks). It returns nil, or an error wrapping
+// [ErrInvalidSchema], [ErrServerTooOld], [ErrSchemaOutdated] or [ErrSchemaTooNew].
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool, schemaName string) error {
+	return schema.Check(ctx, pool, schemaName)
 }
 
 // Options configures a migration run. A nil *Options means all defaults.
 type Options struct {
 	// Schema is the schema holding pgcoord's tables and goose's version table.
-	// Defaults to DefaultSchema.
+	// Defaults to DefaultSchema. It may not be public.
 	Schema string
 
 	// TargetVersion is the version to migrate to. For Up, 0 means the latest
@@ -100,13 +114,10 @@ func (o *Options) withDefaults() Options {
 }
 
 func (o Options) validate() error {
-	if err := ValidateSchema(o.Schema); err != nil {
+	// Not public: the SQL files refuse to run there too (see sql/), since
+	// table names like messages and locks would collide with the application's.
+	if err := schema.ValidatePgcoord(o.Schema); err != nil {
 		return fmt.Errorf("Options.Schema: %w", err)
-	}
-	if o.Schema == "public" {
-		// The SQL files refuse to run in public too (see sql/): table names
-		// like messages and locks would collide with the application's.
-		return fmt.Errorf("Options.Schema: %w: public is the application's schema; pgcoord needs its own", ErrInvalidSchema)
 	}
 	if o.TargetVersion < 0 {
 		return fmt.Errorf("Options.TargetVersion: must not be negative, got %d", o.TargetVersion)
@@ -120,6 +131,9 @@ type Result struct {
 	Name     string // file name for SQL migrations, "river_NNN" for River's
 	Up       bool
 	Duration time.Duration
+	// RecordedOnly is true for a River version that River's own migrator had
+	// already applied: Up only recorded it in goose's table.
+	RecordedOnly bool
 }
 
 // MigrationStatus is the state of one known migration.
@@ -139,7 +153,7 @@ func Up(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, error
 		return nil, err
 	}
 	var out []Result
-	err := withProvider(ctx, pool, o, true, func(p *goose.Provider) error {
+	err := withProvider(ctx, pool, o, true, func(p *goose.Provider, rec *recordedOnly) error {
 		var (
 			res []*goose.MigrationResult
 			err error
@@ -149,7 +163,7 @@ func Up(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, error
 		} else {
 			res, err = p.UpTo(ctx, o.TargetVersion)
 		}
-		out = convertResults(o.Logger, res)
+		out = convertResults(o.Logger, res, rec)
 		return err
 	})
 	if err != nil {
@@ -171,9 +185,9 @@ func Down(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, err
 		return nil, err
 	}
 	var out []Result
-	err = withProvider(ctx, pool, o, false, func(p *goose.Provider) error {
+	err = withProvider(ctx, pool, o, false, func(p *goose.Provider, rec *recordedOnly) error {
 		res, err := p.DownTo(ctx, o.TargetVersion)
-		out = convertResults(o.Logger, res)
+		out = convertResults(o.Logger, res, rec)
 		if err != nil || o.TargetVersion != 0 {
 			return err
 		}
@@ -203,7 +217,7 @@ func Status(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Migration
 		return out, nil
 	}
 	var out []MigrationStatus
-	err = withProvider(ctx, pool, o, false, func(p *goose.Provider) error {
+	err = withProvider(ctx, pool, o, false, func(p *goose.Provider, _ *recordedOnly) error {
 		st, err := p.Status(ctx)
 		if err != nil {
 			return err
@@ -235,7 +249,7 @@ func Version(ctx context.Context, pool *pgxpool.Pool, opts *Options) (int64, err
 		return 0, err
 	}
 	var v int64
-	err = withProvider(ctx, pool, o, false, func(p *goose.Provider) error {
+	err = withProvider(ctx, pool, o, false, func(p *goose.Provider, _ *recordedOnly) error {
 		var err error
 		v, err = p.GetDBVersion(ctx)
 		return err
@@ -265,7 +279,7 @@ func schemaExists(ctx context.Context, pool *pgxpool.Pool, schema string) (bool,
 // withProvider opens one dedicated connection (outside the caller's pool, so
 // changing search_path cannot leak into it), optionally creates the schema,
 // and runs fn with a goose Provider bound to it.
-func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create bool, fn func(*goose.Provider) error) error {
+func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create bool, fn func(*goose.Provider, *recordedOnly) error) error {
 	cfg := pool.Config().ConnConfig.Copy()
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
@@ -282,6 +296,7 @@ func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create boo
 		}
 	}
 
+	rec := &recordedOnly{}
 	locker, err := lock.NewPostgresSessionLocker(
 		lock.WithLockID(lockID(o.Schema)),
 		lock.WithLockTimeout(1, 600), // poll every second for up to 10 minutes
@@ -293,7 +308,7 @@ func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create boo
 		// Unquoted on purpose: goose splits "schema.table" itself, and the schema is validated to [a-z0-9_].
 		goose.WithTableName(o.Schema+"."+VersionTable),
 		goose.WithDisableGlobalRegistry(true),
-		goose.WithGoMigrations(riverGoMigrations(o.Schema)...),
+		goose.WithGoMigrations(riverGoMigrations(o.Schema, rec)...),
 		// A database set up with the goose CLI (SQL files only, versions 9+)
 		// and River's own tool lacks goose rows 1-8: apply them out of order.
 		// They are River's migrations, which are no-ops for versions River
@@ -311,7 +326,7 @@ func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create boo
 	if err := orderVersionRows(ctx, db, o.Schema); err != nil {
 		return err
 	}
-	if err := fn(p); err != nil {
+	if err := fn(p, rec); err != nil {
 		return err
 	}
 	return orderVersionRows(ctx, db, o.Schema)
@@ -427,14 +442,20 @@ func lockID(schema string) int64 {
 	return int64(h.Sum64()) //nolint:gosec // wrap-around is fine for a lock key
 }
 
-func convertResults(logger *slog.Logger, res []*goose.MigrationResult) []Result {
+func convertResults(logger *slog.Logger, res []*goose.MigrationResult, rec *recordedOnly) []Result {
 	out := make([]Result, 0, len(res))
 	for _, r := range res {
 		if r == nil || r.Source == nil {
 			continue
 		}
-		out = append(out, Result{Version: r.Source.Version, Name: sourceName(r.Source), Up: r.Direction == "up", Duration: r.Duration})
-		if r.Error == nil {
+		up := r.Direction == "up"
+		recorded := up && rec.has(r.Source.Version)
+		out = append(out, Result{Version: r.Source.Version, Name: sourceName(r.Source), Up: up, Duration: r.Duration, RecordedOnly: recorded})
+		switch {
+		case r.Error != nil:
+		case recorded:
+			logger.Info("pgcoord: migration recorded (River had applied it)", slog.Int64("version", r.Source.Version), slog.String("name", sourceName(r.Source)))
+		default:
 			logger.Info("pgcoord: migration applied", slog.Int64("version", r.Source.Version), slog.String("name", sourceName(r.Source)), slog.String("direction", r.Direction), slog.Duration("duration", r.Duration))
 		}
 	}

@@ -75,6 +75,9 @@ func TestUpCreatesSchemaAndRiver(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, migrations.LatestVersion(), v)
 
+	for _, r := range res {
+		require.False(t, r.RecordedOnly, "version %d", r.Version)
+	}
 	// Applying twice is a no-op.
 	res, err = migrations.Up(ctx, pool, nil)
 	require.NoError(t, err)
@@ -240,8 +243,12 @@ func TestGooseCLIStyleThenUp(t *testing.T) {
 	require.NoError(t, err)
 
 	// Switching to the Go API: River's goose versions are recorded, nothing breaks.
-	_, err = migrations.Up(ctx, pool, nil)
+	mres, err := migrations.Up(ctx, pool, nil)
 	require.NoError(t, err)
+	require.Len(t, mres, 8)
+	for _, r := range mres {
+		require.True(t, r.RecordedOnly, "version %d was only recorded, River had applied it", r.Version)
+	}
 	st, err := migrations.Status(ctx, pool, nil)
 	require.NoError(t, err)
 	for _, s := range st {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"sort"
+	"sync"
 
 	"github.com/pressly/goose/v3"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
@@ -41,7 +42,7 @@ func newRiverMigrator(schema string) (*rivermigrate.Migrator[*sql.Tx], error) {
 // River's own migration SQL (from the River module, never copied here) inside
 // goose's transaction, so goose's version row and River's river_migration row
 // commit together.
-func riverGoMigrations(schema string) []*goose.Migration {
+func riverGoMigrations(schema string, rec *recordedOnly) []*goose.Migration {
 	out := make([]*goose.Migration, 0, len(riverVersions))
 	for _, v := range riverVersions {
 		up := func(ctx context.Context, tx *sql.Tx) error {
@@ -53,8 +54,12 @@ func riverGoMigrations(schema string) []*goose.Migration {
 			// transaction; here each goose transaction holds exactly one version,
 			// which is what River's Migrate does itself.
 			//lint:ignore SA1019 one River version per transaction (see above)
-			if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{TargetVersion: v.river}); err != nil {
+			res, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{TargetVersion: v.river})
+			if err != nil {
 				return fmt.Errorf("river migration %d up: %w", v.river, err)
+			}
+			if len(res.Versions) == 0 {
+				rec.add(v.goose) // River's migrator had applied it: goose only records it
 			}
 			return nil
 		}
@@ -76,6 +81,29 @@ func riverGoMigrations(schema string) []*goose.Migration {
 		out = append(out, goose.NewGoMigration(v.goose, &goose.GoFunc{RunTx: up}, &goose.GoFunc{RunTx: down}))
 	}
 	return out
+}
+
+// recordedOnly collects the goose versions of one run whose River migration
+// was already applied (by River's own migrator), so the run only wrote
+// goose's row.
+type recordedOnly struct {
+	mu sync.Mutex
+	v  map[int64]bool // guarded by mu
+}
+
+func (r *recordedOnly) add(v int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.v == nil {
+		r.v = map[int64]bool{}
+	}
+	r.v[v] = true
+}
+
+func (r *recordedOnly) has(v int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.v[v]
 }
 
 type knownMigration struct {

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/schema"
 )
 
 // TestRiverVersionsCovered fails when the pinned River has a migration version
@@ -28,4 +30,20 @@ func TestRiverVersionsCovered(t *testing.T) {
 			require.False(t, seenGoose[km.Version], "SQL migration %s reuses River's goose version %d", km.name, km.Version)
 		}
 	}
+}
+
+// The leaf package internal/schema, which runtime packages use to check the
+// database at Start, expects exactly the versions this package installs.
+func TestSchemaVersionMatchesMigrations(t *testing.T) {
+	t.Parallel()
+	ms := allMigrations(DefaultSchema)
+	for i, m := range ms {
+		require.EqualValues(t, i+1, m.Version, "versions are 1..N without gaps")
+	}
+	require.Equal(t, schema.Version, LatestVersion())
+	m, err := newRiverMigrator(DefaultSchema)
+	require.NoError(t, err)
+	all := m.AllVersions()
+	require.Equal(t, schema.RiverVersion, all[len(all)-1].Version)
+	require.EqualValues(t, schema.RiverVersion, riverVersions[len(riverVersions)-1].river)
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
@@ -57,10 +59,24 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.Zero(t, code, errOut)
 	require.Contains(t, out, "river_001")
 
-	code, out, _ = runCLI(t, "migrate", "status", "--database-url", db.URL)
-	require.Zero(t, code)
+	code, out, errOut = runCLI(t, "migrate", "status", "--database-url", db.URL)
+	require.Equal(t, 3, code, "pending migrations fail CI")
 	require.Contains(t, out, "pending")
 	require.NotContains(t, out, "20") // no applied timestamps
+	require.Contains(t, errOut, "is at version 0, this pgcoord needs version 11")
+	code, out, _ = runCLI(t, "migrate", "status", "--json", "--database-url", db.URL)
+	require.Equal(t, 3, code)
+	var st struct {
+		State           string  `json:"state"`
+		DatabaseVersion int64   `json:"database_version"`
+		ExpectedVersion int64   `json:"expected_version"`
+		Pending         []int64 `json:"pending"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Equal(t, "pending", st.State)
+	require.EqualValues(t, 0, st.DatabaseVersion)
+	require.EqualValues(t, 11, st.ExpectedVersion)
+	require.Len(t, st.Pending, 11)
 
 	code, out, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL)
 	require.Zero(t, code, errOut)
@@ -72,10 +88,47 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	code, out, _ = runCLI(t, "migrate", "status", "--database-url", db.URL)
 	require.Zero(t, code)
 	require.NotContains(t, out, "pending")
+	code, out, _ = runCLI(t, "migrate", "status", "--json", "--database-url", db.URL)
+	require.Zero(t, code)
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Equal(t, "current", st.State)
+	require.EqualValues(t, 11, st.DatabaseVersion)
+	require.Empty(t, st.Pending)
+
+	// A newer pgcoord's migration: status fails too.
+	_, err := db.Pool.Exec(context.Background(), `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (12, true)`)
+	require.NoError(t, err)
+	code, out, _ = runCLI(t, "migrate", "status", "--json", "--database-url", db.URL)
+	require.Equal(t, 3, code)
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.Equal(t, "too_new", st.State)
+	require.EqualValues(t, 12, st.DatabaseVersion)
 
 	code, _, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL, "--schema", "Bad;Schema")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "invalid schema name")
+}
+
+// migrate up on a database where River's own migrator installed River's
+// tables says it only recorded River's versions, not that it applied them.
+func TestMigrateUpSaysRecordedOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	_, err := migrations.Down(ctx, db.Pool, nil)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
+	require.NoError(t, err)
+	rm, err := rivermigrate.New(riverpgxv5.New(db.Pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	_, err = rm.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	require.NoError(t, err)
+
+	code, out, errOut := runCLI(t, "migrate", "up", "--database-url", db.URL)
+	require.Zero(t, code, errOut)
+	require.Regexp(t, `(?m)^record\s+1\s+river_001\s+already applied by River's migrator$`, out)
+	require.NotRegexp(t, `(?m)^up\s+1\s`, out)
+	require.Regexp(t, `(?m)^up\s+9\s+00009_messages.sql`, out)
 }
 
 // A goose CLI user gets the SQL files without digging in the module cache.

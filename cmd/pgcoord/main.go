@@ -86,6 +86,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, errNotCurrent):
+		fmt.Fprintln(stderr, "pgcoord:", err)
+		return 3
 	default:
 		fmt.Fprintln(stderr, "pgcoord:", err)
 		return 1

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,7 +11,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/migrations"
 )
@@ -21,13 +26,15 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var db dbFlags
 	db.register(fs)
 	to := fs.Int64("to", -1, "down: roll back to this version (0 removes everything, including the schema if it is empty); up: migrate up to it")
+	asJSON := fs.Bool("json", false, "status: print JSON instead of a table")
 	outDir := fs.String("out", "", "sql: directory to write pgcoord's goose SQL files to (created if missing)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord migrate up|down|status [flags]
 
   up       apply every pending migration (River's tables and pgcoord's)
   down     roll back: needs --to N (0 removes everything pgcoord created)
-  status   list migrations and whether each is applied
+  status   list migrations and whether each is applied; exits 3 when any is
+           pending or the database was migrated by a newer pgcoord (for CI)
   sql      write pgcoord's goose SQL files (versions 9+) to --out DIR, for the goose CLI
 
 Flags:
@@ -80,10 +87,90 @@ Flags:
 		printResults(stdout, res)
 		return err
 	case "status":
-		st, err := migrations.Status(ctx, pool, opts)
-		if err != nil {
+		return migrateStatus(ctx, pool, opts, *asJSON, stdout)
+	default:
+		fs.Usage()
+		return fmt.Errorf("unknown migrate command %q: want up, down, status or sql", verb)
+	}
+}
+
+func printResults(w io.Writer, res []migrations.Result) {
+	for _, r := range res {
+		switch {
+		case r.RecordedOnly:
+			fmt.Fprintf(w, "%-6s %5d  %-32s already applied by River's migrator\n", "record", r.Version, r.Name)
+		case r.Up:
+			fmt.Fprintf(w, "%-6s %5d  %-32s %s\n", "up", r.Version, r.Name, r.Duration.Round(1e5))
+		default:
+			fmt.Fprintf(w, "%-6s %5d  %-32s %s\n", "down", r.Version, r.Name, r.Duration.Round(1e5))
+		}
+	}
+}
+
+// errNotCurrent makes `pgcoord migrate status` exit 3: migrations are
+// pending, or a newer pgcoord migrated the database.
+var errNotCurrent = errors.New("schema not current")
+
+// statusJSON is the output of `pgcoord migrate status --json`.
+type statusJSON struct {
+	Schema          string          `json:"schema"`
+	DatabaseVersion int64           `json:"database_version"`
+	ExpectedVersion int64           `json:"expected_version"`
+	State           string          `json:"state"` // "current", "pending" or "too_new"
+	Pending         []int64         `json:"pending"`
+	Problem         string          `json:"problem,omitempty"`
+	Migrations      []migrationJSON `json:"migrations"`
+}
+
+type migrationJSON struct {
+	Version   int64      `json:"version"`
+	Name      string     `json:"name"`
+	Applied   bool       `json:"applied"`
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
+}
+
+func migrateStatus(ctx context.Context, pool *pgxpool.Pool, opts *migrations.Options, asJSON bool, stdout io.Writer) error {
+	st, err := migrations.Status(ctx, pool, opts)
+	if err != nil {
+		return err
+	}
+	out := statusJSON{Schema: opts.Schema, ExpectedVersion: migrations.LatestVersion(), State: "current", Pending: []int64{}, Migrations: []migrationJSON{}}
+	for _, s := range st {
+		m := migrationJSON{Version: s.Version, Name: s.Name, Applied: s.Applied}
+		if s.Applied {
+			at := s.AppliedAt
+			m.AppliedAt = &at
+			out.DatabaseVersion = max(out.DatabaseVersion, s.Version)
+		} else {
+			out.Pending = append(out.Pending, s.Version)
+		}
+		out.Migrations = append(out.Migrations, m)
+	}
+	// The check every Start runs also sees versions this build does not
+	// know (a newer pgcoord) and River's own record.
+	var ve *migrations.SchemaVersionError
+	switch err := migrations.CheckSchema(ctx, pool, opts.Schema); {
+	case err == nil:
+	case errors.As(err, &ve):
+		out.DatabaseVersion = ve.Database
+		out.Problem = strings.TrimPrefix(err.Error(), "pgcoord: ")
+		out.State = "pending"
+		if errors.Is(err, migrations.ErrSchemaTooNew) {
+			out.State = "too_new"
+		}
+	default:
+		return err
+	}
+	if len(out.Pending) > 0 && out.State == "current" {
+		out.State = "pending"
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
 			return err
 		}
+	} else {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "VERSION\tNAME\tAPPLIED")
 		for _, s := range st {
@@ -93,21 +180,17 @@ Flags:
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\n", s.Version, s.Name, applied)
 		}
-		return tw.Flush()
-	default:
-		fs.Usage()
-		return fmt.Errorf("unknown migrate command %q: want up, down, status or sql", verb)
-	}
-}
-
-func printResults(w io.Writer, res []migrations.Result) {
-	for _, r := range res {
-		dir := "down"
-		if r.Up {
-			dir = "up"
+		if err := tw.Flush(); err != nil {
+			return err
 		}
-		fmt.Fprintf(w, "%-4s %5d  %-32s %s\n", dir, r.Version, r.Name, r.Duration.Round(1e5))
 	}
+	if out.State != "current" {
+		if out.Problem != "" {
+			return fmt.Errorf("%w: %s", errNotCurrent, out.Problem)
+		}
+		return fmt.Errorf("%w: %d migration(s) pending: run \"pgcoord migrate up\"", errNotCurrent, len(out.Pending))
+	}
+	return nil
 }
 
 // writeSQL copies the embedded SQL migrations to dir, so a goose CLI user who
