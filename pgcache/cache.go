@@ -3,8 +3,10 @@ package pgcache
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,8 +44,9 @@ type CacheConfig struct {
 	// beyond it in bounded batches, so the bound may be exceeded between sweeps.
 	MaxEntries int
 	// NearCache, when not nil, puts an in-process LRU in front of the
-	// postgres store, invalidated on every instance by every write (see the
-	// package documentation). Needs ManagerConfig.PubSub.
+	// postgres store, invalidated on every instance by every write through
+	// any cache of its prefix (see the package documentation). Needs
+	// ManagerConfig.PubSub.
 	NearCache *NearCacheConfig
 	// ClusterSingleFlight makes Wrap run a key's loader once across every
 	// instance at a time (a PostgreSQL session advisory lock per key, held
@@ -148,6 +151,9 @@ type Cache struct {
 	sf     singleflight.Group
 	stats  stats
 	logger *slog.Logger
+	// heldUntil (Manager.mono) is set when a write found a near cache
+	// registered for this prefix; see prefixHeld.
+	heldUntil atomic.Int64
 }
 
 func newCache(ctx context.Context, m *Manager, spec cacheSpec) (*Cache, error) {
@@ -605,25 +611,48 @@ func (c *Cache) DelValueInObject(ctx context.Context, key, field string) error {
 	return nil
 }
 
-// write runs a write outside any caller transaction. Without a near cache it
-// is fn on the pool (one statement). With one, the write and the publication
-// of its invalidation commit together in one transaction, and the local near
-// cache is invalidated before and after, so a reader on this instance never
-// sees the old value once write returns.
+// write runs a write outside any caller transaction.
+//
+// Invalidation follows the data: when a near cache anywhere may hold this
+// cache's prefix (this cache has one, or the registry says so, see
+// near_registry.go), the write and the publication of its invalidation
+// commit together in one transaction, and this Manager's near caches of the
+// prefix are invalidated before and after, so a reader on this instance
+// never sees the old value once write returns. Otherwise fn runs guarded:
+// one round trip that writes only if no near cache registered the prefix.
 func (c *Cache) write(ctx context.Context, keys []string, reset bool, fn func(ctx context.Context, q querier) error) error {
-	if c.near == nil {
+	if c.pg == nil {
 		return fn(ctx, nil)
 	}
-	c.near.invalidate(keys, reset)
+	if c.near == nil && !c.prefixHeld() {
+		err := fn(ctx, nearGuard{m: c.m, prefix: c.spec.prefix})
+		if !errors.Is(err, errNearHeld) {
+			return err
+		}
+		c.markPrefixHeld()
+	}
+	if c.m.cfg.PubSub == nil {
+		return c.m.errNoPubSub(c.spec.prefix)
+	}
+	c.m.invalidateNear(c.spec.prefix, keys, reset)
 	err := txhooks.Run(ctx, c.m.pool, func(ctx context.Context, tx *txhooks.Tx) error {
 		if err := fn(ctx, tx); err != nil {
 			return err
 		}
-		return c.near.publish(ctx, tx, keys, reset, false)
+		return c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset)
 	})
-	c.near.invalidate(keys, reset)
+	c.m.invalidateNear(c.spec.prefix, keys, reset)
 	return err
 }
+
+// prefixHeld reports whether this cache found its prefix registered by a
+// near cache less than nearHeldMemo ago: it then publishes without asking.
+func (c *Cache) prefixHeld() bool {
+	until := c.heldUntil.Load()
+	return until != 0 && c.m.mono() < until
+}
+
+func (c *Cache) markPrefixHeld() { c.heldUntil.Store(c.m.mono() + int64(nearHeldMemo)) }
 
 // writeTx runs a write inside the caller's transaction.
 func (c *Cache) writeTx(ctx context.Context, tx pgx.Tx, keys []string, reset bool, fn func(ctx context.Context, q querier) error) error {
@@ -638,23 +667,33 @@ func (c *Cache) writeTx(ctx context.Context, tx pgx.Tx, keys []string, reset boo
 		htx.AfterCommit(func(ctx context.Context) error { return fn(ctx, nil) })
 		return nil
 	}
-	if c.near == nil {
-		return fn(ctx, tx)
+	if c.near == nil && !c.prefixHeld() {
+		// The shared prefix lock is held until tx ends.
+		held, err := c.m.checkNearTx(ctx, tx, c.spec.prefix)
+		if err != nil {
+			return err
+		}
+		if !held {
+			return fn(ctx, tx)
+		}
 	}
-	c.near.invalidate(keys, reset)
+	if c.m.cfg.PubSub == nil {
+		return c.m.errNoPubSub(c.spec.prefix)
+	}
+	c.m.invalidateNear(c.spec.prefix, keys, reset)
 	if err := fn(ctx, tx); err != nil {
 		return err
 	}
 	// Published with the publisher included: with a plain pgx.Tx, this
-	// instance's own near cache is invalidated when the notification comes
-	// back after the commit; with a *txhooks.Tx it is also invalidated
+	// instance's near caches are invalidated when the notification comes
+	// back after the commit; with a *txhooks.Tx they are also invalidated
 	// synchronously by the after-commit hook.
-	if err := c.near.publish(ctx, tx, keys, reset, true); err != nil {
+	if err := c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset); err != nil {
 		return err
 	}
 	if htx, ok := tx.(*txhooks.Tx); ok {
 		htx.AfterCommit(func(context.Context) error {
-			c.near.invalidate(keys, reset)
+			c.m.invalidateNear(c.spec.prefix, keys, reset)
 			return nil
 		})
 	}

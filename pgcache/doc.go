@@ -44,9 +44,10 @@
 //
 // # Atomicity
 //
-// Without a near cache, every read and write is one statement (one round
-// trip), MGet, MSet and MDel included (a near cache adds the invalidation to
-// each write's transaction). [Cache.SetValueInObject] and [Cache.DelValueInObject] merge the
+// Every read is one statement (one round trip), MGet included; every write
+// to a prefix no near cache holds is one round trip, MSet and MDel included
+// (see Near cache for the registry check it carries, and for the
+// transaction of a write to a near-cached prefix). [Cache.SetValueInObject] and [Cache.DelValueInObject] merge the
 // field in SQL under the row lock and keep the entry's expiry (NocoBase read,
 // modified and rewrote the object without TTL). [Counter] increments are one
 // upsert: concurrent increments from any number of instances are never lost.
@@ -73,28 +74,54 @@
 // # Near cache
 //
 // CacheConfig.NearCache puts an in-process LRU in front of the postgres
-// store. Every write (Set, Del, Reset, MSet, MDel, the object and counter
-// calls, and SetTx/DelTx after their commit) publishes an invalidation
+// store. Invalidation follows the data (app, prefix, key), not the writer's
+// configuration: every write through any cache of a prefix that a near cache
+// may hold (Set, Del, Reset, MSet, MDel, the object and counter calls, Wrap's
+// store, and SetTx/DelTx after their commit) publishes an invalidation
 // through [listen.PubSub] (ManagerConfig.PubSub) in the same transaction as
-// the write, so it is delivered if and only if the write commits. Each
-// instance drops the keys when the invalidation is delivered.
+// the write, so it is delivered if and only if the write commits, to every
+// instance, the writer's included; and the writer's Manager drops the keys
+// from all its near caches of the prefix before the write returns.
 //
-// Guarantees: read-your-writes on the writing instance (its own entry is
-// dropped before the write returns; with a plain pgx.Tx in SetTx/DelTx,
-// when this instance's own notification arrives, with a *txhooks.Tx at
-// commit). Another instance never serves the old value once the
-// invalidation is delivered to it: a value read from PostgreSQL is stored
-// only if no invalidation happened while it was being read. While the
-// listener is not healthy the near cache serves nothing and stores nothing
-// (reads go to PostgreSQL); after the listener reconnects the near cache is
+// Writers learn that a near cache may hold a prefix from a registry: each
+// Manager with near caches keeps one row per prefix in cache_entries, under
+// a reserved prefix no cache can have, leased for 2 minutes and renewed
+// every 30 s. A write through a cache without a near cache takes a shared
+// advisory lock on the prefix, checks the registry and writes, in one
+// pipelined round trip (one implicit transaction): that is the whole cost
+// of a write to a prefix no near cache holds. When a registration exists
+// nothing is written by that round trip and the write is redone with its
+// invalidation (a transaction: a few round trips, as a near cache's own
+// writes), and the cache skips the check for a minute. Registering takes
+// the lock exclusively, so it waits for writes in flight and every later
+// write sees it; CreateCache of a near cache therefore waits for open
+// transactions that wrote the prefix through SetTx/DelTx. A Manager without
+// a PubSub cannot invalidate: its writes to a prefix a near cache holds fail
+// with an error wrapping [ErrNearCacheNeedsPubSub] and write nothing. Inside
+// a REPEATABLE READ or SERIALIZABLE transaction the registry is read from an
+// old snapshot, so SetTx/DelTx publish whenever the Manager has a PubSub
+// (without one they cannot tell, and do not).
+//
+// Guarantees: read-your-writes on the writing instance, for every near cache
+// of the prefix on the writer's Manager (dropped before the write returns;
+// with a plain pgx.Tx in SetTx/DelTx, when this instance's own notification
+// arrives, with a *txhooks.Tx at commit); other Managers sharing the PubSub
+// get the invalidation after the commit. Another instance never serves the
+// old value once the invalidation is delivered to it: a value read from
+// PostgreSQL is stored only if no invalidation happened while it was being
+// read. While the listener is not healthy, or the Manager's registration of
+// the prefix was not renewed in the last 90 s, the near cache serves nothing
+// and stores nothing (reads go to PostgreSQL); after the listener reconnects
+// ([listen.PubSub.Epoch] changed, including a switchover to another
+// server) or the registration had to be made again, the near cache is
 // flushed before it serves again. An entry never outlives its expiry.
 // Between a listener connection dying and the listener noticing, an
 // instance may serve a value overwritten in that window: that is the
 // residual staleness, bounded by the listener's failure detection.
-// MaxEntries eviction by the sweeper does not invalidate near caches. A
-// write to a near cache is a transaction (the row and the invalidation
-// message), so it costs a few round trips more than a plain write; close
-// the Manager before the PubSub, since writes to near caches fail once the
+// MaxEntries eviction and expiry sweeps by the sweeper do not invalidate
+// near caches (near entries keep their own expiry). Writes made outside
+// pgcoord (plain SQL on cache_entries) are not seen. Close the Manager
+// before the PubSub, since writes to near-cached prefixes fail once the
 // PubSub is closed.
 //
 // # Bloom filters
@@ -106,7 +133,11 @@
 //
 // # Failure model
 //
-// Errors from PostgreSQL are returned, wrapped, never turned into misses.
+// The fault contract (connection cut, server restart, failover,
+// switchover, long transaction, full NOTIFY queue, slow handler, SIGKILL,
+// silent partition) of each store and of the near cache is the "Cache"
+// section of docs/failure-model.md. Errors from PostgreSQL are returned,
+// wrapped, never turned into misses.
 // After [Manager.Close] every call returns [ErrClosed]. A cancelled context
 // writes nothing. Background work (sweeps) logs failures at warning level
 // through ManagerConfig.Logger, with attributes cache, key, value_bytes.

@@ -54,7 +54,10 @@ var (
 	ErrTxUnsupported = errors.New("pgcache: memory store needs a *txhooks.Tx for transactional writes")
 
 	// ErrNearCacheNeedsPubSub is returned by [Manager.CreateCache] when a near
-	// cache is asked for and [ManagerConfig.PubSub] is nil.
+	// cache is asked for and [ManagerConfig.PubSub] is nil, and wrapped by a
+	// write, through a Manager without a PubSub, to a prefix that a near
+	// cache holds on some instance (nothing is written: the near caches could
+	// not be invalidated).
 	ErrNearCacheNeedsPubSub = errors.New("pgcache: near cache needs ManagerConfig.PubSub")
 )
 

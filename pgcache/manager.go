@@ -147,6 +147,11 @@ type Manager struct {
 	// wrapLocks holds the ClusterSingleFlight locks on a connection outside
 	// the pool (see wraplock.go).
 	wrapLocks *wrapLocks
+
+	// near holds the registrations of this Manager's near caches (see
+	// near_registry.go); nsql their statements.
+	near *nearState
+	nsql *nearSQL
 }
 
 // NewManager returns a Manager for pool. It does not touch the database; call
@@ -159,8 +164,11 @@ func NewManager(pool *pgxpool.Pool, cfg *ManagerConfig) (*Manager, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	s := newPgSQL(pgx.Identifier{c.Schema, "cache_entries"}.Sanitize())
+	table := pgx.Identifier{c.Schema, "cache_entries"}.Sanitize()
+	s, ns := newPgSQL(table), newNearSQL(table)
 	return &Manager{
+		nsql:      &ns,
+		near:      newNearState(),
 		pool:      pool,
 		cfg:       c,
 		sql:       &s,
@@ -221,6 +229,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	for _, c := range caches {
 		c.close()
 	}
+	m.closeNear(ctx)
 	m.wrapLocks.close(ctx)
 	return err
 }

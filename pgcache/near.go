@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/maypok86/otter/v2"
 )
 
@@ -18,11 +17,9 @@ type nearMessage struct {
 	Reset bool     `json:"reset,omitempty"`
 }
 
-// nearBus carries invalidations between the instances of a near cache.
+// nearBus receives the invalidations of a near cache's prefix from every
+// instance (Manager.publishNear sends them).
 type nearBus interface {
-	// publish sends msg inside tx, so it is delivered if and only if tx
-	// commits. includeSelf also delivers it to this instance.
-	publish(ctx context.Context, tx pgx.Tx, msg nearMessage, includeSelf bool) error
 	// healthy is false while the listener may be missing invalidations.
 	healthy() bool
 	// epoch changes whenever the listener reconnected: invalidations may
@@ -47,10 +44,12 @@ type nearCache struct {
 	lru *otter.Cache[string, nearEntry]
 	ttl time.Duration
 	bus nearBus
+	reg *nearReg // the Manager's registration of the prefix
 
-	mu    sync.RWMutex  // put holds it shared, invalidations exclusive
-	gen   atomic.Uint64 // bumped, under mu, by every invalidation
-	epoch atomic.Int64  // the bus epoch the entries belong to; set under mu
+	mu       sync.RWMutex  // put holds it shared, invalidations exclusive
+	gen      atomic.Uint64 // bumped, under mu, by every invalidation
+	epoch    atomic.Int64  // the bus epoch the entries belong to; set under mu
+	regEpoch atomic.Uint64 // the registration epoch they belong to; set under mu
 }
 
 func newNearCache(ctx context.Context, c *Cache) (*nearCache, error) {
@@ -71,6 +70,16 @@ func newNearCache(ctx context.Context, c *Cache) (*nearCache, error) {
 	}
 	n.bus = bus
 	n.epoch.Store(bus.epoch())
+	// Registered after subscribing: every write that sees the registration
+	// publishes, and the subscription is live already.
+	reg, err := c.m.registerNear(ctx, n)
+	if err != nil {
+		bus.close()
+		n.lru.StopAllGoroutines()
+		return nil, err
+	}
+	n.reg = reg
+	n.regEpoch.Store(reg.epoch.Load())
 	return n, nil
 }
 
@@ -123,31 +132,26 @@ func (n *nearCache) invalidate(keys []string, reset bool) {
 	n.mu.Unlock()
 }
 
-func (n *nearCache) publish(ctx context.Context, tx pgx.Tx, keys []string, reset bool, includeSelf bool) error {
-	msg := nearMessage{Keys: keys, Reset: reset}
-	if reset {
-		msg.Keys = nil
-	}
-	if err := n.bus.publish(ctx, tx, msg, includeSelf); err != nil {
-		return fmt.Errorf("publish near-cache invalidation: %w", err)
-	}
-	return nil
-}
-
 // usable reports whether the near cache may serve and store entries: the
 // listener is healthy, and when it reconnected since the entries were stored
 // they are flushed first (invalidations may have been missed meanwhile;
 // OnResync flushes too, but runs later, on the subscription's goroutine).
+//
+// Likewise while the Manager's registration of the prefix may have lapsed
+// (writes without a near cache stop publishing for a prefix without one),
+// and after it registered again.
 func (n *nearCache) usable() bool {
-	if !n.bus.healthy() {
+	if !n.bus.healthy() || !n.reg.valid(n.c.m.mono()) {
 		return false
 	}
-	if ep := n.bus.epoch(); ep != n.epoch.Load() {
+	ep, rep := n.bus.epoch(), n.reg.epoch.Load()
+	if ep != n.epoch.Load() || rep != n.regEpoch.Load() {
 		n.mu.Lock()
-		if ep != n.epoch.Load() {
+		if ep != n.epoch.Load() || rep != n.regEpoch.Load() {
 			n.gen.Add(1)
 			n.lru.InvalidateAll()
 			n.epoch.Store(ep)
+			n.regEpoch.Store(rep)
 			n.c.stats.nearFlushes.Add(1)
 		}
 		n.mu.Unlock()
@@ -185,7 +189,8 @@ func (n *nearCache) put(key string, e encoded, remaining time.Duration, gen uint
 	}
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	if n.gen.Load() != gen || !n.bus.healthy() || n.bus.epoch() != n.epoch.Load() {
+	if n.gen.Load() != gen || !n.bus.healthy() || n.bus.epoch() != n.epoch.Load() ||
+		!n.reg.valid(n.c.m.mono()) || n.reg.epoch.Load() != n.regEpoch.Load() {
 		return
 	}
 	n.lru.Set(key, nearEntry{e: e, expiresAt: exp})

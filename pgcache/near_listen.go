@@ -3,11 +3,8 @@ package pgcache
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcoord/pgcoord/listen"
 )
@@ -43,21 +40,8 @@ func newListenBus(ctx context.Context, m *Manager, channel string, onMsg func(ne
 	return b, nil
 }
 
-func (b *listenBus) publish(ctx context.Context, tx pgx.Tx, msg nearMessage, includeSelf bool) error {
-	var opts *listen.PublishOpts
-	if includeSelf {
-		opts = &listen.PublishOpts{IncludeSelf: true}
-	}
-	err := b.ps.PublishTx(ctx, tx, b.channel, msg, opts)
-	if errors.Is(err, listen.ErrPayloadTooLarge) {
-		// Too many keys for one message: every instance flushes instead.
-		err = b.ps.PublishTx(ctx, tx, b.channel, nearMessage{Reset: true}, opts)
-	}
-	return err
-}
-
 func (b *listenBus) healthy() bool { return b.ps.Healthy() }
 
-func (b *listenBus) epoch() int64 { return b.ps.Stats().Reconnects }
+func (b *listenBus) epoch() int64 { return b.ps.Epoch() }
 
 func (b *listenBus) close() { b.sub.Unsubscribe() }
