@@ -22,7 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgcoord/pgcoord/migrations"
+	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
@@ -70,7 +70,7 @@ type Config struct {
 	// hostname-pid-random.
 	InstanceID string
 
-	// Schema holds the messages table. Defaults to migrations.DefaultSchema.
+	// Schema holds the messages table. Defaults to schema.Default.
 	Schema string
 
 	// Logger receives warnings and errors. Defaults to a logger writing
@@ -117,7 +117,7 @@ func (c *Config) withDefaults() Config {
 		out.InstanceID = instanceid.New()
 	}
 	if out.Schema == "" {
-		out.Schema = migrations.DefaultSchema
+		out.Schema = schema.Default
 	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -144,7 +144,7 @@ func (c *Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	if err := migrations.ValidateSchema(c.Schema); err != nil {
+	if err := schema.Validate(c.Schema); err != nil {
 		return fmt.Errorf("listen: Config.Schema: %w", err)
 	}
 	if err := validName(c.AppName); err != nil {
@@ -410,7 +410,13 @@ func (ps *PubSub) Start(ctx context.Context) error {
 	ps.mu.Unlock()
 
 	l := &listener{ps: ps}
-	conn, err := l.connect(ctx, true)
+	// Once per Start: an unmigrated or newer schema is a typed error
+	// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
+	var conn *pgx.Conn
+	err := schema.Check(ctx, ps.pool, ps.cfg.Schema)
+	if err == nil {
+		conn, err = l.connect(ctx, true)
+	}
 
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
