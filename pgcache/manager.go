@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/listen"
-	"github.com/pgcoord/pgcoord/migrations"
 )
 
 // Store names.
@@ -49,7 +49,7 @@ type ManagerConfig struct {
 	// DefaultStore is the store of caches created without one. Defaults to
 	// StorePostgres.
 	DefaultStore string
-	// Schema holds the cache_entries table. Defaults to migrations.DefaultSchema.
+	// Schema holds the cache_entries table. Defaults to schema.Default.
 	Schema string
 	// Logger receives the manager's logs. Defaults to a logger writing
 	// warnings and above to stderr.
@@ -79,7 +79,7 @@ func (c *ManagerConfig) withDefaults() ManagerConfig {
 		out.DefaultStore = StorePostgres
 	}
 	if out.Schema == "" {
-		out.Schema = migrations.DefaultSchema
+		out.Schema = schema.Default
 	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -100,7 +100,7 @@ func (c ManagerConfig) validate() error {
 	if c.DefaultStore != StorePostgres && c.DefaultStore != StoreMemory {
 		return fmt.Errorf("ManagerConfig.DefaultStore: %w: %q", ErrUnknownStore, c.DefaultStore)
 	}
-	if err := migrations.ValidateSchema(c.Schema); err != nil {
+	if err := schema.Validate(c.Schema); err != nil {
 		return fmt.Errorf("ManagerConfig.Schema: %w", err)
 	}
 	return nil
@@ -189,6 +189,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		return ErrClosed
 	}
 	if err := m.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("pgcache: start: %w", err)
+	}
+	// Once per Start: an unmigrated or newer schema is a typed error
+	// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
+	if err := schema.Check(ctx, m.pool, m.cfg.Schema); err != nil {
 		return fmt.Errorf("pgcache: start: %w", err)
 	}
 	m.mu.Lock()
