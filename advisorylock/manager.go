@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgcoord/pgcoord/migrations"
+	"github.com/pgcoord/pgcoord/internal/schema"
 )
 
 // Defaults of Config.
@@ -47,7 +47,7 @@ type Config struct {
 	// InstanceID names this instance in the lease table and in logs.
 	// Defaults to "<hostname>-<pid>-<random>".
 	InstanceID string
-	// Schema holds the locks table. Defaults to migrations.DefaultSchema.
+	// Schema holds the locks table. Defaults to schema.Default.
 	Schema string
 	// Logger receives logs with lock_key, token and owner attributes.
 	// Defaults to a logger that writes warnings and errors to stderr.
@@ -83,7 +83,7 @@ func (c *Config) withDefaults() Config {
 		out.InstanceID = instanceid.New()
 	}
 	if out.Schema == "" {
-		out.Schema = migrations.DefaultSchema
+		out.Schema = schema.Default
 	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -104,7 +104,7 @@ func (c *Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	if err := migrations.ValidateSchema(c.Schema); err != nil {
+	if err := schema.Validate(c.Schema); err != nil {
 		return fmt.Errorf("Config.Schema: %w", err)
 	}
 	if len(c.AppName) > 255 || !validText(c.AppName) {
@@ -237,6 +237,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		return ErrClosed
 	case mgrStarted:
 		return errors.New("advisorylock: Start called twice")
+	}
+	// Once per Start: an unmigrated or newer schema is a typed error
+	// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
+	if err := schema.Check(ctx, m.pool, m.cfg.Schema); err != nil {
+		return fmt.Errorf("advisorylock: start: %w", err)
 	}
 	s, err := m.connect(ctx)
 	if err != nil {
