@@ -18,7 +18,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/pgcoord/pgcoord/migrations"
+	"github.com/pgcoord/pgcoord/internal/schema"
 )
 
 // Defaults of [Config] and [Consumer].
@@ -74,7 +74,7 @@ type Config struct {
 	// each attempt's attempted_by). It must be unique among running
 	// instances, at most 100 bytes. Defaults to host-pid-random.
 	InstanceID string
-	// Schema holds River's tables. Defaults to [migrations.DefaultSchema].
+	// Schema holds River's tables. Defaults to [schema.Default].
 	Schema string
 	// Logger receives logs with channel, message_id and attempt attributes.
 	// Defaults to warnings and above on stderr.
@@ -113,7 +113,7 @@ func (c *Config) withDefaults() Config {
 		out = *c
 	}
 	out.AppName = cmp.Or(out.AppName, DefaultAppName)
-	out.Schema = cmp.Or(out.Schema, migrations.DefaultSchema)
+	out.Schema = cmp.Or(out.Schema, schema.Default)
 	out.DefaultTimeout = cmp.Or(out.DefaultTimeout, DefaultTimeout)
 	out.RetryBackoff = cmp.Or(out.RetryBackoff, DefaultRetryBackoff)
 	out.RescueAfter = cmp.Or(out.RescueAfter, DefaultRescueAfter)
@@ -134,7 +134,7 @@ func (c *Config) withDefaults() Config {
 }
 
 func (c *Config) validate() error {
-	if err := migrations.ValidateSchema(c.Schema); err != nil {
+	if err := schema.Validate(c.Schema); err != nil {
 		return fmt.Errorf("queue: Config.Schema: %w", err)
 	}
 	switch {
@@ -274,6 +274,11 @@ func (q *EventQueue) Start(ctx context.Context) error {
 		return nil
 	}
 	if err := q.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("queue: start: %w", err)
+	}
+	// Once per Start: an unmigrated or newer schema is a typed error
+	// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
+	if err := schema.Check(ctx, q.pool, q.cfg.Schema); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
 	}
 	// River stops softly when its Start context ends; the queue's life is
