@@ -9,8 +9,9 @@
 // # What is in here
 //
 //   - River's schema, one goose Go migration per River migration version
-//     (versions 1-8 for River v0.51.2), each calling [rivermigrate] inside
-//     goose's transaction. River's SQL is not copied into this repository: a
+//     (versions 1-8 for River v0.51.2), each calling River's own migrator
+//     ([rivermigrate] Migrate) for exactly that version, in River's own
+//     transaction, so River's record matches what `river migrate-up` writes. River's SQL is not copied into this repository: a
 //     River upgrade that brings a new migration version needs one new goose
 //     migration here, and a test fails until it exists.
 //   - pgcoord's own tables, as plain SQL files in [FS] (sql/*.sql). They use

@@ -425,3 +425,39 @@ func TestGooseCLIWithoutSearchPathRefuses(t *testing.T) {
 	require.True(t, tableExists(t, pool, "public", "messages"), "the application's table is untouched")
 	require.True(t, tableExists(t, pool, "pgcoord", "locks"))
 }
+
+// River's own migrator and rivermigrate.Validate agree with pgcoord's record
+// after every single step up and down.
+func TestRiverAgreesAtEveryStep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	latest := migrations.LatestVersion()
+	agree := func(v int64) {
+		t.Helper()
+		want := upTo(int(min(v, 8)))
+		if v == 0 {
+			require.False(t, tableExists(t, pool, "pgcoord", "river_migration"), "step %d", v)
+			return
+		}
+		require.Equal(t, want, riverVersions(t, pool), "step %d", v)
+		vr, err := rm.Validate(ctx, nil)
+		require.NoError(t, err)
+		require.Equal(t, v >= 8, vr.OK, "step %d: %v", v, vr.Messages)
+		got, err := migrations.Version(ctx, pool, nil)
+		require.NoError(t, err)
+		require.Equal(t, v, got)
+	}
+	for v := int64(1); v <= latest; v++ {
+		_, err := migrations.Up(ctx, pool, &migrations.Options{TargetVersion: v})
+		require.NoError(t, err)
+		agree(v)
+	}
+	for v := latest - 1; v >= 0; v-- {
+		_, err := migrations.Down(ctx, pool, &migrations.Options{TargetVersion: v})
+		require.NoError(t, err)
+		agree(v)
+	}
+}

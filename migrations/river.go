@@ -34,27 +34,30 @@ func riverMigrationName(gooseVersion int64) string {
 	return fmt.Sprintf("go_%05d", gooseVersion)
 }
 
-func newRiverMigrator(schema string) (*rivermigrate.Migrator[*sql.Tx], error) {
-	return rivermigrate.New(riverdatabasesql.New(nil), &rivermigrate.Config{Schema: schema, Logger: discardLogger})
+func newRiverMigrator(db *sql.DB, schema string) (*rivermigrate.Migrator[*sql.Tx], error) {
+	return rivermigrate.New(riverdatabasesql.New(db), &rivermigrate.Config{Schema: schema, Logger: discardLogger})
 }
 
-// riverGoMigrations builds one goose Go migration per River version. Each runs
-// River's own migration SQL (from the River module, never copied here) inside
-// goose's transaction, so goose's version row and River's river_migration row
-// commit together.
+// riverGoMigrations builds one goose Go migration per River version. Each
+// calls River's own migrator (Migrate, River's supported API, from the River
+// module; River's SQL is never copied here) for exactly that version, so
+// River's river_migration row commits with River's DDL in River's own
+// transaction, exactly as `river migrate-up` would write it. goose records
+// its row right after (a goose "no transaction" migration). If the process
+// dies in between, River has the version and goose does not; the next run
+// re-runs the goose migration, River's migrator finds the version applied
+// and does nothing, and goose records it (on the way down the same holds in
+// reverse). Each version in its own transaction is what River requires:
+// some of its migrations need the previous one committed.
 func riverGoMigrations(schema string, rec *recordedOnly) []*goose.Migration {
 	out := make([]*goose.Migration, 0, len(riverVersions))
 	for _, v := range riverVersions {
-		up := func(ctx context.Context, tx *sql.Tx) error {
-			m, err := newRiverMigrator(schema)
+		up := func(ctx context.Context, db *sql.DB) error {
+			m, err := newRiverMigrator(db, schema)
 			if err != nil {
 				return err
 			}
-			// MigrateTx is deprecated for batching several River versions in one
-			// transaction; here each goose transaction holds exactly one version,
-			// which is what River's Migrate does itself.
-			//lint:ignore SA1019 one River version per transaction (see above)
-			res, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{TargetVersion: v.river})
+			res, err := m.Migrate(ctx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{TargetVersion: v.river})
 			if err != nil {
 				return fmt.Errorf("river migration %d up: %w", v.river, err)
 			}
@@ -63,8 +66,8 @@ func riverGoMigrations(schema string, rec *recordedOnly) []*goose.Migration {
 			}
 			return nil
 		}
-		down := func(ctx context.Context, tx *sql.Tx) error {
-			m, err := newRiverMigrator(schema)
+		down := func(ctx context.Context, db *sql.DB) error {
+			m, err := newRiverMigrator(db, schema)
 			if err != nil {
 				return err
 			}
@@ -72,13 +75,12 @@ func riverGoMigrations(schema string, rec *recordedOnly) []*goose.Migration {
 			if target == 0 {
 				target = -1 // River's "all the way down"
 			}
-			//lint:ignore SA1019 one River version per transaction (see up)
-			if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionDown, &rivermigrate.MigrateOpts{TargetVersion: target}); err != nil {
+			if _, err := m.Migrate(ctx, rivermigrate.DirectionDown, &rivermigrate.MigrateOpts{TargetVersion: target}); err != nil {
 				return fmt.Errorf("river migration %d down: %w", v.river, err)
 			}
 			return nil
 		}
-		out = append(out, goose.NewGoMigration(v.goose, &goose.GoFunc{RunTx: up}, &goose.GoFunc{RunTx: down}))
+		out = append(out, goose.NewGoMigration(v.goose, &goose.GoFunc{RunDB: up}, &goose.GoFunc{RunDB: down}))
 	}
 	return out
 }

@@ -12,7 +12,7 @@ import (
 // that no goose migration installs (see riverVersions).
 func TestRiverVersionsCovered(t *testing.T) {
 	t.Parallel()
-	m, err := newRiverMigrator(DefaultSchema)
+	m, err := newRiverMigrator(nil, DefaultSchema)
 	require.NoError(t, err)
 	covered := map[int]bool{}
 	seenGoose := map[int64]bool{}
@@ -41,7 +41,7 @@ func TestSchemaVersionMatchesMigrations(t *testing.T) {
 		require.EqualValues(t, i+1, m.Version, "versions are 1..N without gaps")
 	}
 	require.Equal(t, schema.Version, LatestVersion())
-	m, err := newRiverMigrator(DefaultSchema)
+	m, err := newRiverMigrator(nil, DefaultSchema)
 	require.NoError(t, err)
 	all := m.AllVersions()
 	require.Equal(t, schema.RiverVersion, all[len(all)-1].Version)
