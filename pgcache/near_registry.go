@@ -134,16 +134,22 @@ func (m *Manager) nearLockName(prefix string) string {
 func (m *Manager) registerNear(ctx context.Context, n *nearCache) (*nearReg, error) {
 	prefix := n.c.spec.prefix
 	m.near.mu.Lock()
-	defer m.near.mu.Unlock()
 	if r, ok := m.near.regs[prefix]; ok {
 		r.caches = append(r.caches, n)
+		m.near.mu.Unlock()
 		return r, nil
 	}
+	m.near.mu.Unlock()
+	// Not under near.mu: registering may wait for writes in flight, and
+	// writes on this Manager take near.mu (invalidateNear). CreateCache
+	// runs under Manager.mu, so registrations do not race each other.
 	lo, _ := nearKeyRange(prefix)
 	r := &nearReg{prefix: prefix, key: lo + m.near.id, caches: []*nearCache{n}}
 	if err := m.register(ctx, r); err != nil {
 		return nil, fmt.Errorf("pgcache: near cache: register prefix %q: %w", prefix, err)
 	}
+	m.near.mu.Lock()
+	defer m.near.mu.Unlock()
 	m.near.regs[prefix] = r
 	if m.near.stop == nil {
 		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -229,7 +235,9 @@ func (m *Manager) closeNear(ctx context.Context) {
 	}
 	stop()
 	<-done
-	if _, err := m.pool.Exec(context.WithoutCancel(ctx), m.nsql.unregister, m.cfg.AppName, nearRegistryPrefix, keys); err != nil {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wrapLockTimeout)
+	defer cancel()
+	if _, err := m.pool.Exec(dctx, m.nsql.unregister, m.cfg.AppName, nearRegistryPrefix, keys); err != nil {
 		m.logger.WarnContext(ctx, "pgcache: near cache registrations not deleted; they expire", slog.Any("error", err))
 	}
 }
