@@ -265,7 +265,6 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 		PubSub: &listen.Config{PollInterval: 500 * time.Millisecond, ReconnectMaxDelay: time.Second},
 		Queue: &queue.Config{
 			DefaultTimeout: 5 * time.Second,
-			RescueAfter:    5 * time.Second,
 			RetryBackoff:   100 * time.Millisecond,
 		},
 		Lock: &advisorylock.Config{PollInterval: 200 * time.Millisecond, HealthCheckInterval: time.Second},

@@ -252,42 +252,63 @@ type gatedExecutor struct {
 	q *EventQueue
 }
 
+// JobGetAvailable claims only while this instance's liveness session is
+// up (a message claimed by an instance that others see dead would be
+// handed back at once) and the channel's Idle allows; it records each
+// claim's attempt and liveness epoch.
 func (e *gatedExecutor) JobGetAvailable(ctx context.Context, params *riverdriver.JobGetAvailableParams) (*riverdriver.JobGetAvailableResult, error) {
-	if !e.q.mayClaim(ctx, params.Queue) {
+	epoch, live, _ := e.q.live.State()
+	if !live || !e.q.mayClaim(ctx, params.Queue) {
 		return &riverdriver.JobGetAvailableResult{}, nil
 	}
-	return e.Executor.JobGetAvailable(ctx, params)
+	res, err := e.Executor.JobGetAvailable(ctx, params)
+	if err == nil && res != nil {
+		e.q.recordClaims(res.Jobs, epoch)
+	}
+	return res, err
 }
 
-// JobSetStateIfRunningMany drops the results of abandoned messages (see
-// [EventQueue.Stop]): Stop handed them back, so another instance may run
-// them now and this instance's late result must not overwrite theirs.
+// JobSetStateIfRunningMany writes attempts' outcomes through
+// [EventQueue.setOutcomes].
 func (e *gatedExecutor) JobSetStateIfRunningMany(ctx context.Context, params *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
-	keep := make([]int, 0, len(params.ID))
-	for i, id := range params.ID {
-		if !e.q.isAbandoned(id) {
-			keep = append(keep, i)
-		}
-	}
-	if len(keep) == len(params.ID) {
-		return e.Executor.JobSetStateIfRunningMany(ctx, params)
-	}
-	if len(keep) == 0 {
-		// River reads a missing row as a message deleted meanwhile.
-		return nil, nil
-	}
-	p := *params
-	p.ID, p.Attempt, p.ErrData, p.FinalizedAt = pick(params.ID, keep), pick(params.Attempt, keep), pick(params.ErrData, keep), pick(params.FinalizedAt, keep)
-	p.MetadataDoMerge, p.MetadataUpdates = pick(params.MetadataDoMerge, keep), pick(params.MetadataUpdates, keep)
-	p.ScheduledAt, p.State = pick(params.ScheduledAt, keep), pick(params.State, keep)
-	return e.Executor.JobSetStateIfRunningMany(ctx, &p)
+	return e.q.setOutcomes(ctx, e.Executor, params)
 }
 
-// pick returns s's elements at indexes keep.
-func pick[T any](s []T, keep []int) []T {
-	out := make([]T, len(keep))
-	for i, k := range keep {
-		out[i] = s[k]
+// JobGetStuck finds nothing: River's rescuer, which compares its leader's
+// clock with attempted_at, never fires. Rescue is by liveness
+// ([EventQueue.runRescuer]).
+func (e *gatedExecutor) JobGetStuck(context.Context, *riverdriver.JobGetStuckParams) ([]*rivertype.JobRow, error) {
+	return nil, nil
+}
+
+// Begin wraps River's transactions so its scheduler's time is moved to the
+// database clock too.
+func (e *gatedExecutor) Begin(ctx context.Context) (riverdriver.ExecutorTx, error) {
+	tx, err := e.Executor.Begin(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return out
+	return &gatedTx{ExecutorTx: tx, q: e.q}, nil
+}
+
+type gatedTx struct {
+	riverdriver.ExecutorTx
+	q *EventQueue
+}
+
+// JobSchedule makes due the scheduled and retryable messages whose time has
+// come by the database's clock: River passes its leader's clock plus a look
+// ahead, which is kept as a distance from the database's now.
+func (t *gatedTx) JobSchedule(ctx context.Context, params *riverdriver.JobScheduleParams) ([]*riverdriver.JobScheduleResult, error) {
+	if params.Now != nil {
+		offset, err := t.q.clockOffset(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p := *params
+		now := params.Now.Add(offset)
+		p.Now = &now
+		params = &p
+	}
+	return t.ExecutorTx.JobSchedule(ctx, params)
 }

@@ -39,6 +39,11 @@ var (
 	// [Consumer], [PublishOpts] or [Config] field is out of range.
 	ErrInvalidOptions = errors.New("queue: invalid options")
 
+	// ErrInstanceIDInUse is returned by [EventQueue.Start] when a running
+	// instance already uses Config.InstanceID: River records the id as the
+	// owner of each attempt, and rescue decides by the owner's liveness.
+	ErrInstanceIDInUse = errors.New("queue: instance id in use by a running instance")
+
 	// ErrNotFound is returned by [EventQueue.Cancel] when no message has the id
 	// (it never existed, or it was finished and cleaned up).
 	ErrNotFound = errors.New("queue: message not found")

@@ -26,7 +26,8 @@ type PublishOpts struct {
 	// message (kept, with its error, as a dead letter). Attempts lost to a
 	// dead worker are retried on top of this (Config.MaxRescues).
 	MaxRetries int
-	// Delay postpones the message's first availability.
+	// Delay postpones the message's first availability, counted on the
+	// database's clock from the publication (no instance clock takes part).
 	Delay time.Duration
 	// UniqueKey, when set, makes Publish a no-op while a message of the same
 	// channel with the same key is queued or running: it returns that
@@ -58,6 +59,9 @@ func (q *EventQueue) Publish(ctx context.Context, channel string, payload any, o
 	if err != nil {
 		return 0, err
 	}
+	if err := q.schedule(ctx, q.pool, []river.InsertManyParams{p}); err != nil {
+		return 0, fmt.Errorf("queue: publish %q: %w", channel, err)
+	}
 	res, err := q.client.Insert(ctx, p.Args, p.InsertOpts)
 	if err != nil {
 		return 0, fmt.Errorf("queue: publish %q: %w", channel, err)
@@ -74,6 +78,9 @@ func (q *EventQueue) PublishTx(ctx context.Context, tx pgx.Tx, channel string, p
 	if err != nil {
 		return 0, err
 	}
+	if err := q.schedule(ctx, tx, []river.InsertManyParams{p}); err != nil {
+		return 0, fmt.Errorf("queue: publish %q: %w", channel, err)
+	}
 	res, err := q.client.InsertTx(ctx, tx, p.Args, p.InsertOpts)
 	if err != nil {
 		return 0, fmt.Errorf("queue: publish %q: %w", channel, err)
@@ -88,6 +95,9 @@ func (q *EventQueue) PublishMany(ctx context.Context, msgs []Publication) ([]int
 	if err != nil || len(params) == 0 {
 		return nil, err
 	}
+	if err := q.schedule(ctx, q.pool, params); err != nil {
+		return nil, fmt.Errorf("queue: publish many: %w", err)
+	}
 	res, err := q.client.InsertMany(ctx, params)
 	if err != nil {
 		return nil, fmt.Errorf("queue: publish many: %w", err)
@@ -101,6 +111,9 @@ func (q *EventQueue) PublishManyTx(ctx context.Context, tx pgx.Tx, msgs []Public
 	params, err := q.insertManyParams(msgs)
 	if err != nil || len(params) == 0 {
 		return nil, err
+	}
+	if err := q.schedule(ctx, tx, params); err != nil {
+		return nil, fmt.Errorf("queue: publish many: %w", err)
 	}
 	res, err := q.client.InsertManyTx(ctx, tx, params)
 	if err != nil {
@@ -198,7 +211,8 @@ func (q *EventQueue) insertParams(channel string, payload any, opts *PublishOpts
 		MaxAttempts: o.MaxRetries + 1 + q.cfg.MaxRescues,
 	}
 	if o.Delay > 0 {
-		io.ScheduledAt = time.Now().Add(o.Delay)
+		// A distance for now; schedule makes it a database time.
+		io.ScheduledAt = time.Time{}.Add(o.Delay)
 	}
 	if o.UniqueKey != "" {
 		io.UniqueOpts = river.UniqueOpts{ByArgs: true, ByQueue: true, ByState: uniqueStates}
@@ -234,4 +248,26 @@ func (q *EventQueue) subscribed(channel string) *subscription {
 	q.subsMu.RLock()
 	defer q.subsMu.RUnlock()
 	return q.byChannel[channel]
+}
+
+// schedule turns the Delay of delayed messages (stored by insertParams as
+// a time after the zero time) into a time on the database's clock: one
+// query, only when a message is delayed. db is the pool, or the
+// transaction the messages are published in.
+func (q *EventQueue) schedule(ctx context.Context, db interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, params []river.InsertManyParams) error {
+	var now time.Time
+	for _, p := range params {
+		if p.InsertOpts.ScheduledAt.IsZero() {
+			continue
+		}
+		if now.IsZero() {
+			if err := db.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
+				return fmt.Errorf("read database clock: %w", err)
+			}
+		}
+		p.InsertOpts.ScheduledAt = now.Add(p.InsertOpts.ScheduledAt.Sub(time.Time{}))
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package queue
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgcoord/pgcoord/internal/instanceid"
+	"github.com/pgcoord/pgcoord/internal/liveness"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,9 +33,15 @@ const (
 	// DefaultRetryBackoff is the wait before a failed message is retried
 	// (NocoBase's 500 ms).
 	DefaultRetryBackoff = 500 * time.Millisecond
-	// DefaultRescueAfter is how long a message may stay running before it is
-	// considered abandoned by a dead worker and handed to another instance.
+	// DefaultRescueAfter was the age after which River's rescuer handed a
+	// running message to another instance.
+	//
+	// Deprecated: rescue is by liveness ([RescueBound]); Config.RescueAfter
+	// has no effect.
 	DefaultRescueAfter = time.Minute
+	// riverRescueNever keeps River's own age-based rescuer out of reach (it
+	// is disabled in the driver as well, see gatedExecutor.JobGetStuck).
+	riverRescueNever = 100 * 365 * 24 * time.Hour
 	// DefaultMaxRescues is how many times a message whose worker died is
 	// retried without charging its MaxRetries.
 	DefaultMaxRescues = 3
@@ -87,10 +95,11 @@ type Config struct {
 	// at most the consumer's PollInterval later). Defaults to
 	// [DefaultRetryBackoff].
 	RetryBackoff time.Duration
-	// RescueAfter is how long a message may stay running before River's
-	// rescuer (on the elected leader instance, every 30 s) hands it to another
-	// instance; a message is never rescued before its own timeout has passed.
-	// Must be at least DefaultTimeout. Defaults to [DefaultRescueAfter].
+	// RescueAfter has no effect: a running message is handed to another
+	// instance when, and only when, the instance running it is dead (its
+	// liveness session gone for RescueGrace), whatever its age.
+	//
+	// Deprecated: rescue is by liveness; see the package documentation.
 	RescueAfter time.Duration
 	// MaxRescues is how many rescues of a message (its worker died) are
 	// allowed on top of its MaxRetries; a rescue never counts as a failed
@@ -116,7 +125,6 @@ func (c *Config) withDefaults() Config {
 	out.Schema = cmp.Or(out.Schema, schema.Default)
 	out.DefaultTimeout = cmp.Or(out.DefaultTimeout, DefaultTimeout)
 	out.RetryBackoff = cmp.Or(out.RetryBackoff, DefaultRetryBackoff)
-	out.RescueAfter = cmp.Or(out.RescueAfter, DefaultRescueAfter)
 	out.MaxPayloadBytes = cmp.Or(out.MaxPayloadBytes, DefaultMaxPayloadBytes)
 	switch out.MaxRescues {
 	case 0:
@@ -144,8 +152,6 @@ func (c *Config) validate() error {
 		return invalidf("Config.DefaultTimeout %s is negative", c.DefaultTimeout)
 	case c.RetryBackoff < 0:
 		return invalidf("Config.RetryBackoff %s is negative", c.RetryBackoff)
-	case c.RescueAfter < c.DefaultTimeout:
-		return invalidf("Config.RescueAfter %s is shorter than DefaultTimeout %s", c.RescueAfter, c.DefaultTimeout)
 	case c.MaxRescues < 0 || c.MaxRescues > maxMaxRescues:
 		return invalidf("Config.MaxRescues %d is outside -1..%d", c.MaxRescues, maxMaxRescues)
 	case c.FetchCooldown != 0 && c.FetchCooldown < minFetchCooldown:
@@ -168,9 +174,23 @@ type EventQueue struct {
 	// once from the validated Config.Schema.
 	jobTable string
 	// handBackSQL is handBackQuery for Config.Schema; insertTopic is River's
-	// insert NOTIFY channel there.
-	handBackSQL string
-	insertTopic string
+	// insert NOTIFY channel there; the rest are rescueQueries.
+	handBackSQL   string
+	insertTopic   string
+	candidatesSQL string
+	rescueSQL     string
+	fenceSQL      string
+	// clock is this instance's wall clock (time.Now; a skewed one in tests).
+	// It only measures distances from now, which are moved to the database
+	// clock before they are stored.
+	clock func() time.Time
+
+	// live is the liveness session (set by Start, before River starts);
+	// rescuerCancel and rescuerDone own the rescuer goroutine.
+	live          *liveness.Session
+	rescuerCancel context.CancelFunc
+	rescuerDone   chan struct{}
+	rescueScans   atomic.Int64
 
 	// mu serialises lifecycle transitions and Subscribe/Unsubscribe; it
 	// guards started.
@@ -190,9 +210,12 @@ type EventQueue struct {
 	// ran: whatever that Process returns later is dropped (see
 	// gatedExecutor.JobSetStateIfRunningMany), since the message may already
 	// run elsewhere.
+	// claims holds, by message id, the attempt and liveness epoch of every
+	// message this instance claimed whose outcome is not written yet.
 	runMu     sync.Mutex
 	running   map[int64]int
 	abandoned map[int64]int
+	claims    map[int64]claim
 
 	// stopping is set when Stop begins: nothing new may be subscribed.
 	// closed is set when Stop has returned: every call returns ErrClosed.
@@ -203,6 +226,12 @@ type EventQueue struct {
 // New returns an EventQueue on pool. It does not touch the database: call
 // [EventQueue.Start] to consume. Publishing works before Start.
 func New(pool *pgxpool.Pool, cfg *Config) (*EventQueue, error) {
+	return newQueue(pool, cfg, nil)
+}
+
+// newQueue is New; a non-nil clock replaces this instance's wall clock, for
+// River too (tests of clock skew).
+func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQueue, error) {
 	if pool == nil {
 		return nil, invalidf("nil pool")
 	}
@@ -222,14 +251,25 @@ func New(pool *pgxpool.Pool, cfg *Config) (*EventQueue, error) {
 		byQueue:     make(map[string]*subscription),
 		running:     make(map[int64]int),
 		abandoned:   make(map[int64]int),
+		claims:      make(map[int64]claim),
+		clock:       clock,
 	}
+	if q.clock == nil {
+		q.clock = time.Now
+	}
+	q.candidatesSQL, q.rescueSQL, q.fenceSQL = rescueQueries(c.Schema)
 
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, &worker{q: q}); err != nil {
 		return nil, fmt.Errorf("queue: register worker: %w", err)
 	}
 	notifyCooldown := cmp.Or(c.FetchCooldown, minFetchCooldown)
+	var test river.TestConfig
+	if clock != nil {
+		test.Time = clockGenerator(clock)
+	}
 	client, err := river.NewClient(&gatedDriver{Driver: riverpgxv5.New(pool), q: q}, &river.Config{
+		Test:   test,
 		ID:     c.InstanceID,
 		Schema: c.Schema,
 		Logger: c.Logger,
@@ -240,8 +280,8 @@ func New(pool *pgxpool.Pool, cfg *Config) (*EventQueue, error) {
 		FetchCooldown:        notifyCooldown,
 		FetchPollInterval:    max(DefaultPollInterval, notifyCooldown),
 		JobTimeout:           c.DefaultTimeout,
-		RescueStuckJobsAfter: c.RescueAfter,
-		RetryPolicy:          &retryPolicy{backoff: c.RetryBackoff},
+		RescueStuckJobsAfter: riverRescueNever,
+		RetryPolicy:          &retryPolicy{backoff: c.RetryBackoff, clock: q.clock},
 		Workers:              workers,
 		// River only builds a working client when it has a queue; channels are
 		// added and removed at run time, so start with a placeholder and
@@ -281,11 +321,23 @@ func (q *EventQueue) Start(ctx context.Context) error {
 	if err := schema.Check(ctx, q.pool, q.cfg.Schema); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
 	}
+	live, err := liveness.Start(ctx, q.pool, liveness.Config{Namespace: rescueNamespace(q.cfg.Schema), ID: q.cfg.InstanceID, Logger: q.logger})
+	if errors.Is(err, liveness.ErrInUse) {
+		return fmt.Errorf("%w: %q", ErrInstanceIDInUse, q.cfg.InstanceID)
+	}
+	if err != nil {
+		return fmt.Errorf("queue: start: %w", err)
+	}
+	q.live = live
 	// River stops softly when its Start context ends; the queue's life is
 	// bounded by Stop instead.
 	if err := q.client.Start(context.WithoutCancel(ctx)); err != nil {
+		live.Close()
 		return fmt.Errorf("queue: start: %w", err)
 	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	q.rescuerCancel, q.rescuerDone = cancel, make(chan struct{})
+	go q.runRescuer(rctx)
 	q.started = true
 	return nil
 }
@@ -313,6 +365,13 @@ func (q *EventQueue) Stop(ctx context.Context) error {
 	if !started {
 		return nil
 	}
+	// Last, once no message of this instance runs or all were handed back:
+	// the session's end makes them look dead to the rescuer.
+	defer func() {
+		q.rescuerCancel()
+		<-q.rescuerDone
+		q.live.Close()
+	}()
 	err := q.client.Stop(ctx)
 	if err == nil {
 		return nil
@@ -401,15 +460,6 @@ func (q *EventQueue) startRunning(id int64, attempt int) func() {
 	}
 }
 
-// isAbandoned reports whether Stop handed message id back while its
-// Process ran here.
-func (q *EventQueue) isAbandoned(id int64) bool {
-	q.runMu.Lock()
-	defer q.runMu.Unlock()
-	_, ok := q.abandoned[id]
-	return ok
-}
-
 func (q *EventQueue) checkOpen() error {
 	if q.closed.Load() {
 		return ErrClosed
@@ -418,9 +468,21 @@ func (q *EventQueue) checkOpen() error {
 }
 
 // retryPolicy schedules every retry RetryBackoff after the failure, like
-// NocoBase's 500 ms, instead of River's attempt^4 seconds.
-type retryPolicy struct{ backoff time.Duration }
+// NocoBase's 500 ms, instead of River's attempt^4 seconds. The time is on
+// this instance's clock, as River expects; it is moved to the database
+// clock before it is stored (EventQueue.setOutcomes).
+type retryPolicy struct {
+	backoff time.Duration
+	clock   func() time.Time
+}
 
-func (p *retryPolicy) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(p.backoff) }
+func (p *retryPolicy) NextRetry(*rivertype.JobRow) time.Time { return p.clock().Add(p.backoff) }
+
+// clockGenerator is River's time source on a given clock. NowOrNil is nil:
+// River's queries keep the database's now(), as in production.
+type clockGenerator func() time.Time
+
+func (g clockGenerator) Now() time.Time       { return g() }
+func (g clockGenerator) NowOrNil() *time.Time { return nil }
 
 var _ river.ClientRetryPolicy = (*retryPolicy)(nil)

@@ -186,7 +186,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 
 	_, err = queue.New(db.Pool, &queue.Config{Schema: "bad schema"})
 	require.Error(t, err)
-	_, err = queue.New(db.Pool, &queue.Config{DefaultTimeout: time.Hour, RescueAfter: time.Minute})
+	_, err = queue.New(db.Pool, &queue.Config{DefaultTimeout: -time.Second})
 	require.ErrorIs(t, err, queue.ErrInvalidOptions)
 	_, err = queue.New(nil, nil)
 	require.ErrorIs(t, err, queue.ErrInvalidOptions)

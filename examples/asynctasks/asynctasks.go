@@ -20,8 +20,9 @@
 //   - A task interrupted because its instance stops (past the stop's grace
 //     period) goes back to PENDING and runs again on another instance. A task
 //     whose instance died stays RUNNING until the queue hands its message to
-//     another instance (after queue.Config.RescueAfter, never before the
-//     task's timeout), which runs it again (NocoBase loses it).
+//     another instance (within seconds of the instance's death, see
+//     queue.RescueBound; never while the instance lives), which runs it
+//     again (NocoBase loses it).
 //   - [Plugin.CancelTask] marks the row CANCELED and publishes the cancel
 //     signal in the same transaction; the instance running the task cancels
 //     its context (the signal is logged, so an instance whose listener was

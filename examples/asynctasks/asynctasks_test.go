@@ -16,7 +16,6 @@ import (
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/examples/asynctasks"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
-	"github.com/pgcoord/pgcoord/queue"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
@@ -85,7 +84,6 @@ func startN(t *testing.T, db *pgtest.DB, c *cluster, n, concurrency int) ([]*app
 		a, err := app.New(ctx, app.Config{
 			Name: "taskdemo", Pool: db.NewPool(t, &pgtest.PoolOptions{AppName: id}), InstanceID: id,
 			Plugins: []app.Plugin{p},
-			Queue:   &queue.Config{RescueAfter: time.Minute},
 		})
 		require.NoError(t, err)
 		t.Cleanup(func() {

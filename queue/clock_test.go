@@ -1,0 +1,199 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/queue"
+)
+
+// An instance whose clock runs an hour ahead decides nothing: it is the
+// rescuer while another instance runs a message far longer than any age
+// limit, and that message is never rerun; its delayed publication and its
+// retry run on the database's time, not an hour late.
+func TestSkewedClockDecidesNothing(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := ctxT(t)
+	ahead := func() time.Time { return time.Now().Add(time.Hour) }
+
+	// The skewed instance starts first and becomes the rescuer.
+	var failedOnce atomic.Bool
+	retried := make(chan struct{})
+	skewed, err := queue.NewWithClock(db.NewPool(t, &pgtest.PoolOptions{AppName: "skewed"}), &queue.Config{
+		InstanceID: "skewed", RetryBackoff: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, ahead)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = skewed.Stop(context.Background()) })
+	require.NoError(t, skewed.Subscribe("retry", queue.Consumer{Concurrency: 1, PollInterval: 100 * time.Millisecond, Process: func(context.Context, queue.Message) error {
+		if failedOnce.CompareAndSwap(false, true) {
+			return errors.New("first attempt fails")
+		}
+		close(retried)
+		return nil
+	}}))
+	start(t, skewed)
+	require.Eventually(t, func() bool { return skewed.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "the skewed instance never became the rescuer")
+
+	started, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	delayed := make(chan struct{})
+	healthy := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "healthy"}), &queue.Config{InstanceID: "healthy"})
+	require.NoError(t, healthy.Subscribe("long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+		calls.Add(1)
+		close(started)
+		<-release
+		return nil
+	}}))
+	require.NoError(t, healthy.Subscribe("later", queue.Consumer{Concurrency: 1, PollInterval: 100 * time.Millisecond, Process: func(context.Context, queue.Message) error {
+		close(delayed)
+		return nil
+	}}))
+	start(t, healthy)
+
+	// A retry scheduled by the skewed instance runs after RetryBackoff of
+	// database time.
+	_, err = skewed.Publish(ctx, "retry", 1, &queue.PublishOpts{MaxRetries: 1})
+	require.NoError(t, err)
+	select {
+	case <-retried:
+	case <-time.After(waitFor):
+		t.Fatal("the skewed instance's retry did not run (scheduled on its clock?)")
+	}
+
+	// A Delay given on the skewed instance counts on the database's clock.
+	_, err = skewed.Publish(ctx, "later", 1, &queue.PublishOpts{Delay: 100 * time.Millisecond})
+	require.NoError(t, err)
+	select {
+	case <-delayed:
+	case <-time.After(waitFor):
+		t.Fatal("a message delayed 100 ms by the skewed instance did not run (scheduled on its clock?)")
+	}
+
+	// A live instance's message is never rescued, however long it runs and
+	// however far the rescuer's clock is ahead.
+	id, err := healthy.Publish(ctx, "long", 1, &queue.PublishOpts{Timeout: 50 * time.Millisecond})
+	require.NoError(t, err)
+	<-started
+	scans := skewed.RescueScans()
+	need := int64(queue.RescueGrace/queue.RescueScanInterval) + 2
+	require.Eventually(t, func() bool { return skewed.RescueScans() >= scans+need }, waitFor, 10*time.Millisecond)
+	s, attempt, errs := jobState(t, db, id)
+	require.Equal(t, "running", s)
+	require.Equal(t, 1, attempt)
+	require.Equal(t, 0, errs)
+	close(release)
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), calls.Load())
+}
+
+// A cut connection is no death: every connection of a running instance is
+// terminated while its message runs; its liveness session comes back within
+// RescueGrace, so the message is never rerun elsewhere, and its outcome
+// (written after the session changed) is still recorded.
+func TestConnectionCutDoesNotRescueLiveMessage(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := ctxT(t)
+	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
+	require.NoError(t, other.Subscribe("long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
+	start(t, other)
+	require.Eventually(t, func() bool { return other.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "never became the rescuer")
+
+	started, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), &queue.Config{InstanceID: "runner"})
+	require.NoError(t, runner.Subscribe("long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+		calls.Add(1)
+		close(started)
+		<-release
+		return nil
+	}}))
+	start(t, runner)
+	id, err := runner.Publish(ctx, "long", 1, nil)
+	require.NoError(t, err)
+	<-started
+	n, err := db.TerminateBackends(ctx, "runner")
+	require.NoError(t, err)
+	require.Positive(t, n)
+	scans := other.RescueScans()
+	need := int64(queue.RescueGrace/queue.RescueScanInterval) + 2
+	require.Eventually(t, func() bool { return other.RescueScans() >= scans+need }, waitFor, 10*time.Millisecond)
+	s, attempt, errs := jobState(t, db, id)
+	require.Equal(t, "running", s)
+	require.Equal(t, 1, attempt)
+	require.Equal(t, 0, errs)
+	close(release)
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), calls.Load())
+}
+
+// A server restart is no death either: every session ends, the instances
+// reconnect theirs within RescueGrace, and the running message is not rerun;
+// its outcome, written after the restart, is recorded.
+func TestServerRestartDoesNotRescueLiveMessage(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.NewPrivateServer(t)
+	db := srv.NewDB(t)
+	ctx := ctxT(t)
+	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
+	require.NoError(t, other.Subscribe("long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
+	start(t, other)
+	require.Eventually(t, func() bool { return other.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "never became the rescuer")
+
+	started, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), &queue.Config{InstanceID: "runner"})
+	require.NoError(t, runner.Subscribe("long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+		calls.Add(1)
+		close(started)
+		<-release
+		return nil
+	}}))
+	start(t, runner)
+	id, err := runner.Publish(ctx, "long", 1, nil)
+	require.NoError(t, err)
+	<-started
+	require.NoError(t, srv.Restart(ctx))
+	scans := other.RescueScans()
+	need := int64(queue.RescueGrace/queue.RescueScanInterval) + 4
+	require.Eventually(t, func() bool { return other.RescueScans() >= scans+need }, waitFor, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		var s string
+		var attempt, errs int
+		err := db.Pool.QueryRow(ctx, `SELECT state::text, attempt, coalesce(cardinality(errors), 0) FROM pgcoord.river_job WHERE id = $1`, id).Scan(&s, &attempt, &errs)
+		if err != nil {
+			return false // the pool is reconnecting
+		}
+		require.Equal(t, "running", s)
+		require.Equal(t, 1, attempt)
+		require.Equal(t, 0, errs)
+		return true
+	}, waitFor, 20*time.Millisecond)
+	close(release)
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), calls.Load())
+}
+
+// Rescue decides by the liveness of the instance id River records, so two
+// running instances may not share one: the second Start is refused, and
+// nothing is left running.
+func TestDuplicateInstanceIDRefused(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	first := newQueue(t, db, nil, &queue.Config{InstanceID: "twin"})
+	start(t, first)
+	second := newQueue(t, db, nil, &queue.Config{InstanceID: "twin"})
+	require.ErrorIs(t, second.Start(ctxT(t)), queue.ErrInstanceIDInUse)
+	require.NoError(t, first.Stop(ctxT(t)))
+	third := newQueue(t, db, nil, &queue.Config{InstanceID: "twin"})
+	start(t, third)
+}

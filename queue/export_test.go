@@ -1,0 +1,16 @@
+package queue
+
+import (
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// NewWithClock is New on an instance whose wall clock is clock (for River
+// too): a machine whose clock is off.
+func NewWithClock(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQueue, error) {
+	return newQueue(pool, cfg, clock)
+}
+
+// RescueScans counts the rescue scans this instance ran as the rescuer.
+func (q *EventQueue) RescueScans() int64 { return q.rescueScans.Load() }

@@ -1,0 +1,348 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/pgcoord/pgcoord/internal/liveness"
+)
+
+const (
+	// RescueScanInterval is how often the rescuer (one instance of the
+	// cluster at a time) looks for running messages whose instance is dead.
+	RescueScanInterval = 500 * time.Millisecond
+	// RescueGrace is how long an instance's liveness session must stay gone
+	// before its running messages are handed back: it covers a reconnect
+	// after a cut connection or a server restart, so those never cause a
+	// second run of a live instance's message.
+	RescueGrace = 2 * time.Second
+	// RescueBound is the longest a dead instance's running message stays
+	// running once the database has ended the instance's session (at once
+	// for a killed process, within liveness.ServerDetect for a silent
+	// partition): a scan to see it, RescueGrace, a scan to hand it back.
+	RescueBound = RescueGrace + 2*RescueScanInterval
+	// rescueBatch bounds the messages one scan hands back.
+	rescueBatch = 1000
+)
+
+// claim is what this instance knows of a message it claimed, until River
+// has written the attempt's outcome.
+type claim struct {
+	attempt int
+	// epoch is the liveness epoch the message was claimed in. If the
+	// session was lost since, the message may have been handed back, so its
+	// outcome is written only if the row is still this attempt's.
+	epoch uint64
+}
+
+// rescueNamespace is the liveness namespace of queue instances in schema.
+func rescueNamespace(schema string) string { return "pgcoord.queue/" + schema }
+
+// rescueQueries builds the rescuer's statements for schema.
+func rescueQueries(schema string) (candidates, rescue, fence string) {
+	job := pgx.Identifier{schema, "river_job"}.Sanitize()
+	state := pgx.Identifier{schema, "river_job_state"}.Sanitize()
+	owner := `j.attempted_by[cardinality(j.attempted_by)]`
+	dead := `NOT ` + liveness.HeldExpr(`$2::text`, owner)
+	candidates = `
+		SELECT j.id, j.attempt FROM ` + job + ` AS j
+		WHERE j.state = 'running' AND j.kind = $1 AND ` + dead + `
+		ORDER BY j.id LIMIT ` + fmt.Sprint(rescueBatch)
+	// The liveness check is repeated in the UPDATE: an instance whose
+	// session came back meanwhile keeps its message. A rescue is River's:
+	// the attempt stays charged to MaxRescues (the error marks it rescued,
+	// so it is no failed attempt), available at once, or discarded when
+	// out of attempts, or cancelled when a Cancel is pending.
+	rescue = `
+		WITH input AS (
+			SELECT unnest($3::bigint[]) AS id, unnest($4::int[]) AS attempt
+		), moved AS (
+			UPDATE ` + job + ` AS j SET
+				state = CASE WHEN j.metadata ? 'cancel_attempted_at' THEN 'cancelled'
+					WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END::` + state + `,
+				finalized_at = CASE WHEN j.metadata ? 'cancel_attempted_at' OR j.attempt >= j.max_attempts THEN now() END,
+				scheduled_at = CASE WHEN j.metadata ? 'cancel_attempted_at' OR j.attempt >= j.max_attempts THEN j.scheduled_at ELSE now() END,
+				errors = array_append(j.errors, jsonb_build_object('at', now(), 'attempt', j.attempt, 'error', $5::text, 'trace', ''))
+			FROM input
+			WHERE j.id = input.id AND j.attempt = input.attempt AND j.state = 'running' AND j.kind = $1 AND ` + dead + `
+			RETURNING j.queue, j.state
+		)
+		SELECT pg_notify($6, json_build_object('queue', queue)::text)
+		FROM (SELECT DISTINCT queue FROM moved WHERE state = 'available') AS woken`
+	// fence locks the rows still running the given attempt on this
+	// instance: a concurrent rescue waits for the outcome write, and a row
+	// already handed back is left out.
+	fence = `
+		SELECT j.id FROM ` + job + ` AS j
+		JOIN (SELECT unnest($1::bigint[]) AS id, unnest($2::int[]) AS attempt) AS input ON input.id = j.id AND input.attempt = j.attempt
+		WHERE j.state = 'running' AND ` + owner + ` = $3
+		FOR UPDATE OF j`
+	return candidates, rescue, fence
+}
+
+// runRescuer hands back the running messages of dead instances, while this
+// instance holds the cluster's rescuer lock (on its liveness session: the
+// lock moves to another instance when this one dies). It decides by
+// liveness alone: no clock is compared; RescueGrace is measured with this
+// process's monotonic clock.
+func (q *EventQueue) runRescuer(ctx context.Context) {
+	defer close(q.rescuerDone)
+	t := time.NewTicker(RescueScanInterval)
+	defer t.Stop()
+	var leaderEpoch uint64
+	seen := make(map[claimKey]time.Time)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		epoch, live, _ := q.live.State()
+		if !live {
+			continue
+		}
+		if leaderEpoch != epoch {
+			ok, e, err := q.live.TryLock(ctx, "rescuer")
+			if err != nil || !ok {
+				continue
+			}
+			leaderEpoch = e
+			clear(seen)
+			q.logger.Info("queue: this instance rescues dead instances' messages", slog.String("instance_id", q.cfg.InstanceID))
+		}
+		if err := q.rescueOnce(ctx, seen); err != nil && ctx.Err() == nil {
+			q.logger.Warn("queue: rescue scan failed", slog.String("instance_id", q.cfg.InstanceID), slog.Any("error", err))
+		}
+		q.rescueScans.Add(1)
+	}
+}
+
+type claimKey struct {
+	id      int64
+	attempt int
+}
+
+func (q *EventQueue) rescueOnce(ctx context.Context, seen map[claimKey]time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rows, err := q.pool.Query(ctx, q.candidatesSQL, messageKind, rescueNamespace(q.cfg.Schema))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var ids []int64
+	var attempts []int32
+	current := make(map[claimKey]bool)
+	for rows.Next() {
+		var k claimKey
+		if err := rows.Scan(&k.id, &k.attempt); err != nil {
+			rows.Close()
+			return err
+		}
+		current[k] = true
+		first, ok := seen[k]
+		if !ok {
+			seen[k] = now
+			continue
+		}
+		if now.Sub(first) >= RescueGrace {
+			ids = append(ids, k.id)
+			attempts = append(attempts, int32(k.attempt))
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for k := range seen {
+		if !current[k] {
+			delete(seen, k)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := q.pool.Exec(ctx, q.rescueSQL, messageKind, rescueNamespace(q.cfg.Schema), ids, attempts, rescuedError, q.insertTopic); err != nil {
+		return err
+	}
+	q.logger.Warn("queue: handed back running messages of dead instances", slog.String("instance_id", q.cfg.InstanceID), slog.Int("messages", len(ids)))
+	return nil
+}
+
+// recordClaims remembers the attempt and liveness epoch of claimed rows.
+func (q *EventQueue) recordClaims(rows []*rivertype.JobRow, epoch uint64) {
+	if len(rows) == 0 {
+		return
+	}
+	q.runMu.Lock()
+	defer q.runMu.Unlock()
+	for _, r := range rows {
+		q.claims[r.ID] = claim{attempt: r.Attempt, epoch: epoch}
+	}
+}
+
+// setOutcomes writes attempts' outcomes (River's JobSetStateIfRunningMany)
+// so that no instance clock and no stale attempt decides anything:
+//   - results of messages Stop abandoned are dropped;
+//   - scheduled_at (a retry, a snooze, an interruption: River computes it
+//     from this instance's clock) is moved to the database clock, keeping
+//     its distance from now;
+//   - a message claimed in an older liveness epoch (the session was lost
+//     since, so it may have been handed back and be running elsewhere) is
+//     written only if its row is still this attempt's, under a row lock.
+func (q *EventQueue) setOutcomes(ctx context.Context, exec riverdriver.Executor, params *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
+	epoch, live, _ := q.live.State()
+	var fast, fenced []int
+	q.runMu.Lock()
+	for i, id := range params.ID {
+		if _, ok := q.abandoned[id]; ok {
+			continue
+		}
+		c, ok := q.claims[id]
+		if ok && live && c.epoch == epoch {
+			fast = append(fast, i)
+		} else {
+			fenced = append(fenced, i)
+		}
+	}
+	q.runMu.Unlock()
+
+	if err := q.toDatabaseClock(ctx, params); err != nil {
+		return nil, err
+	}
+	var out []*rivertype.JobRow
+	if len(fast) > 0 {
+		rows, err := exec.JobSetStateIfRunningMany(ctx, subset(params, fast))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	if len(fenced) > 0 {
+		rows, err := q.setOutcomesFenced(ctx, subset(params, fenced))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	q.runMu.Lock()
+	for _, id := range params.ID {
+		delete(q.claims, id)
+	}
+	q.runMu.Unlock()
+	return out, nil
+}
+
+func (q *EventQueue) setOutcomesFenced(ctx context.Context, p *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
+	attempts := make([]int32, len(p.ID))
+	q.runMu.Lock()
+	for i, id := range p.ID {
+		attempts[i] = int32(q.claims[id].attempt)
+	}
+	q.runMu.Unlock()
+	tx, err := q.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	rows, err := tx.Query(ctx, q.fenceSQL, p.ID, attempts, q.cfg.InstanceID)
+	if err != nil {
+		return nil, err
+	}
+	ours := make(map[int64]bool)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ours[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var keep []int
+	for i, id := range p.ID {
+		if ours[id] {
+			keep = append(keep, i)
+		} else {
+			q.logger.Warn("queue: dropped the outcome of a message handed back while this instance's liveness session was lost",
+				slog.String("instance_id", q.cfg.InstanceID), slog.Int64("message_id", id))
+		}
+	}
+	var out []*rivertype.JobRow
+	if len(keep) > 0 {
+		out, err = riverpgxv5.New(nil).UnwrapExecutor(tx).JobSetStateIfRunningMany(ctx, subset(p, keep))
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, tx.Commit(ctx)
+}
+
+// subset returns params restricted to the entries at indexes keep.
+func subset(params *riverdriver.JobSetStateIfRunningManyParams, keep []int) *riverdriver.JobSetStateIfRunningManyParams {
+	if len(keep) == len(params.ID) {
+		return params
+	}
+	p := *params
+	p.ID, p.Attempt, p.ErrData, p.FinalizedAt = pick(params.ID, keep), pick(params.Attempt, keep), pick(params.ErrData, keep), pick(params.FinalizedAt, keep)
+	p.MetadataDoMerge, p.MetadataUpdates = pick(params.MetadataDoMerge, keep), pick(params.MetadataUpdates, keep)
+	p.ScheduledAt, p.State = pick(params.ScheduledAt, keep), pick(params.State, keep)
+	return &p
+}
+
+// pick returns s's elements at indexes keep.
+func pick[T any](s []T, keep []int) []T {
+	out := make([]T, len(keep))
+	for i, k := range keep {
+		out[i] = s[k]
+	}
+	return out
+}
+
+// toDatabaseClock moves every scheduled_at in params, which River computed
+// from this instance's clock, to the database's clock: same distance from
+// now. One query, only when there is something to move.
+func (q *EventQueue) toDatabaseClock(ctx context.Context, params *riverdriver.JobSetStateIfRunningManyParams) error {
+	has := false
+	for _, t := range params.ScheduledAt {
+		has = has || t != nil
+	}
+	if !has {
+		return nil
+	}
+	offset, err := q.clockOffset(ctx)
+	if err != nil {
+		return err
+	}
+	moved := make([]*time.Time, len(params.ScheduledAt))
+	for i, t := range params.ScheduledAt {
+		if t != nil {
+			v := t.Add(offset)
+			moved[i] = &v
+		}
+	}
+	params.ScheduledAt = moved
+	return nil
+}
+
+// clockOffset returns the database clock minus this instance's clock (the
+// one River and this package read, q.clock).
+func (q *EventQueue) clockOffset(ctx context.Context) (time.Duration, error) {
+	before := q.clock()
+	var db time.Time
+	if err := q.pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&db); err != nil {
+		return 0, fmt.Errorf("read database clock: %w", err)
+	}
+	after := q.clock()
+	return db.Sub(before.Add(after.Sub(before) / 2)), nil
+}
