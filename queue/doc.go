@@ -85,7 +85,10 @@
 //   - Connection cut, server restart: the session reconnects (backoff up to
 //     500 ms) well within RescueGrace, so no live instance's message is
 //     rerun. A restart longer than that is harmless too: the rescuer needs
-//     the server.
+//     the server. One gap: an outcome River cannot write within its
+//     completer's retries (an outage of tens of seconds as the message
+//     ends) is lost, and the message stays running until its instance
+//     stops; then it runs again.
 //   - Clock skew: River's rescuer (which compares its leader's clock with
 //     attempted_at) is disabled; PublishOpts.Delay, retry times, River's
 //     interrupted and snoozed times, and its scheduler's look-ahead are
