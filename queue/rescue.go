@@ -200,15 +200,25 @@ func (q *EventQueue) recordClaims(rows []*rivertype.JobRow, epoch uint64) {
 func (q *EventQueue) setOutcomes(ctx context.Context, exec riverdriver.Executor, params *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
 	epoch, live, _ := q.live.State()
 	var fast, fenced []int
+	// seen is each message's claim as this write found it: a retry of the
+	// same message may be claimed (and recorded) as soon as this write is
+	// done, and must keep its own entry.
+	seen := make([]claim, len(params.ID))
 	q.runMu.Lock()
 	for i, id := range params.ID {
 		if _, ok := q.abandoned[id]; ok {
 			continue
 		}
 		c, ok := q.claims[id]
-		if ok && live && c.epoch == epoch {
+		seen[i] = c
+		switch {
+		case !ok:
+			// Not claimed through this instance's fetch (River's own
+			// paths): nothing to fence against.
 			fast = append(fast, i)
-		} else {
+		case live && c.epoch == epoch:
+			fast = append(fast, i)
+		default:
 			fenced = append(fenced, i)
 		}
 	}
@@ -226,27 +236,27 @@ func (q *EventQueue) setOutcomes(ctx context.Context, exec riverdriver.Executor,
 		out = append(out, rows...)
 	}
 	if len(fenced) > 0 {
-		rows, err := q.setOutcomesFenced(ctx, subset(params, fenced))
+		attempts := make([]int32, len(fenced))
+		for j, i := range fenced {
+			attempts[j] = int32(seen[i].attempt)
+		}
+		rows, err := q.setOutcomesFenced(ctx, subset(params, fenced), attempts)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, rows...)
 	}
 	q.runMu.Lock()
-	for _, id := range params.ID {
-		delete(q.claims, id)
+	for i, id := range params.ID {
+		if c, ok := q.claims[id]; ok && c == seen[i] {
+			delete(q.claims, id)
+		}
 	}
 	q.runMu.Unlock()
 	return out, nil
 }
 
-func (q *EventQueue) setOutcomesFenced(ctx context.Context, p *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
-	attempts := make([]int32, len(p.ID))
-	q.runMu.Lock()
-	for i, id := range p.ID {
-		attempts[i] = int32(q.claims[id].attempt)
-	}
-	q.runMu.Unlock()
+func (q *EventQueue) setOutcomesFenced(ctx context.Context, p *riverdriver.JobSetStateIfRunningManyParams, attempts []int32) ([]*rivertype.JobRow, error) {
 	tx, err := q.pool.Begin(ctx)
 	if err != nil {
 		return nil, err
