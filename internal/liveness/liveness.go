@@ -130,7 +130,13 @@ func (s *Session) connect(ctx context.Context, oldPID uint32) (*pgx.Conn, uint32
 		// Our previous backend, if it still lives, holds our lock; ending
 		// it is allowed for its own role. Failing here only delays: the
 		// server ends it within ServerDetect anyway.
-		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1::int`, int32(oldPID))
+		// Only a backend holding this very lock: after a server restart the
+		// old pid may belong to any other session.
+		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+			WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.pid <> pg_backend_pid()
+				AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+				AND l.classid = ((`+keyExpr+` >> 32) & 4294967295)::oid AND l.objid = (`+keyExpr+` & 4294967295)::oid`,
+			s.cfg.Namespace, s.cfg.ID)
 	}
 	var ok bool
 	var pid uint32
