@@ -639,7 +639,7 @@ func (c *Cache) write(ctx context.Context, keys []string, reset bool, fn func(ct
 		if err := fn(ctx, tx); err != nil {
 			return err
 		}
-		return c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset)
+		return c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset, true)
 	})
 	c.m.invalidateNear(c.spec.prefix, keys, reset)
 	return err
@@ -688,10 +688,11 @@ func (c *Cache) writeTx(ctx context.Context, tx pgx.Tx, keys []string, reset boo
 	// instance's near caches are invalidated when the notification comes
 	// back after the commit; with a *txhooks.Tx they are also invalidated
 	// synchronously by the after-commit hook.
-	if err := c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset); err != nil {
+	htx, hooked := tx.(*txhooks.Tx)
+	if err := c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset, hooked); err != nil {
 		return err
 	}
-	if htx, ok := tx.(*txhooks.Tx); ok {
+	if hooked {
 		htx.AfterCommit(func(context.Context) error {
 			c.m.invalidateNear(c.spec.prefix, keys, reset)
 			return nil

@@ -15,6 +15,10 @@ import (
 type nearMessage struct {
 	Keys  []string `json:"keys,omitempty"`
 	Reset bool     `json:"reset,omitempty"`
+	// Origin is the near-registry id of the writing Manager when that
+	// Manager already invalidated its own near caches after the commit;
+	// they skip the message (it would only drop fresh entries).
+	Origin string `json:"origin,omitempty"`
 }
 
 // nearBus receives the invalidations of a near cache's prefix from every
@@ -95,6 +99,9 @@ func (n *nearCache) close() {
 
 // receive handles an invalidation from any instance.
 func (n *nearCache) receive(msg nearMessage) {
+	if msg.Origin != "" && msg.Origin == n.c.m.near.id {
+		return
+	}
 	if msg.Reset {
 		n.flushLocal()
 		n.c.stats.nearFlushes.Add(1)

@@ -382,7 +382,10 @@ func (m *Manager) checkNearTx(ctx context.Context, tx pgx.Tx, prefix string) (bo
 // publishNear publishes the invalidation of keys (or of the whole prefix)
 // in tx, to every instance including this one: other Managers sharing this
 // PubSub may hold near caches of the prefix.
-func (m *Manager) publishNear(ctx context.Context, tx pgx.Tx, prefix string, keys []string, reset bool) error {
+//
+// selfDone says this Manager invalidates its own near caches after the
+// commit itself (write, a *txhooks.Tx): they then skip the message.
+func (m *Manager) publishNear(ctx context.Context, tx pgx.Tx, prefix string, keys []string, reset, selfDone bool) error {
 	ps := m.cfg.PubSub
 	if ps == nil {
 		return m.errNoPubSub(prefix)
@@ -391,12 +394,15 @@ func (m *Manager) publishNear(ctx context.Context, tx pgx.Tx, prefix string, key
 	if reset {
 		msg.Keys = nil
 	}
+	if selfDone {
+		msg.Origin = m.near.id
+	}
 	channel := nearChannel(m.cfg.AppName, prefix)
 	opts := &listen.PublishOpts{IncludeSelf: true}
 	err := ps.PublishTx(ctx, tx, channel, msg, opts)
 	if errors.Is(err, listen.ErrPayloadTooLarge) {
 		// Too many keys for one message: every instance flushes instead.
-		err = ps.PublishTx(ctx, tx, channel, nearMessage{Reset: true}, opts)
+		err = ps.PublishTx(ctx, tx, channel, nearMessage{Reset: true, Origin: msg.Origin}, opts)
 	}
 	if err != nil {
 		return fmt.Errorf("publish near-cache invalidation: %w", err)
