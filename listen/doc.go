@@ -26,13 +26,21 @@
 //
 // Each PubSub has one dedicated listener connection (pgx.Connect with the
 // pool's connection configuration; LISTEN does not work through a pooled or
-// transaction-pooled connection). Every [Config.PollInterval] it reads the log
-// from a watermark: the xmin of a previous snapshot. Every transaction below
-// xmin has ended, so a row whose id was allocated before another's but whose
-// transaction commits later is never skipped. The poll is also the health
-// check; when it or the connection fails the listener reconnects with
-// exponential backoff and jitter, LISTENs again, calls every subscription's
-// [SubscribeOpts.OnResync], and delivers what it missed from the log.
+// transaction-pooled connection). Every [Config.PollInterval], and on each
+// wake-up, it reads the log (a catch-up): the rows of the transactions that
+// had not ended in the snapshot of the previous catch-up, that is at or
+// above its xmax or in its list of transactions in progress. A row whose id
+// was allocated before another's but whose transaction commits later is
+// never skipped, and a transaction left open anywhere on the server does not
+// make a catch-up re-read what was published since it began. A catch-up
+// reads in pages of a bounded number of rows, each its own statement, and
+// handles the notifications that arrive between pages. Wake-ups that have
+// already arrived are coalesced into one catch-up ([Stats].LogReads). The
+// catch-up is also the health check; when it or the connection fails the
+// listener reconnects with exponential backoff and jitter, LISTENs again,
+// calls every subscription's [SubscribeOpts.OnResync], and delivers what it
+// missed from the log (a catch-up cut by the failure resumes where it
+// stopped).
 //
 // # Guarantees
 //
@@ -47,7 +55,10 @@
 //     and only after the commit.
 //   - Order: messages from one publisher that publishes sequentially are
 //     delivered in commit order (a catch-up orders by transaction id, then
-//     id). Messages of different publishers have no defined order.
+//     id), except while a catch-up of more than one page (500 messages) is
+//     under way: messages arriving inline meanwhile may overtake older ones
+//     it has not read yet. Messages of different publishers have no defined
+//     order.
 //   - Payloads: any JSON value round-trips byte for byte, including the
 //     \u0000 escape (the column is json, not jsonb). [Config.MaxPayloadBytes]
 //     (1 MiB by default) caps a payload: above it Publish returns
@@ -76,10 +87,12 @@
 // The log is a logged (durable) table, so a PostgreSQL crash loses only
 // transactions that had not committed.
 //
-// A transaction left open anywhere on the server holds the snapshot xmin, and
-// so the watermark, back: delivery is not delayed, but each poll re-reads
-// the ids of the messages published since, and the set of delivered ids kept
-// in memory grows, until that transaction ends.
+// A transaction left open anywhere on the server (a batch job, a
+// migration, a forgotten session) holds the snapshot xmin back; it changes
+// neither what a catch-up reads (what was published since the previous one)
+// nor the ids kept in memory (those of messages whose transactions had not
+// ended at the latest catch-up), so delivery is not delayed
+// (TestLongTransactionBigBacklog).
 //
 // Every read of the log also checks that the server is the one the
 // watermark came from: the same system_identifier (pg_control_system), and a

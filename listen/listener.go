@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,28 +16,79 @@ import (
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 )
 
-// fetchChunk bounds the ids read from the log in one statement.
-const fetchChunk = 500
+const (
+	// fetchChunk bounds the messages fetched by id in one statement.
+	fetchChunk = 500
+	// pageSize bounds the rows one read of the log returns. A catch-up of
+	// more rows takes several statements, with notifications handled in
+	// between.
+	pageSize = 500
+)
+
+// errSwitchover ends serve when a read finds that the server is not the one
+// the ledger came from; the reconnection that follows resynchronises.
+var errSwitchover = errors.New("the server is not the one the ledger came from")
+
+// switchoverMargin widens the window of messages delivered from a new
+// server after a switchover back from the last read on the old one, for
+// transactions that began before that read and committed after it (and for
+// clock differences between the two servers).
+const switchoverMargin = 5 * time.Second
 
 // listener owns the instance's dedicated LISTEN connection. Only its
 // goroutine uses the connection: notifications, polls and catch-up reads are
 // serialised on it.
 type listener struct {
 	ps *PubSub
+	// done is an ended context: WaitForNotification with it returns a
+	// notification pgx already buffered, without reading the connection.
+	done context.Context
 }
 
-type idXid struct {
-	id  int64
-	xid uint64
+func newListener(ps *PubSub) *listener {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	return &listener{ps: ps, done: done}
+}
+
+// logRow is one row of a page of the log.
+type logRow struct {
+	id      int64
+	xid     uint64
+	channel string
+}
+
+// catchUp is one read of the log, in pages: the rows of the transactions
+// that had not ended in from (or, after a switchover, published since
+// since). p is the snapshot of its first page; when the last page is read
+// the ledger moves to p.
+type catchUp struct {
+	from     snapshot
+	since    time.Time // non-zero: after a switchover
+	started  bool
+	p        snapshot
+	serverID int64
+	at       time.Time
+	curXid   uint64
+	curID    int64
+	// resumed: a catch-up begun on a connection since lost; another
+	// follows at once (for what was committed since its first page), and
+	// the listener is healthy once that one has finished.
+	resumed bool
 }
 
 // connect opens the LISTEN connection (not a pooled one: LISTEN is a session
-// property), LISTENs, and reads the log. On the first connection it only
-// records what is already committed (messages committed before Start are
-// never delivered); on a reconnection it tells every subscription to resync
-// and then delivers what was missed. LISTEN comes first, so a message
-// committed between LISTEN and the read is seen twice and delivered once.
-func (l *listener) connect(ctx context.Context, first bool) (*pgx.Conn, error) {
+// property) and LISTENs. On the first connection it records the current
+// snapshot (messages committed before Start are never delivered) and
+// returns a nil catch-up; on a reconnection it tells every subscription to
+// resync and returns the catch-up to run (resume, the one the lost
+// connection left unfinished, or a new one), whose next page it has read (so
+// a switchover is found here). Resuming keeps a catch-up that takes many
+// pages from starting over at every reconnection: the rows committed
+// meanwhile are read by the next one, which starts from the snapshot of
+// resume's first page. LISTEN comes first, so a message committed
+// between LISTEN and the read is seen twice and delivered once.
+func (l *listener) connect(ctx context.Context, first bool, resume *catchUp) (*pgx.Conn, *catchUp, error) {
 	ps := l.ps
 	cfg := ps.pool.Config().ConnConfig.Copy()
 	// A deadline, not a cancel request: the listener waits for
@@ -45,25 +97,53 @@ func (l *listener) connect(ctx context.Context, first bool) (*pgx.Conn, error) {
 	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
 	}
-	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	// Reads of the log page through the (app, xid, id) index in its order
+	// from the cursor. A generic plan (pgx prepares statements) does not
+	// know where the cursor is, and with stale statistics the planner may
+	// prefer a bitmap scan that sorts every new row for each page: either
+	// makes each page cost the whole log.
+	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	cfg.RuntimeParams["enable_bitmapscan"] = "off"
+	cctx, cancel := context.WithTimeout(ctx, ps.stmtTimeout)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, nil, fmt.Errorf("connect: %w", err)
+	}
+	fail := func(err error) (*pgx.Conn, *catchUp, error) {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, nil, err
 	}
 	if _, err := conn.Exec(cctx, "LISTEN "+pgx.Identifier{ps.physChannel}.Sanitize()); err != nil {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("listen: %w", err)
+		return fail(fmt.Errorf("listen: %w", err))
 	}
 	ps.listenerPID.Store(conn.PgConn().PID())
-	if !first {
-		ps.resyncAll()
+	if first {
+		p, serverID, at, _, err := l.read(cctx, conn, ps.sql.first)
+		if err != nil {
+			return fail(err)
+		}
+		ps.led.begin(p, serverID, at)
+		return conn, nil, nil
 	}
-	if err := l.catchUp(cctx, conn, first, true); err != nil {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return nil, err
+	ps.resyncAll()
+	c := resume
+	if c == nil {
+		c = l.newCatchUp()
+	} else {
+		c.resumed = true
 	}
-	return conn, nil
+	done, err := l.page(cctx, conn, c, true)
+	if err != nil {
+		return fail(err)
+	}
+	if done && !c.resumed {
+		return conn, nil, nil
+	}
+	if done {
+		c = l.newCatchUp() // for what was committed since the resumed one began
+	}
+	return conn, c, nil
 }
 
 // run serves conn until it fails, then reconnects with exponential backoff
@@ -75,8 +155,9 @@ func (l *listener) run(conn *pgx.Conn) {
 	b.InitialInterval = 50 * time.Millisecond
 	b.MaxInterval = ps.cfg.ReconnectMaxDelay
 	b.RandomizationFactor = 0.5
+	var c *catchUp
 	for {
-		err := l.serve(ctx, conn)
+		unfinished, err := l.serve(ctx, conn, c)
 		ps.healthy.Store(false)
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = conn.Close(closeCtx)
@@ -96,7 +177,7 @@ func (l *listener) run(conn *pgx.Conn) {
 				case <-t.C:
 				}
 			}
-			conn, err = l.connect(ctx, false)
+			conn, c, err = l.connect(ctx, false, unfinished)
 			if err == nil {
 				break
 			}
@@ -106,54 +187,119 @@ func (l *listener) run(conn *pgx.Conn) {
 			ps.logger.WarnContext(ctx, "listen: reconnect failed", slog.String("app", ps.cfg.AppName), slog.Int("attempt", attempt+1), slog.Any("error", err))
 		}
 		ps.stats.reconnects.Add(1)
-		if ctx.Err() == nil { // Close may have begun while connecting
-			ps.healthy.Store(true)
-		}
 	}
 }
 
-// serve handles notifications on conn and polls the log every PollInterval,
-// until an error (the connection is then discarded) or the PubSub closes.
-func (l *listener) serve(ctx context.Context, conn *pgx.Conn) error {
-	poll := l.ps.cfg.PollInterval
+// serve handles notifications on conn and reads the log (a catch-up) every
+// PollInterval and on wake-ups, until an error (the connection is then
+// discarded) or the PubSub closes. c, when not nil, is the catch-up of a
+// reconnection: the listener is healthy once it has finished. A catch-up of
+// several pages handles the notifications that arrived in between, so fresh
+// messages keep flowing while it reads.
+//
+// Wake-ups already received are coalesced: one catch-up reads for all of
+// them. A notification that arrives after a wake-up waits for the catch-up
+// the wake-up asked for, which keeps a publisher's messages in commit order
+// when some come inline and some by wake-up.
+func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catchUp, error) {
+	ps := l.ps
+	poll := ps.cfg.PollInterval
 	next := time.Now().Add(poll)
+	wanted := false // a catch-up was asked for (wake-up, poll)
+	if c == nil {
+		ps.healthy.Store(ctx.Err() == nil)
+	}
+	var held *pgconn.Notification // taken from the buffer, handled after the catch-up
 	for {
-		if time.Until(next) <= 0 {
-			qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-			err := l.catchUp(qctx, conn, false, false)
+		if c == nil && wanted {
+			c, wanted = l.newCatchUp(), false
+		}
+		if c != nil {
+			qctx, cancel := context.WithTimeout(ctx, ps.stmtTimeout)
+			done, err := l.page(qctx, conn, c, false)
 			cancel()
 			if err != nil {
-				return err
+				return c, err
 			}
-			next = time.Now().Add(poll)
+			if done {
+				if c.resumed {
+					// Started before the connection was lost: read what
+					// was committed since, before being healthy.
+					c = l.newCatchUp()
+					continue
+				}
+				c = nil
+				next = time.Now().Add(poll)
+				ps.healthy.Store(ctx.Err() == nil) // Close may have begun
+			}
+		}
+
+		// The next notification: a held one, then those pgx buffered
+		// during the reads; wait on the connection only when idle.
+		var n *pgconn.Notification
+		switch {
+		case held != nil:
+			n, held = held, nil
+		case c != nil || wanted:
+			if n = l.buffered(conn); n == nil {
+				continue
+			}
+		default:
+			if time.Until(next) <= 0 {
+				wanted = true
+				continue
+			}
+			wctx, cancel := context.WithDeadline(ctx, next)
+			var err error
+			n, err = conn.WaitForNotification(wctx)
+			cancel()
+			if n == nil {
+				if ctx.Err() != nil {
+					return c, ctx.Err()
+				}
+				if wctx.Err() != nil && !conn.IsClosed() {
+					continue // poll time
+				}
+				return c, err
+			}
+		}
+		if n.Channel != ps.physChannel || n.Payload == "" {
 			continue
 		}
-		wctx, cancel := context.WithDeadline(ctx, next)
-		n, err := conn.WaitForNotification(wctx)
-		cancel()
-		if n != nil {
-			if herr := l.handle(ctx, conn, n); herr != nil {
-				return herr
+		if n.Payload[0] == 'W' {
+			wanted = true
+			for { // coalesce the wake-ups already received
+				m := l.buffered(conn)
+				if m == nil {
+					break
+				}
+				if m.Channel == ps.physChannel && m.Payload != "W" {
+					held = m
+					break
+				}
 			}
+			continue
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if wctx.Err() != nil && !conn.IsClosed() {
-				continue // poll time
-			}
-			return err
+		if wanted && c == nil {
+			held = n // the catch-up first
+			continue
+		}
+		if err := l.handle(ctx, conn, n); err != nil {
+			return c, err
 		}
 	}
 }
 
-// handle processes one notification.
+// buffered returns a notification pgx has already received, or nil. It
+// never reads the connection.
+func (l *listener) buffered(conn *pgx.Conn) *pgconn.Notification {
+	n, _ := conn.WaitForNotification(l.done)
+	return n
+}
+
+// handle processes one notification other than a wake-up.
 func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notification) error {
 	ps := l.ps
-	if n.Channel != ps.physChannel || n.Payload == "" {
-		return nil
-	}
 	switch n.Payload[0] {
 	case 'I':
 		env, err := parseInline(n.Payload)
@@ -168,10 +314,10 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
 			return nil
 		}
-		if ps.seen(id, xid) {
+		if ps.led.seen(id, xid) {
 			return nil
 		}
-		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		qctx, cancel := context.WithTimeout(ctx, ps.stmtTimeout)
 		defer cancel()
 		envs, err := l.fetch(qctx, conn, []int64{id})
 		if err != nil {
@@ -185,183 +331,170 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 			return nil
 		}
 		ps.dispatch(envs, false)
-	case 'W':
-		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-		defer cancel()
-		return l.catchUp(qctx, conn, false, false)
 	}
 	return nil
 }
 
-// errSwitchover ends serve when a poll finds that the server is not the one
-// the watermark came from; the reconnection that follows resynchronises.
-var errSwitchover = errors.New("the server is not the one the watermark came from")
-
-// switchoverMargin widens the window of messages delivered from a new
-// server after a switchover back from the last read on the old one, for
-// transactions that began before that read and committed after it (and for
-// clock differences between the two servers).
-const switchoverMargin = 5 * time.Second
-
-// logRead is the result of one read of the log.
-type logRead struct {
-	xmin     uint64    // the snapshot's xmin
-	serverID int64     // the server's system_identifier
-	at       time.Time // the database time of the read
-	cands    []idXid   // rows to dispatch (on a first read: to mark seen)
-	seenOnly []idXid   // rows to mark seen without dispatching (last column false)
+// newCatchUp starts a catch-up from the ledger: from its snapshot, or,
+// after a switchover that has not finished, from the switchover's time.
+func (l *listener) newCatchUp() *catchUp {
+	snap, _, switching, since := l.ps.led.state()
+	c := &catchUp{from: snap}
+	if switching {
+		c.since = since
+	}
+	return c
 }
 
-func (l *listener) read(ctx context.Context, conn *pgx.Conn, sql string, args ...any) (logRead, error) {
-	var r logRead
-	rows, err := conn.Query(ctx, sql, args...)
+// read runs one read of the log and returns its snapshot, server identity
+// and time (the first row) and its rows, in (xid, id) order.
+func (l *listener) read(ctx context.Context, conn *pgx.Conn, sql string, args ...any) (p snapshot, serverID int64, at time.Time, rows []logRow, err error) {
+	l.ps.stats.logReads.Add(1)
+	rs, err := conn.Query(ctx, sql, args...)
 	if err != nil {
-		return r, fmt.Errorf("read log: %w", err)
+		return p, 0, at, nil, fmt.Errorf("read log: %w", err)
 	}
-	for rows.Next() {
+	defer rs.Close()
+	headSeen := false
+	for rs.Next() {
 		var (
-			id     *int64
-			xid    *uint64
-			recent *bool
+			snap    *string
+			sys     *int64
+			t       *time.Time
+			id      *int64
+			xid     *string
+			channel *string
 		)
-		if err := rows.Scan(&r.xmin, &r.serverID, &r.at, &id, &xid, &recent); err != nil {
-			rows.Close()
-			return r, fmt.Errorf("read log: %w", err)
+		if err := rs.Scan(&snap, &sys, &t, &id, &xid, &channel); err != nil {
+			return p, 0, at, nil, fmt.Errorf("read log: %w", err)
 		}
-		if id == nil || xid == nil {
+		if snap != nil {
+			if p, err = parseSnapshot(*snap); err != nil {
+				return p, 0, at, nil, fmt.Errorf("read log: %w", err)
+			}
+			serverID, at, headSeen = *sys, *t, true
 			continue
 		}
-		if recent != nil && !*recent {
-			r.seenOnly = append(r.seenOnly, idXid{*id, *xid})
-			continue
-		}
-		r.cands = append(r.cands, idXid{*id, *xid})
-	}
-	if err := rows.Err(); err != nil {
-		return r, fmt.Errorf("read log: %w", err)
-	}
-	return r, nil
-}
-
-// catchUp reads the log from the watermark: every committed message of the
-// app addressed to this instance that was not dispatched yet is dispatched,
-// in (xid, id) order, then the watermark moves to the snapshot's xmin.
-// Bounding by xmin rather than by the highest id seen is what keeps a row
-// whose transaction commits after a later id's from being skipped.
-//
-// Every read also checks that the server is the one the watermark came
-// from (same system_identifier, xmin not below the watermark). When it is
-// not, catchUp returns errSwitchover, unless connecting is set: then it
-// resynchronises from the new server (see switchover).
-func (l *listener) catchUp(ctx context.Context, conn *pgx.Conn, first, connecting bool) error {
-	ps := l.ps
-	if first {
-		r, err := l.read(ctx, conn, ps.sql.initial, ps.cfg.AppName, ps.cfg.InstanceID)
+		x, err := strconv.ParseUint(*xid, 10, 64)
 		if err != nil {
-			return err
+			return p, 0, at, nil, fmt.Errorf("read log: xid %q: %w", *xid, err)
 		}
-		ps.dmu.Lock()
-		ps.serverID, ps.lastRead = r.serverID, r.at
-		ps.dmu.Unlock()
-		ps.markSeen(r.cands)
-		ps.advance(r.xmin)
-		return nil
+		rows = append(rows, logRow{id: *id, xid: x, channel: *channel})
 	}
-	ps.dmu.Lock()
-	wm, serverID, pending := ps.watermark, ps.serverID, ps.switching
-	ps.dmu.Unlock()
-	if pending {
-		// A switchover's resynchronisation failed half way: finish it.
-		return l.switchover(ctx, conn, "")
+	if err := rs.Err(); err != nil {
+		return p, 0, at, nil, fmt.Errorf("read log: %w", err)
 	}
-	r, err := l.read(ctx, conn, ps.sql.catchUp, ps.cfg.AppName, ps.cfg.InstanceID, wm)
-	if err != nil {
-		return err
+	if !headSeen {
+		return p, 0, at, nil, errors.New("read log: no snapshot row")
 	}
-	var reason string
-	switch {
-	case r.serverID != serverID:
-		reason = fmt.Sprintf("system_identifier changed from %d to %d", serverID, r.serverID)
-	case r.xmin < wm:
-		reason = fmt.Sprintf("transaction ids went back from %d to %d", wm, r.xmin)
-	}
-	if reason != "" {
-		if !connecting {
-			return fmt.Errorf("%w: %s", errSwitchover, reason)
+	slices.SortFunc(rows, func(a, b logRow) int {
+		if a.xid != b.xid {
+			if a.xid < b.xid {
+				return -1
+			}
+			return 1
 		}
-		return l.switchover(ctx, conn, reason)
-	}
-	if err := l.deliver(ctx, conn, r.cands); err != nil {
-		return err
-	}
-	ps.dmu.Lock()
-	ps.lastRead = r.at
-	ps.dmu.Unlock()
-	ps.advance(r.xmin)
-	return nil
+		return int(a.id - b.id)
+	})
+	return p, serverID, at, rows, nil
 }
 
-// deliver fetches and dispatches the candidates not dispatched yet.
-func (l *listener) deliver(ctx context.Context, conn *pgx.Conn, cands []idXid) error {
+// page reads and dispatches the next page of c and reports whether c has
+// finished (the ledger then moved to c's first snapshot). Every page checks
+// that the server is still the one the ledger came from: the same
+// system_identifier, and transaction ids not below the ledger's. When it is
+// not, page returns errSwitchover, unless connecting is set: then it starts
+// the resynchronisation from the new server (see switchover).
+func (l *listener) page(ctx context.Context, conn *pgx.Conn, c *catchUp, connecting bool) (bool, error) {
 	ps := l.ps
-	missing := make([]int64, 0, 8)
-	for _, c := range cands {
-		if !ps.seen(c.id, c.xid) {
-			missing = append(missing, c.id)
+	// The range branch starts after the larger of the cursor and
+	// (from.xmax, -1).
+	startXid, startID := c.from.xmax, int64(-1)
+	if c.curXid > startXid || (c.curXid == startXid && c.curID > startID) {
+		startXid, startID = c.curXid, c.curID
+	}
+	sql, bound := ps.sql.page, any(strconv.FormatUint(startXid, 10))
+	if !c.since.IsZero() {
+		sql, bound = ps.sql.switched, c.since
+	}
+	p, serverID, at, rows, err := l.read(ctx, conn, sql, ps.cfg.AppName, ps.cfg.InstanceID,
+		bound, c.from.xipFrom(c.curXid), strconv.FormatUint(c.curXid, 10), c.curID, pageSize, startID)
+	if err != nil {
+		return false, err
+	}
+	if c.since.IsZero() {
+		_, ledgerServer, _, _ := ps.led.state()
+		var reason string
+		switch {
+		case serverID != ledgerServer:
+			reason = fmt.Sprintf("system_identifier changed from %d to %d", ledgerServer, serverID)
+		case p.xmax < c.from.xmax:
+			reason = fmt.Sprintf("transaction ids went back from %d to %d", c.from.xmax, p.xmax)
+		}
+		if reason != "" {
+			if !connecting {
+				return false, fmt.Errorf("%w: %s", errSwitchover, reason)
+			}
+			l.switchover(ctx, c, reason)
+			return l.page(ctx, conn, c, false)
 		}
 	}
-	for len(missing) > 0 {
-		chunk := missing[:min(len(missing), fetchChunk)]
-		missing = missing[len(chunk):]
+	if !c.started {
+		c.started, c.p, c.serverID = true, p, serverID
+	}
+	c.at = at
+	if len(rows) > pageSize {
+		rows = rows[:pageSize]
+	}
+	if want := ps.claimUnwanted(rows); len(want) > 0 {
+		if err := l.deliver(ctx, conn, want); err != nil {
+			return false, err // the cursor stays: a resumed catch-up reads them again
+		}
+	}
+	if len(rows) > 0 {
+		last := rows[len(rows)-1]
+		c.curXid, c.curID = last.xid, last.id
+	}
+	if len(rows) == pageSize {
+		return false, nil
+	}
+	if serverID != c.serverID {
+		return false, fmt.Errorf("%w: system_identifier changed during a catch-up", errSwitchover)
+	}
+	ps.led.complete(c.p, c.serverID, c.at)
+	return true, nil
+}
+
+// deliver fetches and dispatches messages by id.
+func (l *listener) deliver(ctx context.Context, conn *pgx.Conn, ids []int64) error {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), fetchChunk)]
+		ids = ids[len(chunk):]
 		envs, err := l.fetch(ctx, conn, chunk)
 		if err != nil {
 			return err
 		}
-		ps.dispatch(envs, true)
+		l.ps.dispatch(envs, true)
 	}
 	return nil
 }
 
-// switchover resynchronises with a server that is not the one the watermark
-// came from (a blue/green or logical-replication switchover, a restore, a
-// DNS name moved): its transaction ids say nothing about what was delivered.
-// The ledger restarts from the new server's snapshot; every message of its
-// log published since the last read on the old server (less
+// switchover turns c into the resynchronisation with a server that is not
+// the one the ledger came from (a blue/green or logical-replication
+// switchover, a restore, a DNS name moved): its transaction ids say nothing
+// about what was delivered. The ledger empties; every message of the new
+// server's log published since the last read on the old server (less
 // switchoverMargin) is delivered, possibly again, and messages committed on
 // the old server after that read that the new one does not have are lost.
 // Subscriptions got OnResync when the reconnection began.
-func (l *listener) switchover(ctx context.Context, conn *pgx.Conn, reason string) error {
+func (l *listener) switchover(ctx context.Context, c *catchUp, reason string) {
 	ps := l.ps
-	ps.dmu.Lock()
-	if !ps.switching {
-		// Until the resynchronisation below has finished, every read
-		// resumes it (the ledger no longer describes any server).
-		ps.switching = true
-		ps.switchSince = ps.lastRead.Add(-switchoverMargin)
-		ps.watermark = 0
-		clear(ps.delivered)
-	}
-	since := ps.switchSince
-	ps.dmu.Unlock()
-	r, err := l.read(ctx, conn, ps.sql.switched, ps.cfg.AppName, ps.cfg.InstanceID, since)
-	if err != nil {
-		return err
-	}
-	if reason != "" {
-		ps.stats.switchovers.Add(1)
-		ps.logger.WarnContext(ctx, "listen: the listener reached another server than before; delivering its messages since the last read, exactly-once is void for them",
-			slog.String("app", ps.cfg.AppName), slog.String("instance_id", ps.cfg.InstanceID),
-			slog.String("reason", reason), slog.Time("since", since), slog.Int("messages", len(r.cands)))
-	}
-	if err := l.deliver(ctx, conn, r.cands); err != nil {
-		return err
-	}
-	ps.markSeen(r.seenOnly)
-	ps.dmu.Lock()
-	ps.lastRead, ps.serverID, ps.switching = r.at, r.serverID, false
-	ps.dmu.Unlock()
-	ps.advance(r.xmin)
-	return nil
+	since := ps.led.startSwitch(switchoverMargin)
+	ps.stats.switchovers.Add(1)
+	ps.logger.WarnContext(ctx, "listen: the listener reached another server than before; delivering its messages since the last read, exactly-once is void for them",
+		slog.String("app", ps.cfg.AppName), slog.String("instance_id", ps.cfg.InstanceID),
+		slog.String("reason", reason), slog.Time("since", since))
+	*c = catchUp{since: since}
 }
 
 // fetch reads messages by id, in (xid, id) order. Ids no longer in the log

@@ -257,24 +257,12 @@ type PubSub struct {
 	starting bool // Start is connecting
 	subs     map[string]map[*Subscription]struct{}
 
-	// dmu guards the dispatch state. Invariant: every committed message of
-	// this app whose xid is below watermark has been dispatched (or was
-	// deliberately skipped as published before the first Start, or was not
-	// addressed to this instance), and
-	// delivered holds the id → xid of every dispatched message with xid at
-	// or above watermark, so a message is dispatched at most once whichever
-	// path (notification, poll, catch-up, local after-commit) finds it.
-	dmu       sync.Mutex
-	watermark uint64
-	delivered map[int64]uint64
-	// serverID is the system_identifier of the server the watermark came
-	// from; lastRead the database time of the latest complete read of its
-	// log. switching is set while a switchover's resynchronisation (from
-	// switchSince) has not finished. Only the listener goroutine writes them.
-	serverID    int64
-	lastRead    time.Time
-	switching   bool
-	switchSince time.Time
+	// led is the exactly-once ledger (see ledger.go).
+	led *ledger
+
+	// stmtTimeout bounds every statement on the listener connection
+	// (queryTimeout; tests lower it).
+	stmtTimeout time.Duration
 
 	healthy     atomic.Bool
 	listenerPID atomic.Uint32  // backend pid of the current listener connection (for tests)
@@ -284,12 +272,12 @@ type PubSub struct {
 	subWG       sync.WaitGroup // subscription goroutines
 
 	stats struct {
-		published, delivered, caughtUp, dropped, recovered, lost, reconnects, switchovers, handlerErrors atomic.Int64
+		published, delivered, caughtUp, dropped, recovered, lost, reconnects, switchovers, logReads, handlerErrors atomic.Int64
 	}
 }
 
 type statements struct {
-	publish, publishMany, publishTx, initial, catchUp, switched, fetch, prune string
+	publish, publishMany, publishTx, first, page, switched, fetch, prune string
 }
 
 // New returns a PubSub for the instance whose pool is pool. It does not touch
@@ -311,7 +299,8 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 		table:       pgx.Identifier{c.Schema, "messages"}.Sanitize(),
 		physChannel: "pgcoord_" + hex.EncodeToString(sum[:12]),
 		subs:        map[string]map[*Subscription]struct{}{},
-		delivered:   map[int64]uint64{},
+		led:         newLedger(),
+		stmtTimeout: queryTimeout,
 	}
 	for i := 0; i < 8; i++ {
 		ps.pruneKey = ps.pruneKey<<8 | int64(sum[12+i])
@@ -326,10 +315,8 @@ func buildStatements(t string) statements {
 		VALUES ($1, $2, $3, $4, $5, $6)
 		RETURNING id, xid, published_at`
 	const routing = ` AND (m.sender = $2 OR NOT m.only_self) AND (m.sender <> $2 OR NOT m.skip_self)`
-	// The snapshot's xmin, the server's identity and the database time, in
-	// the same statement (so the same snapshot) as the rows.
-	const snap = `(SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x,
-		(SELECT system_identifier FROM pg_control_system()) AS sys, statement_timestamp() AS t)`
+	const head = `pg_current_snapshot()::text, (SELECT system_identifier FROM pg_control_system()), statement_timestamp(),
+		NULL::bigint, NULL::text, NULL::text`
 	return statements{
 		// One statement: the row and the notification commit together. A
 		// small message travels inline in the notification; a large one by
@@ -361,23 +348,48 @@ func buildStatements(t string) statements {
 		// transaction that publishes many messages sends one NOTIFY.
 		publishTx: `WITH m AS (` + fmt.Sprintf(insert, t) + `)
 			SELECT id, xid, published_at, pg_notify($7, 'W') FROM m`,
-		// The snapshot's xmin and the rows come from one statement, so one
-		// snapshot: every transaction below xmin has ended, and if it
-		// committed its rows are among those returned (or below the old
-		// watermark, already handled).
-		initial: `SELECT s.x, s.sys, s.t, m.id, m.xid, true FROM ` + snap + ` s
-			LEFT JOIN ` + t + ` m ON m.app = $1 AND m.xid >= s.x` + routing + `
-			ORDER BY m.xid, m.id`,
-		catchUp: `SELECT s.x, s.sys, s.t, m.id, m.xid, true FROM ` + snap + ` s
-			LEFT JOIN ` + t + ` m ON m.app = $1 AND m.xid >= $3` + routing + `
-			ORDER BY m.xid, m.id`,
-		// After a switchover to another server: every row of the new
-		// server's log published since the last read on the old one (the
-		// last column says so) is delivered; the other rows at or above the
-		// new xmin are only marked seen.
-		switched: `SELECT s.x, s.sys, s.t, m.id, m.xid, m.published_at >= $3 FROM ` + snap + ` s
-			LEFT JOIN ` + t + ` m ON m.app = $1 AND (m.xid >= s.x OR m.published_at >= $3)` + routing + `
-			ORDER BY m.xid, m.id`,
+		// Every read of the log returns, in the same statement (so the
+		// same snapshot), the snapshot, the server's identity and the
+		// database time as a first row, then a page of rows in (xid, id)
+		// order after the cursor ($5, $6), at most $7 of them (a caller
+		// sorts the two branches' rows and keeps the first $7).
+		first: `SELECT ` + head,
+		// A catch-up reads the rows of the transactions that had not ended
+		// in the previous snapshot: at or above its xmax, or in its xip
+		// ($4, only those not before the cursor's), one transaction at a
+		// time (each in id order: a big transaction is paged, not sorted;
+		// and no row comparison, which would let the scan walk other
+		// transactions' rows). ($3, $8) is the larger of the cursor and (xmax, -1): one
+		// row comparison, so the index scan starts there (with a separate
+		// xid bound it may start at the cursor and walk the backlog). Rows of transactions that had ended were read then, so
+		// the cost does not grow with what was published since an old
+		// xmin. A row whose xid is at or above the current xmax cannot be
+		// this server's (a logically replicated copy of another cluster's
+		// row): it is ignored.
+		page: `SELECT ` + head + `
+			UNION ALL
+			SELECT NULL, NULL, NULL, p.id, p.xid::text, p.channel FROM (
+				(SELECT m.id, m.xid, m.channel FROM ` + t + ` m
+				WHERE m.app = $1 AND (m.xid, m.id) > ($3::text::xid8, $8::bigint)
+					AND m.xid < pg_snapshot_xmax(pg_current_snapshot())` + routing + `
+				ORDER BY m.xid, m.id LIMIT $7)
+				UNION ALL
+				(SELECT m.id, m.xid, m.channel FROM unnest($4::text[]::xid8[]) x(xid)
+				CROSS JOIN LATERAL (SELECT m.id, m.xid, m.channel FROM ` + t + ` m
+					WHERE m.app = $1 AND m.xid = x.xid
+						AND m.id > CASE WHEN x.xid = $5::text::xid8 THEN $6::bigint ELSE -1 END` + routing + `
+					ORDER BY m.id LIMIT $7) m)
+			) p`,
+		// After a switchover: the new server's rows published since $3.
+		switched: `SELECT ` + head + `
+			UNION ALL
+			SELECT NULL, NULL, NULL, p.id, p.xid::text, p.channel FROM (
+				SELECT m.id, m.xid, m.channel FROM ` + t + ` m
+				WHERE m.app = $1 AND m.published_at >= $3 AND m.xid < pg_snapshot_xmax(pg_current_snapshot())
+					AND cardinality($4::text[]) >= 0 AND $8::bigint IS NOT NULL -- unused here
+					AND (m.xid, m.id) > ($5::text::xid8, $6::bigint)` + routing + `
+				ORDER BY m.xid, m.id LIMIT $7
+			) p`,
 		fetch: `SELECT id, xid, channel, sender, skip_self, only_self, payload::text, published_at
 			FROM ` + t + ` WHERE app = $1 AND id = ANY($2) ORDER BY xid, id`,
 		prune: `DELETE FROM ` + t + ` WHERE id IN (SELECT id FROM ` + t + `
@@ -409,13 +421,13 @@ func (ps *PubSub) Start(ctx context.Context) error {
 	ps.starting = true
 	ps.mu.Unlock()
 
-	l := &listener{ps: ps}
+	l := newListener(ps)
 	// Once per Start: an unmigrated or newer schema is a typed error
 	// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
 	var conn *pgx.Conn
 	err := schema.Check(ctx, ps.pool, ps.cfg.Schema)
 	if err == nil {
-		conn, err = l.connect(ctx, true)
+		conn, _, err = l.connect(ctx, true, nil)
 	}
 
 	ps.mu.Lock()
@@ -527,6 +539,10 @@ type Stats struct {
 	// moved. Each one is logged at WARN with the reason; see the package
 	// documentation for what is void then.
 	Switchovers int64
+	// LogReads counts the statements that read the log (a catch-up, after a
+	// wake-up, a poll or a reconnection, reads it in pages of a bounded
+	// number of rows). Wake-ups already received are coalesced into one.
+	LogReads int64
 	// HandlerErrors counts handler calls that returned an error or panicked.
 	HandlerErrors int64
 }
@@ -543,6 +559,7 @@ func (ps *PubSub) Stats() Stats {
 		Lost:          s.lost.Load(),
 		Reconnects:    s.reconnects.Load(),
 		Switchovers:   s.switchovers.Load(),
+		LogReads:      s.logReads.Load(),
 		HandlerErrors: s.handlerErrors.Load(),
 	}
 }
@@ -705,32 +722,18 @@ func (ps *PubSub) forMe(env *envelope) bool {
 	return !(env.skipSelf && self)
 }
 
-// seen reports whether a message was already dispatched (or deliberately
-// skipped) and need not be fetched.
-func (ps *PubSub) seen(id int64, xid uint64) bool {
-	ps.dmu.Lock()
-	defer ps.dmu.Unlock()
-	if xid < ps.watermark {
-		return true
-	}
-	_, ok := ps.delivered[id]
-	return ok
-}
-
 // dispatch hands each message not dispatched before to the subscriptions of
-// its channel. It never blocks on a handler.
+// its channel. It never blocks on a handler. The ledger's lock is held while
+// enqueuing, so concurrent dispatchers (the listener, local after-commit
+// delivery) keep each subscription's order.
 func (ps *PubSub) dispatch(envs []envelope, caughtUp bool) {
-	ps.dmu.Lock()
-	defer ps.dmu.Unlock()
+	ps.led.mu.Lock()
+	defer ps.led.mu.Unlock()
 	for i := range envs {
 		env := &envs[i]
-		if env.xid < ps.watermark {
+		if !ps.led.claimLocked(env.msg.ID, env.xid) {
 			continue
 		}
-		if _, ok := ps.delivered[env.msg.ID]; ok {
-			continue
-		}
-		ps.delivered[env.msg.ID] = env.xid
 		if caughtUp {
 			ps.stats.caughtUp.Add(1)
 		}
@@ -745,31 +748,27 @@ func (ps *PubSub) dispatch(envs []envelope, caughtUp bool) {
 	}
 }
 
-// markSeen records ids as dispatched without delivering them.
-func (ps *PubSub) markSeen(ids []idXid) {
-	ps.dmu.Lock()
-	defer ps.dmu.Unlock()
-	for _, r := range ids {
-		if r.xid >= ps.watermark {
-			ps.delivered[r.id] = r.xid
+// claimUnwanted records messages on channels this instance has no
+// subscription to as dispatched, without reading them, and returns the
+// others that were not dispatched yet. A subscription made later is not
+// owed them: they were committed before it.
+func (ps *PubSub) claimUnwanted(rows []logRow) []int64 {
+	ps.led.mu.Lock()
+	defer ps.led.mu.Unlock()
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	var want []int64
+	for _, r := range rows {
+		if ps.led.seenLocked(r.id, r.xid) {
+			continue
 		}
-	}
-}
-
-// advance raises the watermark to xmin and forgets ids below it. The caller
-// guarantees that every committed message below xmin has been dispatched.
-func (ps *PubSub) advance(xmin uint64) {
-	ps.dmu.Lock()
-	defer ps.dmu.Unlock()
-	if xmin <= ps.watermark {
-		return
-	}
-	ps.watermark = xmin
-	for id, x := range ps.delivered {
-		if x < xmin {
-			delete(ps.delivered, id)
+		if len(ps.subs[r.channel]) == 0 {
+			ps.led.claimLocked(r.id, r.xid)
+			continue
 		}
+		want = append(want, r.id)
 	}
+	return want
 }
 
 // resyncAll tells every subscription that messages may arrive late.

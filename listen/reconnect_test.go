@@ -200,8 +200,8 @@ func TestCatchUpOutOfOrderCommit(t *testing.T) {
 	pub := instance(t, db, "inst-pub", nil)
 	sub := instance(t, db, "inst-sub", nil) // not started: the test plays its listener
 	got := subscribe(t, sub, "ch", nil)
-	l := &listener{ps: sub}
-	conn, err := l.connect(ctx, true)
+	l := newListener(sub)
+	conn, _, err := l.connect(ctx, true, nil)
 	require.NoError(t, err)
 	defer conn.Close(ctx) //nolint:errcheck
 
@@ -211,18 +211,28 @@ func TestCatchUpOutOfOrderCommit(t *testing.T) {
 	require.NoError(t, pub.PublishTx(ctx, slow, "ch", "first-id-commits-last", nil))
 	require.NoError(t, pub.Publish(ctx, "ch", "second-id-commits-first", nil))
 
-	require.NoError(t, l.catchUp(ctx, conn, false, false))
+	catchUp := func() {
+		c := l.newCatchUp()
+		for {
+			done, err := l.page(ctx, conn, c, false)
+			require.NoError(t, err)
+			if done {
+				return
+			}
+		}
+	}
+	catchUp()
 	got.waitLen(t, 1)
 	require.Equal(t, []string{`"second-id-commits-first"`}, got.payloads())
-	sub.dmu.Lock()
-	wm := sub.watermark
-	sub.dmu.Unlock()
 	var slowXid uint64
 	require.NoError(t, slow.QueryRow(ctx, `SELECT pg_current_xact_id()`).Scan(&slowXid))
-	require.LessOrEqual(t, wm, slowXid, "the watermark must not pass an open transaction")
+	sub.led.mu.Lock()
+	settled := sub.led.snap.ended(slowXid)
+	sub.led.mu.Unlock()
+	require.False(t, settled, "the ledger must not settle an open transaction")
 	require.NoError(t, slow.Commit(ctx))
-	require.NoError(t, l.catchUp(ctx, conn, false, false))
-	require.NoError(t, l.catchUp(ctx, conn, false, false)) // idempotent
+	catchUp()
+	catchUp() // idempotent
 	got.waitLen(t, 2)
 	require.Equal(t, []string{`"second-id-commits-first"`, `"first-id-commits-last"`}, got.payloads())
 	msgs := got.all()

@@ -43,10 +43,15 @@ func switchoverDBs(t *testing.T) (string, string) {
 	defer cancel()
 	dbA := pgtest.NewDB(t)
 	srvB := pgtest.NewPrivateServer(t)
-	admin, err := pgx.Connect(ctx, srvB.AdminURL())
-	require.NoError(t, err)
+	// A new server on a loaded machine may take a while to answer.
+	var admin *pgx.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		admin, err = pgx.Connect(ctx, srvB.AdminURL())
+		return err == nil
+	}, time.Minute, 100*time.Millisecond)
 	defer admin.Close(ctx) //nolint:errcheck
-	_, err = admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{dbA.Name}.Sanitize())
+	_, err := admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{dbA.Name}.Sanitize())
 	require.NoError(t, err)
 	urlB := srvB.URLFor(dbA.Name)
 	_ = migratedPool(t, urlB, "migrate")
@@ -138,9 +143,9 @@ func TestSwitchoverDetectedByXidRegression(t *testing.T) {
 	got := subscribe(t, sub, "ch", nil)
 	barrier(t, pub, got, "ch")
 
-	sub.dmu.Lock()
-	sub.watermark += 1 << 32 // as if the transaction ids had gone back
-	sub.dmu.Unlock()
+	sub.led.mu.Lock()
+	sub.led.snap.xmax += 1 << 32 // as if the transaction ids had gone back
+	sub.led.mu.Unlock()
 	require.Eventually(t, func() bool { return sub.Stats().Switchovers == 1 && sub.Healthy() }, waitFor, tick)
 	tx, err := pub.pool.Begin(ctx)
 	require.NoError(t, err)

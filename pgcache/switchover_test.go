@@ -60,9 +60,13 @@ func TestNearCacheSwitchover(t *testing.T) {
 	// a new server (whose transaction ids are lower).
 	dbA := pgtest.NewDB(t)
 	srvB := pgtest.NewPrivateServer(t)
-	admin, err := pgx.Connect(ctx, srvB.AdminURL())
-	require.NoError(t, err)
-	_, err = admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{dbA.Name}.Sanitize())
+	var admin *pgx.Conn
+	require.Eventually(t, func() bool { // a new server on a loaded machine may take a while
+		var err error
+		admin, err = pgx.Connect(ctx, srvB.AdminURL())
+		return err == nil
+	}, time.Minute, 100*time.Millisecond)
+	_, err := admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{dbA.Name}.Sanitize())
 	require.NoError(t, err)
 	require.NoError(t, admin.Close(ctx))
 	urlA, urlB := dbA.URL, srvB.URLFor(dbA.Name)

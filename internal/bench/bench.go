@@ -22,7 +22,8 @@ type Row struct {
 	Pgcoord      float64 `json:"pgcoord"`
 	Baseline     float64 `json:"baseline"`
 	BaselineName string  `json:"baseline_name"`
-	// Unit is "us" (a latency, lower is better) or "ops/s" (a throughput, higher is better).
+	// Unit is "us" (a latency, lower is better), "ops/s" (a throughput,
+	// higher is better) or "reads" (a count of statements, lower is better).
 	Unit string `json:"unit"`
 	// CostRatio is pgcoord's cost over the baseline's: latency ÷ latency, or
 	// baseline throughput ÷ pgcoord throughput. 1.0 means as fast as the raw primitive.

@@ -169,7 +169,12 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 			}
 		}
 	}
+	wake, err := listenWakeups(ctx, p, newPS, opts.Ops*5)
+	if err != nil {
+		return nil, err
+	}
 	return []Row{
+		wake,
 		Latency("listen.deliver_p50.c1", "pg_notify → LISTEN p50", our.lat1.Percentile(50), rw.lat1.Percentile(50)),
 		Latency("listen.deliver_p99.c1", "pg_notify → LISTEN p99", our.lat1.Percentile(99), rw.lat1.Percentile(99)),
 		Latency("listen.deliver_p50.c8", "pg_notify → LISTEN p50, 8 senders", our.lat8.Percentile(50), rw.lat8.Percentile(50)),
@@ -263,4 +268,71 @@ func throughput(ctx context.Context, n, conc int, publish func(context.Context, 
 		}
 	}
 	return float64(n) / elapsed.Seconds(), lat, nil
+}
+
+// listenWakeups is listen.wakeups.c8: n transactions, each one PublishTx,
+// from 8 concurrent writers; the row is the number of reads of the log the
+// subscriber needed to deliver them all, against one read per wake-up.
+func listenWakeups(ctx context.Context, p *pgxpool.Pool, newPS func(string) (*listen.PubSub, error), n int) (Row, error) {
+	pub, err := newPS("wake-pub")
+	if err != nil {
+		return Row{}, err
+	}
+	defer pub.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	sub, err := newPS("wake-sub")
+	if err != nil {
+		return Row{}, err
+	}
+	defer sub.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	var got atomic.Int64
+	all := make(chan struct{})
+	if _, err := sub.Subscribe(ctx, "wake", func(context.Context, listen.Message) error {
+		if got.Add(1) == int64(n) {
+			close(all)
+		}
+		return nil
+	}, &listen.SubscribeOpts{BufferSize: n}); err != nil {
+		return Row{}, err
+	}
+	if err := sub.Start(ctx); err != nil {
+		return Row{}, err
+	}
+	before := sub.Stats().LogReads
+	errs := make(chan error, listenPublishers)
+	for w := range listenPublishers {
+		go func() {
+			for i := w; i < n; i += listenPublishers {
+				tx, err := p.Begin(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if err := pub.PublishTx(ctx, tx, "wake", i, nil); err != nil {
+					_ = tx.Rollback(ctx)
+					errs <- err
+					return
+				}
+				if err := tx.Commit(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range listenPublishers {
+		if err := <-errs; err != nil {
+			return Row{}, fmt.Errorf("bench listen: wake-ups: %w", err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(time.Minute):
+		return Row{}, fmt.Errorf("bench listen: wake-ups: %d of %d delivered", got.Load(), n)
+	case <-ctx.Done():
+		return Row{}, ctx.Err()
+	}
+	reads := float64(sub.Stats().LogReads - before)
+	return Row{Name: "listen.wakeups.c8", Pgcoord: reads, Baseline: float64(n), BaselineName: "one read per wake-up",
+		Unit: "reads", CostRatio: ratio(reads, float64(n))}, nil
 }

@@ -22,6 +22,7 @@ func TestListenSuiteRows(t *testing.T) {
 		"listen.deliver_p50.c1": "us", "listen.deliver_p99.c1": "us",
 		"listen.deliver_p50.c8": "us", "listen.deliver_p99.c8": "us",
 		"listen.throughput.c1": "ops/s", "listen.throughput.c8": "ops/s",
+		"listen.wakeups.c8": "reads",
 	}
 	require.Len(t, rows, len(want))
 	for _, r := range rows {

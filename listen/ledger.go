@@ -1,0 +1,178 @@
+package listen
+
+import (
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// snapshot is a PostgreSQL snapshot (pg_snapshot): every transaction below
+// xmax that is not in xip had ended when it was taken.
+type snapshot struct {
+	xmin, xmax uint64
+	xip        []uint64 // sorted
+}
+
+// parseSnapshot parses pg_snapshot's text form "xmin:xmax:xip,xip,...".
+func parseSnapshot(s string) (snapshot, error) {
+	var sn snapshot
+	f := strings.Split(s, ":")
+	if len(f) != 3 {
+		return sn, errors.New("malformed snapshot")
+	}
+	var err error
+	if sn.xmin, err = strconv.ParseUint(f[0], 10, 64); err != nil {
+		return sn, errors.New("malformed snapshot")
+	}
+	if sn.xmax, err = strconv.ParseUint(f[1], 10, 64); err != nil {
+		return sn, errors.New("malformed snapshot")
+	}
+	if f[2] != "" {
+		for _, x := range strings.Split(f[2], ",") {
+			v, err := strconv.ParseUint(x, 10, 64)
+			if err != nil {
+				return sn, errors.New("malformed snapshot")
+			}
+			sn.xip = append(sn.xip, v)
+		}
+		slices.Sort(sn.xip)
+	}
+	return sn, nil
+}
+
+// ended reports whether transaction x had ended (committed or aborted) when
+// the snapshot was taken.
+func (s snapshot) ended(x uint64) bool {
+	if x >= s.xmax {
+		return false
+	}
+	_, in := slices.BinarySearch(s.xip, x)
+	return !in
+}
+
+// xipFrom returns the xip entries not below from, as decimal strings (a
+// text[] parameter).
+func (s snapshot) xipFrom(from uint64) []string {
+	out := make([]string, 0, len(s.xip))
+	for _, x := range s.xip {
+		if x >= from {
+			out = append(out, strconv.FormatUint(x, 10))
+		}
+	}
+	return out
+}
+
+// ledger is the exactly-once state of one PubSub: which messages were
+// dispatched, whichever path (notification, catch-up, local after-commit)
+// found them.
+//
+// Invariant: every committed message of the app whose transaction had ended
+// in snap (snap.ended) has been dispatched, or deliberately skipped (published
+// before the first Start, or not addressed to this instance); delivered holds
+// the id → xid of every other dispatched message. A catch-up therefore reads
+// only the rows of transactions that had not ended in snap: those at or
+// above snap.xmax and those in snap.xip, however old snap.xmin is (a long
+// transaction anywhere on the server holds xmin back, not xmax). When a
+// catch-up that started with snapshot p has read everything, snap becomes p
+// and the ids p settles leave delivered.
+type ledger struct {
+	mu        sync.Mutex
+	snap      snapshot
+	delivered map[int64]uint64
+
+	// serverID is the system_identifier of the server snap came from;
+	// lastRead the database time of the latest complete catch-up there.
+	// switching is set while the catch-up after a switchover (from
+	// switchSince) has not finished: snap is then empty.
+	serverID    int64
+	lastRead    time.Time
+	switching   bool
+	switchSince time.Time
+}
+
+func newLedger() *ledger { return &ledger{delivered: map[int64]uint64{}} }
+
+// seenLocked reports whether the message was dispatched or skipped already.
+func (l *ledger) seenLocked(id int64, xid uint64) bool {
+	if l.snap.ended(xid) {
+		return true
+	}
+	_, ok := l.delivered[id]
+	return ok
+}
+
+func (l *ledger) seen(id int64, xid uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seenLocked(id, xid)
+}
+
+// claimLocked records the message as dispatched; false when it already was.
+func (l *ledger) claimLocked(id int64, xid uint64) bool {
+	if l.seenLocked(id, xid) {
+		return false
+	}
+	l.delivered[id] = xid
+	return true
+}
+
+// begin sets the ledger to a first snapshot (Start): what had ended then is
+// never delivered.
+func (l *ledger) begin(p snapshot, serverID int64, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.snap, l.serverID, l.lastRead = p, serverID, at
+	clear(l.delivered)
+}
+
+// complete records a catch-up that started with snapshot p and has read
+// every row p and the previous snapshot left open.
+func (l *ledger) complete(p snapshot, serverID int64, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.snap, l.serverID, l.lastRead, l.switching = p, serverID, at, false
+	for id, x := range l.delivered {
+		if p.ended(x) {
+			delete(l.delivered, id)
+		}
+	}
+}
+
+// startSwitch empties the ledger for a switchover (unless a previous one is
+// still unfinished) and returns the time from which the new server's
+// messages are delivered.
+func (l *ledger) startSwitch(margin time.Duration) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.switching {
+		l.switching = true
+		l.switchSince = l.lastRead.Add(-margin)
+		l.snap = snapshot{}
+		clear(l.delivered)
+	}
+	return l.switchSince
+}
+
+// state returns what a new catch-up starts from.
+func (l *ledger) state() (snap snapshot, serverID int64, switching bool, since time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.snap, l.serverID, l.switching, l.switchSince
+}
+
+// size returns the number of ids kept (for tests and stats).
+func (l *ledger) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.delivered)
+}
+
+// snapEnded reports whether the ledger's snapshot had seen x end.
+func (l *ledger) snapEnded(x uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.snap.ended(x)
+}
