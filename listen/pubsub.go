@@ -269,7 +269,7 @@ type PubSub struct {
 	pubMu       sync.Mutex     // guards pubQ
 	pubQ        publishQueue   // Publish group commit, see publisher.go
 	wg          sync.WaitGroup // listener, pruner and publish drainers
-	subWG       sync.WaitGroup // subscription goroutines
+	running     map[*Subscription]struct{} // subscriptions whose goroutine runs; guarded by mu
 
 	stats struct {
 		published, delivered, caughtUp, dropped, recovered, lost, reconnects, switchovers, logReads, handlerErrors atomic.Int64
@@ -300,6 +300,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 		physChannel: "pgcoord_" + hex.EncodeToString(sum[:12]),
 		subs:        map[string]map[*Subscription]struct{}{},
 		led:         newLedger(),
+		running:     map[*Subscription]struct{}{},
 		stmtTimeout: queryTimeout,
 	}
 	for i := 0; i < 8; i++ {
@@ -469,9 +470,15 @@ func (ps *PubSub) Healthy() bool { return ps.healthy.Load() }
 // are dropped; handlers that are running get a cancelled context, and Close
 // waits for them to return, or for ctx to end (then it returns ctx's error
 // and such a handler may still be running). When Close returns nil no
-// handler is running or will run. Close is safe to call twice and before
-// Start; every other call after it returns ErrClosed.
+// handler is running or will run, except the one Close was called from:
+// Close may be called from a handler or an OnResync callback (a "shut down"
+// or "reload" message), on the handler's goroutine or on another one with
+// the handler's context or one derived from it; it then stops everything
+// else, returns without waiting for that handler, and the handler's
+// subscription finishes when the handler returns. Close is safe to call
+// twice and before Start; every other call after it returns ErrClosed.
 func (ps *PubSub) Close(ctx context.Context) error {
+	gid := goroutineID()
 	ps.mu.Lock()
 	if ps.state == stateClosed {
 		ps.mu.Unlock()
@@ -485,6 +492,12 @@ func (ps *PubSub) Close(ctx context.Context) error {
 		}
 	}
 	ps.subs = map[string]map[*Subscription]struct{}{}
+	var wait []*Subscription // unsubscribed ones still running too
+	for s := range ps.running {
+		if !s.calledFrom(ctx, gid) {
+			wait = append(wait, s)
+		}
+	}
 	ps.mu.Unlock()
 
 	ps.healthy.Store(false)
@@ -495,7 +508,9 @@ func (ps *PubSub) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		ps.wg.Wait()
-		ps.subWG.Wait()
+		for _, s := range wait {
+			<-s.done
+		}
 		close(done)
 	}()
 	select {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,6 +58,7 @@ type Subscription struct {
 	dropped []int64 // ids of overflowed messages, in delivery order
 	stopped bool
 
+	gid      atomic.Uint64 // the goroutine's id (see goroutineID)
 	wake     chan struct{} // capacity 1: something was queued
 	stop     chan struct{} // closed by halt
 	done     chan struct{} // closed when the goroutine ends
@@ -107,7 +112,7 @@ func (ps *PubSub) Subscribe(ctx context.Context, channel string, h Handler, opts
 		ps.subs[channel] = set
 	}
 	set[s] = struct{}{}
-	ps.subWG.Add(1)
+	ps.running[s] = struct{}{}
 	go s.run()
 	return s, nil
 }
@@ -237,8 +242,13 @@ type pendingCall struct {
 // run is the subscription's goroutine: it calls the handler for queued
 // messages, fires debounced calls when due, and recovers dropped messages.
 func (s *Subscription) run() {
-	defer s.ps.subWG.Done()
-	defer close(s.done)
+	s.gid.Store(goroutineID())
+	defer func() {
+		s.ps.mu.Lock()
+		delete(s.ps.running, s)
+		s.ps.mu.Unlock()
+		close(s.done)
+	}()
 	var (
 		pending map[string]*pendingCall
 		timer   *time.Timer
@@ -327,7 +337,7 @@ func (s *Subscription) call(msg Message) {
 				slog.Int64("message_id", msg.ID), slog.Int("payload_bytes", len(msg.Payload)), slog.Any("panic", p))
 		}
 	}()
-	err := s.handler(ps.ctx, msg)
+	err := s.handler(s.handlerCtx(), msg)
 	ps.stats.delivered.Add(1)
 	if err != nil {
 		ps.stats.handlerErrors.Add(1)
@@ -345,7 +355,7 @@ func (s *Subscription) resync() {
 			s.ps.logger.Error("listen: OnResync panicked", slog.String("channel", s.channel), slog.Any("panic", p))
 		}
 	}()
-	s.onResync(s.ps.ctx)
+	s.onResync(s.handlerCtx())
 }
 
 // recoverDropped reads dropped messages back from the log and delivers them, after
@@ -388,4 +398,36 @@ func (s *Subscription) recoverDropped(ids []int64, deliver func(Message)) {
 			deliver(e.msg)
 		}
 	}
+}
+
+// handlerKey marks the context of a handler (and OnResync) call with its
+// subscription, so that Close called from it, with that context or one
+// derived from it, on any goroutine, does not wait for the handler itself.
+type handlerKey struct{}
+
+func (s *Subscription) handlerCtx() context.Context {
+	return context.WithValue(s.ps.ctx, handlerKey{}, s)
+}
+
+// calledFrom reports whether a Close with ctx comes from s's handler: on s's
+// goroutine, or with a context derived from its handler's.
+func (s *Subscription) calledFrom(ctx context.Context, gid uint64) bool {
+	if h, _ := ctx.Value(handlerKey{}).(*Subscription); h == s {
+		return true
+	}
+	return gid != 0 && s.gid.Load() == gid
+}
+
+// goroutineID returns the current goroutine's id, parsed from the first line
+// of its stack trace ("goroutine 42 [running]:"), or 0. Only Close uses it,
+// to know that it runs inside a handler.
+func goroutineID() uint64 {
+	var buf [64]byte
+	n := runtime.Stack(buf[:], false)
+	f := strings.Fields(string(buf[:n]))
+	if len(f) < 2 || f[0] != "goroutine" {
+		return 0
+	}
+	id, _ := strconv.ParseUint(f[1], 10, 64)
+	return id
 }

@@ -127,8 +127,13 @@ func (sm *SyncMessages) PublishTx(ctx context.Context, tx pgx.Tx, channel string
 
 // Close unsubscribes every sync subscription, drops pending debounced calls
 // and waits (bounded by ctx) for running handlers. After it returns nil no
-// sync handler runs. It does not close the PubSub. Safe to call twice.
+// sync handler runs, except the one Close was called from: like
+// [PubSub.Close], Close may be called from a sync handler (on its goroutine,
+// or with its context or one derived from it), and then returns without
+// waiting for that handler. It does not close the PubSub. Safe to call
+// twice.
 func (sm *SyncMessages) Close(ctx context.Context) error {
+	gid := goroutineID()
 	sm.mu.Lock()
 	if sm.closed {
 		sm.mu.Unlock()
@@ -142,6 +147,9 @@ func (sm *SyncMessages) Close(ctx context.Context) error {
 		s.Unsubscribe()
 	}
 	for s := range subs {
+		if s.calledFrom(ctx, gid) {
+			continue
+		}
 		if err := s.wait(ctx); err != nil {
 			return fmt.Errorf("listen: sync close: %w", err)
 		}
