@@ -104,7 +104,7 @@ func (l *listener) connect(ctx context.Context, first bool, resume *catchUp) (*p
 	// makes each page cost the whole log.
 	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	cfg.RuntimeParams["enable_bitmapscan"] = "off"
-	cctx, cancel := context.WithTimeout(ctx, ps.stmtTimeout)
+	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
@@ -133,7 +133,9 @@ func (l *listener) connect(ctx context.Context, first bool, resume *catchUp) (*p
 	} else {
 		c.resumed = true
 	}
-	done, err := l.page(cctx, conn, c, true)
+	rctx, rcancel := context.WithTimeout(ctx, ps.readTimeout)
+	defer rcancel()
+	done, err := l.page(rctx, conn, c, true)
 	if err != nil {
 		return fail(err)
 	}
@@ -215,7 +217,7 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 			c, wanted = l.newCatchUp(), false
 		}
 		if c != nil {
-			qctx, cancel := context.WithTimeout(ctx, ps.stmtTimeout)
+			qctx, cancel := context.WithTimeout(ctx, ps.readTimeout)
 			done, err := l.page(qctx, conn, c, false)
 			cancel()
 			if err != nil {
@@ -317,7 +319,7 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notific
 		if ps.led.seen(id, xid) {
 			return nil
 		}
-		qctx, cancel := context.WithTimeout(ctx, ps.stmtTimeout)
+		qctx, cancel := context.WithTimeout(ctx, ps.readTimeout)
 		defer cancel()
 		envs, err := l.fetch(qctx, conn, []int64{id})
 		if err != nil {

@@ -39,7 +39,7 @@ func TestLongTransactionBigBacklog(t *testing.T) {
 	insertBacklog(t, db, backlog) // before Start: never delivered
 	pub := started(t, db, "inst-pub", nil)
 	sub := instance(t, db, "inst-sub", nil)
-	sub.stmtTimeout = 300 * time.Millisecond // the whole backlog does not fit in one statement
+	sub.readTimeout = 300 * time.Millisecond // the whole backlog does not fit in one statement
 	got := subscribe(t, sub, "ch", nil)
 	require.NoError(t, sub.Start(ctx))
 

@@ -260,15 +260,15 @@ type PubSub struct {
 	// led is the exactly-once ledger (see ledger.go).
 	led *ledger
 
-	// stmtTimeout bounds every statement on the listener connection
-	// (queryTimeout; tests lower it).
-	stmtTimeout time.Duration
+	// readTimeout bounds each read of the log and fetch on the listener
+	// connection (queryTimeout; tests lower it).
+	readTimeout time.Duration
 
 	healthy     atomic.Bool
-	listenerPID atomic.Uint32  // backend pid of the current listener connection (for tests)
-	pubMu       sync.Mutex     // guards pubQ
-	pubQ        publishQueue   // Publish group commit, see publisher.go
-	wg          sync.WaitGroup // listener, pruner and publish drainers
+	listenerPID atomic.Uint32              // backend pid of the current listener connection (for tests)
+	pubMu       sync.Mutex                 // guards pubQ
+	pubQ        publishQueue               // Publish group commit, see publisher.go
+	wg          sync.WaitGroup             // listener, pruner and publish drainers
 	running     map[*Subscription]struct{} // subscriptions whose goroutine runs; guarded by mu
 
 	stats struct {
@@ -301,7 +301,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 		subs:        map[string]map[*Subscription]struct{}{},
 		led:         newLedger(),
 		running:     map[*Subscription]struct{}{},
-		stmtTimeout: queryTimeout,
+		readTimeout: queryTimeout,
 	}
 	for i := 0; i < 8; i++ {
 		ps.pruneKey = ps.pruneKey<<8 | int64(sum[12+i])
