@@ -72,16 +72,27 @@
 //     meanwhile.
 //   - Debounce: trailing edge per subscription and payload.
 //   - Close: after [PubSub.Close] returns nil no handler runs, including
-//     pending debounced calls.
+//     pending debounced calls, except the handler Close was called from:
+//     Close (and [SyncMessages.Close]) may be called from a handler; it
+//     stops everything else and returns, and that handler finishes on its
+//     own.
 //
 // # Failure model
+//
+// The table of faults (connection cut, server restart, failover, switchover,
+// long transaction, full NOTIFY queue, slow handler, SIGKILL, silent
+// partition), with the guarantee, the signal and the test of each, is
+// docs/failure-model.md. In short:
 //
 // While the listener is disconnected ([PubSub.Healthy] is false) messages are
 // delayed, not lost: they are delivered after the reconnection, after
 // OnResync. A message older than [Config.Retention] is pruned from the log
 // (by one instance of the app at a time), so an instance disconnected for
 // longer than Retention, or a subscription whose handler stays blocked for
-// longer, can miss messages; [Stats].Lost counts the latter. Handler errors
+// longer, can miss messages; [Stats].Lost counts the latter. Retention
+// counts from the publishing transaction's start: a PublishTx in a
+// transaction open longer than Retention can be pruned before a connected
+// listener reads it, uncounted (a known defect). Handler errors
 // and panics are logged with the channel and payload size, counted in
 // [Stats].HandlerErrors, and never stop delivery; they are not retried.
 // The log is a logged (durable) table, so a PostgreSQL crash loses only
