@@ -253,34 +253,24 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 	}
 	defer pool.Close()
 
-	n := &node{cfg: cfg, out: out, notified: map[string]notice{}}
-	p := &probe{n: n}
-	a, err := app.New(ctx, app.Config{
-		Name:       cfg.App,
-		Pool:       pool,
-		InstanceID: cfg.ID,
-		Plugins:    []app.Plugin{p},
-		// Every sync message is distinct; no debounce so each is counted.
-		Sync:   &listen.SyncConfig{Debounce: -1},
-		PubSub: &listen.Config{PollInterval: 500 * time.Millisecond, ReconnectMaxDelay: time.Second},
-		Queue: &queue.Config{
-			DefaultTimeout: 5 * time.Second,
-			RetryBackoff:   100 * time.Millisecond,
-		},
-		Lock: &advisorylock.Config{PollInterval: 200 * time.Millisecond, HealthCheckInterval: time.Second},
-		DefaultCache: &pgcache.CacheConfig{
-			NearCache: &pgcache.NearCacheConfig{},
-		},
-	})
-	if err != nil {
-		return err
-	}
-	n.app = a
-	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	err = a.Start(startCtx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("start: %w", err)
+	// A fault injected while the node starts (the injector terminating its
+	// connections in the middle of Start) fails Start, as it should; an
+	// orchestrator would then start the process again, and so does the
+	// node, a few times, with a fresh App.
+	var (
+		n *node
+		p *probe
+		a *app.App
+	)
+	for attempt := 1; ; attempt++ {
+		n, p, a, err = startNode(ctx, cfg, out, pool)
+		if err == nil {
+			break
+		}
+		if attempt == 5 {
+			return fmt.Errorf("start (attempt %d): %w", attempt, err)
+		}
+		fmt.Fprintf(os.Stderr, "node %s: start attempt %d failed, starting again: %v\n", cfg.ID, attempt, err)
 	}
 	out.emit(event{Ev: evReady})
 
@@ -356,6 +346,40 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 	out.emit(event{Ev: evStopped, N: n.reads.Load(), Reconnects: st.Reconnects, CaughtUp: st.CaughtUp,
 		NearHits: cs.NearHits, NearInvalidations: cs.NearInvalidations, NearFlushes: cs.NearFlushes})
 	return nil
+}
+
+// startNode builds and starts the node's App on pool.
+func startNode(ctx context.Context, cfg nodeConfig, out *emitter, pool *pgxpool.Pool) (*node, *probe, *app.App, error) {
+	n := &node{cfg: cfg, out: out, notified: map[string]notice{}}
+	p := &probe{n: n}
+	a, err := app.New(ctx, app.Config{
+		Name:       cfg.App,
+		Pool:       pool,
+		InstanceID: cfg.ID,
+		Plugins:    []app.Plugin{p},
+		// Every sync message is distinct; no debounce so each is counted.
+		Sync:   &listen.SyncConfig{Debounce: -1},
+		PubSub: &listen.Config{PollInterval: 500 * time.Millisecond, ReconnectMaxDelay: time.Second},
+		Queue: &queue.Config{
+			DefaultTimeout: 5 * time.Second,
+			RetryBackoff:   100 * time.Millisecond,
+		},
+		Lock: &advisorylock.Config{PollInterval: 200 * time.Millisecond, HealthCheckInterval: time.Second},
+		DefaultCache: &pgcache.CacheConfig{
+			NearCache: &pgcache.NearCacheConfig{},
+		},
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	n.app = a
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	err = a.Start(startCtx)
+	cancel()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("start: %w", err)
+	}
+	return n, p, a, nil
 }
 
 func nodeAppName(id string) string { return "pgcoord-it-" + id }

@@ -75,6 +75,11 @@ func (c *Cache) wrap(ctx context.Context, key string, ttl time.Duration, fn func
 		if c.spec.clusterSF {
 			return c.clusterLoad(ctx, key, ttl, fn)
 		}
+		// A flight that ended between this call's read and its Do has
+		// stored the value: read again rather than run fn a second time.
+		if e, ok, err := c.getEncoded(ctx, key); err != nil || ok {
+			return wrapResult{e: e}, err
+		}
 		return c.load(ctx, key, ttl, fn)
 	})
 	if err != nil {

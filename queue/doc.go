@@ -72,8 +72,10 @@
 //
 //   - SIGKILL, power loss: PostgreSQL ends the dead instance's session when
 //     its socket closes; its messages run again on another subscriber within
-//     [RescueBound] (3 s) plus a claim: SIGKILL to the rerun's start
-//     measured 2.5 to 3.1 s, median 2.9 s, over 6 runs under -race
+//     [RescueBound] (4 s) plus a claim: SIGKILL to the rerun's start
+//     measured 2.5 to 3.1 s, median 2.9 s, over 6 runs under -race with
+//     the earlier 2 s RescueGrace; the 3 s grace (more room for a live
+//     instance's reconnect on a loaded machine) adds one second
 //     (TestCrashedWorkerMessageIsRescued).
 //   - Silent partition: the server ends the partitioned backend within
 //     about 4 s (TCP keepalives and tcp_user_timeout set on the session);

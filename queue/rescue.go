@@ -22,7 +22,7 @@ const (
 	// before its running messages are handed back: it covers a reconnect
 	// after a cut connection or a server restart, so those never cause a
 	// second run of a live instance's message.
-	RescueGrace = 2 * time.Second
+	RescueGrace = 3 * time.Second
 	// RescueBound is the longest a dead instance's running message stays
 	// running once the database has ended the instance's session (at once
 	// for a killed process, within liveness.ServerDetect for a silent
