@@ -193,12 +193,16 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 	// Listener sessions. PostgreSQL shows no other session's LISTENs, so
 	// they are recognised by their last statement: a pgcoord listener
 	// connection only ever runs LISTEN and its catch-up reads of the messages
-	// log (bounded by pg_snapshot_xmin) while it waits for notifications.
+	// log (bounded by its snapshot, with the server's system_identifier)
+	// while it waits for notifications; a lock liveness session last checks
+	// pg_listening_channels(). (A guess from query text until connections
+	// carry their role in application_name.)
 	rows, err = pool.Query(ctx, `
 		SELECT pid, application_name, coalesce(state, ''), coalesce((now() - backend_start)::text, '')
 		FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'
-		  AND (query ILIKE 'listen %' OR (query LIKE '%pg_snapshot_xmin%' AND query LIKE '%' || $1 || '%'))
+		  AND (query ILIKE 'listen %' OR query LIKE '%pg_listening_channels()%'
+		       OR (query LIKE '%pg_current_snapshot()%' AND (query LIKE '%pg_control_system()%' OR query LIKE '%' || $1 || '%')))
 		ORDER BY backend_start`, pgx.Identifier{schema, "messages"}.Sanitize())
 	if err != nil {
 		return nil, fmt.Errorf("inspect listeners: %w", err)
