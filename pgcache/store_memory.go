@@ -216,11 +216,11 @@ func (s *memStore) incrBy(_ context.Context, _ querier, key string, n int64, ttl
 		}
 		cur, perr := strconv.ParseInt(string(old.e.raw), 10, 64)
 		if perr != nil || old.e.kind != kindJSON {
-			err = fmt.Errorf("%w: %q", ErrNotInteger, key)
+			err = ErrNotInteger // the caller names the key
 			return old, false
 		}
 		if (n > 0 && cur > math.MaxInt64-n) || (n < 0 && cur < math.MinInt64-n) {
-			err = fmt.Errorf("%w: %q: overflow", ErrNotInteger, key)
+			err = fmt.Errorf("%w: overflow", ErrNotInteger)
 			return old, false
 		}
 		out = cur + n

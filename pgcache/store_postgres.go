@@ -298,7 +298,11 @@ func (s *pgStore) incrBy(ctx context.Context, q querier, key string, n int64, tt
 	var v int64
 	err := s.q(q).QueryRow(ctx, s.sql.incr, s.app, s.prefix, key, n, micros(ttl)).Scan(&v)
 	if isDataError(err) {
-		return 0, fmt.Errorf("%w: %q: %w", ErrNotInteger, key, err)
+		// Not the server's message: it quotes the whole stored value. The
+		// caller names the key.
+		var pgErr *pgconn.PgError
+		errors.As(err, &pgErr)
+		return 0, fmt.Errorf("%w (SQLSTATE %s)", ErrNotInteger, pgErr.Code)
 	}
 	return v, err
 }
