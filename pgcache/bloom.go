@@ -81,7 +81,7 @@ func (b *BloomFilter) Reserve(ctx context.Context, key string, errorRate float64
 	_, err := c.m.pool.Exec(ctx, `INSERT INTO `+c.m.sql.table+` (app, prefix, key, kind, value) VALUES ($1, $2, $3, 1, $4)
 ON CONFLICT (app, prefix, key) DO NOTHING`, c.m.cfg.AppName, c.spec.prefix, key, raw)
 	if err != nil {
-		return fmt.Errorf("pgcache: reserve %q: %w", key, err)
+		return opErr("reserve", key, err)
 	}
 	return nil
 }
@@ -173,7 +173,7 @@ func (b *BloomFilter) MAdd(ctx context.Context, key string, values ...string) er
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pgcache: bloom add %q: %w", key, err)
+		return opErr("bloom add", key, err)
 	}
 	return nil
 }
@@ -203,7 +203,7 @@ func (b *BloomFilter) Exists(ctx context.Context, key, value string) (bool, erro
 			return false, nil
 		}
 		if err != nil {
-			return false, fmt.Errorf("pgcache: bloom exists %q: %w", key, err)
+			return false, opErr("bloom exists", key, err)
 		}
 	}
 	n, k, ok := parseBloomHeader(head)
@@ -227,7 +227,7 @@ func (b *BloomFilter) Exists(ctx context.Context, key, value string) (bool, erro
 WHERE app = $1 AND prefix = $2 AND key = $3 AND kind = 1 AND `+notExpired+` AND length(value)::bigint * 8 >= $5`,
 		c.m.cfg.AppName, c.spec.prefix, key, pos, int64(n)+bloomHeader*8).Scan(&all)
 	if err != nil {
-		return false, fmt.Errorf("pgcache: bloom exists %q: %w", key, err)
+		return false, opErr("bloom exists", key, err)
 	}
 	return all, nil
 }

@@ -235,7 +235,7 @@ func (c *Cache) getEncoded(ctx context.Context, key string) (encoded, bool, erro
 	}
 	e, _, ok, err := c.st.get(ctx, key)
 	if err != nil {
-		return encoded{}, false, fmt.Errorf("pgcache: get %q: %w", key, err)
+		return encoded{}, false, opErr("get", key, err)
 	}
 	c.count(ok)
 	return e, ok, nil
@@ -300,12 +300,12 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 	}
 	e, err := c.encode(value)
 	if err != nil {
-		return fmt.Errorf("pgcache: set %q: %w", key, err)
+		return opErr("set", key, err)
 	}
 	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.set(ctx, q, key, e, c.ttlFor(ttl))
 	}); err != nil {
-		return fmt.Errorf("pgcache: set %q: %w", key, err)
+		return opErr("set", key, err)
 	}
 	c.stats.sets.Add(1)
 	c.logDebug(ctx, "pgcache: set", key, len(e.raw))
@@ -327,12 +327,12 @@ func (c *Cache) SetTx(ctx context.Context, tx pgx.Tx, key string, value any, ttl
 	}
 	e, err := c.encode(value)
 	if err != nil {
-		return fmt.Errorf("pgcache: set %q: %w", key, err)
+		return opErr("set", key, err)
 	}
 	if err := c.writeTx(ctx, tx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.set(ctx, q, key, e, c.ttlFor(ttl))
 	}); err != nil {
-		return fmt.Errorf("pgcache: set %q: %w", key, err)
+		return opErr("set", key, err)
 	}
 	c.stats.sets.Add(1)
 	return nil
@@ -350,7 +350,7 @@ func (c *Cache) Del(ctx context.Context, key string) error {
 	if err := c.write(ctx, keys, false, func(ctx context.Context, q querier) error {
 		return c.st.del(ctx, q, keys)
 	}); err != nil {
-		return fmt.Errorf("pgcache: del %q: %w", key, err)
+		return opErr("del", key, err)
 	}
 	c.stats.deletes.Add(1)
 	return nil
@@ -368,7 +368,7 @@ func (c *Cache) DelTx(ctx context.Context, tx pgx.Tx, key string) error {
 	if err := c.writeTx(ctx, tx, keys, false, func(ctx context.Context, q querier) error {
 		return c.st.del(ctx, q, keys)
 	}); err != nil {
-		return fmt.Errorf("pgcache: del %q: %w", key, err)
+		return opErr("del", key, err)
 	}
 	c.stats.deletes.Add(1)
 	return nil
@@ -385,7 +385,7 @@ func (c *Cache) Reset(ctx context.Context) error {
 	if err := c.write(ctx, nil, true, func(ctx context.Context, q querier) error {
 		return c.st.reset(ctx, q)
 	}); err != nil {
-		return fmt.Errorf("pgcache: reset %q: %w", c.spec.name, err)
+		return opErr("reset", c.spec.name, err)
 	}
 	c.stats.resets.Add(1)
 	return nil
@@ -418,7 +418,7 @@ func (c *Cache) MSet(ctx context.Context, items []Item, ttl time.Duration) error
 		}
 		e, err := c.encode(it.Value)
 		if err != nil {
-			return fmt.Errorf("pgcache: mset %q: %w", it.Key, err)
+			return opErr("mset", it.Key, err)
 		}
 		if i, ok := idx[it.Key]; ok {
 			vals[i] = e
@@ -520,7 +520,7 @@ func (c *Cache) Keys(ctx context.Context, pattern string) ([]string, error) {
 	}
 	keys, err := c.st.keys(ctx, pattern)
 	if err != nil {
-		return nil, fmt.Errorf("pgcache: keys %q: %w", pattern, err)
+		return nil, opErr("keys", pattern, err)
 	}
 	if keys == nil {
 		keys = []string{}

@@ -42,7 +42,7 @@ func (k *Counter) IncrBy(ctx context.Context, key string, n int64, ttl time.Dura
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("pgcache: incr %q: %w", key, err)
+		return 0, opErr("incr", key, err)
 	}
 	return v, nil
 }
@@ -59,7 +59,7 @@ func (k *Counter) Get(ctx context.Context, key string) (int64, error) {
 	// Counters bypass the near cache: they change too often to be worth it.
 	e, _, ok, err := c.st.get(ctx, key)
 	if err != nil {
-		return 0, fmt.Errorf("pgcache: counter get %q: %w", key, err)
+		return 0, opErr("counter get", key, err)
 	}
 	if !ok {
 		return 0, nil

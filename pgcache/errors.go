@@ -3,6 +3,8 @@ package pgcache
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 var (
@@ -72,3 +74,21 @@ type CacheNotFoundError struct {
 func (e *CacheNotFoundError) Error() string {
 	return fmt.Sprintf("pgcache: cache %q not found", e.Name)
 }
+
+// opError is the error of one operation on one key (or cache, or pattern):
+// "pgcache: set "k": <cause>", said once even when the cause is one of this
+// package's errors, which begin with "pgcache: " themselves.
+type opError struct {
+	op, name string
+	err      error
+}
+
+// opErr wraps err as the failure of op on name; errors.Is and errors.As see
+// err.
+func opErr(op, name string, err error) error { return &opError{op: op, name: name, err: err} }
+
+func (e *opError) Error() string {
+	return "pgcache: " + e.op + " " + strconv.Quote(e.name) + ": " + strings.TrimPrefix(e.err.Error(), "pgcache: ")
+}
+
+func (e *opError) Unwrap() error { return e.err }

@@ -11,7 +11,8 @@ import (
 	"github.com/pgcoord/pgcoord/pgcache"
 )
 
-// An error never carries the user's whole value, nor names the key twice.
+// An error never carries the user's whole value, nor names the key or the
+// package twice.
 func TestErrorsDoNotEmbedValuesOrStutter(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
@@ -26,6 +27,11 @@ func TestErrorsDoNotEmbedValuesOrStutter(t *testing.T) {
 			require.ErrorIs(t, err, pgcache.ErrNotInteger)
 			require.Less(t, len(err.Error()), 300, "the error must not embed the 10 MB value")
 			require.Equal(t, 1, strings.Count(err.Error(), `"k"`), "no stutter: %s", err)
+			require.Equal(t, 1, strings.Count(err.Error(), "pgcache:"), "no stutter: %s", err)
+
+			err = c.Set(ctx, "k2", make(chan int), 0)
+			require.Error(t, err)
+			require.Equal(t, 1, strings.Count(err.Error(), "pgcache:"), "no stutter: %s", err)
 		})
 	}
 }

@@ -213,7 +213,7 @@ func (n *nearCache) get(ctx context.Context, key string) (encoded, bool, error) 
 	gen := n.gen.Load()
 	e, rem, ok, err := n.c.pg.getTTL(ctx, key)
 	if err != nil {
-		return encoded{}, false, fmt.Errorf("pgcache: get %q: %w", key, err)
+		return encoded{}, false, opErr("get", key, err)
 	}
 	n.c.count(ok)
 	if ok {

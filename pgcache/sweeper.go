@@ -87,7 +87,7 @@ func (m *Manager) Sweep(ctx context.Context) error {
 	var errs []error
 	for _, c := range bounded {
 		if err := m.evict(ctx, c); err != nil {
-			errs = append(errs, fmt.Errorf("pgcache: evict %q: %w", c.spec.name, err))
+			errs = append(errs, opErr("evict", c.spec.name, err))
 		}
 	}
 	return errors.Join(errs...)

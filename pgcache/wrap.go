@@ -97,7 +97,7 @@ func (c *Cache) load(ctx context.Context, key string, ttl time.Duration, fn func
 	}
 	e, err := c.encode(v)
 	if err != nil {
-		return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
+		return wrapResult{}, opErr("wrap", key, err)
 	}
 	err = c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error { return c.st.set(ctx, q, key, e, c.ttlFor(ttl)) })
 	if err != nil {
@@ -119,7 +119,7 @@ func (c *Cache) clusterLoad(ctx context.Context, key string, ttl time.Duration, 
 	for {
 		got, gen, err := c.m.wrapLocks.tryLock(ctx, lockName)
 		if err != nil {
-			return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
+			return wrapResult{}, opErr("wrap", key, err)
 		}
 		if got {
 			res, err := c.loadLocked(ctx, key, ttl, fn)
@@ -144,7 +144,7 @@ func (c *Cache) clusterLoad(ctx context.Context, key string, ttl time.Duration, 
 		delay = min(2*delay, wrapPollMax)
 		e, _, ok, err := c.pg.get(ctx, key)
 		if err != nil {
-			return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
+			return wrapResult{}, opErr("wrap", key, err)
 		}
 		if ok {
 			return wrapResult{e: e}, nil
@@ -157,7 +157,7 @@ func (c *Cache) clusterLoad(ctx context.Context, key string, ttl time.Duration, 
 func (c *Cache) loadLocked(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
 	e, _, ok, err := c.pg.get(ctx, key)
 	if err != nil {
-		return wrapResult{}, fmt.Errorf("pgcache: wrap %q: %w", key, err)
+		return wrapResult{}, opErr("wrap", key, err)
 	}
 	if ok {
 		return wrapResult{e: e}, nil
@@ -225,7 +225,7 @@ func (c *Cache) WrapWithCondition(ctx context.Context, key string, fn func(ctx c
 		return v, nil
 	}
 	if encErr != nil {
-		return v, fmt.Errorf("pgcache: wrap %q: %w", key, encErr)
+		return v, opErr("wrap", key, encErr)
 	}
 	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.set(ctx, q, key, enc, c.ttlFor(o.TTL))
