@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("redis-vs-pgcoord", flag.ContinueOnError)
 	ops := fs.Int("ops", 2000, "operations per measurement")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
+	fast := fs.Bool("fast-server", false, "run the throwaway PostgreSQL with fsync, synchronous_commit and full_page_writes off (default: production durability)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopRedis()
-	pool, stopPG, err := openPostgres(ctx)
+	pool, stopPG, err := openPostgres(ctx, &pglocal.Options{Durable: !*fast})
 	if err != nil {
 		return err
 	}
@@ -311,11 +312,11 @@ func openRedis(ctx context.Context) (*redis.Client, func(), error) {
 	return c, func() { _ = c.Close(); stop() }, nil
 }
 
-func openPostgres(ctx context.Context) (*pgxpool.Pool, func(), error) {
+func openPostgres(ctx context.Context, local *pglocal.Options) (*pgxpool.Pool, func(), error) {
 	url := os.Getenv("PGCOORD_DATABASE_URL")
 	stopLocal := func() {}
 	if url == "" {
-		srv, err := pglocal.Start(ctx)
+		srv, err := pglocal.StartWith(ctx, local)
 		if err != nil {
 			return nil, nil, err
 		}

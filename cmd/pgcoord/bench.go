@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgcoord/pgcoord/internal/bench"
 	"github.com/pgcoord/pgcoord/migrations"
 )
@@ -32,6 +33,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	db.register(fs)
 	asJSON := fs.Bool("json", false, `one JSON object per line: {"name","pgcoord","baseline","baseline_name","unit","cost_ratio"}`)
 	ops := fs.Int("ops", 0, "operations per measurement (default: each suite's own)")
+	fast := fs.Bool("fast-server", false, "run the throwaway server with fsync, synchronous_commit and full_page_writes off (faster, not what production runs; default: production durability)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord bench [cache|listen|queue|lock|all] [--json] [flags]
 
@@ -39,7 +41,9 @@ Measures each pgcoord operation side by side with the raw PostgreSQL primitive
 it is built on, in the same run on the same server, and prints both figures
 and their cost ratio (pgcoord's cost over the baseline's: latency / latency, or
 baseline throughput / pgcoord throughput; 1.0 = as fast as the raw primitive).
-Without a database URL it starts a throwaway local PostgreSQL.
+Without a database URL it starts a throwaway local PostgreSQL with production
+durability (fsync, synchronous_commit and full_page_writes on); --fast-server
+turns all three off. The server's settings are printed with the results.
 
 Flags:
 `)
@@ -65,6 +69,7 @@ Flags:
 		return fmt.Errorf("unknown suite %q: want cache, listen, queue, lock or all", which)
 	}
 
+	db.local.Durable = !*fast
 	pool, local, err := db.open(ctx, true, stderr)
 	if err != nil {
 		return err
@@ -79,6 +84,11 @@ Flags:
 	if _, err := migrations.Up(ctx, pool, &migrations.Options{Schema: db.schema, Logger: logger}); err != nil {
 		return err
 	}
+	server, err := describeServer(ctx, pool)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "pgcoord bench: server %s\n", server)
 	opts := bench.Options{Ops: *ops, Schema: db.schema, Prefix: fmt.Sprintf("bench%d", time.Now().UnixNano())}
 
 	var all []bench.Row
@@ -101,7 +111,20 @@ Flags:
 	if *asJSON {
 		return nil
 	}
+	fmt.Fprintf(stdout, "server: %s\n", server)
 	return printRows(stdout, all)
+}
+
+// describeServer names the server's version and the settings that decide what
+// a commit costs, so every result says which durability it was measured with.
+func describeServer(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	var version, fsync, syncCommit, fpw string
+	err := pool.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
+		current_setting('synchronous_commit'), current_setting('full_page_writes')`).Scan(&version, &fsync, &syncCommit, &fpw)
+	if err != nil {
+		return "", fmt.Errorf("read server settings: %w", err)
+	}
+	return fmt.Sprintf("PostgreSQL %s, fsync=%s synchronous_commit=%s full_page_writes=%s", version, fsync, syncCommit, fpw), nil
 }
 
 func printRows(w io.Writer, rows []bench.Row) error {

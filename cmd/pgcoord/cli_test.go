@@ -223,6 +223,8 @@ func TestBenchJSONRows(t *testing.T) {
 	db := pgtest.NewDB(t)
 	code, out, errOut := runCLI(t, "bench", "lock", "--json", "--ops", "40", "--database-url", db.URL)
 	require.Zero(t, code, errOut)
+	require.Contains(t, errOut, "pgcoord bench: server PostgreSQL ", "every run says which server and durability it measured")
+	require.Contains(t, errOut, " synchronous_commit=")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	names := map[string]bool{}
 	for _, line := range lines {

@@ -101,6 +101,8 @@ var errUsage = errors.New("usage")
 type dbFlags struct {
 	url    string
 	schema string
+	// local configures the throwaway server open starts when url is empty.
+	local pglocal.Options
 }
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
@@ -126,7 +128,7 @@ func (d *dbFlags) open(ctx context.Context, throwaway bool, stderr io.Writer) (*
 		}
 		fmt.Fprintln(stderr, "pgcoord: PGCOORD_DATABASE_URL is not set; starting a throwaway local PostgreSQL")
 		var err error
-		local, err = pglocal.Start(ctx)
+		local, err = pglocal.StartWith(ctx, &d.local)
 		if err != nil {
 			if errors.Is(err, pglocal.ErrNoPostgres) {
 				return nil, nil, fmt.Errorf("no PostgreSQL found: install it with apt-get install -y postgresql, or set PGCOORD_DATABASE_URL")

@@ -65,8 +65,20 @@ func versionOf(binDir string) int {
 	return v
 }
 
+// Options configure a throwaway server. The zero value (and nil) is the
+// fast, non-durable server the tests use.
+type Options struct {
+	// Durable runs the server with PostgreSQL's production durability
+	// defaults (fsync, synchronous_commit and full_page_writes on), so a
+	// commit waits for its WAL flush as it would in production. Without it
+	// the server runs with all three off: fast, and fine for tests, but it
+	// hides the cost of every WAL flush, so benchmarks default to Durable.
+	Durable bool
+}
+
 // Server is a PostgreSQL server run as a child process.
 type Server struct {
+	durable bool
 	binDir  string
 	dir     string // temp root: data/, socket, log
 	port    int
@@ -79,14 +91,19 @@ type Server struct {
 	done chan struct{}
 }
 
-// Start initialises and starts a throwaway server. Stop it with Stop, which
-// also removes its directory.
+// Start initialises and starts a throwaway, non-durable server (see
+// [Options]). Stop it with Stop, which also removes its directory.
 func Start(ctx context.Context) (*Server, error) {
+	return StartWith(ctx, nil)
+}
+
+// StartWith is Start with options; nil opts is the zero Options.
+func StartWith(ctx context.Context, opts *Options) (*Server, error) {
 	binDir, err := FindBinDir()
 	if err != nil {
 		return nil, err
 	}
-	ls := &Server{binDir: binDir}
+	ls := &Server{binDir: binDir, durable: opts != nil && opts.Durable}
 	if ls.dir, err = os.MkdirTemp("", "pgcoord-pg-"); err != nil {
 		return nil, err
 	}
@@ -167,19 +184,20 @@ func (ls *Server) start(ctx context.Context) error {
 	if ls.cred != nil {
 		_ = os.Chown(ls.logPath, int(ls.cred.Uid), int(ls.cred.Gid))
 	}
-	// Not CommandContext: the server must outlive the ctx of the call that starts it.
-	cmd := ls.command(context.Background(), "postgres",
+	args := []string{
 		"-D", filepath.Join(ls.dir, "data"),
 		"-p", strconv.Itoa(ls.port),
 		"-k", ls.dir,
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
 		"-c", "max_connections=400",
 		"-c", "shared_buffers=128MB",
 		"-c", "max_locks_per_transaction=256",
-	)
+	}
+	if !ls.durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	// Not CommandContext: the server must outlive the ctx of the call that starts it.
+	cmd := ls.command(context.Background(), "postgres", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Stop the server if the test binary dies without cleaning up.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
