@@ -9,6 +9,8 @@ import (
 	"math"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/txhooks"
 )
 
 // BloomFilterCacheName is the cache that holds the bloom filters of a
@@ -78,8 +80,13 @@ func (b *BloomFilter) Reserve(ctx context.Context, key string, errorRate float64
 		})
 		return nil
 	}
-	_, err := c.m.pool.Exec(ctx, `INSERT INTO `+c.m.sql.table+` (app, prefix, key, kind, value) VALUES ($1, $2, $3, 1, $4)
+	// Through Cache.write like every write: a near cache of the prefix is
+	// invalidated (or the write checked that none holds it).
+	err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO `+c.m.sql.table+` (app, prefix, key, kind, value) VALUES ($1, $2, $3, 1, $4)
 ON CONFLICT (app, prefix, key) DO NOTHING`, c.m.cfg.AppName, c.spec.prefix, key, raw)
+		return err
+	})
 	if err != nil {
 		return opErr("reserve", key, err)
 	}
@@ -154,28 +161,39 @@ func (b *BloomFilter) MAdd(ctx context.Context, key string, values ...string) er
 		})
 		return nil
 	}
-	err := pgx.BeginFunc(ctx, c.m.pool, func(tx pgx.Tx) error {
-		var raw []byte
-		err := tx.QueryRow(ctx, `SELECT value FROM `+c.m.sql.table+` WHERE app = $1 AND prefix = $2 AND key = $3 AND kind = 1 AND `+notExpired+` FOR UPDATE`,
-			c.m.cfg.AppName, c.spec.prefix, key).Scan(&raw)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		out, ok := setBits(raw)
-		if !ok {
-			return nil
-		}
-		_, err = tx.Exec(ctx, `UPDATE `+c.m.sql.table+` SET value = $4, written_at = clock_timestamp() WHERE app = $1 AND prefix = $2 AND key = $3`,
-			c.m.cfg.AppName, c.spec.prefix, key, out)
-		return err
+	// A read-modify-write under the row lock, in a transaction that also
+	// carries the near-cache registry check and, when a near cache may hold
+	// the prefix, the invalidation (Cache.writeTx, as SetTx).
+	keys := []string{key}
+	err := txhooks.Run(ctx, c.m.pool, func(ctx context.Context, tx *txhooks.Tx) error {
+		return c.writeTx(ctx, tx, keys, false, func(ctx context.Context, q querier) error {
+			return bloomAddSQL(ctx, c, q, key, setBits)
+		})
 	})
 	if err != nil {
 		return opErr("bloom add", key, err)
 	}
 	return nil
+}
+
+// bloomAddSQL sets the bits of a postgres-stored filter inside q, a transaction.
+func bloomAddSQL(ctx context.Context, c *Cache, tx querier, key string, setBits func([]byte) ([]byte, bool)) error {
+	var raw []byte
+	err := tx.QueryRow(ctx, `SELECT value FROM `+c.m.sql.table+` WHERE app = $1 AND prefix = $2 AND key = $3 AND kind = 1 AND `+notExpired+` FOR UPDATE`,
+		c.m.cfg.AppName, c.spec.prefix, key).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	out, ok := setBits(raw)
+	if !ok {
+		return nil
+	}
+	_, err = tx.Exec(ctx, `UPDATE `+c.m.sql.table+` SET value = $4, written_at = clock_timestamp() WHERE app = $1 AND prefix = $2 AND key = $3`,
+		c.m.cfg.AppName, c.spec.prefix, key, out)
+	return err
 }
 
 // Exists reports whether value may have been added to the filter key (false

@@ -79,3 +79,48 @@ func TestBloomFilter(t *testing.T) {
 		}
 	}
 }
+
+// A bloom-filter write is a write like any other: a near cache holding the
+// filter's prefix is invalidated, on the writer's instance before the write
+// returns and on other instances once delivered. Before, Reserve and MAdd
+// wrote cache_entries directly, skipping the near-cache registry check.
+func TestBloomFilterInvalidatesNearCaches(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	near := &pgcache.NearCacheConfig{}
+	a := newPlainInstance(t, db, "inst-a", false)
+	aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "bf-near", Prefix: pgcache.BloomFilterCacheName, NearCache: near})
+	aBloom, err := a.CreateBloomFilter(ctx, nil)
+	require.NoError(t, err)
+	b := newPlainInstance(t, db, "inst-b", false)
+	bBloom, err := b.CreateBloomFilter(ctx, nil)
+	require.NoError(t, err)
+
+	// cachedBits reads the filter through the near cache until it is served
+	// from memory, and returns its bytes.
+	cachedBits := func() []byte {
+		t.Helper()
+		v, ok, err := pgcache.Get[[]byte](ctx, aNear, "bf")
+		require.NoError(t, err)
+		require.True(t, ok)
+		hits := aNear.Stats().NearHits
+		again, _, err := pgcache.Get[[]byte](ctx, aNear, "bf")
+		require.NoError(t, err)
+		require.Equal(t, v, again)
+		require.Equal(t, hits+1, aNear.Stats().NearHits, "served from the near cache")
+		return v
+	}
+
+	require.NoError(t, aBloom.Reserve(ctx, "bf", 0.01, 100))
+	empty := cachedBits()
+	require.NoError(t, aBloom.Add(ctx, "bf", "x"))
+	require.NotEqual(t, empty, cachedBits(), "same-instance bloom write seen at once")
+
+	before := cachedBits()
+	inval := aNear.Stats().NearInvalidations
+	require.NoError(t, bBloom.MAdd(ctx, "bf", "y", "z"))
+	require.Eventually(t, func() bool { return aNear.Stats().NearInvalidations > inval }, waitFor, tick,
+		"bloom write on another instance invalidates")
+	require.NotEqual(t, before, cachedBits())
+}

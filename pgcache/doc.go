@@ -129,7 +129,8 @@
 // [Manager.CreateBloomFilter] gives NocoBase's experimental bloom filters
 // (Reserve, Add, MAdd, Exists) stored in the "bloom-filter" cache; on the
 // postgres store additions lock the filter's row, so they are atomic across
-// instances.
+// instances. They are writes like any other: a near cache of the
+// "bloom-filter" prefix is invalidated by them.
 //
 // # Failure model
 //
