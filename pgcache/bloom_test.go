@@ -88,9 +88,8 @@ func TestBloomFilterInvalidatesNearCaches(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
-	near := &pgcache.NearCacheConfig{}
 	a := newPlainInstance(t, db, "inst-a", false)
-	aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "bf-near", Prefix: pgcache.BloomFilterCacheName, NearCache: near})
+	aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "bf-near", Prefix: pgcache.BloomFilterCacheName, NearCache: &pgcache.NearCacheConfig{}})
 	aBloom, err := a.CreateBloomFilter(ctx, nil)
 	require.NoError(t, err)
 	b := newPlainInstance(t, db, "inst-b", false)

@@ -189,19 +189,24 @@ func (m *Manager) renewLoop(ctx context.Context, done chan struct{}) {
 			return
 		case <-t.C:
 		}
-		m.near.mu.Lock()
-		regs := make([]*nearReg, 0, len(m.near.regs))
-		for _, r := range m.near.regs {
-			regs = append(regs, r)
-		}
-		m.near.mu.Unlock()
-		for _, r := range regs {
+		for _, r := range m.nearRegs() {
 			if err := m.renew(ctx, r); err != nil && ctx.Err() == nil {
 				m.logger.WarnContext(ctx, "pgcache: near cache registration not renewed; its near caches stop serving when it lapses",
 					slog.String("prefix", r.prefix), slog.Any("error", err))
 			}
 		}
 	}
+}
+
+// nearRegs returns this Manager's registrations.
+func (m *Manager) nearRegs() []*nearReg {
+	m.near.mu.Lock()
+	defer m.near.mu.Unlock()
+	regs := make([]*nearReg, 0, len(m.near.regs))
+	for _, r := range m.near.regs {
+		regs = append(regs, r)
+	}
+	return regs
 }
 
 func (m *Manager) renew(ctx context.Context, r *nearReg) error {
