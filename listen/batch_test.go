@@ -108,20 +108,3 @@ func TestConcurrentPublish(t *testing.T) {
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(DISTINCT xid) FROM pgcoord.messages WHERE payload::text NOT LIKE '"barrier%'`).Scan(&txs))
 	t.Logf("%d messages in %d transactions", n, txs)
 }
-
-func TestParseMalformed(t *testing.T) {
-	t.Parallel()
-	for _, p := range []string{"I", "I1,2,3:x", "Ia,2,3,0,0,0:", "I1,2,3,0,5,5:short", "R1", "Rx,1", "B", "B5:ab", "B1:a1,2,3,0,9,9:x", "B1:ax,2,3,0,0,0:"} {
-		switch p[0] {
-		case 'I':
-			_, err := parseInline(p)
-			require.Error(t, err, p)
-		case 'R':
-			_, _, err := parseRef(p)
-			require.Error(t, err, p)
-		case 'B':
-			_, err := parseBatch(p)
-			require.Error(t, err, p)
-		}
-	}
-}

@@ -119,6 +119,37 @@ func (l *ledger) claimLocked(id int64, xid uint64) bool {
 	return true
 }
 
+// claimEach calls fn, under the ledger's lock, for each message of envs
+// not dispatched before, after recording it as dispatched.
+func (l *ledger) claimEach(envs []envelope, fn func(*envelope)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range envs {
+		if l.claimLocked(envs[i].msg.ID, envs[i].xid) {
+			fn(&envs[i])
+		}
+	}
+}
+
+// claimUnwanted records the rows not dispatched before whose channel is
+// unwanted as dispatched, and returns the ids of the other rows not
+// dispatched before.
+func (l *ledger) claimUnwanted(rows []logRow, unwanted func(channel string) bool) []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var want []int64
+	for _, r := range rows {
+		switch {
+		case l.seenLocked(r.id, r.xid):
+		case unwanted(r.channel):
+			l.claimLocked(r.id, r.xid)
+		default:
+			want = append(want, r.id)
+		}
+	}
+	return want
+}
+
 // begin sets the ledger to a first snapshot (Start): what had ended then is
 // never delivered.
 func (l *ledger) begin(p snapshot, serverID int64, at time.Time) {
@@ -168,6 +199,14 @@ func (l *ledger) size() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.delivered)
+}
+
+// shiftXmax moves the snapshot's xmax by d (tests: as if transaction ids
+// had gone back).
+func (l *ledger) shiftXmax(d uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.snap.xmax += d
 }
 
 // snapEnded reports whether the ledger's snapshot had seen x end.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -265,17 +264,17 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 				return c, err
 			}
 		}
-		if n.Channel != ps.physChannel || n.Payload == "" {
+		if n.Channel != ps.physChannel {
 			continue
 		}
-		if n.Payload[0] == 'W' {
+		if isWake(n.Payload) {
 			wanted = true
 			for { // coalesce the wake-ups already received
 				m := l.buffered(conn)
 				if m == nil {
 					break
 				}
-				if m.Channel == ps.physChannel && m.Payload != "W" {
+				if m.Channel == ps.physChannel && !isWake(m.Payload) {
 					held = m
 					break
 				}
@@ -286,7 +285,12 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 			held = n // the catch-up first
 			continue
 		}
-		if err := l.handle(ctx, conn, n); err != nil {
+		nt, err := decodeNotification(n.Payload)
+		if err != nil {
+			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.String("app", ps.cfg.AppName), slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
+			continue
+		}
+		if err := l.handle(ctx, conn, nt); err != nil {
 			return c, err
 		}
 	}
@@ -300,37 +304,20 @@ func (l *listener) buffered(conn *pgx.Conn) *pgconn.Notification {
 }
 
 // handle processes one notification other than a wake-up.
-func (l *listener) handle(ctx context.Context, conn *pgx.Conn, n *pgconn.Notification) error {
+func (l *listener) handle(ctx context.Context, conn *pgx.Conn, nt notification) error {
 	ps := l.ps
-	switch n.Payload[0] {
-	case 'I':
-		env, err := parseInline(n.Payload)
-		if err != nil {
-			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
-			return nil
-		}
-		ps.dispatch([]envelope{env}, false)
-	case 'R':
-		id, xid, err := parseRef(n.Payload)
-		if err != nil {
-			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
-			return nil
-		}
-		if ps.led.seen(id, xid) {
+	switch nt.kind {
+	case kindInline:
+		ps.dispatch(nt.envs, false)
+	case kindRef:
+		if ps.led.seen(nt.id, nt.xid) {
 			return nil
 		}
 		qctx, cancel := context.WithTimeout(ctx, ps.readTimeout)
 		defer cancel()
-		envs, err := l.fetch(qctx, conn, []int64{id})
+		envs, err := l.fetch(qctx, conn, []int64{nt.id})
 		if err != nil {
 			return err
-		}
-		ps.dispatch(envs, false)
-	case 'B':
-		envs, err := parseBatch(n.Payload)
-		if err != nil {
-			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
-			return nil
 		}
 		ps.dispatch(envs, false)
 	}
@@ -532,77 +519,3 @@ func fetchMessages(ctx context.Context, q querier, ps *PubSub, ids []int64) ([]e
 	}
 	return envs, nil
 }
-
-var errMalformed = errors.New("malformed notification")
-
-// parseHeader parses "<id>,<xid>,<unix_micros>,<flags>,<len1>,<len2>", the
-// header of an inline message and of each message of a batch. It returns the
-// envelope's fixed fields and the two lengths, which it checks against rest,
-// the text after the header.
-func parseHeader(h, rest string) (envelope, int, int, error) {
-	var env envelope
-	f := strings.Split(h, ",")
-	if len(f) != 6 {
-		return env, 0, 0, errMalformed
-	}
-	var nums [6]int64
-	for i, s := range f {
-		if i == 1 {
-			continue
-		}
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return env, 0, 0, errMalformed
-		}
-		nums[i] = v
-	}
-	xid, err := strconv.ParseUint(f[1], 10, 64)
-	if err != nil {
-		return env, 0, 0, errMalformed
-	}
-	l1, l2 := nums[4], nums[5]
-	if l1 < 0 || l2 < 0 || l1+l2 > int64(len(rest)) {
-		return env, 0, 0, errMalformed
-	}
-	env.msg.ID, env.xid = nums[0], xid
-	env.msg.PublishedAt = microsTime(nums[2])
-	env.skipSelf, env.onlySelf = nums[3]&1 != 0, nums[3]&2 != 0
-	return env, int(l1), int(l2), nil
-}
-
-// parseInline parses "I<header>:<sender><channel><payload>" (see parseHeader;
-// the two lengths are the sender's and the channel's).
-func parseInline(p string) (envelope, error) {
-	colon := strings.IndexByte(p, ':')
-	if colon < 0 {
-		return envelope{}, errMalformed
-	}
-	rest := p[colon+1:]
-	env, sl, cl, err := parseHeader(p[1:colon], rest)
-	if err != nil {
-		return envelope{}, err
-	}
-	env.msg.Sender = rest[:sl]
-	env.msg.Channel = rest[sl : sl+cl]
-	env.msg.Payload = []byte(rest[sl+cl:])
-	return env, nil
-}
-
-// parseRef parses "R<id>,<xid>".
-func parseRef(p string) (int64, uint64, error) {
-	idS, xidS, ok := strings.Cut(p[1:], ",")
-	if !ok {
-		return 0, 0, errMalformed
-	}
-	id, err := strconv.ParseInt(idS, 10, 64)
-	if err != nil {
-		return 0, 0, errMalformed
-	}
-	xid, err := strconv.ParseUint(xidS, 10, 64)
-	if err != nil {
-		return 0, 0, errMalformed
-	}
-	return id, xid, nil
-}
-
-func microsTime(us int64) time.Time { return time.UnixMicro(us) }

@@ -3,8 +3,6 @@ package listen
 import (
 	"context"
 	"errors"
-	"strconv"
-	"strings"
 )
 
 // Publish batching (group commit). A Publish call queues its request, then
@@ -117,11 +115,11 @@ func (ps *PubSub) publishBatch(batch []*pubReq) {
 	defer cancel()
 	envs := make([]envelope, len(batch))
 	var err error
-	if len(batch) == 1 {
+	if len(batch) == 1 && len(batch[0].args.headers) == 0 {
 		a := batch[0].args
 		err = ps.pool.QueryRow(ctx, ps.sql.publish,
 			ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload),
-			ps.physChannel, inlineRest(a, ps.cfg.InstanceID),
+			ps.physChannel, inlineRest(a.wire(), ps.cfg.InstanceID),
 		).Scan(&envs[0].msg.ID, &envs[0].xid, &envs[0].msg.PublishedAt, nil)
 	} else {
 		err = ps.publishMany(ctx, batch, envs)
@@ -168,15 +166,19 @@ func (ps *PubSub) publishMany(ctx context.Context, batch []*pubReq, envs []envel
 	payloads := make([]string, len(batch))
 	rests := make([]string, len(batch))
 	sender := ps.cfg.InstanceID
-	head := strconv.Itoa(len(sender)) + ":" + sender
+	ws := make([]wireOut, len(batch))
+	for i, r := range batch {
+		ws[i] = r.args.wire()
+	}
+	kind := batchKind(ws)
+	head := batchPrefix(kind, sender)
 	inline, size := true, len(head)
 	for i, r := range batch {
 		a := r.args
 		channels[i], skip[i], only[i], payloads[i] = a.channel, a.skipSelf, a.onlySelf, string(a.payload)
 		if inline {
-			// Lengths in bytes as this client sends and receives them.
-			rests[i] = strconv.Itoa(flagsOf(a)) + "," + strconv.Itoa(len(a.channel)) + "," + strconv.Itoa(len(a.payload)) + ":" + a.channel + string(a.payload)
-			size += len(rests[i]) + 60 // id, xid and time
+			rests[i] = entryRest(kind, ws[i])
+			size += len(rests[i]) + entryOverhead
 			inline = size <= inlineLimit
 		}
 	}
@@ -207,50 +209,4 @@ func (ps *PubSub) publishMany(ctx context.Context, batch []*pubReq, envs []envel
 		return errors.New("publish: fewer rows than messages")
 	}
 	return nil
-}
-
-func flagsOf(a publishArgs) int {
-	f := 0
-	if a.skipSelf {
-		f |= 1
-	}
-	if a.onlySelf {
-		f |= 2
-	}
-	return f
-}
-
-// parseBatch parses "B<sender_len>:<sender>" followed by entries
-// "<id>,<xid>,<unix_micros>,<flags>,<channel_len>,<payload_len>:<channel><payload>".
-func parseBatch(p string) ([]envelope, error) {
-	p = p[1:]
-	colon := strings.IndexByte(p, ':')
-	if colon < 0 {
-		return nil, errMalformed
-	}
-	sl, err := strconv.Atoi(p[:colon])
-	if err != nil || sl < 0 || colon+1+sl > len(p) {
-		return nil, errMalformed
-	}
-	sender := p[colon+1 : colon+1+sl]
-	p = p[colon+1+sl:]
-	var envs []envelope
-	for len(p) > 0 {
-		colon := strings.IndexByte(p, ':')
-		if colon < 0 {
-			return nil, errMalformed
-		}
-		rest := p[colon+1:]
-		// The two lengths are the channel's and the payload's.
-		e, cl, pl, err := parseHeader(p[:colon], rest)
-		if err != nil {
-			return nil, err
-		}
-		e.msg.Sender = sender
-		e.msg.Channel = rest[:cl]
-		e.msg.Payload = []byte(rest[cl : cl+pl])
-		envs = append(envs, e)
-		p = rest[cl+pl:]
-	}
-	return envs, nil
 }

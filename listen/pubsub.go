@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,10 +47,6 @@ const (
 	// reconnection attempts of the listener.
 	DefaultReconnectMaxDelay = 10 * time.Second
 )
-
-// inlineLimit is the largest notification payload sent inline; PostgreSQL's
-// limit is 8000 bytes and the header takes up to about 100 more.
-const inlineLimit = 7800
 
 // queryTimeout bounds every statement on the listener connection: one that
 // takes longer means the connection is dead or the server is stuck, and the
@@ -225,6 +220,7 @@ type PublishOpts struct {
 // envelope is a message with its routing and ordering data.
 type envelope struct {
 	msg      Message
+	headers  map[string]string // from a version 2 notification (see wire.go)
 	xid      uint64
 	skipSelf bool
 	onlySelf bool
@@ -323,8 +319,8 @@ func buildStatements(t string) statements {
 		// small message travels inline in the notification; a large one by
 		// id (the listener reads the row).
 		publish: `WITH m AS (` + fmt.Sprintf(insert, t) + `)
-			SELECT id, xid, published_at, pg_notify($7, CASE WHEN $8::text = '' THEN 'R' || id || ',' || xid
-				ELSE 'I' || id || ',' || xid || ',' || (extract(epoch FROM published_at) * 1000000)::bigint || ',' || $8::text END)
+			SELECT id, xid, published_at, pg_notify($7, CASE WHEN $8::text = '' THEN `+sqlRef+`
+				ELSE 'I' || `+sqlHead+` || $8::text END)
 			FROM m`,
 		// Several concurrent Publish calls of this instance in one
 		// statement: one commit and one notification carrying all of them
@@ -337,11 +333,10 @@ func buildStatements(t string) statements {
 				ORDER BY u.n
 				RETURNING id, xid, published_at
 			), b AS (
-				SELECT string_agg(id || ',' || xid || ',' || (extract(epoch FROM published_at) * 1000000)::bigint || ','
-					|| ($10::text[])[rn], '' ORDER BY id) AS body
+				SELECT string_agg(`+sqlHead+` || ($10::text[])[rn], '' ORDER BY id) AS body
 				FROM (SELECT id, xid, published_at, row_number() OVER (ORDER BY id) AS rn FROM m) q
 			), n AS (
-				SELECT pg_notify($7, CASE WHEN $11 AND octet_length(b.body) <= $9 THEN 'B' || $8::text || b.body ELSE 'W' END) FROM b
+				SELECT pg_notify($7, CASE WHEN $11 AND octet_length(b.body) <= $9 THEN $8::text || b.body ELSE 'W' END) FROM b
 			)
 			SELECT m.id, m.xid, m.published_at FROM m, n ORDER BY m.id`,
 		// In a caller's transaction the notification is a constant wake-up:
@@ -608,6 +603,7 @@ func (ps *PubSub) encodePayload(payload any) ([]byte, error) {
 type publishArgs struct {
 	channel            string
 	payload            []byte
+	headers            map[string]string // metadata (see wire.go); none yet from the public API
 	skipSelf, onlySelf bool
 }
 
@@ -631,22 +627,6 @@ func (ps *PubSub) prepare(ctx context.Context, channel string, payload any, opts
 		a.skipSelf = !opts.IncludeSelf && !opts.OnlySelf
 	}
 	return a, nil
-}
-
-// inlineRest is the part of an inline notification after id and xid, or ""
-// when the message is too large to travel inline.
-func inlineRest(a publishArgs, sender string) string {
-	head := strconv.Itoa(flagsOf(a)) + "," + strconv.Itoa(len(sender)) + "," + strconv.Itoa(len(a.channel)) + ":"
-	if len(head)+len(sender)+len(a.channel)+len(a.payload) > inlineLimit {
-		return ""
-	}
-	var sb strings.Builder
-	sb.Grow(len(head) + len(sender) + len(a.channel) + len(a.payload))
-	sb.WriteString(head)
-	sb.WriteString(sender)
-	sb.WriteString(a.channel)
-	sb.Write(a.payload)
-	return sb.String()
 }
 
 // Publish writes a message to the log and notifies the app's instances, in
@@ -738,29 +718,23 @@ func (ps *PubSub) forMe(env *envelope) bool {
 }
 
 // dispatch hands each message not dispatched before to the subscriptions of
-// its channel. It never blocks on a handler. The ledger's lock is held while
-// enqueuing, so concurrent dispatchers (the listener, local after-commit
-// delivery) keep each subscription's order.
+// its channel. It never blocks on a handler. The ledger claims the messages
+// under its lock while they are enqueued, so concurrent dispatchers (the
+// listener, local after-commit delivery) keep each subscription's order.
 func (ps *PubSub) dispatch(envs []envelope, caughtUp bool) {
-	ps.led.mu.Lock()
-	defer ps.led.mu.Unlock()
-	for i := range envs {
-		env := &envs[i]
-		if !ps.led.claimLocked(env.msg.ID, env.xid) {
-			continue
-		}
+	ps.led.claimEach(envs, func(env *envelope) {
 		if caughtUp {
 			ps.stats.caughtUp.Add(1)
 		}
 		if !ps.forMe(env) {
-			continue
+			return
 		}
 		ps.mu.RLock()
 		for s := range ps.subs[env.msg.Channel] {
 			s.enqueue(env.msg)
 		}
 		ps.mu.RUnlock()
-	}
+	})
 }
 
 // claimUnwanted records messages on channels this instance has no
@@ -768,22 +742,11 @@ func (ps *PubSub) dispatch(envs []envelope, caughtUp bool) {
 // others that were not dispatched yet. A subscription made later is not
 // owed them: they were committed before it.
 func (ps *PubSub) claimUnwanted(rows []logRow) []int64 {
-	ps.led.mu.Lock()
-	defer ps.led.mu.Unlock()
-	ps.mu.RLock()
-	defer ps.mu.RUnlock()
-	var want []int64
-	for _, r := range rows {
-		if ps.led.seenLocked(r.id, r.xid) {
-			continue
-		}
-		if len(ps.subs[r.channel]) == 0 {
-			ps.led.claimLocked(r.id, r.xid)
-			continue
-		}
-		want = append(want, r.id)
-	}
-	return want
+	return ps.led.claimUnwanted(rows, func(channel string) bool {
+		ps.mu.RLock()
+		defer ps.mu.RUnlock()
+		return len(ps.subs[channel]) == 0
+	})
 }
 
 // resyncAll tells every subscription that messages may arrive late.

@@ -231,10 +231,7 @@ func TestCatchUpOutOfOrderCommit(t *testing.T) {
 	require.Equal(t, []string{`"second-id-commits-first"`}, got.payloads())
 	var slowXid uint64
 	require.NoError(t, slow.QueryRow(ctx, `SELECT pg_current_xact_id()`).Scan(&slowXid))
-	sub.led.mu.Lock()
-	settled := sub.led.snap.ended(slowXid)
-	sub.led.mu.Unlock()
-	require.False(t, settled, "the ledger must not settle an open transaction")
+	require.False(t, sub.led.snapEnded(slowXid), "the ledger must not settle an open transaction")
 	require.NoError(t, slow.Commit(ctx))
 	catchUp()
 	catchUp() // idempotent

@@ -143,9 +143,7 @@ func TestSwitchoverDetectedByXidRegression(t *testing.T) {
 	got := subscribe(t, sub, "ch", nil)
 	barrier(t, pub, got, "ch")
 
-	sub.led.mu.Lock()
-	sub.led.snap.xmax += 1 << 32 // as if the transaction ids had gone back
-	sub.led.mu.Unlock()
+	sub.led.shiftXmax(1 << 32) // as if the transaction ids had gone back
 	require.Eventually(t, func() bool { return sub.Stats().Switchovers == 1 && sub.Healthy() }, waitFor, tick)
 	tx, err := pub.pool.Begin(ctx)
 	require.NoError(t, err)
