@@ -23,10 +23,11 @@ type Row struct {
 	Baseline     float64 `json:"baseline"`
 	BaselineName string  `json:"baseline_name"`
 	// Unit is "us" (a latency, lower is better), "ops/s" (a throughput,
-	// higher is better) or "reads" (a count of statements, lower is better).
+	// higher is better), "reads" (a count of statements, lower is better) or
+	// "share" (a fairness fraction, higher is better; 1.0 = even).
 	Unit string `json:"unit"`
 	// CostRatio is pgcoord's cost over the baseline's: latency ÷ latency, or
-	// baseline throughput ÷ pgcoord throughput. 1.0 means as fast as the raw primitive.
+	// baseline throughput (or share) ÷ pgcoord's. 1.0 means as fast as the raw primitive.
 	CostRatio float64 `json:"cost_ratio"`
 }
 

@@ -26,6 +26,11 @@ func TestLockSuiteRows(t *testing.T) {
 	rows, err := suite(ctx, db.Pool, Options{Ops: ops, Schema: db.Schema})
 	require.NoError(t, err)
 	want := map[string]string{"lock.uncontended.c1": "us", "lock.handoff.c8": "ops/s"}
+	for _, i := range []string{"i8", "i32"} {
+		want["lock.handoff."+i] = "ops/s"
+		want["lock.handoff_max_wait."+i] = "us"
+		want["lock.handoff_min_share."+i] = "share"
+	}
 	require.Len(t, rows, len(want))
 	for _, r := range rows {
 		unit, ok := want[r.Name]
