@@ -32,6 +32,9 @@ type cacheValue struct {
 //
 //   - cache.get.c1 / cache.get.c8: p50 latency of Get (typed, JSON decoded)
 //     vs a raw point SELECT, with 1 and 8 goroutines;
+//   - cache.get.c64: Gets per second from 64 goroutines sharing the one
+//     pool vs raw point SELECTs from 64 goroutines on that pool (the sides
+//     alternate in rounds);
 //   - cache.set.c1: Set vs a raw upsert;
 //   - cache.mget100.c1: MGet of 100 keys vs a raw SELECT … = ANY($3);
 //   - cache.mget100_bytes.c1: the same read as []byte (no JSON decoding),
@@ -192,10 +195,41 @@ ON CONFLICT (app, prefix, key) DO UPDATE SET kind = excluded.kind, value = exclu
 		}
 		rows = append(rows, Latency(r.name, r.baseline, p, b))
 	}
+	pg, base, err := alternateThroughput(ctx, max(n, 4*cacheGetConc), cacheGetConc, get, raw)
+	if err != nil {
+		return nil, fmt.Errorf("bench cache.get.c%d: %w", cacheGetConc, err)
+	}
+	rows = append(rows, Throughput(fmt.Sprintf("cache.get.c%d", cacheGetConc), fmt.Sprintf("pgx point select, %d goroutines, one pool", cacheGetConc), pg, base))
 	if s := near.Stats(); s.NearHits == 0 {
 		return nil, fmt.Errorf("bench cache.near_hit.c1: the near cache never hit (listener healthy: %v)", ps.Healthy())
 	}
 	return rows, nil
+}
+
+// cacheGetConc is the concurrency of the cache.get.c64 row.
+const cacheGetConc = 64
+
+// alternateThroughput runs n operations of base, then of pg, with conc
+// goroutines, in two rounds after a warm-up of each, and returns each side's
+// operations per second over its rounds.
+func alternateThroughput(ctx context.Context, n, conc int, pg, base func(context.Context, int) error) (float64, float64, error) {
+	var elapsed [2]float64
+	for round := range 3 {
+		for i, op := range []func(context.Context, int) error{base, pg} {
+			k := n
+			if round == 0 {
+				k = max(n/10, conc) // warm-up
+			}
+			_, tput, err := Run(ctx, k, conc, op)
+			if err != nil {
+				return 0, 0, err
+			}
+			if round > 0 {
+				elapsed[i] += float64(k) / tput
+			}
+		}
+	}
+	return ratio(float64(2*n), elapsed[1]), ratio(float64(2*n), elapsed[0]), nil
 }
 
 // phased measures base then pg, each after a warm-up, and returns each

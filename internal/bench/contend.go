@@ -5,7 +5,30 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
+
+// startAll calls start for 0 … n-1, a few at a time (starting many instances
+// one by one dominates a short run), and returns the first error.
+func startAll(ctx context.Context, n int, start func(ctx context.Context, i int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range n {
+		g.Go(func() error { return start(ctx, i) })
+	}
+	return g.Wait()
+}
+
+// closeAll calls stop for 0 … n-1 concurrently and waits for them.
+func closeAll(n int, stop func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); stop(i) }()
+	}
+	wg.Wait()
+}
 
 // contention is what one run of contend saw.
 type contention struct {

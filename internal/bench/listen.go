@@ -36,7 +36,11 @@ const listenRounds = 2
 //     one is delivered); vs 1 or 8 goroutines sending autocommit pg_notify to
 //     one LISTEN connection.
 //   - listen.deliver_p50.c8 / listen.deliver_p99.c8: latency of each message
-//     of the 8-publisher run, from the start of its publish to its receipt.
+//     of the 8-publisher run, from the start of its publish to its receipt;
+//   - listen.wakeups.c8: reads of the log per committed PublishTx (see
+//     listenWakeups);
+//   - listen.scale.n48 / listen.scale_p50.n48: deliveries per second and
+//     delivery latency with 48 listening instances (see listenScale).
 //
 // Payloads are small JSON numbers (they travel inline in both cases). It uses
 // its own pool (a copy of pool's configuration) and deletes the messages it
@@ -173,7 +177,11 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 	if err != nil {
 		return nil, err
 	}
-	return []Row{
+	scale, err := listenScale(ctx, p.Config(), pub, p, opts)
+	if err != nil {
+		return nil, err
+	}
+	return append(scale,
 		wake,
 		Latency("listen.deliver_p50.c1", "pg_notify → LISTEN p50", our.lat1.Percentile(50), rw.lat1.Percentile(50)),
 		Latency("listen.deliver_p99.c1", "pg_notify → LISTEN p99", our.lat1.Percentile(99), rw.lat1.Percentile(99)),
@@ -181,7 +189,7 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 		Latency("listen.deliver_p99.c8", "pg_notify → LISTEN p99, 8 senders", our.lat8.Percentile(99), rw.lat8.Percentile(99)),
 		Throughput("listen.throughput.c1", "autocommit pg_notify → LISTEN, 1 sender", best(our.tput1), best(rw.tput1)),
 		Throughput("listen.throughput.c8", "autocommit pg_notify → LISTEN, 8 senders", best(our.tput8), best(rw.tput8)),
-	}, nil
+	), nil
 }
 
 func best(xs []float64) float64 {

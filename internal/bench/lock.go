@@ -178,9 +178,7 @@ func lockAcrossInstances(ctx context.Context, base *pgxpool.Config, opts Options
 		managers []*advisorylock.Manager
 	)
 	defer func() {
-		for _, m := range managers {
-			_ = m.Close(context.WithoutCancel(ctx))
-		}
+		closeAll(len(managers), func(i int) { _ = managers[i].Close(context.WithoutCancel(ctx)) })
 		if len(pools) > 0 {
 			_, _ = pools[0].Exec(context.WithoutCancel(ctx), `DELETE FROM `+pgx.Identifier{opts.Schema, "locks"}.Sanitize()+` WHERE app = $1`, app)
 		}
@@ -211,9 +209,9 @@ func lockAcrossInstances(ctx context.Context, base *pgxpool.Config, opts Options
 			return nil, err
 		}
 		managers = append(managers, m)
-		if err := m.Start(ctx); err != nil {
-			return nil, err
-		}
+	}
+	if err := startAll(ctx, n, func(ctx context.Context, i int) error { return managers[i].Start(ctx) }); err != nil {
+		return nil, err
 	}
 	rawPool, err := newPool(int32(n))
 	if err != nil {
@@ -241,7 +239,7 @@ func lockAcrossInstances(ctx context.Context, base *pgxpool.Config, opts Options
 		var ok bool
 		return conns[w].QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, rawKey).Scan(&ok)
 	}
-	total := max(opts.Ops/2, 2*n) // per round and side
+	total := max(opts.Ops/2, n) // per round and side
 	var oursC, rawC contention
 	for range 2 {
 		c, err := contend(ctx, n, total, raw)
