@@ -112,15 +112,7 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 	listenerDone := make(chan struct{})
 	go func() {
 		defer close(listenerDone)
-		for {
-			n, err := lconn.WaitForNotification(lctx)
-			if err != nil {
-				return
-			}
-			if i, err := strconv.Atoi(n.Payload); err == nil {
-				raw <- i
-			}
-		}
+		forwardNotifications(lctx, lconn, raw)
 	}()
 	defer func() {
 		stopListener()
@@ -190,6 +182,20 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 		Throughput("listen.throughput.c1", "autocommit pg_notify → LISTEN, 1 sender", best(our.tput1), best(rw.tput1)),
 		Throughput("listen.throughput.c8", "autocommit pg_notify → LISTEN, 8 senders", best(our.tput8), best(rw.tput8)),
 	), nil
+}
+
+// forwardNotifications sends the integer payload of each notification conn
+// receives to out, until ctx ends or the connection fails.
+func forwardNotifications(ctx context.Context, conn *pgx.Conn, out chan<- int) {
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return
+		}
+		if i, err := strconv.Atoi(n.Payload); err == nil {
+			out <- i
+		}
+	}
 }
 
 func best(xs []float64) float64 {

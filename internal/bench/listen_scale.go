@@ -106,15 +106,7 @@ func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				note, err := c.WaitForNotification(lctx)
-				if err != nil {
-					return
-				}
-				if v, err := strconv.Atoi(note.Payload); err == nil {
-					raw <- v
-				}
-			}
+			forwardNotifications(lctx, c, raw)
 		}()
 	}
 	oursPublish := func(ctx context.Context, i int) error {
