@@ -242,7 +242,7 @@ func TestBenchJSONRows(t *testing.T) {
 		require.NotNil(t, row.CostRatio, line)
 		require.Positive(t, *row.Pgcoord, line)
 		require.NotEmpty(t, row.BaselineName, line)
-		require.Contains(t, []string{"us", "ops/s"}, row.Unit, line)
+		require.Contains(t, []string{"us", "ops/s", "share"}, row.Unit, line)
 		names[row.Name] = true
 	}
 	require.True(t, names["lock.uncontended.c1"], out)
