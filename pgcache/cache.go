@@ -542,31 +542,41 @@ func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
 }
 
 // GetValueInObject returns field of the JSON object stored under key (decoded
-// as in Get) and whether it was there. A missing key reads as an empty object.
+// as in Get) and whether it was there. A missing key reads as an empty
+// object. See the generic [GetValueInObject] for a typed value.
 func (c *Cache) GetValueInObject(ctx context.Context, key, field string) (any, bool, error) {
+	var v any
+	ok, err := c.getField(ctx, key, field, &v)
+	return v, ok, err
+}
+
+// getField decodes field of the object stored under key into dst.
+func (c *Cache) getField(ctx context.Context, key, field string, dst any) (bool, error) {
 	if err := c.check(ctx); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if err := validateKey(key); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	e, ok, err := c.getEncoded(ctx, key)
 	if err != nil || !ok {
-		return nil, false, err
+		return false, err
 	}
 	if e.kind != kindJSON {
-		return nil, false, fmt.Errorf("%w: %q holds raw bytes", ErrNotObject, key)
+		return false, fmt.Errorf("%w: %q holds raw bytes", ErrNotObject, key)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(e.raw, &obj); err != nil || obj == nil {
-		return nil, false, fmt.Errorf("%w: %q", ErrNotObject, key)
+		return false, fmt.Errorf("%w: %q", ErrNotObject, key)
 	}
 	raw, ok := obj[field]
 	if !ok {
-		return nil, false, nil
+		return false, nil
 	}
-	v, err := decodeAny(raw, kindJSON)
-	return v, err == nil, err
+	if err := decodeInto(raw, kindJSON, dst); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // SetValueInObject sets field of the JSON object stored under key to value,

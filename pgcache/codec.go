@@ -2,6 +2,7 @@ package pgcache
 
 import (
 	"bytes"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -25,6 +26,10 @@ type encoded struct {
 	kind kind
 }
 
+// errNull marks a value that is nil or encodes to JSON null (wrapped with
+// ErrNotCacheable): Wrap returns such a loader result without storing it.
+var errNull = errors.New("encodes to null")
+
 // encode turns a value into stored bytes. A []byte is stored as it is; a
 // json.RawMessage must be valid JSON; anything else goes through
 // json.Marshal. A value encoding to JSON null is not cacheable.
@@ -32,10 +37,10 @@ func encode(v any, maxBytes int) (encoded, error) {
 	var e encoded
 	switch x := v.(type) {
 	case nil:
-		return e, fmt.Errorf("%w: nil", ErrNotCacheable)
+		return e, fmt.Errorf("%w: nil %w", ErrNotCacheable, errNull)
 	case []byte:
 		if x == nil {
-			return e, fmt.Errorf("%w: nil []byte", ErrNotCacheable)
+			return e, fmt.Errorf("%w: nil []byte %w", ErrNotCacheable, errNull)
 		}
 		e = encoded{raw: x, kind: kindBytes}
 	case json.RawMessage:
@@ -51,7 +56,7 @@ func encode(v any, maxBytes int) (encoded, error) {
 		e = encoded{raw: b, kind: kindJSON}
 	}
 	if e.kind == kindJSON && string(e.raw) == "null" {
-		return encoded{}, fmt.Errorf("%w: %T encodes to null", ErrNotCacheable, v)
+		return encoded{}, fmt.Errorf("%w: %T %w", ErrNotCacheable, v, errNull)
 	}
 	if len(e.raw) > maxBytes {
 		return encoded{}, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(e.raw), maxBytes)
@@ -90,15 +95,21 @@ func decodeInto(raw []byte, k kind, dst any) error {
 	return nil
 }
 
-// decodeAny returns a JSON value as encoding/json decodes into any, and raw
-// bytes as []byte.
+// decodeAny returns a JSON value as encoding/json decodes into any with
+// UseNumber (numbers as json.Number, so integers above 2^53 survive), and
+// raw bytes as []byte.
 func decodeAny(raw []byte, k kind) (any, error) {
 	if k == kindBytes {
 		return bytes.Clone(raw), nil
 	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
 	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
+	if err := d.Decode(&v); err != nil {
 		return nil, fmt.Errorf("pgcache: decode: %w", err)
+	}
+	if d.More() {
+		return nil, fmt.Errorf("pgcache: decode: data after the JSON value")
 	}
 	return v, nil
 }

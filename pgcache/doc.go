@@ -27,8 +27,12 @@
 // back as it is. A value that cannot be encoded, that encodes to JSON null
 // (NocoBase's Redis rule), or that is larger than MaxValueBytes (16 MiB by
 // default) returns an error wrapping [ErrNotCacheable] or [ErrValueTooLarge]
-// and nothing is written. Untyped reads ([Cache.Get], [Cache.MGet]) decode
-// into any; the generic helpers [Get], [MGet] and [Wrap] decode into a type.
+// and nothing is written. Untyped reads ([Cache.Get], [Cache.MGet],
+// [Cache.GetValueInObject], [Cache.Wrap], [Cache.WrapWithCondition]) decode
+// into any with numbers as json.Number (encoding/json's UseNumber): an
+// integer above 2^53 comes back exact, and a value read and written back is
+// stored unchanged. The generic helpers [Get], [MGet], [GetValueInObject],
+// [Wrap] and [WrapWithCondition] decode into a type.
 //
 // # Expiry
 //
@@ -57,7 +61,12 @@
 // # Wrap
 //
 // [Cache.Wrap] (and the generic [Wrap]) reads, or runs the loader and stores
-// its result. Concurrent calls for one key on one instance run the loader
+// its result; the result has one shape whether it was cached or loaded (the
+// untyped form returns what Get would read back, the generic form a T). A
+// nil result (a nil *T: "not found") is returned with no error and not
+// stored, so the loader runs again next time (NocoBase's wrap threw
+// instead); for negative caching, return a non-nil value that records the
+// absence. Concurrent calls for one key on one instance run the loader
 // once (singleflight). With CacheConfig.ClusterSingleFlight the loader runs
 // once across all instances at a time: the first takes a per-key session
 // advisory lock, loads, stores and unlocks; the others poll (every 5 ms,
@@ -67,9 +76,12 @@
 // runs and loaders may read through the same pool. A holder that dies
 // releases the lock with its session; if the lock connection ends while a
 // loader runs, another instance may load the key at the same time (logged at
-// warning level, counted in [Stats].ClusterLocksLost). [Cache.WrapWithCondition] follows NocoBase: UseCache false
-// bypasses the cache; falsy cached values (0, "", false) are misses; only
-// results that IsCacheable accepts (by default truthy ones) are stored.
+// warning level, counted in [Stats].ClusterLocksLost). [Cache.WrapWithCondition] (and the generic
+// [WrapWithCondition]) follows NocoBase: BypassCache skips the cache;
+// without IsCacheable only truthy values count, both ways (falsy cached
+// values such as 0, "" and false are misses, falsy results are not stored);
+// with IsCacheable, what it accepts is stored and read back, so a cacheable
+// 0 is a hit.
 //
 // # Near cache
 //

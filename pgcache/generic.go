@@ -34,3 +34,15 @@ func MGet[T any](ctx context.Context, c *Cache, keys ...string) ([]*T, error) {
 	}
 	return out, nil
 }
+
+// GetValueInObject is the typed form of [Cache.GetValueInObject]: field of
+// the JSON object stored under key decoded into T, and whether it was there.
+func GetValueInObject[T any](ctx context.Context, c *Cache, key, field string) (T, bool, error) {
+	var v T
+	ok, err := c.getField(ctx, key, field, &v)
+	if err != nil || !ok {
+		var zero T
+		return zero, false, err
+	}
+	return v, true, nil
+}

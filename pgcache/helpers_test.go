@@ -41,3 +41,20 @@ func rowCount(t *testing.T, pool *pgxpool.Pool, app, prefix string) int {
 	require.NoError(t, err)
 	return n
 }
+
+// eachStore runs f once per store, in a subtest named after the store, with
+// a cache of that store created on m from cfg (Name defaults to "c";
+// the store's name is appended).
+func eachStore(t *testing.T, m *pgcache.Manager, cfg pgcache.CacheConfig, f func(t *testing.T, c *pgcache.Cache)) {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "c"
+	}
+	name := cfg.Name
+	for _, st := range stores {
+		t.Run(st, func(t *testing.T) {
+			cfg.Name, cfg.Store = name+"-"+st, st
+			f(t, newCache(t, m, cfg))
+		})
+	}
+}

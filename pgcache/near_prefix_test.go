@@ -2,6 +2,7 @@ package pgcache_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"testing"
 	"time"
@@ -121,12 +122,12 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 	}
 	require.NoError(t, bPlain.Set(ctx, "n", 1, 0))
 	for _, nc := range []*pgcache.Cache{a1, c1} {
-		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == float64(1) }, waitFor, tick)
+		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("1") }, waitFor, tick)
 	}
 	_, err := bPlain.Counter().Incr(ctx, "n", 0)
 	require.NoError(t, err)
 	for _, nc := range []*pgcache.Cache{a1, c1} {
-		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == float64(2) }, waitFor, tick)
+		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("2") }, waitFor, tick)
 	}
 	tx, err := b.pool.Begin(ctx)
 	require.NoError(t, err)

@@ -2,6 +2,7 @@ package pgcache_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"testing"
@@ -138,13 +139,13 @@ func TestNearCacheInvalidation(t *testing.T) {
 			v, ok, err := c.GetValueInObject(ctx, "o", "f")
 			require.NoError(t, err)
 			require.True(t, ok)
-			require.Equal(t, float64(1), v)
+			require.Equal(t, json.Number("1"), v)
 		}},
 		{"counter", func() error { _, err := a.cache.Counter().Incr(ctx, "n", 0); return err }, func(c *pgcache.Cache) {
 			v, ok, err := c.Get(ctx, "n")
 			require.NoError(t, err)
 			require.True(t, ok)
-			require.Equal(t, float64(1), v)
+			require.Equal(t, json.Number("1"), v)
 		}},
 		{"reset", func() error { return a.cache.Reset(ctx) }, func(c *pgcache.Cache) {
 			vals, err := c.MGet(ctx, "o", "n")

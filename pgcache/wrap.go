@@ -12,32 +12,43 @@ import (
 // waited for it.
 type wrapResult struct {
 	v       any     // the loader's value; nil when read from the store
-	e       encoded // its encoding
+	e       encoded // its encoding; empty when null
 	fromLdr bool
+	null    bool // the loader's value is nil or encodes to null: not stored
 }
 
-// Wrap returns the value of key if it is cached (decoded as in Get);
-// otherwise it calls fn, stores its result with ttl (0: the cache's TTL) and
-// returns it. ttl 0 is the cache's TTL, NoExpiry none. Concurrent calls for one key on this instance run fn once and
-// share its result (and its error); with ClusterSingleFlight fn runs once
-// across all instances: the others wait and read the stored value. A result
-// that is not cacheable (nil, or encoding to JSON null, NocoBase's rule)
-// returns an error wrapping ErrNotCacheable. fn's error is returned as it is
-// and nothing is stored. fn runs with the context of the first caller.
+// Wrap returns the value of key if it is cached; otherwise it calls fn,
+// stores its result with ttl (0: the cache's TTL, NoExpiry: none) and
+// returns it. Either way the value is returned as Get reads it back
+// (decoded from JSON: objects as map[string]any, numbers as json.Number),
+// so its shape never depends on whether it was cached; use the generic
+// [Wrap] for a typed value.
+//
+// Concurrent calls for one key on this instance run fn once and share its
+// result (and its error); with ClusterSingleFlight fn runs once across all
+// instances: the others wait and read the stored value. fn runs with the
+// context of the first caller. fn's error is returned as it is and nothing
+// is stored. A nil result (or one that encodes to JSON null: "not found")
+// is returned as nil with no error and is not stored, so fn runs again on
+// the next call; for negative caching return a non-nil value that records
+// the absence. A result that cannot be encoded returns an error wrapping
+// ErrNotCacheable.
 func (c *Cache) Wrap(ctx context.Context, key string, fn func(ctx context.Context) (any, error), ttl time.Duration) (any, error) {
 	r, err := c.wrap(ctx, key, ttl, fn)
-	if err != nil {
+	if err != nil || r.null {
 		return nil, err
-	}
-	if r.fromLdr {
-		return r.v, nil
 	}
 	return decodeAny(r.e.raw, r.e.kind)
 }
 
-// Wrap is the typed form of [Cache.Wrap]: a cached value is decoded into T.
+// Wrap is the typed form of [Cache.Wrap]: a cached value is decoded into T,
+// a loaded one is fn's value itself. A nil result of fn (a nil *T, map or
+// slice) is returned with no error and not stored, as in Cache.Wrap.
 func Wrap[T any](ctx context.Context, c *Cache, key string, fn func(ctx context.Context) (T, error), ttl time.Duration) (T, error) {
 	var zero T
+	if fn == nil {
+		return zero, errNilLoader
+	}
 	r, err := c.wrap(ctx, key, ttl, func(ctx context.Context) (any, error) { return fn(ctx) })
 	if err != nil {
 		return zero, err
@@ -45,6 +56,9 @@ func Wrap[T any](ctx context.Context, c *Cache, key string, fn func(ctx context.
 	if r.fromLdr {
 		if v, ok := r.v.(T); ok {
 			return v, nil
+		}
+		if r.null {
+			return zero, nil
 		}
 	}
 	var v T
@@ -54,6 +68,8 @@ func Wrap[T any](ctx context.Context, c *Cache, key string, fn func(ctx context.
 	return v, nil
 }
 
+var errNilLoader = errors.New("pgcache: wrap: nil loader")
+
 func (c *Cache) wrap(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
 	if err := c.check(ctx); err != nil {
 		return wrapResult{}, err
@@ -62,7 +78,7 @@ func (c *Cache) wrap(ctx context.Context, key string, ttl time.Duration, fn func
 		return wrapResult{}, err
 	}
 	if fn == nil {
-		return wrapResult{}, errors.New("pgcache: wrap: nil loader")
+		return wrapResult{}, errNilLoader
 	}
 	e, ok, err := c.getEncoded(ctx, key)
 	if err != nil {
@@ -96,6 +112,9 @@ func (c *Cache) load(ctx context.Context, key string, ttl time.Duration, fn func
 		return wrapResult{}, err
 	}
 	e, err := c.encode(v)
+	if errors.Is(err, errNull) {
+		return wrapResult{v: v, fromLdr: true, null: true}, nil
+	}
 	if err != nil {
 		return wrapResult{}, opErr("wrap", key, err)
 	}
@@ -165,67 +184,107 @@ func (c *Cache) loadLocked(ctx context.Context, key string, ttl time.Duration, f
 	return c.load(ctx, key, ttl, fn)
 }
 
-// WrapOpts are the options of WrapWithCondition.
+// WrapOpts are the options of WrapWithCondition. The zero value (or nil)
+// reads and writes the cache with the cache's TTL and NocoBase's
+// truthiness rule.
 type WrapOpts struct {
 	// TTL of a stored result: 0 the cache's TTL, NoExpiry none.
 	TTL time.Duration
-	// UseCache false calls fn and neither reads nor writes the cache. nil
-	// means true.
-	UseCache *bool
-	// IsCacheable decides whether fn's result is stored. nil stores truthy
-	// results only (JavaScript truthiness of the JSON value: not null,
-	// false, 0 or ""; non-empty for []byte).
+	// BypassCache calls fn and neither reads nor writes the cache
+	// (NocoBase's useCache: false).
+	BypassCache bool
+	// IsCacheable decides which values count: fn's result is stored only if
+	// IsCacheable accepts it, and a cached value is a hit only if
+	// IsCacheable accepts it, so whatever it lets in is read back. nil
+	// means NocoBase's rule: truthy values only, both ways (JavaScript
+	// truthiness of the JSON value: not null, false, 0 or ""; non-empty for
+	// []byte), so 0, "" and false are never cached. It is called with the
+	// value the call would return: a T for the generic
+	// [WrapWithCondition], the decoded value (as Get returns it) for
+	// [Cache.WrapWithCondition].
 	IsCacheable func(v any) bool
 }
 
 // WrapWithCondition follows NocoBase's wrapWithCondition: unless
-// UseCache is false it returns a cached value when that value is truthy
-// (falsy cached values — 0, "", false — count as misses); otherwise it calls
-// fn, stores the result when IsCacheable says so (by default: when it is
-// truthy) and returns fn's result itself. There is no coalescing of
-// concurrent calls.
+// BypassCache, it returns a cached value when it counts (see
+// WrapOpts.IsCacheable); otherwise it calls fn, stores the result when it
+// counts and returns it. The value is returned as Get reads it back
+// (decoded from JSON), whether it was cached, loaded or BypassCache was set;
+// see the generic [WrapWithCondition] for a typed value. A nil result is
+// returned as nil and not stored. There is no coalescing of concurrent calls.
 func (c *Cache) WrapWithCondition(ctx context.Context, key string, fn func(ctx context.Context) (any, error), opts *WrapOpts) (any, error) {
+	return wrapWithCondition(ctx, c, key, fn, opts, true)
+}
+
+// WrapWithCondition is the typed form of [Cache.WrapWithCondition]: a cached
+// value is decoded into T, a loaded one is fn's value itself, and
+// IsCacheable sees a T in both cases.
+func WrapWithCondition[T any](ctx context.Context, c *Cache, key string, fn func(ctx context.Context) (T, error), opts *WrapOpts) (T, error) {
+	return wrapWithCondition(ctx, c, key, fn, opts, false)
+}
+
+// wrapWithCondition implements both forms; normalize (the untyped form, T
+// = any) returns a loaded value as it reads back from the store.
+func wrapWithCondition[T any](ctx context.Context, c *Cache, key string, fn func(ctx context.Context) (T, error), opts *WrapOpts, normalize bool) (T, error) {
+	var zero T
 	var o WrapOpts
 	if opts != nil {
 		o = *opts
 	}
 	if err := c.check(ctx); err != nil {
-		return nil, err
+		return zero, err
 	}
 	if err := validateKey(key); err != nil {
-		return nil, err
+		return zero, err
 	}
 	if fn == nil {
-		return nil, errors.New("pgcache: wrap: nil loader")
+		return zero, errNilLoader
 	}
-	if o.UseCache != nil && !*o.UseCache {
-		return fn(ctx)
+	counts := func(v T, e encoded) bool {
+		if o.IsCacheable != nil {
+			return o.IsCacheable(v)
+		}
+		return truthy(e)
 	}
-	e, ok, err := c.getEncoded(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	if ok && truthy(e) {
-		return decodeAny(e.raw, e.kind)
+	if !o.BypassCache {
+		e, ok, err := c.getEncoded(ctx, key)
+		if err != nil {
+			return zero, err
+		}
+		if ok {
+			var v T
+			if err := decodeInto(e.raw, e.kind, &v); err != nil {
+				return zero, opErr("wrap", key, err)
+			}
+			if counts(v, e) {
+				return v, nil
+			}
+		}
 	}
 	c.stats.loaderCalls.Add(1)
 	v, err := fn(ctx)
 	if err != nil {
-		return nil, err
-	}
-	var cacheable bool
-	if o.IsCacheable != nil {
-		cacheable = o.IsCacheable(v)
+		return zero, err
 	}
 	enc, encErr := c.encode(v)
-	if o.IsCacheable == nil {
-		cacheable = encErr == nil && truthy(enc)
-	}
-	if !cacheable {
-		return v, nil
+	if errors.Is(encErr, errNull) {
+		return zero, nil
 	}
 	if encErr != nil {
-		return v, opErr("wrap", key, encErr)
+		// Not stored anyway: the typed form returns it as it is.
+		if !normalize && (o.BypassCache || (o.IsCacheable != nil && !o.IsCacheable(v))) {
+			return v, nil
+		}
+		return zero, opErr("wrap", key, encErr)
+	}
+	if normalize {
+		v = zero
+		if err := decodeInto(enc.raw, enc.kind, &v); err != nil {
+			return zero, opErr("wrap", key, err)
+		}
+	}
+	if o.BypassCache || !counts(v, enc) {
+		return v, nil
 	}
 	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		return c.st.set(ctx, q, key, enc, c.ttlFor(o.TTL))
