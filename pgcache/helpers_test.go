@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/pgcache"
 )
 
@@ -57,4 +58,13 @@ func eachStore(t *testing.T, m *pgcache.Manager, cfg pgcache.CacheConfig, f func
 			f(t, newCache(t, m, cfg))
 		})
 	}
+}
+
+// perStore is a parallel test over every store: a database of its own, a
+// Manager of app "app" on it, and eachStore.
+func perStore(t *testing.T, cfg pgcache.CacheConfig, f func(t *testing.T, c *pgcache.Cache)) {
+	t.Helper()
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	eachStore(t, newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app"}), cfg, f)
 }

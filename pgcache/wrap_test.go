@@ -7,7 +7,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/pgcache"
 )
 
@@ -15,17 +14,14 @@ import (
 // was cached or loaded: the value as Get reads it back. Before, a miss
 // returned the loader's Go value and a hit a decoded map with float64s.
 func TestWrapResultShapeSameOnHitAndMiss(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
 	type user struct {
 		ID   int    `json:"id"`
 		Name string `json:"name"`
 	}
 	load := func(context.Context) (any, error) { return user{ID: 7, Name: "ann"}, nil }
 	want := map[string]any{"id": json.Number("7"), "name": "ann"}
-	eachStore(t, m, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		for i := range 2 {
 			v, err := c.Wrap(ctx, "wrap", load, 0)
 			require.NoError(t, err)
@@ -64,12 +60,9 @@ func TestWrapResultShapeSameOnHitAndMiss(t *testing.T) {
 // back exactly (as float64 it was rounded), and writing it back stores it
 // unchanged.
 func TestUntypedReadsKeepLargeIntegers(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
 	const big = int64(1)<<53 + 1
-	eachStore(t, m, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		require.NoError(t, c.Set(ctx, "n", big, 0))
 		require.NoError(t, c.Set(ctx, "obj", map[string]int64{"n": big}, 0))
 		v, ok, err := c.Get(ctx, "n")
@@ -95,11 +88,8 @@ func TestUntypedReadsKeepLargeIntegers(t *testing.T) {
 // is, without an error, and not stored: the loader runs again next time.
 // Negative caching takes a non-nil value that records the absence.
 func TestWrapNilResult(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
-	eachStore(t, m, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		calls := 0
 		load := func(context.Context) (*int, error) { calls++; return nil, nil }
 		for range 2 {
@@ -135,11 +125,8 @@ func TestWrapNilResult(t *testing.T) {
 // cached value is a hit when IsCacheable accepts it, so a cacheable 0 is
 // cached. Without IsCacheable, NocoBase's rule: truthy values only, both ways.
 func TestWrapWithConditionCachesWhatIsCacheableAccepts(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
-	eachStore(t, m, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		calls := 0
 		zero := func(context.Context) (int, error) { calls++; return 0, nil }
 		always := &pgcache.WrapOpts{IsCacheable: func(any) bool { return true }}
