@@ -90,9 +90,14 @@
 // (by one instance of the app at a time), so an instance disconnected for
 // longer than Retention, or a subscription whose handler stays blocked for
 // longer, can miss messages; [Stats].Lost counts the latter. Retention
-// counts from the publishing transaction's start: a PublishTx in a
-// transaction open longer than Retention can be pruned before a connected
-// listener reads it, uncounted (a known defect). Handler errors
+// counts from the commit: the pruner deletes only rows of transactions that
+// had ended in a snapshot it recorded more than Retention ago (a marker row
+// in the log), so a PublishTx in a transaction open longer than Retention
+// is kept until connected listeners have read it, and a transaction left
+// open elsewhere holds back no other rows. A row is pruned between
+// Retention and about Retention*17/16 + PruneInterval after its commit; a
+// log is not pruned during the first Retention after this version first
+// runs on it. Handler errors
 // and panics are logged with the channel and payload size, counted in
 // [Stats].HandlerErrors, and never stop delivery; they are not retried.
 // The log is a logged (durable) table, so a PostgreSQL crash loses only

@@ -76,7 +76,8 @@ type Config struct {
 	// ErrPayloadTooLarge above it. Defaults to DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 
-	// Retention is how long messages stay in the log. A listener that is
+	// Retention is how long messages stay in the log after their commit
+	// (see the package documentation for the bounds). A listener that is
 	// disconnected for longer than Retention can miss messages. Defaults to
 	// DefaultRetention.
 	Retention time.Duration
@@ -242,6 +243,7 @@ type PubSub struct {
 	table       string // sanitized schema.messages
 	physChannel string // the app's NOTIFY channel: fixed format, never a user string
 	pruneKey    int64
+	lastMark    atomic.Int64 // unix nanoseconds of this instance's latest retention marker
 	sql         statements
 
 	// ctx lives until Close; handlers and background goroutines use it.
@@ -273,7 +275,7 @@ type PubSub struct {
 }
 
 type statements struct {
-	publish, publishMany, publishTx, first, page, switched, fetch, prune string
+	publish, publishMany, publishTx, first, page, switched, fetch, prune, mark string
 }
 
 // New returns a PubSub for the instance whose pool is pool. It does not touch
@@ -388,8 +390,25 @@ func buildStatements(t string) statements {
 			) p`,
 		fetch: `SELECT id, xid, channel, sender, skip_self, only_self, payload::text, published_at
 			FROM ` + t + ` WHERE app = $1 AND id = ANY($2) ORDER BY xid, id`,
-		prune: `DELETE FROM ` + t + ` WHERE id IN (SELECT id FROM ` + t + `
-			WHERE app = $1 AND published_at < now() - $2::interval LIMIT $3)`,
+		// Retention counts from the commit, which no column records
+		// (published_at is the transaction's start). A marker row (see
+		// prune.go) records a snapshot and the time it was taken: every
+		// transaction that snapshot sees as ended had ended by then. Only
+		// rows of transactions ended in a marker older than Retention are
+		// deleted, so only rows committed longer than Retention ago (a
+		// transaction left open elsewhere holds back only its own rows).
+		prune: `DELETE FROM ` + t + ` WHERE id IN (SELECT m.id FROM ` + t + ` m,
+				(SELECT (mk.payload #>> '{}')::pg_snapshot AS s FROM ` + t + ` mk
+					WHERE mk.app = $1 AND mk.sender = '' AND mk.channel = $4 AND mk.published_at < now() - $2::interval
+					ORDER BY mk.published_at DESC LIMIT 1) mk
+			WHERE m.app = $1 AND m.published_at < now() - $2::interval
+				AND m.xid < pg_snapshot_xmax(mk.s) AND pg_visible_in_snapshot(m.xid, mk.s)
+			LIMIT $3)`,
+		// A marker: sender '' (no instance has it) and only_self, so no
+		// listener delivers it; clock_timestamp() runs after the
+		// statement's snapshot was taken.
+		mark: `INSERT INTO ` + t + ` (app, channel, sender, skip_self, only_self, payload, published_at)
+			VALUES ($1, $2, '', true, true, to_json(pg_current_snapshot()::text), clock_timestamp())`,
 	}
 }
 
