@@ -238,7 +238,7 @@ type queuePlugin struct {
 
 func (p *queuePlugin) Name() string { return "worker" }
 func (p *queuePlugin) Load(ctx context.Context, a *app.App) error {
-	return a.EventQueue().Subscribe("work", queue.Consumer{Process: p.process, Concurrency: 1})
+	return a.EventQueue().Subscribe(ctx, "work", queue.Consumer{Process: p.process, Concurrency: 1})
 }
 func (p *queuePlugin) BeforeStop(ctx context.Context, a *app.App) error {
 	p.j.add("worker:beforeStop")

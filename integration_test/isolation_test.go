@@ -56,7 +56,7 @@ func (p *isoPlugin) Load(ctx context.Context, a *app.App) error {
 	}, nil); err != nil {
 		return err
 	}
-	return a.EventQueue().Subscribe("shared-queue", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+	return a.EventQueue().Subscribe(ctx, "shared-queue", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
 		p.in.add(&p.in.queue, m.Payload)
 		return nil
 	}})

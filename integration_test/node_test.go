@@ -184,7 +184,7 @@ func (p *probe) Load(ctx context.Context, a *app.App) error {
 	if _, err := a.PubSub().Subscribe(ctx, pubsubChannel, n.onPubSub, nil); err != nil {
 		return err
 	}
-	return a.EventQueue().Subscribe(queueChannel, queue.Consumer{
+	return a.EventQueue().Subscribe(ctx, queueChannel, queue.Consumer{
 		Concurrency: 2,
 		Process: func(ctx context.Context, msg queue.Message) error {
 			var body struct {

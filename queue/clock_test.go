@@ -33,7 +33,7 @@ func TestSkewedClockDecidesNothing(t *testing.T) {
 	}, ahead)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = skewed.Stop(context.Background()) })
-	require.NoError(t, skewed.Subscribe("retry", queue.Consumer{Concurrency: 1, PollInterval: 100 * time.Millisecond, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, skewed.Subscribe(ctxT(t), "retry", queue.Consumer{Concurrency: 1, PollInterval: 100 * time.Millisecond, Process: func(context.Context, queue.Message) error {
 		if failedOnce.CompareAndSwap(false, true) {
 			return errors.New("first attempt fails")
 		}
@@ -47,13 +47,13 @@ func TestSkewedClockDecidesNothing(t *testing.T) {
 	var calls atomic.Int32
 	delayed := make(chan struct{})
 	healthy := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "healthy"}), &queue.Config{InstanceID: "healthy"})
-	require.NoError(t, healthy.Subscribe("long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, healthy.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
 		calls.Add(1)
 		close(started)
 		<-release
 		return nil
 	}}))
-	require.NoError(t, healthy.Subscribe("later", queue.Consumer{Concurrency: 1, PollInterval: 100 * time.Millisecond, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, healthy.Subscribe(ctxT(t), "later", queue.Consumer{Concurrency: 1, PollInterval: 100 * time.Millisecond, Process: func(context.Context, queue.Message) error {
 		close(delayed)
 		return nil
 	}}))
@@ -104,14 +104,14 @@ func TestConnectionCutDoesNotRescueLiveMessage(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := ctxT(t)
 	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
-	require.NoError(t, other.Subscribe("long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
+	require.NoError(t, other.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
 	start(t, other)
 	require.Eventually(t, func() bool { return other.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "never became the rescuer")
 
 	started, release := make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), &queue.Config{InstanceID: "runner"})
-	require.NoError(t, runner.Subscribe("long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, runner.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
 		calls.Add(1)
 		close(started)
 		<-release
@@ -145,14 +145,14 @@ func TestServerRestartDoesNotRescueLiveMessage(t *testing.T) {
 	db := srv.NewDB(t)
 	ctx := ctxT(t)
 	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
-	require.NoError(t, other.Subscribe("long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
+	require.NoError(t, other.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
 	start(t, other)
 	require.Eventually(t, func() bool { return other.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "never became the rescuer")
 
 	started, release := make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
 	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), &queue.Config{InstanceID: "runner"})
-	require.NoError(t, runner.Subscribe("long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, runner.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
 		calls.Add(1)
 		close(started)
 		<-release

@@ -29,7 +29,7 @@ func TestClusterProcessesEachMessageExactlyOnce(t *testing.T) {
 	for i := range qs {
 		name := fmt.Sprintf("inst-%d", i)
 		q := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 8}), &queue.Config{InstanceID: name})
-		require.NoError(t, q.Subscribe("work", queue.Consumer{Concurrency: 4, Process: func(_ context.Context, m queue.Message) error {
+		require.NoError(t, q.Subscribe(ctxT(t), "work", queue.Consumer{Concurrency: 4, Process: func(_ context.Context, m queue.Message) error {
 			mu.Lock()
 			defer mu.Unlock()
 			calls[m.ID]++

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +20,9 @@ import (
 type Consumer struct {
 	// Process handles one message. Its ctx is cancelled at the message's
 	// timeout, when the message is cancelled ([EventQueue.Cancel], from any
-	// instance), and when a graceful Stop runs out of time. Returning an error
+	// instance), when a graceful Stop runs out of time, and when this
+	// instance's liveness session stays lost ([ErrLivenessLost]: the message
+	// may soon run elsewhere). Returning an error
 	// or panicking is a failed attempt; returning nil completes the message,
 	// except a message cancelled while it ran: that ends cancelled whatever
 	// Process returns.
@@ -33,8 +36,9 @@ type Consumer struct {
 	// PollInterval later). Nil means always ready.
 	Idle func() bool
 	// Concurrency is how many messages of the channel this instance runs at
-	// once. 0 means unlimited ([MaxConcurrency], River's maximum). NocoBase's
-	// default is 1: set it.
+	// once (River's QueueConfig.MaxWorkers), at most [MaxConcurrency].
+	// Defaults to [DefaultConcurrency] (1, NocoBase's default); say
+	// MaxConcurrency for River's maximum.
 	Concurrency int
 	// Shared maps the channel to the same queue for every app (the app name is
 	// left out, as in NocoBase). Publishers of the channel must say Shared
@@ -104,23 +108,14 @@ func (c Consumer) validate() error {
 // PollInterval; a message published on an idle channel is claimed at once
 // (the first fetch after a quiet period is not delayed).
 func (q *EventQueue) queueConfig(c Consumer) river.QueueConfig {
-	workers := c.Concurrency
-	if workers == 0 {
-		workers = MaxConcurrency
-	}
+	workers := cmp.Or(c.Concurrency, DefaultConcurrency)
 	poll := c.PollInterval
 	if poll == 0 {
 		poll = DefaultPollInterval
 	}
 	cooldown := q.cfg.FetchCooldown
 	if cooldown == 0 {
-		n := c.Concurrency
-		if n == 0 {
-			// Unlimited claims everything available in one fetch; the
-			// cooldown then only bounds how often it looks.
-			n = 1
-		}
-		cooldown = min(max(time.Duration(n)*cooldownPerWorker, minFetchCooldown), maxDerivedFetchCooldown)
+		cooldown = min(max(time.Duration(workers)*cooldownPerWorker, minFetchCooldown), maxDerivedFetchCooldown)
 	}
 	cooldown = min(cooldown, poll)
 	return river.QueueConfig{MaxWorkers: workers, FetchCooldown: cooldown, FetchPollInterval: poll}
@@ -130,13 +125,17 @@ func (q *EventQueue) queueConfig(c Consumer) river.QueueConfig {
 // is started, else from Start. Only instances that subscribe a channel
 // consume it; any instance may publish to it. A channel can be subscribed
 // once per instance: a second Subscribe returns ErrAlreadySubscribed and
-// leaves the first in place.
-func (q *EventQueue) Subscribe(channel string, c Consumer) error {
+// leaves the first in place. ctx bounds Subscribe only (a cancelled ctx
+// subscribes nothing); the subscription lasts until Unsubscribe or Stop.
+func (q *EventQueue) Subscribe(ctx context.Context, channel string, c Consumer) error {
 	if err := validateChannel(channel); err != nil {
 		return err
 	}
 	if err := c.validate(); err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("queue: subscribe %q: %w", channel, err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -42,7 +42,7 @@ func runCrashHelper() {
 		os.Exit(2)
 	}
 	hang := make(chan struct{})
-	err = q.Subscribe(crashChannel, queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+	err = q.Subscribe(ctx, crashChannel, queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
 		fmt.Printf("%s%d\n", crashHelperPrefix, m.ID)
 		<-hang
 		return nil
@@ -73,7 +73,7 @@ func TestCrashedWorkerMessageIsRescued(t *testing.T) {
 	got := make(chan queue.Message, 1)
 	var rerunAt atomic.Int64
 	survivor := newQueue(t, db, nil, &queue.Config{InstanceID: "survivor", DefaultTimeout: crashTimeout})
-	require.NoError(t, survivor.Subscribe(crashChannel, queue.Consumer{Concurrency: 1, Idle: childClaimed.Load, Process: func(_ context.Context, m queue.Message) error {
+	require.NoError(t, survivor.Subscribe(ctx, crashChannel, queue.Consumer{Concurrency: 1, Idle: childClaimed.Load, Process: func(_ context.Context, m queue.Message) error {
 		rerunAt.CompareAndSwap(0, time.Now().UnixNano())
 		got <- m
 		return nil

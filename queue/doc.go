@@ -13,7 +13,7 @@
 // by liveness instead of River's age-based rescuer.
 //
 //	q, _ := queue.New(pool, &queue.Config{AppName: "main"})
-//	q.Subscribe("async-task-manager.task", queue.Consumer{Concurrency: 3, Idle: monitor.Idle, Process: run})
+//	q.Subscribe(ctx, "async-task-manager.task", queue.Consumer{Concurrency: 3, Idle: monitor.Idle, Process: run})
 //	q.Start(ctx)
 //	id, _ := q.PublishTx(ctx, tx, "async-task-manager.task", task, &queue.PublishOpts{MaxRetries: 2})
 //	…
@@ -45,7 +45,11 @@
 //     every attempt's error, in river_job (state discarded) as a dead letter
 //     ([EventQueue.Inspect] reads it).
 //     Attempts lost to a dead worker are not failures: such a message is
-//     retried up to Config.MaxRescues more times.
+//     retried up to Config.MaxRescues more times. So River's max_attempts
+//     is MaxRetries + 1 + MaxRescues: a message published with the default
+//     MaxRetries 0 shows max_attempts 4 in river_job, yet its first failure
+//     discards it; the other 3 attempts are reserved for rescues
+//     (args->>'max_retries' holds MaxRetries).
 //   - Cancel: [EventQueue.Cancel] from any instance stops a queued message
 //     from ever running and cancels a running one's ctx.
 //   - Ordering: messages of a channel are claimed in publish order (FIFO,
@@ -83,10 +87,16 @@
 //     its session lost within 2.25 s (a ping every 250 ms, 2 s timeout),
 //     stops claiming, and from then on writes an outcome only if its row is
 //     still its own attempt (checked under a row lock), so a late result
-//     never overwrites a rerun. Its Process calls are not cancelled.
+//     never overwrites a rerun. A session lost for [CancelAfterLoss] more
+//     cancels the ctx of every Process running on the instance (cause
+//     [ErrLivenessLost]), at least 3 s before another instance may rerun
+//     the message; the message goes back to the queue uncharged unless it
+//     was handed on meanwhile. A Process that ignores its ctx may still
+//     overlap with the rerun.
 //   - Connection cut, server restart: the session reconnects (backoff up to
 //     500 ms) well within RescueGrace, so no live instance's message is
-//     rerun. A restart longer than that is harmless too: the rescuer needs
+//     rerun (a session back within CancelAfterLoss cancels nothing; a
+//     slower one cancels the running Process ctx as above). A restart longer than that is harmless too: the rescuer needs
 //     the server. One gap: an outcome River cannot write within its
 //     completer's retries (an outage of tens of seconds as the message
 //     ends) is lost, and the message stays running until its instance
@@ -141,8 +151,8 @@
 //
 // # Differences from NocoBase
 //
-//   - Concurrency 0 means unlimited (River's maximum, 10,000) as in NocoBase,
-//     but NocoBase's default of 1 cannot be a Go zero value: set it.
+//   - Concurrency defaults to 1, as in NocoBase ([DefaultConcurrency]); say
+//     [MaxConcurrency] for River's maximum (10,000). (Before, 0 meant 10,000.)
 //   - A second Subscribe of a channel is an error ([ErrAlreadySubscribed]),
 //     not a warning; the first stays.
 //   - Publish works before Start (the message waits) and without a local

@@ -44,6 +44,13 @@ var (
 	// owner of each attempt, and rescue decides by the owner's liveness.
 	ErrInstanceIDInUse = errors.New("queue: instance id in use by a running instance")
 
+	// ErrLivenessLost is the cause (context.Cause) of a Process ctx
+	// cancelled because this instance's liveness session stayed lost for
+	// [CancelAfterLoss]: other instances may soon see this instance dead
+	// and run the message again. The message goes back to the queue,
+	// uncharged, unless it was handed to another instance meanwhile.
+	ErrLivenessLost = errors.New("queue: liveness session lost; the message may run elsewhere")
+
 	// ErrNotFound is returned by [EventQueue.Cancel] when no message has the id
 	// (it never existed, or it was finished and cleaned up).
 	ErrNotFound = errors.New("queue: message not found")

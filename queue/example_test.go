@@ -20,7 +20,7 @@ func Example() {
 		panic(err)
 	}
 	done := make(chan struct{})
-	err = q.Subscribe("mail.send", queue.Consumer{
+	err = q.Subscribe(ctx, "mail.send", queue.Consumer{
 		Concurrency: 2,
 		Process: func(ctx context.Context, msg queue.Message) error {
 			var to string

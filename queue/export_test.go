@@ -14,3 +14,6 @@ func NewWithClock(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*Eve
 
 // RescueScans counts the rescue scans this instance ran as the rescuer.
 func (q *EventQueue) RescueScans() int64 { return q.rescueScans.Load() }
+
+// Rescuing is closed when this instance first becomes the rescuer.
+func (q *EventQueue) Rescuing() <-chan struct{} { return q.rescuing }

@@ -52,7 +52,7 @@ func FuzzChannelName(f *testing.F) {
 		var before int
 		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&before))
 
-		err := q.Subscribe(channel, queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, m queue.Message) error {
+		err := q.Subscribe(ctx, channel, queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, m queue.Message) error {
 			got <- m
 			return nil
 		}})

@@ -23,8 +23,11 @@ type PublishOpts struct {
 	Timeout time.Duration
 	// MaxRetries is how many failed attempts are retried: 3 means at most 4
 	// calls of Process. Defaults to 0 (NocoBase): a failure discards the
-	// message (kept, with its error, as a dead letter). Attempts lost to a
-	// dead worker are retried on top of this (Config.MaxRescues).
+	// message (kept, with its error, as a dead letter). Unlike River's
+	// MaxAttempts (default 25) it counts failures only: attempts lost to a
+	// dead worker are retried on top of it (Config.MaxRescues), which is
+	// why river_job.max_attempts shows MaxRetries + 1 + MaxRescues (4 for
+	// the defaults) while one failure already discards the message.
 	MaxRetries int
 	// Delay postpones the message's first availability, counted on the
 	// database's clock from the publication (no instance clock takes part).

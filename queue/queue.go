@@ -50,8 +50,11 @@ const (
 	DefaultPollInterval = time.Second
 	// DefaultMaxPayloadBytes caps an encoded payload.
 	DefaultMaxPayloadBytes = 1 << 20
+	// DefaultConcurrency is a consumer's Concurrency when it sets none
+	// (NocoBase's default): one message at a time per instance.
+	DefaultConcurrency = 1
 	// MaxConcurrency is the largest per-instance Concurrency, River's
-	// QueueNumWorkersMax; Concurrency 0 (unlimited) maps to it.
+	// QueueNumWorkersMax.
 	MaxConcurrency = river.QueueNumWorkersMax
 
 	// minFetchCooldown is River's floor for FetchCooldown.
@@ -186,11 +189,14 @@ type EventQueue struct {
 	clock func() time.Time
 
 	// live is the liveness session (set by Start, before River starts);
-	// rescuerCancel and rescuerDone own the rescuer goroutine.
+	// rescuerCancel and background own the rescuer and the liveness
+	// watcher goroutines.
 	live          *liveness.Session
 	rescuerCancel context.CancelFunc
-	rescuerDone   chan struct{}
+	background    sync.WaitGroup
 	rescueScans   atomic.Int64
+	// rescuing is closed when this instance first becomes the rescuer.
+	rescuing chan struct{}
 
 	// mu serialises lifecycle transitions and Subscribe/Unsubscribe; it
 	// guards started.
@@ -204,8 +210,9 @@ type EventQueue struct {
 	byChannel map[string]*subscription
 	byQueue   map[string]*subscription
 
-	// runMu guards running and abandoned. running holds the attempt of
-	// every message whose Process runs on this instance, by message id;
+	// runMu guards running and abandoned. running holds the attempt (and
+	// the ctx cancel) of every message whose Process runs on this
+	// instance, by message id;
 	// abandoned holds those that Stop handed back while their Process still
 	// ran: whatever that Process returns later is dropped (see
 	// gatedExecutor.JobSetStateIfRunningMany), since the message may already
@@ -213,7 +220,7 @@ type EventQueue struct {
 	// claims holds, by message id, the attempt and liveness epoch of every
 	// message this instance claimed whose outcome is not written yet.
 	runMu     sync.Mutex
-	running   map[int64]int
+	running   map[int64]runningMsg
 	abandoned map[int64]int
 	claims    map[int64]claim
 
@@ -249,9 +256,10 @@ func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQu
 		insertTopic: c.Schema + ".river_insert",
 		byChannel:   make(map[string]*subscription),
 		byQueue:     make(map[string]*subscription),
-		running:     make(map[int64]int),
+		running:     make(map[int64]runningMsg),
 		abandoned:   make(map[int64]int),
 		claims:      make(map[int64]claim),
+		rescuing:    make(chan struct{}),
 		clock:       clock,
 	}
 	if q.clock == nil {
@@ -336,8 +344,10 @@ func (q *EventQueue) Start(ctx context.Context) error {
 		return fmt.Errorf("queue: start: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	q.rescuerCancel, q.rescuerDone = cancel, make(chan struct{})
-	go q.runRescuer(rctx)
+	q.rescuerCancel = cancel
+	q.background.Add(2)
+	go func() { defer q.background.Done(); q.runRescuer(rctx) }()
+	go func() { defer q.background.Done(); q.watchLiveness(rctx) }()
 	q.started = true
 	return nil
 }
@@ -369,7 +379,7 @@ func (q *EventQueue) Stop(ctx context.Context) error {
 	// the session's end makes them look dead to the rescuer.
 	defer func() {
 		q.rescuerCancel()
-		<-q.rescuerDone
+		q.background.Wait()
 		q.live.Close()
 	}()
 	err := q.client.Stop(ctx)
@@ -407,10 +417,10 @@ func (q *EventQueue) abandonRunning(ctx context.Context) (int, error) {
 	q.runMu.Lock()
 	ids := make([]int64, 0, len(q.running))
 	attempts := make([]int32, 0, len(q.running))
-	for id, attempt := range q.running {
-		q.abandoned[id] = attempt
+	for id, r := range q.running {
+		q.abandoned[id] = r.attempt
 		ids = append(ids, id)
-		attempts = append(attempts, int32(attempt))
+		attempts = append(attempts, int32(r.attempt))
 	}
 	q.runMu.Unlock()
 	if len(ids) == 0 {
@@ -447,11 +457,18 @@ func handBackQuery(schema string) string {
 		FROM (SELECT DISTINCT queue FROM moved WHERE state = 'available') AS woken`
 }
 
-// started records that Process of message id (attempt) runs on this
-// instance; the returned func forgets it.
-func (q *EventQueue) startRunning(id int64, attempt int) func() {
+// runningMsg is a message whose Process runs on this instance.
+type runningMsg struct {
+	attempt int
+	// cancel cancels its Process ctx (with ErrLivenessLost).
+	cancel context.CancelCauseFunc
+}
+
+// startRunning records that Process of message id (attempt) runs on this
+// instance with ctx cancel; the returned func forgets it.
+func (q *EventQueue) startRunning(id int64, attempt int, cancel context.CancelCauseFunc) func() {
 	q.runMu.Lock()
-	q.running[id] = attempt
+	q.running[id] = runningMsg{attempt: attempt, cancel: cancel}
 	q.runMu.Unlock()
 	return func() {
 		q.runMu.Lock()

@@ -25,7 +25,7 @@ func TestSubscribeBeforeStartDeliversOnce(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	got := make(chan queue.Message, 10)
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, m queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, m queue.Message) error {
 		if _, ok := ctx.Deadline(); !ok {
 			return errors.New("no deadline")
 		}
@@ -54,7 +54,7 @@ func TestSubscribeAfterStart(t *testing.T) {
 	q := newQueue(t, db, nil, nil)
 	start(t, q)
 	got := make(chan queue.Message, 10)
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
 		got <- m
 		return nil
 	}}))
@@ -72,8 +72,8 @@ func TestSubscribeTwiceIsAnError(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	var first, second atomic.Int32
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { first.Add(1); return nil }}))
-	err := q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { second.Add(1); return nil }})
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { first.Add(1); return nil }}))
+	err := q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { second.Add(1); return nil }})
 	require.ErrorIs(t, err, queue.ErrAlreadySubscribed)
 	start(t, q)
 	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
@@ -90,7 +90,7 @@ func TestPublishBeforeStartIsKeptUntilStart(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
 	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
 	require.NoError(t, err)
 	s, attempt, _ := jobState(t, db, id)
@@ -108,7 +108,7 @@ func TestCallsAfterStopReturnErrClosed(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Process: func(context.Context, queue.Message) error { return nil }}))
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Process: func(context.Context, queue.Message) error { return nil }}))
 	start(t, q)
 	ctx := ctxT(t)
 	require.NoError(t, q.Stop(ctx))
@@ -118,7 +118,7 @@ func TestCallsAfterStopReturnErrClosed(t *testing.T) {
 	require.ErrorIs(t, err, queue.ErrClosed)
 	_, err = q.PublishMany(ctx, []queue.Publication{{Channel: "test1", Payload: 1}})
 	require.ErrorIs(t, err, queue.ErrClosed)
-	require.ErrorIs(t, q.Subscribe("other", queue.Consumer{Process: func(context.Context, queue.Message) error { return nil }}), queue.ErrClosed)
+	require.ErrorIs(t, q.Subscribe(ctxT(t), "other", queue.Consumer{Process: func(context.Context, queue.Message) error { return nil }}), queue.ErrClosed)
 	require.ErrorIs(t, q.Unsubscribe(ctx, "test1"), queue.ErrClosed)
 	require.ErrorIs(t, q.Cancel(ctx, 1), queue.ErrClosed)
 	_, err = q.Stats(ctx)
@@ -177,12 +177,14 @@ func TestBadInputWritesNothing(t *testing.T) {
 	require.Equal(t, 0, countJobs(t, db))
 
 	ok := func(context.Context, queue.Message) error { return nil }
-	require.ErrorIs(t, q.Subscribe("", queue.Consumer{Process: ok}), queue.ErrEmptyChannel)
-	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{}), queue.ErrInvalidOptions)
-	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{Process: ok, Concurrency: -1}), queue.ErrInvalidOptions)
-	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{Process: ok, Concurrency: queue.MaxConcurrency + 1}), queue.ErrInvalidOptions)
-	require.ErrorIs(t, q.Subscribe("c", queue.Consumer{Process: ok, PollInterval: time.Microsecond}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Subscribe(ctxT(t), "", queue.Consumer{Process: ok}), queue.ErrEmptyChannel)
+	require.ErrorIs(t, q.Subscribe(ctxT(t), "c", queue.Consumer{}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Subscribe(ctxT(t), "c", queue.Consumer{Process: ok, Concurrency: -1}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Subscribe(ctxT(t), "c", queue.Consumer{Process: ok, Concurrency: queue.MaxConcurrency + 1}), queue.ErrInvalidOptions)
+	require.ErrorIs(t, q.Subscribe(ctxT(t), "c", queue.Consumer{Process: ok, PollInterval: time.Microsecond}), queue.ErrInvalidOptions)
 	require.ErrorIs(t, q.Unsubscribe(ctx, "c"), queue.ErrNotSubscribed)
+	require.ErrorIs(t, q.Subscribe(cancelled, "c", queue.Consumer{Process: ok}), context.Canceled)
+	require.ErrorIs(t, q.Unsubscribe(ctx, "c"), queue.ErrNotSubscribed, "a cancelled Subscribe subscribes nothing")
 
 	_, err = queue.New(db.Pool, &queue.Config{Schema: "bad schema"})
 	require.Error(t, err)
@@ -198,7 +200,7 @@ func TestPayloadRoundTripsExactly(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	got := make(chan json.RawMessage, 10)
-	require.NoError(t, q.Subscribe("c", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m.Payload; return nil }}))
+	require.NoError(t, q.Subscribe(ctxT(t), "c", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m.Payload; return nil }}))
 	start(t, q)
 	payloads := []json.RawMessage{
 		json.RawMessage(`{"b":1,"a":[true,false,null],"b":2.50}`),
@@ -227,7 +229,7 @@ func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
 	db := pgtest.NewDB(t)
 	busy := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "busy"}), &queue.Config{InstanceID: "busy"})
 	var idleAsked, busyCalls atomic.Int32
-	require.NoError(t, busy.Subscribe("test1", queue.Consumer{
+	require.NoError(t, busy.Subscribe(ctxT(t), "test1", queue.Consumer{
 		Concurrency:  1,
 		PollInterval: 20 * time.Millisecond,
 		Idle:         func() bool { idleAsked.Add(1); return false },
@@ -250,7 +252,7 @@ func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
 
 	free := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "free"}), &queue.Config{InstanceID: "free"})
 	var freeCalls atomic.Int32
-	require.NoError(t, free.Subscribe("test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return true }, Process: func(context.Context, queue.Message) error { freeCalls.Add(1); return nil }}))
+	require.NoError(t, free.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return true }, Process: func(context.Context, queue.Message) error { freeCalls.Add(1); return nil }}))
 	start(t, free)
 	for _, id := range ids {
 		waitState(t, db, id, "completed")
@@ -271,7 +273,7 @@ func TestIdleFalseWhileProcessingIsSequentialFIFO(t *testing.T) {
 	var processing, overlap atomic.Int32
 	var mu sync.Mutex
 	var order []string
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{
 		Concurrency:  1,
 		PollInterval: 20 * time.Millisecond,
 		Idle:         func() bool { return processing.Load() == 0 },
@@ -310,7 +312,7 @@ func TestNextMessageStartsAfterCompletionWithoutPolling(t *testing.T) {
 	q := newQueue(t, db, nil, nil)
 	release := make(chan struct{})
 	got := make(chan string, 2)
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{
 		Concurrency:  1,
 		PollInterval: time.Hour,
 		Process: func(ctx context.Context, m queue.Message) error {
@@ -346,7 +348,7 @@ func TestRetriesExhaustedDiscards(t *testing.T) {
 	q := newQueue(t, db, nil, &queue.Config{RetryBackoff: 10 * time.Millisecond})
 	var mu sync.Mutex
 	var retried []int
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, PollInterval: 20 * time.Millisecond, Process: func(_ context.Context, m queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, PollInterval: 20 * time.Millisecond, Process: func(_ context.Context, m queue.Message) error {
 		mu.Lock()
 		retried = append(retried, m.Retried)
 		mu.Unlock()
@@ -395,7 +397,7 @@ func TestFailureAndPanicWithConcurrency(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 2, Process: func(_ context.Context, m queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 2, Process: func(_ context.Context, m queue.Message) error {
 		calls.Add(1)
 		switch string(m.Payload) {
 		case "0":
@@ -426,7 +428,7 @@ func TestTimeoutCancelsContextAndCountsAsFailure(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, &queue.Config{RetryBackoff: 10 * time.Millisecond})
 	var calls atomic.Int32
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 2, PollInterval: 20 * time.Millisecond, Process: func(ctx context.Context, m queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 2, PollInterval: 20 * time.Millisecond, Process: func(ctx context.Context, m queue.Message) error {
 		calls.Add(1)
 		if string(m.Payload) == `"slow"` {
 			<-ctx.Done()
@@ -450,33 +452,48 @@ func TestTimeoutCancelsContextAndCountsAsFailure(t *testing.T) {
 	require.Equal(t, int32(3), calls.Load())
 }
 
-// NocoBase "concurrency: 0 means unlimited": 3 messages run at once.
-func TestConcurrencyZeroIsUnlimited(t *testing.T) {
+// Concurrency 0 is DefaultConcurrency (1, NocoBase's default; NocoBase's
+// explicit 0 meant unlimited, a Go zero value cannot): 3 messages run one
+// at a time. MaxConcurrency (River's maximum) runs all 3 at once.
+func TestConcurrencyDefaultAndMax(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
-	var active atomic.Int32
-	all := make(chan struct{})
-	var once sync.Once
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Process: func(ctx context.Context, _ queue.Message) error {
-		if active.Add(1) == 3 {
-			once.Do(func() { close(all) })
-		}
-		defer active.Add(-1)
-		select {
-		case <-all:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}}))
-	start(t, q)
-	ids, err := q.PublishMany(ctxT(t), []queue.Publication{{Channel: "test1", Payload: 1}, {Channel: "test1", Payload: 2}, {Channel: "test1", Payload: 3}})
-	require.NoError(t, err)
-	for _, id := range ids {
-		waitState(t, db, id, "completed")
+	for _, tc := range []struct {
+		name        string
+		concurrency int
+		peak        int32
+	}{{"zero is one", 0, 1}, {"max runs all", queue.MaxConcurrency, 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.NewDB(t)
+			q := newQueue(t, db, nil, nil)
+			var active, peak atomic.Int32
+			all := make(chan struct{})
+			var once sync.Once
+			done := make(chan struct{}, 3)
+			require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: tc.concurrency, Process: func(ctx context.Context, _ queue.Message) error {
+				n := active.Add(1)
+				defer func() { active.Add(-1); done <- struct{}{} }()
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				if n == tc.peak {
+					once.Do(func() { close(all) })
+				}
+				select {
+				case <-all:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}}))
+			start(t, q)
+			_, err := q.PublishMany(ctxT(t), []queue.Publication{{Channel: "test1", Payload: 1}, {Channel: "test1", Payload: 2}, {Channel: "test1", Payload: 3}})
+			require.NoError(t, err)
+			for range 3 {
+				receive(t, done)
+			}
+			require.Equal(t, tc.peak, peak.Load())
+		})
 	}
-	require.Equal(t, int32(0), active.Load())
 }
 
 // NocoBase "concurrency: 2 with 5 messages" and "staggered publishes": never
@@ -487,7 +504,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	q := newQueue(t, db, nil, nil)
 	var active, peak atomic.Int32
 	var done atomic.Int32
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 2, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 2, Process: func(context.Context, queue.Message) error {
 		n := active.Add(1)
 		for {
 			p := peak.Load()
@@ -526,7 +543,7 @@ func TestPublisherNeedNotSubscribe(t *testing.T) {
 	start(t, pub)
 	worker := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, worker.Subscribe("jobs", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	require.NoError(t, worker.Subscribe(ctxT(t), "jobs", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
 	start(t, worker)
 	id, err := pub.Publish(ctxT(t), "jobs", 1, nil)
 	require.NoError(t, err)
@@ -547,8 +564,8 @@ func TestAppNamespacingAndShared(t *testing.T) {
 			return nil
 		}
 	}
-	require.NoError(t, a.Subscribe("local", queue.Consumer{Concurrency: 1, Process: rec("a")}))
-	require.NoError(t, a.Subscribe("global", queue.Consumer{Concurrency: 1, Shared: true, Process: rec("a")}))
+	require.NoError(t, a.Subscribe(ctxT(t), "local", queue.Consumer{Concurrency: 1, Process: rec("a")}))
+	require.NoError(t, a.Subscribe(ctxT(t), "global", queue.Consumer{Concurrency: 1, Shared: true, Process: rec("a")}))
 	start(t, a)
 	start(t, b)
 
@@ -574,7 +591,7 @@ func TestMessagesSurviveStop(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	first := newQueue(t, db, nil, nil)
-	require.NoError(t, first.Subscribe("test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return errors.New("must not run") }}))
+	require.NoError(t, first.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return errors.New("must not run") }}))
 	start(t, first)
 	id, err := first.Publish(ctxT(t), "test1", "message1", nil)
 	require.NoError(t, err)
@@ -585,7 +602,7 @@ func TestMessagesSurviveStop(t *testing.T) {
 
 	second := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, second.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	require.NoError(t, second.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
 	start(t, second)
 	waitState(t, db, id, "completed")
 	require.Equal(t, int32(1), calls.Load())
@@ -599,7 +616,7 @@ func TestStopWaitsForRunningMessage(t *testing.T) {
 	q := newQueue(t, db, nil, nil)
 	started := make(chan struct{})
 	release := make(chan struct{})
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
 		close(started)
 		<-release
 		if ctx.Err() != nil {
@@ -634,7 +651,7 @@ func TestStopDeadlineCancelsAndRequeues(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	started := make(chan struct{})
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
 		close(started)
 		<-ctx.Done()
 		return errors.New("gave up") // not the ctx error: still not charged
@@ -664,7 +681,7 @@ func TestStopPastDeadlineAbandonsHungMessage(t *testing.T) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	returned := make(chan struct{})
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
 		defer close(returned)
 		close(started)
 		<-release // ignores its ctx
@@ -697,7 +714,7 @@ func TestStopPastDeadlineAbandonsHungMessage(t *testing.T) {
 
 	got := make(chan int64, 1)
 	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
-	require.NoError(t, other.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+	require.NoError(t, other.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
 		got <- m.ID
 		return nil
 	}}))
@@ -719,7 +736,7 @@ func TestCancelRunningFromAnotherInstance(t *testing.T) {
 	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), nil)
 	started := make(chan struct{})
 	cause := make(chan error, 1)
-	require.NoError(t, runner.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+	require.NoError(t, runner.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
 		close(started)
 		<-ctx.Done()
 		cause <- context.Cause(ctx)
@@ -756,7 +773,7 @@ func TestCancelledRunningEndsCancelledWhateverProcessReturns(t *testing.T) {
 			db := pgtest.NewDB(t)
 			q := newQueue(t, db, nil, nil)
 			started := make(chan struct{})
-			require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
+			require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
 				close(started)
 				<-ctx.Done()
 				return tc.ret
@@ -779,7 +796,7 @@ func TestCancelQueued(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return calls.Load() >= 0 }, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return calls.Load() >= 0 }, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
 	id, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{Delay: time.Hour})
 	require.NoError(t, err)
 	s, _, _ := jobState(t, db, id)
@@ -813,7 +830,7 @@ func TestUniqueKey(t *testing.T) {
 	require.Equal(t, 2, countJobs(t, db))
 
 	got := make(chan queue.Message, 10)
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m; return nil }}))
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m; return nil }}))
 	start(t, q)
 	m := <-got
 	require.Equal(t, "k", m.Options.UniqueKey)
@@ -833,7 +850,7 @@ func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
 	started := make(chan struct{}, 1)
 	release := make(chan struct{})
 	var calls atomic.Int32
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
 		calls.Add(1)
 		started <- struct{}{}
 		<-release
@@ -862,7 +879,7 @@ func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
 
 	// Subscribing again consumes it.
 	done := make(chan int64, 1)
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { done <- m.ID; return nil }}))
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { done <- m.ID; return nil }}))
 	require.Equal(t, second, <-done)
 }
 
@@ -876,7 +893,7 @@ func TestAsyncTaskManagerPattern(t *testing.T) {
 	q := newQueue(t, db, nil, nil)
 	var running, peak, done atomic.Int32
 	var republished atomic.Bool
-	require.NoError(t, q.Subscribe("async-task-manager.task", queue.Consumer{
+	require.NoError(t, q.Subscribe(ctxT(t), "async-task-manager.task", queue.Consumer{
 		Concurrency: 3,
 		Idle:        func() bool { return running.Load() < 3 },
 		Process: func(ctx context.Context, m queue.Message) error {
@@ -933,7 +950,7 @@ func TestLogsAndStats(t *testing.T) {
 	q := newQueue(t, db, nil, &queue.Config{Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	started := make(chan struct{})
 	release := make(chan struct{})
-	require.NoError(t, q.Subscribe("logged", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "logged", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
 		if string(m.Payload) == `"fail"` {
 			return errors.New("it failed")
 		}

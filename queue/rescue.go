@@ -28,6 +28,15 @@ const (
 	// for a killed process, within liveness.ServerDetect for a silent
 	// partition): a scan to see it, RescueGrace, a scan to hand it back.
 	RescueBound = RescueGrace + 2*RescueScanInterval
+	// CancelAfterLoss is how long this instance's liveness session must stay
+	// lost before the ctx of every Process running here is cancelled
+	// ([ErrLivenessLost]). A silent partition is noticed within
+	// liveness.CheckInterval + liveness.PingTimeout (2.25 s), so Process is
+	// cancelled within 3.75 s of its start, while the database ends the
+	// partitioned session only after about 4 s and a rescue follows
+	// RescueGrace (3 s) later. A cut connection is noticed within 250 ms:
+	// the cancel comes at least 1.25 s before the earliest rescue.
+	CancelAfterLoss = RescueGrace / 2
 	// rescueBatch bounds the messages one scan hands back.
 	rescueBatch = 1000
 )
@@ -93,7 +102,6 @@ func rescueQueries(schema string) (candidates, rescue, fence string) {
 // liveness alone: no clock is compared; RescueGrace is measured with this
 // process's monotonic clock.
 func (q *EventQueue) runRescuer(ctx context.Context) {
-	defer close(q.rescuerDone)
 	t := time.NewTicker(RescueScanInterval)
 	defer t.Stop()
 	var leaderEpoch uint64
@@ -113,6 +121,9 @@ func (q *EventQueue) runRescuer(ctx context.Context) {
 			if err != nil || !ok {
 				continue
 			}
+			if leaderEpoch == 0 {
+				close(q.rescuing)
+			}
 			leaderEpoch = e
 			clear(seen)
 			q.logger.Info("queue: this instance rescues dead instances' messages", slog.String("instance_id", q.cfg.InstanceID))
@@ -122,6 +133,69 @@ func (q *EventQueue) runRescuer(ctx context.Context) {
 		}
 		q.rescueScans.Add(1)
 	}
+}
+
+// watchLiveness cancels the ctx of every Process running on this instance
+// (cause ErrLivenessLost) when the liveness session stays lost for
+// CancelAfterLoss: from then on other instances may soon see this one dead
+// and rerun its messages (RescueGrace after the database ended its
+// session), and a Process should stop before that. A session that comes
+// back sooner (a cut connection, a quick server restart) cancels nothing.
+func (q *EventQueue) watchLiveness(ctx context.Context) {
+	for {
+		_, live, changed := q.live.State()
+		if live {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				continue
+			}
+		}
+		timer := time.NewTimer(CancelAfterLoss)
+		restored := false
+		for !restored {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-changed:
+				_, live, changed = q.live.State()
+				restored = live
+				continue
+			case <-timer.C:
+			}
+			break
+		}
+		timer.Stop()
+		if restored {
+			continue
+		}
+		if n := q.cancelRunning(ErrLivenessLost); n > 0 {
+			q.logger.Warn("queue: liveness session lost; cancelled running messages, which may run elsewhere",
+				slog.String("instance_id", q.cfg.InstanceID), slog.Int("messages", n))
+		}
+		// Wait for the session to come back before watching again.
+		for !live {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				_, live, changed = q.live.State()
+			}
+		}
+	}
+}
+
+// cancelRunning cancels the ctx of every running Process with cause and
+// returns how many it cancelled.
+func (q *EventQueue) cancelRunning(cause error) int {
+	q.runMu.Lock()
+	defer q.runMu.Unlock()
+	for _, r := range q.running {
+		r.cancel(cause)
+	}
+	return len(q.running)
 }
 
 type claimKey struct {

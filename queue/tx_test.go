@@ -21,7 +21,7 @@ func TestPublishTxCommitAndRollback(t *testing.T) {
 	q := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
 	seen := make(chan string, 10)
-	require.NoError(t, q.Subscribe("test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
 		calls.Add(1)
 		seen <- string(m.Payload)
 		return nil

@@ -53,7 +53,9 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 		// without charging an attempt.
 		return river.JobSnooze(0)
 	}
-	defer q.startRunning(job.ID, job.Attempt)()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer q.startRunning(job.ID, job.Attempt, cancel)()
 	failed := failedAttempts(job.JobRow)
 	msg := Message{
 		ID:      job.ID,
@@ -78,6 +80,12 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 	if ctx.Err() != nil {
 		cause := context.Cause(ctx)
 		switch {
+		case errors.Is(cause, ErrLivenessLost):
+			// This instance may be seen dead: hand the message back,
+			// not charged. The write is fenced (setOutcomes): if another
+			// instance took the message meanwhile, it is dropped.
+			q.logger.WarnContext(ctx, "queue: message interrupted: liveness session lost; requeued", attrs...)
+			return river.JobSnooze(0)
 		case errors.Is(cause, river.ErrJobCancelledRemotely):
 			// Cancelled ends cancelled whatever Process returned, nil
 			// included (it noticed the cancel and stopped early).

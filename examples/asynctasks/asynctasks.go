@@ -222,7 +222,7 @@ func (p *Plugin) Load(ctx context.Context, a *app.App) error {
 		return fmt.Errorf("asynctasks: create table: %w", err)
 	}
 	p.app = a
-	if err := a.EventQueue().Subscribe(TaskChannel, queue.Consumer{Concurrency: p.cfg.Concurrency, Process: p.process}); err != nil {
+	if err := a.EventQueue().Subscribe(ctx, TaskChannel, queue.Consumer{Concurrency: p.cfg.Concurrency, Process: p.process}); err != nil {
 		return fmt.Errorf("asynctasks: subscribe %s: %w", TaskChannel, err)
 	}
 	sub, err := a.PubSub().Subscribe(ctx, CancelChannel, p.onCancelSignal, nil)

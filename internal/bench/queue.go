@@ -112,7 +112,7 @@ func pgcoordBurnDown(ctx context.Context, pool *pgxpool.Pool, opts Options, tag 
 	defer stopQueue(q)
 	var processed atomic.Int64
 	done := make(chan struct{})
-	if err := q.Subscribe("noop", queue.Consumer{Concurrency: queueWorkers, Process: func(context.Context, queue.Message) error {
+	if err := q.Subscribe(ctx, "noop", queue.Consumer{Concurrency: queueWorkers, Process: func(context.Context, queue.Message) error {
 		if processed.Add(1) == int64(n) {
 			close(done)
 		}
@@ -223,7 +223,7 @@ func interleavedLatency(ctx context.Context, pool *pgxpool.Pool, opts Options, t
 	}
 	defer stopQueue(q)
 	pStarted := make(chan time.Time, 1)
-	if err := q.Subscribe("lat", queue.Consumer{Concurrency: queueWorkers, Process: func(context.Context, queue.Message) error {
+	if err := q.Subscribe(ctx, "lat", queue.Consumer{Concurrency: queueWorkers, Process: func(context.Context, queue.Message) error {
 		pStarted <- time.Now()
 		return nil
 	}}); err != nil {

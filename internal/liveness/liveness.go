@@ -161,15 +161,26 @@ func (s *Session) State() (epoch uint64, live bool, changed <-chan struct{}) {
 // TryLock takes the session advisory lock of (namespace, name) on the
 // liveness connection, for as long as the session lives (a leadership that
 // ends with the instance). It returns the epoch it was taken in; a later
-// epoch means it was lost.
+// epoch means it was lost. Like a ping, it waits at most PingTimeout: a
+// connection that does not answer in time is closed, so the session counts
+// as lost at the next check (TryLock holds the connection, and with it the
+// pings, while it waits).
 func (s *Session) TryLock(ctx context.Context, name string) (bool, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.live {
+	if !s.live || s.conn == nil {
 		return false, s.epoch, nil
 	}
+	qctx, cancel := context.WithTimeout(ctx, PingTimeout)
+	defer cancel()
 	var ok bool
-	err := s.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+keyExpr+`)`, s.cfg.Namespace, "lock/"+name).Scan(&ok)
+	err := s.conn.QueryRow(qctx, `SELECT pg_try_advisory_lock(`+keyExpr+`)`, s.cfg.Namespace, "lock/"+name).Scan(&ok)
+	if err != nil && ctx.Err() == nil {
+		// The next ping fails at once and reconnects.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = s.conn.Close(cctx)
+	}
 	return ok, s.epoch, err
 }
 
