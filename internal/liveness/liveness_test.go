@@ -2,7 +2,6 @@ package liveness_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -32,7 +31,7 @@ func TestTryLockOnSilentPartitionLosesSession(t *testing.T) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	s, err := liveness.Start(ctx, pool, liveness.Config{Namespace: "test", ID: "a", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := liveness.Start(ctx, pool, liveness.Config{Namespace: "test", ID: "a", Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	t.Cleanup(func() { proxy.Blackhole(false); proxy.Thaw() })
