@@ -20,6 +20,7 @@ import (
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/listen"
+	"github.com/pgcoord/pgcoord/pgcache"
 )
 
 // startPgBouncer runs a real PgBouncer in transaction mode in front of db and
@@ -131,8 +132,8 @@ func TestStartBehindTransactionPoolerNeedsDirectURL(t *testing.T) {
 	require.JSONEq(t, `"through the pooler"`, string(m.Payload))
 	// The cache goes through the pooler and is shared.
 	require.NoError(t, apps[0].Cache().Set(ctx, "k", 42, 0))
-	v, ok, err := apps[1].Cache().Get(ctx, "k")
+	v, ok, err := pgcache.Get[int](ctx, apps[1].Cache(), "k")
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.EqualValues(t, 42, v)
+	require.Equal(t, 42, v)
 }
