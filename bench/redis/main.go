@@ -36,7 +36,6 @@ import (
 	"github.com/pgcoord/pgcoord/internal/bench"
 	"github.com/pgcoord/pgcoord/internal/pglocal"
 	"github.com/pgcoord/pgcoord/listen"
-	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/pgcache"
 )
 
@@ -72,7 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopRedis()
-	pool, stopPG, err := openPostgres(ctx, &pglocal.Options{Durable: !*fast})
+	pool, stopPG, err := bench.OpenPostgres(ctx, &pglocal.Options{Durable: !*fast})
 	if err != nil {
 		return err
 	}
@@ -310,28 +309,4 @@ func openRedis(ctx context.Context) (*redis.Client, func(), error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return c, func() { _ = c.Close(); stop() }, nil
-}
-
-func openPostgres(ctx context.Context, local *pglocal.Options) (*pgxpool.Pool, func(), error) {
-	url := os.Getenv("PGCOORD_DATABASE_URL")
-	stopLocal := func() {}
-	if url == "" {
-		srv, err := pglocal.StartWith(ctx, local)
-		if err != nil {
-			return nil, nil, err
-		}
-		url = srv.URL()
-		stopLocal = func() { _ = srv.Stop(context.Background()) }
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		stopLocal()
-		return nil, nil, err
-	}
-	if _, err := migrations.Up(ctx, pool, nil); err != nil {
-		pool.Close()
-		stopLocal()
-		return nil, nil, err
-	}
-	return pool, func() { pool.Close(); stopLocal() }, nil
 }

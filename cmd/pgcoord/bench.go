@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgcoord/pgcoord/internal/bench"
 	"github.com/pgcoord/pgcoord/migrations"
 )
@@ -84,7 +83,7 @@ Flags:
 	if _, err := migrations.Up(ctx, pool, &migrations.Options{Schema: db.schema, Logger: logger}); err != nil {
 		return err
 	}
-	server, err := describeServer(ctx, pool)
+	server, err := bench.DescribeServer(ctx, pool)
 	if err != nil {
 		return err
 	}
@@ -113,18 +112,6 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "server: %s\n", server)
 	return printRows(stdout, all)
-}
-
-// describeServer names the server's version and the settings that decide what
-// a commit costs, so every result says which durability it was measured with.
-func describeServer(ctx context.Context, pool *pgxpool.Pool) (string, error) {
-	var version, fsync, syncCommit, fpw string
-	err := pool.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
-		current_setting('synchronous_commit'), current_setting('full_page_writes')`).Scan(&version, &fsync, &syncCommit, &fpw)
-	if err != nil {
-		return "", fmt.Errorf("read server settings: %w", err)
-	}
-	return fmt.Sprintf("PostgreSQL %s, fsync=%s synchronous_commit=%s full_page_writes=%s", version, fsync, syncCommit, fpw), nil
 }
 
 func printRows(w io.Writer, rows []bench.Row) error {
