@@ -27,6 +27,7 @@ bench:
 	@if [ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null 2>&1; then \
 		cd bench/redis && $(GO) run . ; \
 	else echo "bench: no Redis (apt-get install -y redis-server, or set REDIS_URL): skipping the Redis comparison"; fi
+	@cd bench/peers && PGCOORD_DATABASE_URL="$${PGCOORD_DATABASE_URL:-$$(../../.ci/ensure-postgres)}" $(GO) run .
 
 # A PostgreSQL for local development, when a Docker engine answers.
 db-up:
