@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -14,15 +12,12 @@ import (
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
-
 // TestPeersRows is a smoke run (a few operations): every row has both
 // figures. It measures nothing.
 func TestPeersRows(t *testing.T) {
 	db := pgtest.NewDB(t)
 	t.Setenv("PGCOORD_DATABASE_URL", db.URL)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := t.Context()
 	var out, errOut bytes.Buffer
 	require.NoError(t, run(ctx, []string{"watermill", "--ops", "8", "--json"}, &out, &errOut), errOut.String())
 	names := map[string]bool{}
@@ -38,3 +33,5 @@ func TestPeersRows(t *testing.T) {
 		require.True(t, names["watermill.throughput_c1."+poll], out.String())
 	}
 }
+
+func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -23,7 +23,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
 	"sync/atomic"
 	"text/tabwriter"
@@ -48,20 +47,12 @@ type Row struct {
 	CostRatio float64 `json:"cost_ratio"` // pgcoord / Redis
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "redis-vs-pgcoord:", err)
-		os.Exit(1)
-	}
-}
+func main() { bench.Main("redis-vs-pgcoord", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("redis-vs-pgcoord", flag.ContinueOnError)
-	ops := fs.Int("ops", 2000, "operations per measurement")
-	asJSON := fs.Bool("json", false, "one JSON object per line")
-	fast := fs.Bool("fast-server", false, "run the throwaway PostgreSQL with fsync, synchronous_commit and full_page_writes off (default: production durability)")
+	flags := bench.AddFlags(fs, 2000)
+	ops, asJSON, fast := flags.Ops, flags.JSON, flags.Fast
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,13 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, r := range rows {
-			if err := enc.Encode(r); err != nil {
-				return err
-			}
-		}
-		return nil
+		return bench.WriteJSON(stdout, rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "NAME\tPGCOORD\tREDIS\tUNIT\tPGCOORD/REDIS\t")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -98,11 +97,8 @@ Flags:
 			return fmt.Errorf("bench %s: %w", names[i], err)
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			for _, r := range rows {
-				if err := enc.Encode(r); err != nil {
-					return err
-				}
+			if err := bench.WriteJSON(stdout, rows); err != nil {
+				return err
 			}
 		}
 		all = append(all, rows...)

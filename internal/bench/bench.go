@@ -6,7 +6,9 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -47,6 +49,17 @@ func ratio(a, b float64) float64 {
 		return 0
 	}
 	return a / b
+}
+
+// WriteJSON writes rows to w, one JSON object per line.
+func WriteJSON[T any](w io.Writer, rows []T) error {
+	enc := json.NewEncoder(w)
+	for _, r := range rows {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Options bounds a benchmark run.

@@ -76,14 +76,7 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 	}()
 
 	ours := make(chan int, opts.Ops+64)
-	_, err = sub.Subscribe(ctx, "bench", func(_ context.Context, m listen.Message) error {
-		var i int
-		if err := json.Unmarshal(m.Payload, &i); err != nil {
-			return err
-		}
-		ours <- i
-		return nil
-	}, &listen.SubscribeOpts{BufferSize: opts.Ops + 64})
+	_, err = sub.Subscribe(ctx, "bench", IntSink(ours), &listen.SubscribeOpts{BufferSize: opts.Ops + 64})
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +175,19 @@ func Listen(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error
 		Throughput("listen.throughput.c1", "autocommit pg_notify → LISTEN, 1 sender", best(our.tput1), best(rw.tput1)),
 		Throughput("listen.throughput.c8", "autocommit pg_notify → LISTEN, 8 senders", best(our.tput8), best(rw.tput8)),
 	), nil
+}
+
+// IntSink is a listen handler whose messages are JSON integers: it sends
+// each to out.
+func IntSink(out chan<- int) listen.Handler {
+	return func(_ context.Context, m listen.Message) error {
+		var i int
+		if err := json.Unmarshal(m.Payload, &i); err != nil {
+			return err
+		}
+		out <- i
+		return nil
+	}
 }
 
 // forwardNotifications sends the integer payload of each notification conn

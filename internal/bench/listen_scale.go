@@ -76,14 +76,7 @@ func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, 
 			return nil, err
 		}
 		subs = append(subs, s)
-		if _, err := s.Subscribe(ctx, "scale", func(_ context.Context, m listen.Message) error {
-			var v int
-			if err := json.Unmarshal(m.Payload, &v); err != nil {
-				return err
-			}
-			ours <- v
-			return nil
-		}, &listen.SubscribeOpts{BufferSize: buffer}); err != nil {
+		if _, err := s.Subscribe(ctx, "scale", IntSink(ours), &listen.SubscribeOpts{BufferSize: buffer}); err != nil {
 			return nil, err
 		}
 	}
