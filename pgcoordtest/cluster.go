@@ -46,16 +46,6 @@ func StartCluster(tb testing.TB, db *DB, n int, configure func(i int, cfg *app.C
 		tb.Fatalf("pgcoordtest: StartCluster needs at least one instance, got %d", n)
 	}
 	c := &Cluster{DB: db}
-	tb.Cleanup(func() {
-		// Stop in reverse order, each with its own deadline.
-		for i := len(c.instances) - 1; i >= 0; i-- {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			if err := c.instances[i].App.Stop(ctx); err != nil {
-				tb.Errorf("pgcoordtest: stop instance %d: %v", i, err)
-			}
-			cancel()
-		}
-	})
 	for i := range n {
 		cfg := app.Config{Name: app.DefaultName, InstanceID: fmt.Sprintf("instance-%d", i)}
 		if configure != nil {
@@ -78,6 +68,17 @@ func StartCluster(tb testing.TB, db *DB, n int, configure func(i int, cfg *app.C
 		}
 		in.App = a
 		c.instances = append(c.instances, in)
+		// Registered after the instance's pool: cleanups run last-in
+		// first-out, so the instance stops (releasing locks, draining its
+		// queue) while its pool is open, and instances stop in reverse
+		// order, each with its own deadline.
+		tb.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := a.Stop(ctx); err != nil {
+				tb.Errorf("pgcoordtest: stop instance %d: %v", i, err)
+			}
+		})
 		err = a.Start(ctx)
 		cancel()
 		if err != nil {
