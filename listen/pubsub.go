@@ -3,7 +3,6 @@ package listen
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -289,13 +288,13 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte("pgcoord.listen\x00" + c.Schema + "\x00" + c.AppName))
+	sum := channelSum(c.Schema, c.AppName)
 	ps := &PubSub{
 		pool:        pool,
 		cfg:         c,
 		logger:      c.Logger,
 		table:       pgx.Identifier{c.Schema, "messages"}.Sanitize(),
-		physChannel: "pgcoord_" + hex.EncodeToString(sum[:12]),
+		physChannel: NotifyChannel(c.Schema, c.AppName),
 		subs:        map[string]map[*Subscription]struct{}{},
 		led:         newLedger(),
 		running:     map[*Subscription]struct{}{},

@@ -1,0 +1,375 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/migrations"
+)
+
+// errBadInput marks a request whose form values are not acceptable.
+var errBadInput = errors.New("dashboard: bad input")
+
+// latestLimit is how many messages the Channels page lists.
+const latestLimit = 50
+
+type queries struct {
+	pool    *pgxpool.Pool
+	schema  string
+	msgs    string // quoted messages table
+	locksT  string
+	cachesT string
+}
+
+func newQueries(pool *pgxpool.Pool, schema string) *queries {
+	return &queries{pool: pool, schema: schema,
+		msgs: ident(schema, "messages"), locksT: ident(schema, "locks"), cachesT: ident(schema, "cache_entries")}
+}
+
+// Cluster is the Cluster page's data.
+type Cluster struct {
+	// SchemaVersion is the database's pgcoord schema version; SchemaWanted
+	// the version this build needs.
+	SchemaVersion int64 `json:"schema_version"`
+	SchemaWanted  int64 `json:"schema_wanted"`
+	// ServerVersion is PostgreSQL's server_version.
+	ServerVersion string `json:"server_version"`
+	// NotifyQueueUsage is pg_notification_queue_usage() (0..1).
+	NotifyQueueUsage float64    `json:"notify_queue_usage"`
+	Instances        []Instance `json:"instances"`
+}
+
+// Instance is one pgcoord instance seen through its sessions: every
+// connection whose application_name is pgcoord/<app>/<instance>[/<role>]
+// (or pgcoordtest/...).
+type Instance struct {
+	App         string `json:"app"`
+	ID          string `json:"instance_id"`
+	Live        bool   `json:"live"`
+	Host        string `json:"host"`
+	Connections int    `json:"connections"`
+	// Roles are the connection roles seen (listen, lock, queue, ...).
+	Roles []string `json:"roles"`
+	// UptimeMillis is the age of the instance's oldest session.
+	UptimeMillis int64 `json:"uptime_ms"`
+	// LastActivityMillis is how long ago any of its sessions last changed
+	// state (a heartbeat, a query, a notification read).
+	LastActivityMillis int64 `json:"last_activity_ms"`
+}
+
+func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
+	c := &Cluster{SchemaWanted: migrations.LatestVersion(), Instances: []Instance{}}
+	v, err := migrations.Version(ctx, q.pool, &migrations.Options{Schema: q.schema})
+	if err != nil {
+		return nil, fmt.Errorf("schema version: %w", err)
+	}
+	c.SchemaVersion = v
+	if err := q.pool.QueryRow(ctx, `SELECT current_setting('server_version'), pg_notification_queue_usage()`).
+		Scan(&c.ServerVersion, &c.NotifyQueueUsage); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	rows, err := q.pool.Query(ctx, `
+		SELECT application_name, coalesce(host(client_addr), 'local socket'),
+		       (extract(epoch FROM now() - backend_start) * 1000)::bigint,
+		       (extract(epoch FROM now() - coalesce(state_change, backend_start)) * 1000)::bigint
+		FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()
+		  AND (application_name LIKE 'pgcoord/%' OR application_name LIKE 'pgcoordtest/%')
+		  AND application_name NOT LIKE 'pgcoord/dashboard%'
+		ORDER BY application_name`)
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	type sess struct {
+		name, host  string
+		up, lastAct int64
+	}
+	ss, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sess, error) {
+		var s sess
+		return s, r.Scan(&s.name, &s.host, &s.up, &s.lastAct)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w", err)
+	}
+	idx := map[[2]string]int{}
+	for _, s := range ss {
+		parts := strings.SplitN(s.name, "/", 4)
+		if len(parts) < 3 {
+			continue
+		}
+		k := [2]string{parts[1], parts[2]}
+		i, ok := idx[k]
+		if !ok {
+			i = len(c.Instances)
+			idx[k] = i
+			c.Instances = append(c.Instances, Instance{App: k[0], ID: k[1], Host: s.host, Live: true, LastActivityMillis: s.lastAct, Roles: []string{}})
+		}
+		in := &c.Instances[i]
+		in.Connections++
+		in.UptimeMillis = max(in.UptimeMillis, s.up)
+		in.LastActivityMillis = min(in.LastActivityMillis, s.lastAct)
+		if len(parts) == 4 && !contains(in.Roles, parts[3]) {
+			in.Roles = append(in.Roles, parts[3])
+		}
+	}
+	return c, nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Channels is the Channels page's data.
+type Channels struct {
+	// Minutes are the chart's minute buckets, oldest first (database clock).
+	Minutes  []time.Time    `json:"minutes"`
+	Channels []ChannelStats `json:"channels"`
+	Latest   []Message      `json:"latest"`
+}
+
+// ChannelStats is one logical channel's recent traffic.
+type ChannelStats struct {
+	App     string `json:"app"`
+	Channel string `json:"channel"`
+	// PerMinute counts messages in each of Channels.Minutes.
+	PerMinute []int64 `json:"per_minute"`
+	Total     int64   `json:"total"`
+	Senders   int64   `json:"senders"`
+	// LastAgeMillis is how long ago the channel's last message was published.
+	LastAgeMillis int64 `json:"last_age_ms"`
+	Chart         Chart `json:"-"`
+}
+
+// Message is one published message as the dashboard shows it.
+type Message struct {
+	ID      int64  `json:"id"`
+	App     string `json:"app"`
+	Channel string `json:"channel"`
+	Sender  string `json:"sender"`
+	// Preview is the payload's JSON text, cut to its first 240
+	// characters; PayloadBytes is its full size.
+	Preview      string `json:"preview"`
+	PayloadBytes int64  `json:"payload_bytes"`
+	// AgeMillis is the message's age when read (database clock); in the
+	// live tail it is the delivery lag from commit to the dashboard.
+	AgeMillis   int64     `json:"age_ms"`
+	PublishedAt time.Time `json:"published_at"`
+}
+
+// messageCols selects a Message (after the table's alias m).
+const messageCols = `m.id, m.app, m.channel, m.sender, left(m.payload::text, 240), octet_length(m.payload::text),
+	(extract(epoch FROM clock_timestamp() - m.published_at) * 1000)::bigint, m.published_at`
+
+func scanMessage(r pgx.CollectableRow) (Message, error) {
+	var m Message
+	err := r.Scan(&m.ID, &m.App, &m.Channel, &m.Sender, &m.Preview, &m.PayloadBytes, &m.AgeMillis, &m.PublishedAt)
+	return m, err
+}
+
+func (q *queries) channels(ctx context.Context) (*Channels, error) {
+	var now time.Time
+	if err := q.pool.QueryRow(ctx, `SELECT date_trunc('minute', now())`).Scan(&now); err != nil {
+		return nil, fmt.Errorf("channels: %w", err)
+	}
+	c := &Channels{Channels: []ChannelStats{}}
+	for i := RateMinutes - 1; i >= 0; i-- {
+		c.Minutes = append(c.Minutes, now.Add(-time.Duration(i)*time.Minute))
+	}
+	rows, err := q.pool.Query(ctx, `
+		SELECT app, channel, $1::int - 1 - floor(extract(epoch FROM date_trunc('minute', now()) - date_trunc('minute', published_at)) / 60)::int,
+		       count(*), count(DISTINCT sender),
+		       (extract(epoch FROM now() - max(published_at)) * 1000)::bigint
+		FROM `+q.msgs+`
+		WHERE published_at >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1)
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, RateMinutes)
+	if err != nil {
+		return nil, fmt.Errorf("channels: %w", err)
+	}
+	idx := map[[2]string]int{}
+	var app, ch string
+	var bucket int
+	var n, senders, age int64
+	_, err = pgx.ForEachRow(rows, []any{&app, &ch, &bucket, &n, &senders, &age}, func() error {
+		k := [2]string{app, ch}
+		i, ok := idx[k]
+		if !ok {
+			i = len(c.Channels)
+			idx[k] = i
+			c.Channels = append(c.Channels, ChannelStats{App: app, Channel: ch, PerMinute: make([]int64, RateMinutes), LastAgeMillis: age})
+		}
+		s := &c.Channels[i]
+		if bucket >= 0 && bucket < RateMinutes {
+			s.PerMinute[bucket] += n
+		}
+		s.Total += n
+		s.Senders = max(s.Senders, senders)
+		s.LastAgeMillis = min(s.LastAgeMillis, age)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("channels: %w", err)
+	}
+	for i := range c.Channels {
+		c.Channels[i].Chart = newChart(c.Channels[i].PerMinute)
+	}
+	rows, err = q.pool.Query(ctx, `SELECT `+messageCols+` FROM `+q.msgs+` m ORDER BY m.id DESC LIMIT $1`, latestLimit)
+	if err != nil {
+		return nil, fmt.Errorf("latest messages: %w", err)
+	}
+	c.Latest, err = pgx.CollectRows(rows, scanMessage)
+	if err != nil {
+		return nil, fmt.Errorf("latest messages: %w", err)
+	}
+	return c, nil
+}
+
+// Locks is the Locks page's data.
+type Locks struct {
+	Held []Lease `json:"held"`
+	// TakenOver are held leases granted by taking over another holder's
+	// lapsed lease.
+	TakenOver []Lease `json:"taken_over"`
+	// Lost are leases that ended without a release in the last hour: their
+	// TTL passed, or their holder's liveness session is gone.
+	Lost []Lease `json:"lost"`
+}
+
+// Lease is one row of the lease table.
+type Lease struct {
+	App   string `json:"app"`
+	Key   string `json:"key"`
+	Owner string `json:"holder"`
+	Token int64  `json:"token"`
+	// TTLMillis is the time left; -1 means no expiry.
+	TTLMillis int64 `json:"ttl_ms"`
+	// Waiters: 0 none, 1 one instance, -1 several.
+	Waiters        int    `json:"waiters"`
+	HeldForMillis  int64  `json:"held_for_ms"`
+	TakenFrom      string `json:"taken_from,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	SinceMillis    int64  `json:"since_ms"`
+	TokenString    string `json:"-"`
+	WaitersDisplay string `json:"-"`
+}
+
+func (q *queries) locks(ctx context.Context) (*Locks, error) {
+	// live is true while the owner's liveness session holds its identity
+	// lock (the exclusive two-key advisory lock whose second key is
+	// owner_id), as in advisorylock's own queries.
+	rows, err := q.pool.Query(ctx, `
+		SELECT app, key, owner, token,
+		       CASE WHEN expires_at IS NULL THEN -1
+		            ELSE greatest(0, extract(epoch FROM expires_at - now()) * 1000)::bigint END,
+		       wanted_by, (extract(epoch FROM now() - acquired_at) * 1000)::bigint, coalesce(taken_from, ''),
+		       (expires_at IS NULL OR expires_at > now()) AS unexpired,
+		       EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND p.granted
+		               AND p.mode = 'ExclusiveLock' AND p.objsubid = 2 AND p.objid = l.owner_id::oid
+		               AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS live,
+		       (extract(epoch FROM now() - updated_at) * 1000)::bigint
+		FROM `+q.locksT+` l
+		WHERE expires_at IS DISTINCT FROM '-infinity'
+		  AND (expires_at IS NULL OR expires_at > now() - interval '1 hour')
+		ORDER BY app, key
+		LIMIT 1000`)
+	if err != nil {
+		return nil, fmt.Errorf("locks: %w", err)
+	}
+	out := &Locks{Held: []Lease{}, TakenOver: []Lease{}, Lost: []Lease{}}
+	var l Lease
+	var wanted int32
+	var unexpired, live bool
+	_, err = pgx.ForEachRow(rows, []any{&l.App, &l.Key, &l.Owner, &l.Token, &l.TTLMillis, &wanted, &l.HeldForMillis, &l.TakenFrom, &unexpired, &live, &l.SinceMillis}, func() error {
+		x := l
+		x.TokenString = strconv.FormatInt(x.Token, 10)
+		switch {
+		case wanted == 0:
+			x.Waiters, x.WaitersDisplay = 0, "0"
+		case wanted < 0:
+			x.Waiters, x.WaitersDisplay = -1, "several"
+		default:
+			x.Waiters, x.WaitersDisplay = 1, "1"
+		}
+		switch {
+		case unexpired && live:
+			out.Held = append(out.Held, x)
+			if x.TakenFrom != "" {
+				out.TakenOver = append(out.TakenOver, x)
+			}
+		case !unexpired:
+			x.Reason = "TTL passed"
+			out.Lost = append(out.Lost, x)
+		default:
+			x.Reason = "holder's session gone"
+			out.Lost = append(out.Lost, x)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("locks: %w", err)
+	}
+	return out, nil
+}
+
+// forceFree frees the lease (app, key) if it still carries token.
+func (q *queries) forceFree(ctx context.Context, app, key, token string) (bool, error) {
+	tok, err := strconv.ParseInt(token, 10, 64)
+	if err != nil || app == "" || key == "" {
+		return false, fmt.Errorf("%w: force free needs app, key and a numeric token", errBadInput)
+	}
+	tag, err := q.pool.Exec(ctx, `UPDATE `+q.locksT+`
+		SET expires_at = '-infinity', last_wanted = wanted_by, wanted_by = 0, updated_at = now()
+		WHERE app = $1 AND key = $2 AND token = $3 AND expires_at IS DISTINCT FROM '-infinity'`, app, key, tok)
+	if err != nil {
+		return false, err
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Caches is the Caches page's data.
+type Caches struct {
+	Caches []CacheStats `json:"caches"`
+}
+
+// CacheStats summarises one cache (app and prefix) of the postgres store.
+type CacheStats struct {
+	App     string `json:"app"`
+	Prefix  string `json:"prefix"`
+	Entries int64  `json:"entries"`
+	Bytes   int64  `json:"bytes"`
+	// Expired counts expired entries the sweeper has not deleted yet.
+	Expired int64 `json:"expired_not_swept"`
+}
+
+func (q *queries) caches(ctx context.Context) (*Caches, error) {
+	rows, err := q.pool.Query(ctx, `
+		SELECT app, prefix, count(*), coalesce(sum(octet_length(value)), 0)::bigint,
+		       count(*) FILTER (WHERE expires_at <= now())
+		FROM `+q.cachesT+`
+		GROUP BY 1, 2 ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("caches: %w", err)
+	}
+	cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CacheStats, error) {
+		var c CacheStats
+		return c, r.Scan(&c.App, &c.Prefix, &c.Entries, &c.Bytes, &c.Expired)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("caches: %w", err)
+	}
+	if cs == nil {
+		cs = []CacheStats{}
+	}
+	return &Caches{Caches: cs}, nil
+}
