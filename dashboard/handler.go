@@ -72,7 +72,10 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-func (c *Config) validate() error {
+func (c *Config) validate(pool *pgxpool.Pool) error {
+	if pool == nil {
+		return fmt.Errorf("%w: nil pool", ErrInvalidConfig)
+	}
 	if err := migrations.ValidateSchema(c.Schema); err != nil {
 		return fmt.Errorf("%w: Schema: %w", ErrInvalidConfig, err)
 	}
@@ -113,21 +116,12 @@ var files embed.FS
 // It does not touch the database; pages query it when they are requested.
 // Close it when done to end open live-tail streams.
 func NewHandler(pool *pgxpool.Pool, cfg *Config) (*Handler, error) {
-	if pool == nil {
-		return nil, fmt.Errorf("%w: nil pool", ErrInvalidConfig)
-	}
 	c := cfg.withDefaults()
-	if err := c.validate(); err != nil {
+	if err := c.validate(pool); err != nil {
 		return nil, err
 	}
-	h := &Handler{
-		cfg:  c,
-		pool: pool,
-		q:    newQueries(pool, c.Schema),
-		mux:  http.NewServeMux(),
-		cop:  http.NewCrossOriginProtection(),
-	}
-	h.tail = newTail(pool, c.Schema, c.Logger)
+	h := &Handler{cfg: c, pool: pool, q: newQueries(pool, c.Schema), tail: newTail(pool, c.Schema, c.Logger),
+		mux: http.NewServeMux(), cop: http.NewCrossOriginProtection()}
 	if err := h.parseTemplates(); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,35 @@ var errBadInput = errors.New("dashboard: bad input")
 // latestLimit is how many messages the Channels page lists.
 const latestLimit = 50
 
+// querier is a pool or a connection.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// collect runs sql and scans every row; errors name what was read.
+func collect[T any](ctx context.Context, db querier, what, sql string, scan pgx.RowToFunc[T], args ...any) ([]T, error) {
+	rows, err := db.Query(ctx, sql, args...)
+	if err == nil {
+		var out []T
+		if out, err = pgx.CollectRows(rows, scan); err == nil {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: %w", what, err)
+}
+
+// each runs sql and calls fn after scanning each row into dest.
+func each(ctx context.Context, db querier, what, sql string, dest []any, fn func() error, args ...any) error {
+	rows, err := db.Query(ctx, sql, args...)
+	if err == nil {
+		_, err = pgx.ForEachRow(rows, dest, fn)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 type queries struct {
 	pool    *pgxpool.Pool
 	schema  string
@@ -75,7 +104,11 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 		Scan(&c.ServerVersion, &c.NotifyQueueUsage); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	rows, err := q.pool.Query(ctx, `
+	type sess struct {
+		name, host  string
+		up, lastAct int64
+	}
+	ss, err := collect(ctx, q.pool, "sessions", `
 		SELECT application_name, coalesce(host(client_addr), 'local socket'),
 		       (extract(epoch FROM now() - backend_start) * 1000)::bigint,
 		       (extract(epoch FROM now() - coalesce(state_change, backend_start)) * 1000)::bigint
@@ -83,20 +116,12 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 		WHERE datname = current_database() AND pid <> pg_backend_pid()
 		  AND (application_name LIKE 'pgcoord/%' OR application_name LIKE 'pgcoordtest/%')
 		  AND application_name NOT LIKE 'pgcoord/dashboard%'
-		ORDER BY application_name`)
-	if err != nil {
-		return nil, fmt.Errorf("sessions: %w", err)
-	}
-	type sess struct {
-		name, host  string
-		up, lastAct int64
-	}
-	ss, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (sess, error) {
+		ORDER BY application_name`, func(r pgx.CollectableRow) (sess, error) {
 		var s sess
 		return s, r.Scan(&s.name, &s.host, &s.up, &s.lastAct)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("sessions: %w", err)
+		return nil, err
 	}
 	idx := map[[2]string]int{}
 	for _, s := range ss {
@@ -187,21 +212,17 @@ func (q *queries) channels(ctx context.Context) (*Channels, error) {
 	for i := RateMinutes - 1; i >= 0; i-- {
 		c.Minutes = append(c.Minutes, now.Add(-time.Duration(i)*time.Minute))
 	}
-	rows, err := q.pool.Query(ctx, `
+	idx := map[[2]string]int{}
+	var app, ch string
+	var bucket int
+	var n, senders, age int64
+	err := each(ctx, q.pool, "channels", `
 		SELECT app, channel, $1::int - 1 - floor(extract(epoch FROM date_trunc('minute', now()) - date_trunc('minute', published_at)) / 60)::int,
 		       count(*), count(DISTINCT sender),
 		       (extract(epoch FROM now() - max(published_at)) * 1000)::bigint
 		FROM `+q.msgs+`
 		WHERE published_at >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1)
-		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, RateMinutes)
-	if err != nil {
-		return nil, fmt.Errorf("channels: %w", err)
-	}
-	idx := map[[2]string]int{}
-	var app, ch string
-	var bucket int
-	var n, senders, age int64
-	_, err = pgx.ForEachRow(rows, []any{&app, &ch, &bucket, &n, &senders, &age}, func() error {
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, []any{&app, &ch, &bucket, &n, &senders, &age}, func() error {
 		k := [2]string{app, ch}
 		i, ok := idx[k]
 		if !ok {
@@ -217,20 +238,19 @@ func (q *queries) channels(ctx context.Context) (*Channels, error) {
 		s.Senders = max(s.Senders, senders)
 		s.LastAgeMillis = min(s.LastAgeMillis, age)
 		return nil
-	})
+	}, RateMinutes)
 	if err != nil {
-		return nil, fmt.Errorf("channels: %w", err)
+		return nil, err
 	}
 	for i := range c.Channels {
 		c.Channels[i].Chart = newChart(c.Channels[i].PerMinute)
 	}
-	rows, err = q.pool.Query(ctx, `SELECT `+messageCols+` FROM `+q.msgs+` m ORDER BY m.id DESC LIMIT $1`, latestLimit)
+	c.Latest, err = collect(ctx, q.pool, "latest messages", `SELECT `+messageCols+` FROM `+q.msgs+` m ORDER BY m.id DESC LIMIT $1`, scanMessage, latestLimit)
 	if err != nil {
-		return nil, fmt.Errorf("latest messages: %w", err)
+		return nil, err
 	}
-	c.Latest, err = pgx.CollectRows(rows, scanMessage)
-	if err != nil {
-		return nil, fmt.Errorf("latest messages: %w", err)
+	if c.Latest == nil {
+		c.Latest = []Message{}
 	}
 	return c, nil
 }
@@ -248,27 +268,35 @@ type Locks struct {
 
 // Lease is one row of the lease table.
 type Lease struct {
-	App   string `json:"app"`
-	Key   string `json:"key"`
+	// App and Key name the lock.
+	App string `json:"app"`
+	Key string `json:"key"`
+	// Owner is the holder's instance id (the last holder's, for a lost lease).
 	Owner string `json:"holder"`
-	Token int64  `json:"token"`
+	// Token is the grant's fencing token.
+	Token int64 `json:"token"`
 	// TTLMillis is the time left; -1 means no expiry.
 	TTLMillis int64 `json:"ttl_ms"`
 	// Waiters: 0 none, 1 one instance, -1 several.
-	Waiters        int    `json:"waiters"`
-	HeldForMillis  int64  `json:"held_for_ms"`
-	TakenFrom      string `json:"taken_from,omitempty"`
-	Reason         string `json:"reason,omitempty"`
-	SinceMillis    int64  `json:"since_ms"`
-	TokenString    string `json:"-"`
-	WaitersDisplay string `json:"-"`
+	Waiters int `json:"waiters"`
+	// HeldForMillis is the time since the grant.
+	HeldForMillis int64 `json:"held_for_ms"`
+	// TakenFrom is the instance whose lapsed lease this grant took over.
+	TakenFrom string `json:"taken_from,omitempty"`
+	// Reason says why a lost lease was lost.
+	Reason string `json:"reason,omitempty"`
+	// SinceMillis is the time since the row last changed.
+	SinceMillis int64 `json:"since_ms"`
+
+	// TokenString and WaitersDisplay are for the page.
+	TokenString, WaitersDisplay string `json:"-"`
 }
 
 func (q *queries) locks(ctx context.Context) (*Locks, error) {
 	// live is true while the owner's liveness session holds its identity
 	// lock (the exclusive two-key advisory lock whose second key is
 	// owner_id), as in advisorylock's own queries.
-	rows, err := q.pool.Query(ctx, `
+	query := `
 		SELECT app, key, owner, token,
 		       CASE WHEN expires_at IS NULL THEN -1
 		            ELSE greatest(0, extract(epoch FROM expires_at - now()) * 1000)::bigint END,
@@ -278,19 +306,17 @@ func (q *queries) locks(ctx context.Context) (*Locks, error) {
 		               AND p.mode = 'ExclusiveLock' AND p.objsubid = 2 AND p.objid = l.owner_id::oid
 		               AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS live,
 		       (extract(epoch FROM now() - updated_at) * 1000)::bigint
-		FROM `+q.locksT+` l
+		FROM ` + q.locksT + ` l
 		WHERE expires_at IS DISTINCT FROM '-infinity'
 		  AND (expires_at IS NULL OR expires_at > now() - interval '1 hour')
 		ORDER BY app, key
-		LIMIT 1000`)
-	if err != nil {
-		return nil, fmt.Errorf("locks: %w", err)
-	}
+		LIMIT 1000`
 	out := &Locks{Held: []Lease{}, TakenOver: []Lease{}, Lost: []Lease{}}
 	var l Lease
 	var wanted int32
 	var unexpired, live bool
-	_, err = pgx.ForEachRow(rows, []any{&l.App, &l.Key, &l.Owner, &l.Token, &l.TTLMillis, &wanted, &l.HeldForMillis, &l.TakenFrom, &unexpired, &live, &l.SinceMillis}, func() error {
+	dest := []any{&l.App, &l.Key, &l.Owner, &l.Token, &l.TTLMillis, &wanted, &l.HeldForMillis, &l.TakenFrom, &unexpired, &live, &l.SinceMillis}
+	err := each(ctx, q.pool, "locks", query, dest, func() error {
 		x := l
 		x.TokenString = strconv.FormatInt(x.Token, 10)
 		switch {
@@ -317,7 +343,7 @@ func (q *queries) locks(ctx context.Context) (*Locks, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("locks: %w", err)
+		return nil, err
 	}
 	return out, nil
 }
@@ -353,20 +379,13 @@ type CacheStats struct {
 }
 
 func (q *queries) caches(ctx context.Context) (*Caches, error) {
-	rows, err := q.pool.Query(ctx, `
+	cs, err := collect(ctx, q.pool, "caches", `
 		SELECT app, prefix, count(*), coalesce(sum(octet_length(value)), 0)::bigint,
 		       count(*) FILTER (WHERE expires_at <= now())
 		FROM `+q.cachesT+`
-		GROUP BY 1, 2 ORDER BY 1, 2`)
+		GROUP BY 1, 2 ORDER BY 1, 2`, pgx.RowToStructByPos[CacheStats])
 	if err != nil {
-		return nil, fmt.Errorf("caches: %w", err)
-	}
-	cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CacheStats, error) {
-		var c CacheStats
-		return c, r.Scan(&c.App, &c.Prefix, &c.Entries, &c.Bytes, &c.Expired)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("caches: %w", err)
+		return nil, err
 	}
 	if cs == nil {
 		cs = []CacheStats{}

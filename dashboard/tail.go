@@ -139,14 +139,22 @@ func (t *tail) run(ctx context.Context, g *tailGen) {
 		}
 		t.logger.WarnContext(ctx, "dashboard: live tail connection failed; reconnecting",
 			slog.String("component", "dashboard"), slog.Any("error", err), slog.Duration("retry_in", pause))
-		timer := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !pauseFor(ctx, pause) {
 			return
-		case <-timer.C:
 		}
 		pause = min(2*pause, 5*time.Second)
+	}
+}
+
+// pauseFor waits d; false when ctx ended first.
+func pauseFor(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -206,17 +214,13 @@ func (t *tail) session(ctx context.Context, g *tailGen, last *int64) error {
 // log and is not listened to yet. The apps are found with a loose index
 // scan over (app, xid, id): one index probe per app.
 func (t *tail) listenApps(ctx context.Context, conn *pgx.Conn, listening map[string]bool) error {
-	rows, err := conn.Query(ctx, `WITH RECURSIVE a AS (
+	apps, err := collect(ctx, conn, "list apps", `WITH RECURSIVE a AS (
 		(SELECT app FROM `+t.msgs+` ORDER BY app LIMIT 1)
 		UNION ALL
 		SELECT (SELECT m.app FROM `+t.msgs+` m WHERE m.app > a.app ORDER BY m.app LIMIT 1) FROM a WHERE a.app IS NOT NULL
-	) SELECT app FROM a WHERE app IS NOT NULL`)
+	) SELECT app FROM a WHERE app IS NOT NULL`, pgx.RowTo[string])
 	if err != nil {
-		return fmt.Errorf("list apps: %w", err)
-	}
-	apps, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("list apps: %w", err)
+		return err
 	}
 	for _, app := range apps {
 		ch := listen.NotifyChannel(t.schema, app)
@@ -237,13 +241,9 @@ func (t *tail) listenApps(ctx context.Context, conn *pgx.Conn, listening map[str
 // the session began: history, or shown by an earlier session).
 func (t *tail) read(ctx context.Context, conn *pgx.Conn, start int64, last *int64, seen map[int64]bool) error {
 	floor := max(start, *last-tailReread)
-	rows, err := conn.Query(ctx, `SELECT `+messageCols+` FROM `+t.msgs+` m WHERE m.id > $1 ORDER BY m.id LIMIT 1000`, floor)
+	ms, err := collect(ctx, conn, "read the log", `SELECT `+messageCols+` FROM `+t.msgs+` m WHERE m.id > $1 ORDER BY m.id LIMIT 1000`, scanMessage, floor)
 	if err != nil {
-		return fmt.Errorf("read the log: %w", err)
-	}
-	ms, err := pgx.CollectRows(rows, scanMessage)
-	if err != nil {
-		return fmt.Errorf("read the log: %w", err)
+		return err
 	}
 	for _, m := range ms {
 		if seen[m.ID] {
