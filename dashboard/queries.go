@@ -257,7 +257,9 @@ func (q *queries) channels(ctx context.Context) (*Channels, error) {
 
 // Locks is the Locks page's data.
 type Locks struct {
+	// Held are the leases held now.
 	Held []Lease `json:"held"`
+
 	// TakenOver are held leases granted by taking over another holder's
 	// lapsed lease.
 	TakenOver []Lease `json:"taken_over"`
@@ -271,10 +273,12 @@ type Lease struct {
 	// App and Key name the lock.
 	App string `json:"app"`
 	Key string `json:"key"`
+
 	// Owner is the holder's instance id (the last holder's, for a lost lease).
 	Owner string `json:"holder"`
 	// Token is the grant's fencing token.
 	Token int64 `json:"token"`
+
 	// TTLMillis is the time left; -1 means no expiry.
 	TTLMillis int64 `json:"ttl_ms"`
 	// Waiters: 0 none, 1 one instance, -1 several.
