@@ -2,7 +2,7 @@
 STATICCHECK_VERSION := v0.8.2
 GO ?= go
 
-.PHONY: test vet staticcheck unit demo bench db-up db-down
+.PHONY: test vet staticcheck unit demo demo-dashboard bench db-up db-down
 
 test: vet staticcheck unit
 
@@ -19,6 +19,11 @@ unit:
 # PGCOORD_DATABASE_URL when set, else a throwaway local PostgreSQL.
 demo:
 	@dsn="$$(.ci/ensure-postgres)" && PGCOORD_DATABASE_URL="$${PGCOORD_DATABASE_URL:-$$dsn}" $(GO) run ./cmd/pgcoord demo
+
+# The same demo with the cluster dashboard open at http://127.0.0.1:8080/
+# (it stays open after the demo until Ctrl-C).
+demo-dashboard:
+	@dsn="$$(.ci/ensure-postgres)" && PGCOORD_DATABASE_URL="$${PGCOORD_DATABASE_URL:-$$dsn}" $(GO) run ./cmd/pgcoord demo --dashboard 127.0.0.1:8080
 
 # Side-by-side ratios against the raw primitives, then against Redis when a
 # redis-server binary or REDIS_URL is available (see BENCHMARKS.md).

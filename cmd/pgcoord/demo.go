@@ -44,6 +44,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	var db dbFlags
 	db.register(fs)
+	dash := fs.String("dashboard", "", "also serve the cluster dashboard on this address (e.g. 127.0.0.1:8080) while the demo runs, and keep it open afterwards until interrupted")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord demo [flags]
 
@@ -70,6 +71,7 @@ Flags:
 		fs.Usage()
 		return errUsage
 	}
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, demoTimeout)
 	defer cancel()
 
@@ -91,7 +93,20 @@ Flags:
 	_, _ = rand.Read(suffix[:])
 	d.appName = "demo-" + hex.EncodeToString(suffix[:])
 	d.demoSchema = "pgcoord_demo_" + hex.EncodeToString(suffix[:])
-	return d.run(ctx)
+	if *dash == "" {
+		return d.run(ctx)
+	}
+	stop, err := startDashboard(outer, pool, db.schema, *dash, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := d.run(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "pgcoord demo: done; the dashboard stays open until Ctrl-C")
+	<-outer.Done()
+	return nil
 }
 
 type demo struct {

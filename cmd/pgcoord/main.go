@@ -5,6 +5,7 @@
 //	pgcoord migrate up|down|status|sql  apply, roll back, list or write out migrations
 //	pgcoord demo                     three instances act out the four scenarios
 //	pgcoord inspect [--json]         locks, queues, caches and messages of a live database
+//	pgcoord dashboard [--addr A]     the cluster dashboard (River UI + pgcoord pages), read-only
 //	pgcoord bench [suite] [--json]   pgcoord vs the raw PostgreSQL primitive
 //	pgcoord version [--json]         module and schema versions
 //
@@ -34,6 +35,8 @@ Usage:
                                            apply, roll back, list or write out migrations
   pgcoord demo [flags]                     three instances act out the cluster guide's four scenarios
   pgcoord inspect [--json] [flags]         show locks, queues, caches and messages of a live database
+  pgcoord dashboard [--addr 127.0.0.1:8080] [flags]
+                                           serve the cluster dashboard (read-only; loopback by default)
   pgcoord bench [cache|listen|queue|lock|all] [--json]
                                            pgcoord vs the raw PostgreSQL primitive, side by side
   pgcoord version [--json] [flags]         module version and schema version (and the database's)
@@ -71,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdNode(ctx, args[1:], stdout, stderr)
 	case "inspect":
 		err = cmdInspect(ctx, args[1:], stdout, stderr)
+	case "dashboard":
+		err = cmdDashboard(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
