@@ -53,7 +53,9 @@ func TestDashboardCommand(t *testing.T) {
 			out := &lineWriter{ch: make(chan string, 4)}
 			errOut := &lineWriter{ch: make(chan string, 16)}
 			code := make(chan int, 1)
-			go func() { code <- run(ctx, []string{"dashboard", "--addr", tc.addr, "--database-url", db.URL}, out, errOut) }()
+			go func() {
+				code <- run(ctx, []string{"dashboard", "--addr", tc.addr, "--database-url", db.URL}, out, errOut)
+			}()
 			t.Cleanup(func() {
 				cancel()
 				require.Zero(t, <-code, errOut.String())
