@@ -86,7 +86,7 @@ func TestAppIsolation(t *testing.T) {
 			Name: name, InstanceID: id, Plugins: []app.Plugin{p},
 			Pool:         db.NewPool(t, &pgtest.PoolOptions{AppName: id, MaxConns: 6}),
 			Sync:         &listen.SyncConfig{Debounce: -1},
-			DefaultCache: &pgcache.CacheConfig{NearCache: &pgcache.NearCacheConfig{}},
+			DefaultCache: &pgcache.CacheConfig{NearCache: true},
 		})
 		require.NoError(t, err)
 		require.NoError(t, a.Start(ctx))
@@ -155,9 +155,9 @@ func TestAppIsolation(t *testing.T) {
 	keys, err := b2.a.Cache().Keys(ctx, "*")
 	require.NoError(t, err)
 	require.Equal(t, []string{"shared-key"}, keys)
-	ctrA, err := a1.a.Cache().Counter().IncrBy(ctx, "hits", 5, 0)
+	ctrA, err := a1.a.Cache().Counter().IncrBy(ctx, "hits", 5)
 	require.NoError(t, err)
-	ctrB, err := b1.a.Cache().Counter().Incr(ctx, "hits", 0)
+	ctrB, err := b1.a.Cache().Counter().Incr(ctx, "hits")
 	require.NoError(t, err)
 	require.Equal(t, int64(5), ctrA)
 	require.Equal(t, int64(1), ctrB)

@@ -366,7 +366,7 @@ func startNode(ctx context.Context, cfg nodeConfig, out *emitter, pool *pgxpool.
 		},
 		Lock: &advisorylock.Config{PollInterval: 200 * time.Millisecond, HealthCheckInterval: time.Second},
 		DefaultCache: &pgcache.CacheConfig{
-			NearCache: &pgcache.NearCacheConfig{},
+			NearCache: true,
 		},
 	})
 	if err != nil {

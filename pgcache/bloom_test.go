@@ -89,7 +89,7 @@ func TestBloomFilterInvalidatesNearCaches(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
 	a := newPlainInstance(t, db, "inst-a", false)
-	aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "bf-near", Prefix: pgcache.BloomFilterCacheName, NearCache: &pgcache.NearCacheConfig{}})
+	aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "bf-near", Prefix: pgcache.BloomFilterCacheName, NearCache: true})
 	aBloom, err := a.CreateBloomFilter(ctx, nil)
 	require.NoError(t, err)
 	b := newPlainInstance(t, db, "inst-b", false)

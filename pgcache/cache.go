@@ -43,11 +43,16 @@ type CacheConfig struct {
 	// unbounded; otherwise the sweeper deletes the oldest-written entries
 	// beyond it in bounded batches, so the bound may be exceeded between sweeps.
 	MaxEntries int
-	// NearCache, when not nil, puts an in-process LRU in front of the
-	// postgres store, invalidated on every instance by every write through
-	// any cache of its prefix (see the package documentation). Needs
-	// ManagerConfig.PubSub.
-	NearCache *NearCacheConfig
+	// NearCache puts an in-process LRU in front of the postgres store,
+	// invalidated on every instance by every write through any cache of its
+	// prefix (see the package documentation). Needs ManagerConfig.PubSub.
+	NearCache bool
+	// NearMaxEntries bounds the near cache. Defaults to DefaultNearMaxEntries.
+	NearMaxEntries int
+	// NearTTL bounds how long an entry is served from memory, on top of its
+	// own expiry. Defaults to 0: only the entry's expiry and invalidations
+	// end it.
+	NearTTL time.Duration
 	// ClusterSingleFlight makes Wrap run a key's loader once across every
 	// instance at a time (a PostgreSQL session advisory lock per key, held
 	// on a connection of the Manager outside the pool), not only once per
@@ -57,16 +62,7 @@ type CacheConfig struct {
 	MaxValueBytes int
 }
 
-// NearCacheConfig configures a near cache.
-type NearCacheConfig struct {
-	// MaxEntries bounds the near cache. Defaults to DefaultNearMaxEntries.
-	MaxEntries int
-	// TTL bounds how long an entry is served from memory, on top of its own
-	// expiry. Defaults to 0: only the entry's expiry and invalidations end it.
-	TTL time.Duration
-}
-
-// DefaultNearMaxEntries bounds a near cache when NearCacheConfig.MaxEntries is zero.
+// DefaultNearMaxEntries bounds a near cache when CacheConfig.NearMaxEntries is zero.
 const DefaultNearMaxEntries = 10000
 
 // cacheSpec is a validated CacheConfig with defaults filled; comparable, so
@@ -120,14 +116,19 @@ func (c CacheConfig) spec(defaultStore string) (cacheSpec, error) {
 	if s.maxValueBytes == 0 {
 		s.maxValueBytes = DefaultMaxValueBytes
 	}
-	if n := c.NearCache; n != nil {
+	switch {
+	case c.NearMaxEntries < 0:
+		return s, fmt.Errorf("CacheConfig.NearMaxEntries: must not be negative, got %d", c.NearMaxEntries)
+	case c.NearTTL < 0:
+		return s, fmt.Errorf("CacheConfig.NearTTL: must not be negative, got %s", c.NearTTL)
+	case !c.NearCache && (c.NearMaxEntries != 0 || c.NearTTL != 0):
+		return s, fmt.Errorf("CacheConfig.NearMaxEntries, NearTTL: need NearCache")
+	}
+	if c.NearCache {
 		if s.store != StorePostgres {
 			return s, fmt.Errorf("CacheConfig.NearCache: needs the postgres store, not %q", s.store)
 		}
-		if n.MaxEntries < 0 || n.TTL < 0 {
-			return s, fmt.Errorf("CacheConfig.NearCache: MaxEntries and TTL must not be negative")
-		}
-		s.near, s.nearMax, s.nearTTL = true, n.MaxEntries, n.TTL
+		s.near, s.nearMax, s.nearTTL = true, c.NearMaxEntries, c.NearTTL
 		if s.nearMax == 0 {
 			s.nearMax = DefaultNearMaxEntries
 		}
@@ -529,16 +530,21 @@ func (c *Cache) Keys(ctx context.Context, pattern string) ([]string, error) {
 }
 
 // TTL returns the remaining lifetime of key by the database clock (by this
-// process's clock for the memory store), NoExpiry when it has none, and an
-// error wrapping ErrNotFound when it is missing or expired.
-func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, error) {
+// process's clock for the memory store), NoExpiry when it has none, and
+// whether key is there: a missing or expired key is (0, false, nil), as Get
+// reports a miss.
+func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, bool, error) {
 	if err := c.check(ctx); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if err := validateKey(key); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return c.st.ttl(ctx, key)
+	d, ok, err := c.st.ttl(ctx, key)
+	if err != nil {
+		return 0, false, opErr("ttl", key, err)
+	}
+	return d, ok, nil
 }
 
 // GetValueInObject returns field of the JSON object stored under key (decoded

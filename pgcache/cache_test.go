@@ -202,8 +202,7 @@ func TestValueInObject(t *testing.T) {
 		require.True(t, ok)
 		require.Equal(t, json.Number("2"), v)
 
-		ttl, err := c.TTL(ctx, "key")
-		require.NoError(t, err)
+		ttl := ttlOf(t, c, "key")
 		require.Greater(t, ttl, 50*time.Minute, "object updates keep the entry's TTL (%s)", st)
 
 		// A missing key starts from an empty object; deleting from it is a no-op.
@@ -417,13 +416,13 @@ func TestCounter(t *testing.T) {
 	for _, st := range stores {
 		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
 		k := c.Counter()
-		n, err := k.Incr(ctx, "n", 0)
+		n, err := k.Incr(ctx, "n")
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
-		n, err = k.Incr(ctx, "n", 0)
+		n, err = k.Incr(ctx, "n")
 		require.NoError(t, err)
 		require.EqualValues(t, 2, n)
-		n, err = k.IncrBy(ctx, "n", 3, 0)
+		n, err = k.IncrBy(ctx, "n", 3)
 		require.NoError(t, err)
 		require.EqualValues(t, 5, n)
 		n, err = k.Get(ctx, "n")
@@ -438,7 +437,7 @@ func TestCounter(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 100 {
 			wg.Go(func() {
-				_, err := k.Incr(ctx, "c", 0)
+				_, err := k.Incr(ctx, "c")
 				require.NoError(t, err)
 			})
 		}
@@ -449,31 +448,38 @@ func TestCounter(t *testing.T) {
 
 		// Not an integer.
 		require.NoError(t, c.Set(ctx, "s", "text", 0))
-		_, err = k.Incr(ctx, "s", 0)
+		_, err = k.Incr(ctx, "s")
 		require.ErrorIs(t, err, pgcache.ErrNotInteger)
 		_, err = k.Get(ctx, "s")
 		require.ErrorIs(t, err, pgcache.ErrNotInteger)
 		require.NoError(t, c.Set(ctx, "max", int64(math.MaxInt64), 0))
-		_, err = k.Incr(ctx, "max", 0)
+		_, err = k.Incr(ctx, "max")
 		require.ErrorIs(t, err, pgcache.ErrNotInteger)
 
-		// TTL is set on creation only, and an expired counter restarts.
-		_, err = k.Incr(ctx, "t", time.Hour)
+		// The cache's TTL is set when an increment creates the counter, an
+		// existing counter keeps its expiry, an expired one restarts.
+		hour, err := m.CreateCounter(ctx, pgcache.CounterConfig{Name: "hour-" + st, Store: st, TTL: time.Hour})
 		require.NoError(t, err)
-		_, err = k.Incr(ctx, "t", 50*time.Millisecond)
+		hc, err := m.Cache("hour-" + st)
 		require.NoError(t, err)
-		ttl, err := c.TTL(ctx, "t")
+		_, err = hour.Incr(ctx, "t")
 		require.NoError(t, err)
-		require.Greater(t, ttl, 50*time.Minute)
+		require.Greater(t, ttlOf(t, hc, "t"), 50*time.Minute)
+		require.NoError(t, hc.Set(ctx, "t", 1, 10*time.Minute))
+		n, err = hour.Incr(ctx, "t")
+		require.NoError(t, err)
+		require.EqualValues(t, 2, n)
+		require.LessOrEqual(t, ttlOf(t, hc, "t"), 10*time.Minute, "an existing counter keeps its expiry")
 
-		_, err = k.Incr(ctx, "short", 30*time.Millisecond)
+		short, err := m.CreateCounter(ctx, pgcache.CounterConfig{Name: "short-" + st, Store: st, TTL: 30 * time.Millisecond})
+		require.NoError(t, err)
+		_, err = short.Incr(ctx, "short")
 		require.NoError(t, err)
 		require.Eventually(t, func() bool {
-			n, err := k.Get(ctx, "short")
+			n, err := short.Get(ctx, "short")
 			return err == nil && n == 0
 		}, 10*time.Second, 5*time.Millisecond)
-		n, err = k.Incr(ctx, "short", 0)
-		require.NoError(t, err)
+		n, err = short.Incr(ctx, "short")
 		require.EqualValues(t, 1, n)
 	}
 }
@@ -494,7 +500,7 @@ func TestCounterAcrossInstances(t *testing.T) {
 	for _, k := range counters {
 		for range perInstance {
 			wg.Go(func() {
-				_, err := k.Incr(ctx, "hits", 0)
+				_, err := k.Incr(ctx, "hits")
 				require.NoError(t, err)
 			})
 		}
@@ -576,16 +582,13 @@ func TestTTLAndExpiry(t *testing.T) {
 	for _, st := range stores {
 		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
 		require.NoError(t, c.Set(ctx, "forever", 1, 0))
-		ttl, err := c.TTL(ctx, "forever")
-		require.NoError(t, err)
+		ttl := ttlOf(t, c, "forever")
 		require.Equal(t, pgcache.NoExpiry, ttl)
 
-		_, err = c.TTL(ctx, "missing")
-		require.ErrorIs(t, err, pgcache.ErrNotFound)
+		requireNoTTL(t, c, "missing")
 
 		require.NoError(t, c.Set(ctx, "hour", 1, time.Hour))
-		ttl, err = c.TTL(ctx, "hour")
-		require.NoError(t, err)
+		ttl = ttlOf(t, c, "hour")
 		require.LessOrEqual(t, ttl, time.Hour)
 		require.Greater(t, ttl, 50*time.Minute)
 
@@ -599,8 +602,7 @@ func TestTTLAndExpiry(t *testing.T) {
 			vals, err := c.MGet(ctx, "m1")
 			return err == nil && vals[0] == nil
 		}, 10*time.Second, 5*time.Millisecond)
-		_, err = c.TTL(ctx, "short")
-		require.ErrorIs(t, err, pgcache.ErrNotFound)
+		requireNoTTL(t, c, "short")
 		keys, err := c.Keys(ctx, "*")
 		require.NoError(t, err)
 		require.Equal(t, []string{"forever", "hour"}, keys, "expired keys are not listed")
@@ -610,11 +612,9 @@ func TestTTLAndExpiry(t *testing.T) {
 	c := newCache(t, m, pgcache.CacheConfig{Name: "default-ttl", TTL: time.Hour})
 	require.NoError(t, c.Set(ctx, "a", 1, 0))
 	require.NoError(t, c.Set(ctx, "b", 1, pgcache.NoExpiry))
-	ttl, err := c.TTL(ctx, "a")
-	require.NoError(t, err)
+	ttl := ttlOf(t, c, "a")
 	require.Greater(t, ttl, 50*time.Minute)
-	ttl, err = c.TTL(ctx, "b")
-	require.NoError(t, err)
+	ttl = ttlOf(t, c, "b")
 	require.Equal(t, pgcache.NoExpiry, ttl)
 }
 
@@ -924,7 +924,7 @@ func TestManager(t *testing.T) {
 	require.ErrorIs(t, err, pgcache.ErrUnknownStore)
 	_, err = m.CreateCache(ctx, pgcache.CacheConfig{})
 	require.Error(t, err)
-	_, err = m.CreateCache(ctx, pgcache.CacheConfig{Name: "n", NearCache: &pgcache.NearCacheConfig{}})
+	_, err = m.CreateCache(ctx, pgcache.CacheConfig{Name: "n", NearCache: true})
 	require.ErrorIs(t, err, pgcache.ErrNearCacheNeedsPubSub)
 
 	_, err = pgcache.NewManager(db.Pool, &pgcache.ManagerConfig{Schema: "Bad-Schema"})
@@ -944,7 +944,7 @@ func TestManager(t *testing.T) {
 	require.ErrorIs(t, err, pgcache.ErrClosed)
 	require.ErrorIs(t, m.Start(ctx), pgcache.ErrClosed)
 	require.ErrorIs(t, m.FlushAll(ctx), pgcache.ErrClosed)
-	_, err = c2.Counter().Incr(ctx, "n", 0)
+	_, err = c2.Counter().Incr(ctx, "n")
 	require.ErrorIs(t, err, pgcache.ErrClosed)
 	require.Equal(t, 1, rowCount(t, db.Pool, "app", ""), "Close keeps entries")
 }

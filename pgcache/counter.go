@@ -10,24 +10,52 @@ import (
 // Counter is a set of integer counters stored in a cache's namespace (a
 // counter "k" is the cache key "k", readable with Get as a JSON number). On
 // the postgres store every call is one atomic statement, so increments from
-// any number of instances are never lost.
+// any number of instances are never lost. A counter created by an increment
+// expires after the cache's TTL (CacheConfig.TTL, CounterConfig.TTL; none by
+// default) and keeps that expiry as it is incremented (NocoBase's Redis
+// counter); an expired counter starts again from 0.
 type Counter struct {
 	c *Cache
 }
 
-// Counter returns the counters of this cache.
+// CounterConfig configures [Manager.CreateCounter].
+type CounterConfig struct {
+	// Name identifies the counters' cache on the Manager. Required.
+	Name string
+	// Prefix namespaces the counters' keys. Defaults to Name.
+	Prefix string
+	// Store is StorePostgres or StoreMemory. Defaults to
+	// ManagerConfig.DefaultStore.
+	Store string
+	// TTL is the expiry of a counter, set when an increment creates it.
+	// Defaults to 0: no expiry.
+	TTL time.Duration
+}
+
+// CreateCounter creates counters in a cache of their own (NocoBase's
+// createCounter): a cache named cfg.Name, as [Manager.CreateCache] makes it
+// from the same fields. Counters of an existing cache are [Cache.Counter].
+func (m *Manager) CreateCounter(ctx context.Context, cfg CounterConfig) (*Counter, error) {
+	c, err := m.CreateCache(ctx, CacheConfig{Name: cfg.Name, Prefix: cfg.Prefix, Store: cfg.Store, TTL: cfg.TTL})
+	if err != nil {
+		return nil, err
+	}
+	return c.Counter(), nil
+}
+
+// Counter returns the counters of this cache; they expire after the cache's TTL.
 func (c *Cache) Counter() *Counter { return &Counter{c: c} }
 
 // Incr adds 1 to key and returns the new value. See IncrBy.
-func (k *Counter) Incr(ctx context.Context, key string, ttl time.Duration) (int64, error) {
-	return k.IncrBy(ctx, key, 1, ttl)
+func (k *Counter) Incr(ctx context.Context, key string) (int64, error) {
+	return k.IncrBy(ctx, key, 1)
 }
 
 // IncrBy adds n to key and returns the new value. A missing or expired
-// counter starts from 0 and gets ttl (0: the cache's TTL, NoExpiry: none);
-// an existing one keeps its expiry (as NocoBase's Redis counter). A stored
-// value that is not an integer returns an error wrapping ErrNotInteger.
-func (k *Counter) IncrBy(ctx context.Context, key string, n int64, ttl time.Duration) (int64, error) {
+// counter starts from 0 and gets the cache's TTL; an existing one keeps its
+// expiry. A stored value that is not an integer (or an overflow) returns an
+// error wrapping ErrNotInteger.
+func (k *Counter) IncrBy(ctx context.Context, key string, n int64) (int64, error) {
 	c := k.c
 	if err := c.check(ctx); err != nil {
 		return 0, err
@@ -38,7 +66,7 @@ func (k *Counter) IncrBy(ctx context.Context, key string, n int64, ttl time.Dura
 	var v int64
 	err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {
 		var err error
-		v, err = c.st.incrBy(ctx, q, key, n, c.ttlFor(ttl))
+		v, err = c.st.incrBy(ctx, q, key, n, c.ttlFor(0))
 		return err
 	})
 	if err != nil {

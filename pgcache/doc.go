@@ -53,7 +53,8 @@
 // (see Near cache for the registry check it carries, and for the
 // transaction of a write to a near-cached prefix). [Cache.SetValueInObject] and [Cache.DelValueInObject] merge the
 // field in SQL under the row lock and keep the entry's expiry (NocoBase read,
-// modified and rewrote the object without TTL). [Counter] increments are one
+// modified and rewrote the object without TTL). [Counter] increments
+// ([Manager.CreateCounter], [Cache.Counter]) are one
 // upsert: concurrent increments from any number of instances are never lost.
 // [Cache.SetTx] and [Cache.DelTx] write in the caller's transaction: other
 // sessions see the write if and only if it commits.
@@ -149,7 +150,8 @@
 // The fault contract (connection cut, server restart, failover,
 // switchover, long transaction, full NOTIFY queue, slow handler, SIGKILL,
 // silent partition) of each store and of the near cache is the "Cache"
-// section of docs/failure-model.md. Errors from PostgreSQL are returned,
+// section of docs/failure-model.md; every default is in the "pgcache"
+// section of docs/defaults.md. Errors from PostgreSQL are returned,
 // wrapped, never turned into misses.
 // After [Manager.Close] every call returns [ErrClosed]. A cancelled context
 // writes nothing. Background work (sweeps) logs failures at warning level

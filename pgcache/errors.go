@@ -28,10 +28,6 @@ var (
 	// than [CacheConfig.MaxValueBytes]. Nothing is written.
 	ErrValueTooLarge = errors.New("pgcache: value too large")
 
-	// ErrNotFound is returned (wrapped) by [Cache.TTL] for a missing or
-	// expired key.
-	ErrNotFound = errors.New("pgcache: key not found")
-
 	// ErrNotObject is returned (wrapped) by [Cache.SetValueInObject] and
 	// [Cache.DelValueInObject] when the stored value is not a JSON object.
 	// Nothing is written.

@@ -12,7 +12,7 @@ import (
 
 // A near cache serves hot keys from memory; every write on any instance
 // invalidates it through listen.
-func ExampleNearCacheConfig() {
+func ExampleCacheConfig_nearCache() {
 	db, cleanup := pgtest.ExampleDB()
 	defer cleanup()
 	ctx := context.Background()
@@ -30,7 +30,7 @@ func ExampleNearCacheConfig() {
 		panic(err)
 	}
 	defer m.Close(ctx) // before the PubSub
-	settings, err := m.CreateCache(ctx, pgcache.CacheConfig{Name: "settings", NearCache: &pgcache.NearCacheConfig{}})
+	settings, err := m.CreateCache(ctx, pgcache.CacheConfig{Name: "settings", NearCache: true})
 	if err != nil {
 		panic(err)
 	}

@@ -39,8 +39,8 @@ func Example() {
 	}
 
 	hits := users.Counter()
-	_, _ = hits.Incr(ctx, "visits", 0)
-	v, _ := hits.IncrBy(ctx, "visits", 2, 0)
+	_, _ = hits.Incr(ctx, "visits")
+	v, _ := hits.IncrBy(ctx, "visits", 2)
 	fmt.Println(v)
 	// Output:
 	// ann true main:users:1

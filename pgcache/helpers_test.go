@@ -68,3 +68,20 @@ func perStore(t *testing.T, cfg pgcache.CacheConfig, f func(t *testing.T, c *pgc
 	db := pgtest.NewDB(t)
 	eachStore(t, newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app"}), cfg, f)
 }
+
+// ttlOf returns the TTL of key, which must be there.
+func ttlOf(t *testing.T, c *pgcache.Cache, key string) time.Duration {
+	t.Helper()
+	ttl, ok, err := c.TTL(context.Background(), key)
+	require.NoError(t, err)
+	require.True(t, ok, "key %q is there", key)
+	return ttl
+}
+
+// requireNoTTL checks that key is missing (TTL reports it so).
+func requireNoTTL(t *testing.T, c *pgcache.Cache, key string) {
+	t.Helper()
+	_, ok, err := c.TTL(context.Background(), key)
+	require.NoError(t, err)
+	require.False(t, ok, "key %q is missing", key)
+}

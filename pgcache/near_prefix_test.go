@@ -65,19 +65,18 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
-	near := &pgcache.NearCacheConfig{}
 
 	// Instance A: two near caches and a plain cache on prefix "p".
 	a := newPlainInstance(t, db, "inst-a", false)
-	a1 := newCache(t, a.Manager, pgcache.CacheConfig{Name: "a1", Prefix: "p", NearCache: near})
-	a2 := newCache(t, a.Manager, pgcache.CacheConfig{Name: "a2", Prefix: "p", NearCache: near})
+	a1 := newCache(t, a.Manager, pgcache.CacheConfig{Name: "a1", Prefix: "p", NearCache: true})
+	a2 := newCache(t, a.Manager, pgcache.CacheConfig{Name: "a2", Prefix: "p", NearCache: true})
 	aPlain := newCache(t, a.Manager, pgcache.CacheConfig{Name: "a-plain", Prefix: "p"})
 	// Instance B: a plain cache only (a rolling deploy turning NearCache on).
 	b := newPlainInstance(t, db, "inst-b", false)
 	bPlain := newCache(t, b.Manager, pgcache.CacheConfig{Name: "b-plain", Prefix: "p"})
 	// Instance C: one near cache.
 	c := newPlainInstance(t, db, "inst-c", false)
-	c1 := newCache(t, c.Manager, pgcache.CacheConfig{Name: "c1", Prefix: "p", NearCache: near})
+	c1 := newCache(t, c.Manager, pgcache.CacheConfig{Name: "c1", Prefix: "p", NearCache: true})
 
 	require.NoError(t, a1.Set(ctx, "k", "v1", 0))
 	require.Eventually(t, func() bool { v, _ := getString(t, c1, "k"); return v == "v1" }, waitFor, tick)
@@ -124,7 +123,7 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 	for _, nc := range []*pgcache.Cache{a1, c1} {
 		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("1") }, waitFor, tick)
 	}
-	_, err := bPlain.Counter().Incr(ctx, "n", 0)
+	_, err := bPlain.Counter().Incr(ctx, "n")
 	require.NoError(t, err)
 	for _, nc := range []*pgcache.Cache{a1, c1} {
 		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("2") }, waitFor, tick)

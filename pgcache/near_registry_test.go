@@ -30,7 +30,7 @@ func TestNearCacheLapsedRegistration(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
 	a := newPlainInstance(t, db, "inst-a", false)
-	aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "near", Prefix: "p", NearCache: &pgcache.NearCacheConfig{}})
+	aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "near", Prefix: "p", NearCache: true})
 	b := newPlainInstance(t, db, "inst-b", false)
 	bPlain := newCache(t, b.Manager, pgcache.CacheConfig{Name: "plain", Prefix: "p"})
 
@@ -92,7 +92,7 @@ func TestNearCacheRegistryCheckRepeatableRead(t *testing.T) {
 
 			// A near cache registers after the snapshot and caches the key.
 			a := newPlainInstance(t, db, "inst-a-"+string(iso), false)
-			aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "near", Prefix: "p", NearCache: &pgcache.NearCacheConfig{}})
+			aNear := newCache(t, a.Manager, pgcache.CacheConfig{Name: "near", Prefix: "p", NearCache: true})
 			cachedNear(t, aNear, key, "v1")
 
 			published := b.ps.Stats().Published

@@ -53,9 +53,7 @@ func newNearInstance(t *testing.T, db *pgtest.DB, name string, cfg pgcache.Cache
 	if cfg.Name == "" {
 		cfg.Name = "near"
 	}
-	if cfg.NearCache == nil {
-		cfg.NearCache = &pgcache.NearCacheConfig{}
-	}
+	cfg.NearCache = true
 	return &nearInstance{name: name, pool: pool, ps: ps, m: m, cache: newCache(t, m, cfg)}
 }
 
@@ -141,7 +139,7 @@ func TestNearCacheInvalidation(t *testing.T) {
 			require.True(t, ok)
 			require.Equal(t, json.Number("1"), v)
 		}},
-		{"counter", func() error { _, err := a.cache.Counter().Incr(ctx, "n", 0); return err }, func(c *pgcache.Cache) {
+		{"counter", func() error { _, err := a.cache.Counter().Incr(ctx, "n"); return err }, func(c *pgcache.Cache) {
 			v, ok, err := c.Get(ctx, "n")
 			require.NoError(t, err)
 			require.True(t, ok)
@@ -292,8 +290,8 @@ func TestNearCacheNeedsHealthyPubSub(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, ps.Close(context.Background())) })
 	m := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app", PubSub: ps})
-	c := newCache(t, m, pgcache.CacheConfig{Name: "n", NearCache: &pgcache.NearCacheConfig{}})
-	_, err = m.CreateCache(ctx, pgcache.CacheConfig{Name: "m", Store: pgcache.StoreMemory, NearCache: &pgcache.NearCacheConfig{}})
+	c := newCache(t, m, pgcache.CacheConfig{Name: "n", NearCache: true})
+	_, err = m.CreateCache(ctx, pgcache.CacheConfig{Name: "m", Store: pgcache.StoreMemory, NearCache: true})
 	require.Error(t, err, "a near cache in front of a memory store makes no sense")
 	// Not started: never healthy, so every read goes to PostgreSQL.
 	require.NoError(t, c.Set(ctx, "k", "v", 0))
@@ -351,13 +349,13 @@ func TestNearCacheConcurrentReadersNeverKeepStale(t *testing.T) {
 	require.NotZero(t, b.cache.Stats().NearHits)
 }
 
-// NearCacheConfig.TTL bounds how long a copy is served from memory, even
+// CacheConfig.NearTTL bounds how long a copy is served from memory, even
 // when a change bypasses pgcache (here: SQL straight to the table).
 func TestNearCacheTTLBoundsCopies(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
-	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{NearCache: &pgcache.NearCacheConfig{TTL: 50 * time.Millisecond, MaxEntries: 10}})
+	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{NearCache: true, NearTTL: 50 * time.Millisecond, NearMaxEntries: 10})
 	require.NoError(t, a.cache.Set(ctx, "k", "v1", 0))
 	v, _ := getString(t, a.cache, "k")
 	require.Equal(t, "v1", v)

@@ -16,8 +16,8 @@ type store interface {
 	del(ctx context.Context, q querier, keys []string) error
 	reset(ctx context.Context, q querier) error
 	keys(ctx context.Context, pattern string) ([]string, error)
-	// ttl returns the remaining time, NoExpiry, or ErrNotFound.
-	ttl(ctx context.Context, key string) (time.Duration, error)
+	// ttl returns the remaining time or NoExpiry, and whether key is there.
+	ttl(ctx context.Context, key string) (time.Duration, bool, error)
 	incrBy(ctx context.Context, q querier, key string, n int64, ttl time.Duration) (int64, error)
 	objSet(ctx context.Context, q querier, key, field string, e encoded, ttl time.Duration) error
 	objDel(ctx context.Context, q querier, key, field string) error

@@ -185,7 +185,7 @@ func (s *memStore) keys(_ context.Context, pattern string) ([]string, error) {
 	return out, nil
 }
 
-func (s *memStore) ttl(_ context.Context, key string) (time.Duration, error) {
+func (s *memStore) ttl(_ context.Context, key string) (time.Duration, bool, error) {
 	s.mu.Lock()
 	var (
 		m  memEntry
@@ -197,11 +197,11 @@ func (s *memStore) ttl(_ context.Context, key string) (time.Duration, error) {
 	s.mu.Unlock()
 	switch {
 	case !ok:
-		return 0, fmt.Errorf("%w: %q", ErrNotFound, key)
+		return 0, false, nil
 	case m.expiresAt == 0:
-		return NoExpiry, nil
+		return NoExpiry, true, nil
 	}
-	return max(time.Duration(m.expiresAt-time.Now().UnixNano()), 0), nil
+	return max(time.Duration(m.expiresAt-time.Now().UnixNano()), 0), true, nil
 }
 
 func (s *memStore) incrBy(_ context.Context, _ querier, key string, n int64, ttl time.Duration) (int64, error) {

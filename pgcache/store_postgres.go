@@ -272,19 +272,19 @@ func (s *pgStore) keys(ctx context.Context, pattern string) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-func (s *pgStore) ttl(ctx context.Context, key string) (time.Duration, error) {
+func (s *pgStore) ttl(ctx context.Context, key string) (time.Duration, bool, error) {
 	var us int64
 	err := s.db.QueryRow(ctx, s.sql.ttl, s.app, s.prefix, key).Scan(&us)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("%w: %q", ErrNotFound, key)
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if us < 0 {
-		return NoExpiry, nil
+		return NoExpiry, true, nil
 	}
-	return time.Duration(us) * time.Microsecond, nil
+	return time.Duration(us) * time.Microsecond, true, nil
 }
 
 // isDataError reports a stored value that SQL could not convert (not an

@@ -46,7 +46,7 @@ func nearOn(t *testing.T, url, name string) *nearInstance {
 	pool := switchoverPool(t, url)
 	m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app", PubSub: ps})
 	return &nearInstance{name: name, pool: pool, ps: ps, m: m,
-		cache: newCache(t, m, pgcache.CacheConfig{Name: "near", NearCache: &pgcache.NearCacheConfig{}})}
+		cache: newCache(t, m, pgcache.CacheConfig{Name: "near", NearCache: true})}
 }
 
 // TestNearCacheSwitchover: an instance whose connections move to another

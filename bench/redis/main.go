@@ -123,7 +123,7 @@ func compare(ctx context.Context, rdb *redis.Client, pool *pgxpool.Pool, n int) 
 	if err != nil {
 		return nil, err
 	}
-	near, err := mgr.CreateCache(ctx, pgcache.CacheConfig{Name: "near", NearCache: &pgcache.NearCacheConfig{}})
+	near, err := mgr.CreateCache(ctx, pgcache.CacheConfig{Name: "near", NearCache: true})
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func Cache(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error)
 	if err != nil {
 		return nil, err
 	}
-	near, err := m.CreateCache(ctx, pgcache.CacheConfig{Name: "near", NearCache: &pgcache.NearCacheConfig{}})
+	near, err := m.CreateCache(ctx, pgcache.CacheConfig{Name: "near", NearCache: true})
 	if err != nil {
 		return nil, err
 	}
