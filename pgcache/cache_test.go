@@ -22,16 +22,12 @@ import (
 
 // NocoBase cache.test.ts 1-2: set then get; del then get misses.
 func TestSetGetDel(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app"})
-	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		require.NoError(t, c.Set(ctx, "key", "value", 0))
 		v, ok, err := c.Get(ctx, "key")
 		require.NoError(t, err)
-		require.True(t, ok, st)
+		require.True(t, ok)
 		require.Equal(t, "value", v)
 
 		require.NoError(t, c.Set(ctx, "obj", map[string]any{"a": 1, "b": []int{1, 2}}, 0))
@@ -47,11 +43,11 @@ func TestSetGetDel(t *testing.T) {
 		require.Nil(t, v)
 		require.NoError(t, c.Del(ctx, "never-set"), "deleting a missing key is fine")
 
-		st := c.Stats()
-		require.EqualValues(t, 2, st.Hits)
-		require.EqualValues(t, 1, st.Misses)
-		require.EqualValues(t, 2, st.Sets)
-	}
+		stats := c.Stats()
+		require.EqualValues(t, 2, stats.Hits)
+		require.EqualValues(t, 1, stats.Misses)
+		require.EqualValues(t, 2, stats.Sets)
+	})
 }
 
 func TestTypedGetAndBytes(t *testing.T) {
@@ -100,12 +96,8 @@ func TestTypedGetAndBytes(t *testing.T) {
 
 // NocoBase cache.test.ts 3-4: mset/mget positional; mdel.
 func TestMSetMGetMDel(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		require.NoError(t, c.MSet(ctx, []pgcache.Item{{Key: "k1", Value: "v1"}, {Key: "k2", Value: 2}, {Key: "k1", Value: "v1-last"}}, 0))
 		vals, err := c.MGet(ctx, "k1", "nope", "k2")
 		require.NoError(t, err)
@@ -132,7 +124,7 @@ func TestMSetMGetMDel(t *testing.T) {
 		_, err = c.MGet(ctx, "a", "")
 		require.ErrorIs(t, err, pgcache.ErrEmptyKey)
 		require.ErrorIs(t, c.MDel(ctx, ""), pgcache.ErrEmptyKey)
-	}
+	})
 }
 
 // NocoBase cache.test.ts 5, plus LIKE metacharacters and glob escapes.
@@ -176,12 +168,8 @@ func TestKeys(t *testing.T) {
 
 // NocoBase cache.test.ts 6-7, atomic and keeping the TTL.
 func TestValueInObject(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		require.NoError(t, c.Set(ctx, "key", map[string]any{"a": 1, "b": 2}, time.Hour))
 		v, ok, err := c.GetValueInObject(ctx, "key", "a")
 		require.NoError(t, err)
@@ -203,7 +191,7 @@ func TestValueInObject(t *testing.T) {
 		require.Equal(t, json.Number("2"), v)
 
 		ttl := ttlOf(t, c, "key")
-		require.Greater(t, ttl, 50*time.Minute, "object updates keep the entry's TTL (%s)", st)
+		require.Greater(t, ttl, 50*time.Minute, "object updates keep the entry's TTL")
 
 		// A missing key starts from an empty object; deleting from it is a no-op.
 		require.NoError(t, c.SetValueInObject(ctx, "fresh", "x", "y"))
@@ -233,17 +221,13 @@ func TestValueInObject(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ok)
 		require.Len(t, obj, writers)
-	}
+	})
 }
 
 // NocoBase cache.test.ts 8-9 and the truthiness rule.
 func TestWrapWithCondition(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 		obj := map[string]any{"a": 1}
 		fn := func(context.Context) (any, error) { return obj, nil }
 
@@ -297,19 +281,15 @@ func TestWrapWithCondition(t *testing.T) {
 		loaderErr := errors.New("boom")
 		_, err = c.WrapWithCondition(ctx, "err", func(context.Context) (any, error) { return nil, loaderErr }, nil)
 		require.ErrorIs(t, err, loaderErr)
-	}
+	})
 }
 
 // Wrap loads once and then reads; a loader error stores nothing. (NocoBase
 // cache.test.ts 10, a nil result, is TestWrapNilResult: pgcoord returns it
 // without storing instead of failing.)
 func TestWrap(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
+	perStore(t, pgcache.CacheConfig{}, func(t *testing.T, c *pgcache.Cache) {
+		ctx := t.Context()
 
 		calls := 0
 		load := func(context.Context) (int, error) { calls++; return 42, nil }
@@ -329,7 +309,7 @@ func TestWrap(t *testing.T) {
 		_, ok, err := c.Get(ctx, "e")
 		require.NoError(t, err)
 		require.False(t, ok)
-	}
+	})
 }
 
 // Concurrent Wraps of one key in one instance run the loader once.
