@@ -21,17 +21,6 @@ type nearMessage struct {
 	Origin string `json:"origin,omitempty"`
 }
 
-// nearBus receives the invalidations of a near cache's prefix from every
-// instance (Manager.publishNear sends them).
-type nearBus interface {
-	// healthy is false while the listener may be missing invalidations.
-	healthy() bool
-	// epoch changes whenever the listener reconnected: invalidations may
-	// have been missed before it.
-	epoch() int64
-	close()
-}
-
 type nearEntry struct {
 	e         encoded
 	expiresAt int64 // Unix nanoseconds by this process's clock; 0: none
@@ -47,7 +36,7 @@ type nearCache struct {
 	c   *Cache
 	lru *otter.Cache[string, nearEntry]
 	ttl time.Duration
-	bus nearBus
+	bus *listenBus
 	reg *nearReg // the Manager's registration of the prefix
 
 	mu       sync.RWMutex  // put holds it shared, invalidations exclusive

@@ -9,7 +9,8 @@ import (
 	"github.com/pgcoord/pgcoord/listen"
 )
 
-// listenBus carries near-cache invalidations on a listen.PubSub.
+// listenBus receives the invalidations of a near cache's prefix from every
+// instance (Manager.publishNear sends them) on the app's listen.PubSub.
 type listenBus struct {
 	ps      *listen.PubSub
 	sub     *listen.Subscription
@@ -17,7 +18,7 @@ type listenBus struct {
 }
 
 // newListenBus subscribes a near cache to its invalidation channel.
-func newListenBus(ctx context.Context, m *Manager, channel string, onMsg func(nearMessage), onResync func()) (nearBus, error) {
+func newListenBus(ctx context.Context, m *Manager, channel string, onMsg func(nearMessage), onResync func()) (*listenBus, error) {
 	ps := m.cfg.PubSub
 	if ps == nil {
 		return nil, ErrNearCacheNeedsPubSub
@@ -40,8 +41,11 @@ func newListenBus(ctx context.Context, m *Manager, channel string, onMsg func(ne
 	return b, nil
 }
 
+// healthy is false while the listener may be missing invalidations.
 func (b *listenBus) healthy() bool { return b.ps.Healthy() }
 
+// epoch changes whenever the listener reconnected: invalidations may have
+// been missed before it (listen.PubSub.Epoch).
 func (b *listenBus) epoch() int64 { return b.ps.Epoch() }
 
 func (b *listenBus) close() { b.sub.Unsubscribe() }

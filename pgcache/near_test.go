@@ -244,12 +244,12 @@ func TestNearCacheListenerKilled(t *testing.T) {
 	require.NotZero(t, n)
 	// Wait until b noticed (unhealthy or already reconnected), so the write
 	// below falls in or before the outage as b sees it.
-	require.Eventually(t, func() bool { return !b.ps.Healthy() || b.ps.Stats().Reconnects > 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return !b.ps.Healthy() || b.ps.Epoch() > 0 }, waitFor, tick)
 	require.NoError(t, a.cache.Set(ctx, "k", "v2", 0))
 	v, _ = getString(t, b.cache, "k")
 	require.Equal(t, "v2", v, "an unhealthy or reconnected near cache must not serve the old value")
 
-	require.Eventually(t, func() bool { return b.ps.Healthy() && b.ps.Stats().Reconnects > 0 }, waitFor, tick)
+	require.Eventually(t, func() bool { return b.ps.Healthy() && b.ps.Epoch() > 0 }, waitFor, tick)
 	for range 3 {
 		v, _ = getString(t, b.cache, "k")
 		require.Equal(t, "v2", v)
