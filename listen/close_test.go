@@ -88,3 +88,53 @@ func TestSyncCloseFromHandler(t *testing.T) {
 	require.NoError(t, waitErr(t, closed, "SyncMessages.Close from a handler"))
 	require.ErrorIs(t, s2.Publish(ctx, "plugin", 1, nil), ErrClosed)
 }
+
+// TestSyncAndPubSubCloseEitherOrder: SyncMessages.Close and PubSub.Close
+// may run in either order, with a sync handler running and before Start;
+// both return, and both refuse work afterwards.
+func TestSyncAndPubSubCloseEitherOrder(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	for _, tc := range []struct {
+		name             string
+		start, syncFirst bool
+	}{
+		{"sync then pubsub", true, true},
+		{"pubsub then sync", true, false},
+		{"sync then pubsub before start", false, true},
+		{"pubsub then sync before start", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			ps := instance(t, db, "inst-"+randomID(), nil)
+			sm, err := NewSyncMessages(ps, &SyncConfig{Debounce: -1})
+			require.NoError(t, err)
+			entered := make(chan struct{})
+			_, err = sm.Subscribe(ctx, "ch", func(hctx context.Context, _ Message) error {
+				close(entered)
+				<-hctx.Done() // runs until a Close cancels it
+				return nil
+			})
+			require.NoError(t, err)
+			if tc.start {
+				require.NoError(t, ps.Start(ctx))
+				require.NoError(t, sm.Publish(ctx, "ch", 1, &PublishOpts{OnlySelf: true}))
+				<-entered
+			}
+			closers := []func(context.Context) error{sm.Close, ps.Close}
+			if !tc.syncFirst {
+				closers[0], closers[1] = closers[1], closers[0]
+			}
+			for _, c := range closers {
+				require.NoError(t, c(ctx))
+			}
+			require.ErrorIs(t, sm.Publish(ctx, "ch", 2, nil), ErrClosed)
+			_, err = sm.Subscribe(ctx, "ch", func(context.Context, Message) error { return nil })
+			require.ErrorIs(t, err, ErrClosed)
+			require.NoError(t, sm.Close(ctx))
+			require.NoError(t, ps.Close(ctx))
+		})
+	}
+}

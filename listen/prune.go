@@ -11,7 +11,7 @@ import (
 const pruneBatch = 5000
 
 // retentionMarker is the channel of retention markers: rows of the log with
-// sender '' (no instance has that id) that no listener delivers. Each
+// an empty sender (no instance has that id) that no listener delivers. Each
 // records a snapshot (pg_current_snapshot) and, as published_at, the time
 // it was taken.
 const retentionMarker = "pgcoord.retention-marker"

@@ -320,8 +320,8 @@ func buildStatements(t string) statements {
 		// small message travels inline in the notification; a large one by
 		// id (the listener reads the row).
 		publish: `WITH m AS (` + fmt.Sprintf(insert, t) + `)
-			SELECT id, xid, published_at, pg_notify($7, CASE WHEN $8::text = '' THEN `+sqlRef+`
-				ELSE 'I' || `+sqlHead+` || $8::text END)
+			SELECT id, xid, published_at, pg_notify($7, CASE WHEN $8::text = '' THEN ` + sqlRef + `
+				ELSE 'I' || ` + sqlHead + ` || $8::text END)
 			FROM m`,
 		// Several concurrent Publish calls of this instance in one
 		// statement: one commit and one notification carrying all of them
@@ -334,7 +334,7 @@ func buildStatements(t string) statements {
 				ORDER BY u.n
 				RETURNING id, xid, published_at
 			), b AS (
-				SELECT string_agg(`+sqlHead+` || ($10::text[])[rn], '' ORDER BY id) AS body
+				SELECT string_agg(` + sqlHead + ` || ($10::text[])[rn], '' ORDER BY id) AS body
 				FROM (SELECT id, xid, published_at, row_number() OVER (ORDER BY id) AS rn FROM m) q
 			), n AS (
 				SELECT pg_notify($7, CASE WHEN $11 AND octet_length(b.body) <= $9 THEN $8::text || b.body ELSE 'W' END) FROM b

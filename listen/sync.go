@@ -38,6 +38,12 @@ type SyncMessages struct {
 	debounce time.Duration
 	logger   *slog.Logger
 
+	// ctx ends at Close: running sync handlers get a cancelled context
+	// then, as with PubSub.Close, so Close never waits on a handler that
+	// waits for its context.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	mu     sync.Mutex // guards closed and subs
 	closed bool
 	subs   map[*Subscription]struct{}
@@ -61,7 +67,9 @@ func NewSyncMessages(ps *PubSub, cfg *SyncConfig) (*SyncMessages, error) {
 	if c.Logger == nil {
 		c.Logger = ps.logger
 	}
-	return &SyncMessages{ps: ps, debounce: c.Debounce, logger: c.Logger, subs: map[*Subscription]struct{}{}}, nil
+	sm := &SyncMessages{ps: ps, debounce: c.Debounce, logger: c.Logger, subs: map[*Subscription]struct{}{}}
+	sm.ctx, sm.cancel = context.WithCancel(context.Background())
+	return sm, nil
 }
 
 // Subscribe registers h for sync messages on channel, debounced by
@@ -84,6 +92,9 @@ func (sm *SyncMessages) Subscribe(ctx context.Context, channel string, h Handler
 			return nil
 		}
 		msg.Channel = channel
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(sm.ctx, cancel)()
 		return h(ctx, msg)
 	}
 	s, err := sm.ps.Subscribe(ctx, SyncChannelPrefix+channel, guarded, &SubscribeOpts{Debounce: sm.debounce})
@@ -125,8 +136,9 @@ func (sm *SyncMessages) PublishTx(ctx context.Context, tx pgx.Tx, channel string
 	return sm.ps.PublishTx(ctx, tx, SyncChannelPrefix+channel, payload, opts)
 }
 
-// Close unsubscribes every sync subscription, drops pending debounced calls
-// and waits (bounded by ctx) for running handlers. After it returns nil no
+// Close unsubscribes every sync subscription, drops pending debounced calls,
+// cancels the context of running sync handlers and waits (bounded by ctx)
+// for them. Close and [PubSub.Close] may be called in either order. After it returns nil no
 // sync handler runs, except the one Close was called from: like
 // [PubSub.Close], Close may be called from a sync handler (on its goroutine,
 // or with its context or one derived from it), and then returns without
@@ -143,6 +155,7 @@ func (sm *SyncMessages) Close(ctx context.Context) error {
 	subs := sm.subs
 	sm.subs = nil
 	sm.mu.Unlock()
+	sm.cancel()
 	for s := range subs {
 		s.Unsubscribe()
 	}
