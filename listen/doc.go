@@ -34,7 +34,8 @@
 // never skipped, and a transaction left open anywhere on the server does not
 // make a catch-up re-read what was published since it began. A catch-up
 // reads in pages of a bounded number of rows, each its own statement, and
-// handles the notifications that arrive between pages. Wake-ups that have
+// handles the notifications that arrive between pages (those of messages it
+// has already passed; it reads the others itself, in order). Wake-ups that have
 // already arrived are coalesced into one catch-up ([Stats].LogReads). The
 // catch-up is also the health check; when it or the connection fails the
 // listener reconnects with exponential backoff and jitter, LISTENs again,
@@ -55,10 +56,11 @@
 //     and only after the commit.
 //   - Order: messages from one publisher that publishes sequentially are
 //     delivered in commit order (a catch-up orders by transaction id, then
-//     id), except while a catch-up of more than one page (500 messages) is
-//     under way: messages arriving inline meanwhile may overtake older ones
-//     it has not read yet. Messages of different publishers have no defined
-//     order.
+//     id). While a catch-up of several pages (500 messages each) is under
+//     way, a message arriving by notification that the catch-up has not
+//     reached yet is left to it, so it never overtakes older ones; it is
+//     then delivered when the catch-up reaches it (TestOrderAcrossCatchUpPages).
+//     Messages of different publishers have no defined order.
 //   - Payloads: any JSON value round-trips byte for byte, including the
 //     \u0000 escape (the column is json, not jsonb). [Config.MaxPayloadBytes]
 //     (1 MiB by default) caps a payload: above it Publish returns

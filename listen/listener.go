@@ -195,8 +195,9 @@ func (l *listener) run(conn *pgx.Conn) {
 // PollInterval and on wake-ups, until an error (the connection is then
 // discarded) or the PubSub closes. c, when not nil, is the catch-up of a
 // reconnection: the listener is healthy once it has finished. A catch-up of
-// several pages handles the notifications that arrived in between, so fresh
-// messages keep flowing while it reads.
+// several pages handles the notifications that arrived in between: those of
+// messages it has passed are delivered at once, the others when it reaches
+// them (see handle), which keeps each publisher's order.
 //
 // Wake-ups already received are coalesced: one catch-up reads for all of
 // them. A notification that arrives after a wake-up waits for the catch-up
@@ -290,7 +291,7 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 			ps.logger.ErrorContext(ctx, "listen: malformed notification", slog.String("app", ps.cfg.AppName), slog.Int("payload_bytes", len(n.Payload)), slog.Any("error", err))
 			continue
 		}
-		if err := l.handle(ctx, conn, nt); err != nil {
+		if err := l.handle(ctx, conn, nt, c); err != nil {
 			return c, err
 		}
 	}
@@ -303,14 +304,23 @@ func (l *listener) buffered(conn *pgx.Conn) *pgconn.Notification {
 	return n
 }
 
-// handle processes one notification other than a wake-up.
-func (l *listener) handle(ctx context.Context, conn *pgx.Conn, nt notification) error {
+// handle processes one notification other than a wake-up. c is the
+// catch-up under way, if any: a message it has not reached yet is left to
+// it, so a publisher's messages keep their order (a sequential publisher's
+// earlier transactions have lower xids, and the catch-up reads in (xid, id)
+// order; the message committed before its notification arrived, so the
+// catch-up's next page sees it).
+func (l *listener) handle(ctx context.Context, conn *pgx.Conn, nt notification, c *catchUp) error {
 	ps := l.ps
 	switch nt.kind {
 	case kindInline:
-		ps.dispatch(nt.envs, false)
+		envs := nt.envs
+		if c != nil {
+			envs = slices.DeleteFunc(envs, func(e envelope) bool { return !c.passed(e.xid, e.msg.ID) })
+		}
+		ps.dispatch(envs, false)
 	case kindRef:
-		if ps.led.seen(nt.id, nt.xid) {
+		if ps.led.seen(nt.id, nt.xid) || (c != nil && !c.passed(nt.xid, nt.id)) {
 			return nil
 		}
 		qctx, cancel := context.WithTimeout(ctx, ps.readTimeout)
@@ -322,6 +332,12 @@ func (l *listener) handle(ctx context.Context, conn *pgx.Conn, nt notification) 
 		ps.dispatch(envs, false)
 	}
 	return nil
+}
+
+// passed reports whether the catch-up has read every row up to (xid, id):
+// delivering that message now keeps its publisher's order.
+func (c *catchUp) passed(xid uint64, id int64) bool {
+	return c.started && (xid < c.curXid || (xid == c.curXid && id <= c.curID))
 }
 
 // newCatchUp starts a catch-up from the ledger: from its snapshot, or,

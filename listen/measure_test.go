@@ -5,8 +5,12 @@ package listen
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/stretchr/testify/require"
 
@@ -71,7 +75,27 @@ func TestMeasurePinnedBacklog(t *testing.T) {
 			require.NoError(t, tx.Commit(ctx))
 			worstTx = max(worstTx, wait(fmt.Sprintf(`"tx-%d-%d"`, step, i)))
 		}
+		explainPoll(t, sub)
 		t.Logf("backlog behind pinned xmin %8d rows: first catch-up of the new rows %v; fresh message worst of 5: inline %v, by wake-up %v; ids kept %d",
 			total, catchUp.Round(time.Millisecond), worstInline.Round(time.Millisecond), worstTx.Round(time.Millisecond), sub.led.size())
 	}
+}
+
+// explainPoll logs EXPLAIN ANALYZE of the page a poll would read now, on a
+// connection configured as the listener's.
+func explainPoll(t *testing.T, ps *PubSub) {
+	ctx := context.Background()
+	cfg := ps.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	cfg.RuntimeParams["enable_bitmapscan"] = "off"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close(ctx) //nolint:errcheck
+	snap, _, _, _ := ps.led.state()
+	rows, err := conn.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+ps.sql.page, ps.cfg.AppName, ps.cfg.InstanceID,
+		strconv.FormatUint(snap.xmax, 10), snap.xipFrom(0), "0", int64(0), pageSize, int64(-1))
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	t.Logf("poll page plan:\n%s", strings.Join(lines, "\n"))
 }
