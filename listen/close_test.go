@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -95,46 +96,44 @@ func TestSyncCloseFromHandler(t *testing.T) {
 func TestSyncAndPubSubCloseEitherOrder(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
-	for _, tc := range []struct {
-		name             string
-		start, syncFirst bool
-	}{
-		{"sync then pubsub", true, true},
-		{"pubsub then sync", true, false},
-		{"sync then pubsub before start", false, true},
-		{"pubsub then sync before start", false, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-			defer cancel()
-			ps := instance(t, db, "inst-"+randomID(), nil)
-			sm, err := NewSyncMessages(ps, &SyncConfig{Debounce: -1})
-			require.NoError(t, err)
-			entered := make(chan struct{})
-			_, err = sm.Subscribe(ctx, "ch", func(hctx context.Context, _ Message) error {
-				close(entered)
-				<-hctx.Done() // runs until a Close cancels it
-				return nil
+	for _, order := range []string{"sync-first", "pubsub-first"} {
+		for _, start := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/started=%v", order, start), func(t *testing.T) {
+				t.Parallel()
+				closeSyncAndPubSub(t, db, start, order == "sync-first")
 			})
-			require.NoError(t, err)
-			if tc.start {
-				require.NoError(t, ps.Start(ctx))
-				require.NoError(t, sm.Publish(ctx, "ch", 1, &PublishOpts{OnlySelf: true}))
-				<-entered
-			}
-			closers := []func(context.Context) error{sm.Close, ps.Close}
-			if !tc.syncFirst {
-				closers[0], closers[1] = closers[1], closers[0]
-			}
-			for _, c := range closers {
-				require.NoError(t, c(ctx))
-			}
-			require.ErrorIs(t, sm.Publish(ctx, "ch", 2, nil), ErrClosed)
-			_, err = sm.Subscribe(ctx, "ch", func(context.Context, Message) error { return nil })
-			require.ErrorIs(t, err, ErrClosed)
-			require.NoError(t, sm.Close(ctx))
-			require.NoError(t, ps.Close(ctx))
-		})
+		}
 	}
+}
+
+func closeSyncAndPubSub(t *testing.T, db *pgtest.DB, start, syncFirst bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	ps := instance(t, db, "inst-"+randomID(), nil)
+	sm, err := NewSyncMessages(ps, &SyncConfig{Debounce: -1})
+	require.NoError(t, err)
+	entered := make(chan struct{})
+	_, err = sm.Subscribe(ctx, "ch", func(hctx context.Context, _ Message) error {
+		close(entered)
+		<-hctx.Done() // runs until a Close cancels it
+		return nil
+	})
+	require.NoError(t, err)
+	if start {
+		require.NoError(t, ps.Start(ctx))
+		require.NoError(t, sm.Publish(ctx, "ch", 1, &PublishOpts{OnlySelf: true}))
+		<-entered
+	}
+	closers := []func(context.Context) error{sm.Close, ps.Close}
+	if !syncFirst {
+		closers[0], closers[1] = closers[1], closers[0]
+	}
+	for _, c := range closers {
+		require.NoError(t, c(ctx))
+	}
+	require.ErrorIs(t, sm.Publish(ctx, "ch", 2, nil), ErrClosed)
+	_, err = sm.Subscribe(ctx, "ch", func(context.Context, Message) error { return nil })
+	require.ErrorIs(t, err, ErrClosed)
+	require.NoError(t, sm.Close(ctx))
+	require.NoError(t, ps.Close(ctx))
 }

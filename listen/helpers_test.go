@@ -3,6 +3,7 @@ package listen
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -59,15 +60,45 @@ func started(t *testing.T, db *pgtest.DB, name string, cfg *Config) *PubSub {
 
 // inbox records delivered messages.
 type inbox struct {
-	mu   sync.Mutex
-	msgs []Message
+	mu      sync.Mutex
+	msgs    []Message
+	arrived chan struct{} // closed (and dropped) at the next message
 }
 
 func (b *inbox) handle(_ context.Context, m Message) error {
 	b.mu.Lock()
 	b.msgs = append(b.msgs, m)
+	if b.arrived != nil {
+		close(b.arrived)
+		b.arrived = nil
+	}
 	b.mu.Unlock()
 	return nil
+}
+
+// waitUntil waits, without polling, until cond holds for the messages
+// received so far.
+func (b *inbox) waitUntil(t *testing.T, cond func([]Message) bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.NewTimer(waitFor)
+	defer deadline.Stop()
+	for {
+		b.mu.Lock()
+		if cond(b.msgs) {
+			b.mu.Unlock()
+			return
+		}
+		if b.arrived == nil {
+			b.arrived = make(chan struct{})
+		}
+		arrived := b.arrived
+		b.mu.Unlock()
+		select {
+		case <-arrived:
+		case <-deadline.C:
+			require.FailNow(t, "inbox: condition not met", msgAndArgs...)
+		}
+	}
 }
 
 func (b *inbox) len() int {
@@ -104,23 +135,15 @@ func (b *inbox) nonBarrier() []string {
 // waitLen waits until at least n messages arrived and returns them.
 func (b *inbox) waitLen(t *testing.T, n int) []Message {
 	t.Helper()
-	require.Eventually(t, func() bool { return b.len() >= n }, waitFor, tick, "want %d messages", n)
+	b.waitUntil(t, func(ms []Message) bool { return len(ms) >= n }, "want %d messages", n)
 	return b.all()
-}
-
-// has reports whether a message with this payload arrived.
-func (b *inbox) has(payload string) bool {
-	for _, p := range b.payloads() {
-		if p == payload {
-			return true
-		}
-	}
-	return false
 }
 
 func (b *inbox) waitPayload(t *testing.T, payload string) {
 	t.Helper()
-	require.Eventually(t, func() bool { return b.has(payload) }, waitFor, tick, "want payload %s", payload)
+	b.waitUntil(t, func(ms []Message) bool {
+		return slices.ContainsFunc(ms, func(m Message) bool { return string(m.Payload) == payload })
+	}, "want payload %s", payload)
 }
 
 func subscribe(t *testing.T, ps *PubSub, channel string, opts *SubscribeOpts) *inbox {
