@@ -56,7 +56,10 @@ type Message struct {
 	ID int64
 	// Channel is the channel it was published to.
 	Channel string
-	// Payload is the published JSON, byte for byte.
+	// Payload is the published JSON value, compact, as jsonb (River's
+	// args) keeps it: the same value, with object keys in jsonb's order and
+	// only the last of duplicate keys. A payload holding a \u0000 escape,
+	// which jsonb cannot store, is kept byte for byte.
 	Payload json.RawMessage
 	// Retried is how many earlier attempts failed (0 on the first call).
 	// Attempts lost to a dead worker are not counted.

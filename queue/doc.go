@@ -162,6 +162,25 @@
 //     claim (at most PollInterval later), and they keep the message's id and
 //     options; NocoBase re-publishes a new message and drops custom options.
 //
+// # Reading messages with River's tools
+//
+// A message is a River job that River UI, River's CLI and plain SQL read
+// naturally. Its queue is named after the channel: "<app>-<channel>" (e.g.
+// main-send_email), or the channel itself for a Shared consumer, whenever
+// the channel is a valid River queue name (lower-case letters and digits
+// separated by single underscores or hyphens, short enough); other channels
+// (dots, capitals, unicode) get a sanitized prefix and a hash. river_job.args
+// holds {"channel", "payload", "timeout_ms", "max_retries", "unique_key"},
+// the payload as a JSON value, so SQL can filter on it:
+//
+//	SELECT id, state FROM pgcoord.river_job WHERE args->'payload'->>'user_id' = '42'
+//
+// The price: the payload a consumer receives is the same JSON value, not
+// the same bytes (jsonb orders keys and keeps the last of duplicate keys;
+// numbers keep every digit). A payload with a \u0000 escape, which jsonb
+// cannot hold, is stored as its exact text under args.payload_text and
+// received byte for byte. Migration 12 converted messages stored before.
+//
 // River's tables are pgcoord's own: do not run other River clients in
 // Config.Schema (River's leader would rescue and discard their jobs, whose
 // kinds it does not know, and theirs ours).

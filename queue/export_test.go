@@ -17,3 +17,17 @@ func (q *EventQueue) RescueScans() int64 { return q.rescueScans.Load() }
 
 // Rescuing is closed when this instance first becomes the rescuer.
 func (q *EventQueue) Rescuing() <-chan struct{} { return q.rescuing }
+
+// HashedQueueName is the queue name every channel had before readable
+// names (migration 12), and non-readable channels still have.
+func HashedQueueName(app, channel string, shared bool) string {
+	return hashedQueueName(app, channel, shared)
+}
+
+// Scanned returns this instance's rescue scan count and a channel closed
+// at its next scan.
+func (q *EventQueue) Scanned() (int64, <-chan struct{}) {
+	q.scanMu.Lock()
+	defer q.scanMu.Unlock()
+	return q.rescueScans.Load(), q.scanned
+}

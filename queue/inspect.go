@@ -61,7 +61,7 @@ func (q *EventQueue) Inspect(ctx context.Context, id int64) (*MessageStatus, err
 	st := &MessageStatus{
 		ID:       job.ID,
 		Channel:  args.Channel,
-		Payload:  json.RawMessage(args.Payload),
+		Payload:  args.payload(),
 		State:    string(job.State),
 		Attempts: job.Attempt,
 		Options: MessageOptions{

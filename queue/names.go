@@ -3,21 +3,57 @@ package queue
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"regexp"
 	"strings"
 )
 
 // maxQueueNameLen is River's limit on queue names.
 const maxQueueNameLen = 64
 
-// queueName maps (app, channel, shared) to a River queue name. River accepts
-// `^[a-z0-9]+([_|-]?[a-z0-9]+)*$` up to 64 bytes; channels are arbitrary
-// strings, so the name is a readable, sanitized prefix followed by 16 hex
-// digits of SHA-256 over the exact identity. The hash makes the mapping
-// collision-free in practice (two channels that sanitize alike still differ)
-// and stable across versions and instances; the prefix only helps humans
-// reading river_job. A shared channel leaves the app out of both parts, as
-// NocoBase's getFullChannel does.
+// riverQueueName is River's rule for queue names (validateQueueName in
+// client.go, v0.51.2; "letters and numbers separated by underscores or
+// hyphens").
+var riverQueueName = regexp.MustCompile(`^[a-z0-9]+(?:[_-][a-z0-9]+)*$`)
+
+// hashedSuffix matches the end of a hashed name: 16 hex digits, alone or
+// after an underscore.
+var hashedSuffix = regexp.MustCompile(`(?:^|_)[0-9a-f]{16}$`)
+
+// queueName maps (app, channel, shared) to a River queue name, so that
+// River's own tools (River UI, its CLI, SQL on river_job) show the channel:
+//
+//   - a shared channel that is a valid River queue name is the queue name
+//     itself ("emails"), unless it holds a hyphen or ends like a hashed name;
+//   - an app's channel that is a valid River queue name is "<app>-<channel>"
+//     ("main-emails", "main-send_email", "main-a-b"), when the app is a
+//     valid River queue name without a hyphen and the result fits in 64
+//     bytes;
+//   - any other channel (dots, capitals, unicode, too long) is a readable,
+//     sanitized prefix and 16 hex digits of SHA-256 over the exact identity
+//     ("main_async_task_manager_task_3f0c…").
+//
+// The mapping is collision-free: a readable app name is split at its first
+// hyphen (apps hold none), readable shared names hold no hyphen, and hashed
+// names hold no hyphen and end in 16 hex digits, which readable shared
+// names do not. It is stable across versions and instances: messages
+// queued under a name must be found again. A shared channel leaves the app
+// out, as NocoBase's getFullChannel does.
 func queueName(app, channel string, shared bool) string {
+	if riverQueueName.MatchString(channel) {
+		if shared {
+			if !strings.Contains(channel, "-") && !hashedSuffix.MatchString(channel) && len(channel) <= maxQueueNameLen {
+				return channel
+			}
+		} else if riverQueueName.MatchString(app) && !strings.Contains(app, "-") && len(app)+1+len(channel) <= maxQueueNameLen {
+			return app + "-" + channel
+		}
+	}
+	return hashedQueueName(app, channel, shared)
+}
+
+// hashedQueueName is the name of a channel that cannot be read as is (and,
+// before migration 12 renamed the others, of every channel).
+func hashedQueueName(app, channel string, shared bool) string {
 	h := sha256.New()
 	readable := channel
 	if shared {

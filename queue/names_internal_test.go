@@ -8,23 +8,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// River's queue name rule (validateQueueName in client.go, v0.51.2).
-var riverQueueName = regexp.MustCompile(`^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$`)
+// River's queue name rule as River writes it (validateQueueName in
+// client.go, v0.51.2).
+var riverRule = regexp.MustCompile(`^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$`)
 
 func TestQueueNameIsValidStableAndCollisionFree(t *testing.T) {
 	t.Parallel()
 	channels := []string{
-		"test1", "Test1", "test-1", "test_1", "test 1", "test.1",
-		"async-task-manager.task", "é", "日本語", "", "___", strings.Repeat("x", 500),
-		`"quoted"`, "a\x00b", "a", "b",
+		"test1", "Test1", "test-1", "test_1", "test 1", "test.1", "a-b", "b", "a_b", "main-a",
+		"async-task-manager.task", "é", "日本語", "", "___", strings.Repeat("x", 500), strings.Repeat("y", 59),
+		`"quoted"`, "a\x00b", "a", "x_60b6a720d89a69e9", "60b6a720d89a69e9", "shared",
 	}
 	seen := map[string]string{}
-	for _, app := range []string{"main", "sub-app", ""} {
+	for _, app := range []string{"main", "sub-app", "sub_app", "main-a", "Main", "", "a"} {
 		for _, shared := range []bool{false, true} {
 			for _, ch := range channels {
 				name := queueName(app, ch, shared)
 				require.LessOrEqual(t, len(name), maxQueueNameLen, name)
-				require.Regexp(t, riverQueueName, name)
+				require.Regexp(t, riverRule, name)
 				require.Equal(t, name, queueName(app, ch, shared), "stable")
 				key := app + "|" + ch
 				if shared {
@@ -37,12 +38,30 @@ func TestQueueNameIsValidStableAndCollisionFree(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, "main_async_task_manager_task_", queueName("main", "async-task-manager.task", false)[:29])
-	require.True(t, strings.HasPrefix(queueName("main", "async-task-manager.task", true), "async_task_manager_task_"))
-	// Pinned: a queue name must not change across versions (messages queued
-	// under it would be orphaned).
-	require.Equal(t, "main_test1_96fc4ec1c46de9fa", queueName("main", "test1", false))
-	require.Equal(t, "x_60b6a720d89a69e9", queueName("", "x", true))
+	for _, tc := range []struct {
+		app, channel string
+		shared       bool
+		want         string
+	}{
+		// Readable: what River UI and SQL show.
+		{"main", "test1", false, "main-test1"},
+		{"main", "send_email", false, "main-send_email"},
+		{"main", "a-b", false, "main-a-b"},
+		{"sub_app", "emails", false, "sub_app-emails"},
+		{"", "emails", true, "emails"},
+		{"main", "send_email", true, "send_email"},
+		// Hashed (unchanged since before readable names): pinned, since
+		// messages queued under a name must be found again.
+		{"main", "async-task-manager.task", false, "main_async_task_manager_task_2d0792a1e9a5d8e9"},
+		{"main", "Test1", false, "main_test1_" + hashedQueueName("main", "Test1", false)[11:]},
+		{"sub-app", "test1", false, hashedQueueName("sub-app", "test1", false)},
+		{"", "x-y", true, hashedQueueName("", "x-y", true)},
+		{"", "x_60b6a720d89a69e9", true, hashedQueueName("", "x_60b6a720d89a69e9", true)},
+	} {
+		require.Equal(t, tc.want, queueName(tc.app, tc.channel, tc.shared), "%+v", tc)
+	}
+	require.Equal(t, "main_test1_96fc4ec1c46de9fa", hashedQueueName("main", "test1", false), "the name before readable names (migration 12)")
+	require.Equal(t, "x_60b6a720d89a69e9", hashedQueueName("", "x", true))
 }
 
 func TestFetchSettingsDerivedFromConcurrency(t *testing.T) {

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,7 +54,8 @@ type Publication struct {
 // once Publish returns: it survives the stop or crash of every instance and
 // is processed by one subscribed instance at a time (another attempt only
 // after a failure, a timeout, or its worker's death). payload is encoded
-// with encoding/json; a [json.RawMessage] is stored as is. Bad input (empty
+// with encoding/json (a [json.RawMessage] must be valid JSON) and stored as
+// a JSON value in river_job.args (see [Message.Payload] for what comes back). Bad input (empty
 // channel, invalid options, an unencodable or too large payload) returns an
 // error and stores nothing. Publishing works before Start and on instances
 // that do not consume channel.
@@ -190,7 +192,7 @@ func (q *EventQueue) insertParams(channel string, payload any, opts *PublishOpts
 	case o.Delay < 0:
 		return river.InsertManyParams{}, invalidf("PublishOpts.Delay %s is negative", o.Delay)
 	}
-	text, err := q.encode(payload)
+	raw, err := q.encode(payload)
 	if err != nil {
 		return river.InsertManyParams{}, fmt.Errorf("publish %q: %w", channel, err)
 	}
@@ -204,10 +206,14 @@ func (q *EventQueue) insertParams(channel string, payload any, opts *PublishOpts
 	}
 	args := messageArgs{
 		Channel:    channel,
-		Payload:    text,
 		TimeoutMS:  max(timeout.Milliseconds(), 1),
 		MaxRetries: o.MaxRetries,
 		UniqueKey:  o.UniqueKey,
+	}
+	if hasNULEscape(raw) {
+		args.PayloadText = string(raw)
+	} else {
+		args.Payload = raw
 	}
 	io := &river.InsertOpts{
 		Queue:       queueName(q.cfg.AppName, channel, shared),
@@ -223,27 +229,48 @@ func (q *EventQueue) insertParams(channel string, payload any, opts *PublishOpts
 	return river.InsertManyParams{Args: args, InsertOpts: io}, nil
 }
 
-func (q *EventQueue) encode(payload any) (string, error) {
+func (q *EventQueue) encode(payload any) (json.RawMessage, error) {
 	var raw []byte
 	if r, ok := payload.(json.RawMessage); ok {
 		if !json.Valid(r) {
-			return "", fmt.Errorf("%w: json.RawMessage is not valid JSON", ErrInvalidPayload)
+			return nil, fmt.Errorf("%w: json.RawMessage is not valid JSON", ErrInvalidPayload)
 		}
 		raw = r
 	} else {
 		b, err := json.Marshal(payload)
 		if err != nil {
-			return "", fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
 		}
 		raw = b
 	}
 	if len(raw) > q.cfg.MaxPayloadBytes {
-		return "", fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(raw), q.cfg.MaxPayloadBytes)
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(raw), q.cfg.MaxPayloadBytes)
 	}
 	if !utf8.Valid(raw) {
-		return "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidPayload)
+		return nil, fmt.Errorf("%w: not valid UTF-8", ErrInvalidPayload)
 	}
-	return string(raw), nil
+	return raw, nil
+}
+
+// hasNULEscape reports whether the JSON text raw holds a \u0000 escape,
+// which jsonb (river_job.args) cannot store.
+func hasNULEscape(raw []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(raw[i:], []byte(`u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		// An escape if an odd number of backslashes precede the u.
+		n := 0
+		for k := j - 1; k >= 0 && raw[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 // subscribed returns this instance's subscription of channel, if any.

@@ -195,8 +195,11 @@ type EventQueue struct {
 	rescuerCancel context.CancelFunc
 	background    sync.WaitGroup
 	rescueScans   atomic.Int64
-	// rescuing is closed when this instance first becomes the rescuer.
+	// rescuing is closed when this instance first becomes the rescuer;
+	// scanned is closed and replaced (under scanMu) after every scan.
 	rescuing chan struct{}
+	scanMu   sync.Mutex
+	scanned  chan struct{}
 
 	// mu serialises lifecycle transitions and Subscribe/Unsubscribe; it
 	// guards started.
@@ -260,6 +263,7 @@ func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQu
 		abandoned:   make(map[int64]int),
 		claims:      make(map[int64]claim),
 		rescuing:    make(chan struct{}),
+		scanned:     make(chan struct{}),
 		clock:       clock,
 	}
 	if q.clock == nil {

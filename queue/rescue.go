@@ -131,7 +131,11 @@ func (q *EventQueue) runRescuer(ctx context.Context) {
 		if err := q.rescueOnce(ctx, seen); err != nil && ctx.Err() == nil {
 			q.logger.Warn("queue: rescue scan failed", slog.String("instance_id", q.cfg.InstanceID), slog.Any("error", err))
 		}
+		q.scanMu.Lock()
 		q.rescueScans.Add(1)
+		close(q.scanned)
+		q.scanned = make(chan struct{})
+		q.scanMu.Unlock()
 	}
 }
 

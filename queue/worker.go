@@ -1,8 +1,10 @@
 package queue
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"runtime/debug"
@@ -21,16 +23,32 @@ const messageKind = "pgcoord.queue.message"
 // counted as failures.
 const rescuedError = "Stuck job rescued by JobRescuer"
 
-// messageArgs is a message as stored in river_job.args.
+// messageArgs is a message as stored in river_job.args (jsonb), readable by
+// River's tools and by SQL: args->'payload'->>'x'.
 type messageArgs struct {
 	Channel string `json:"channel"`
-	// Payload is the message's JSON text kept as a JSON string: jsonb would
-	// reorder keys, drop duplicates and reject \u0000, so storing the text
-	// makes the payload round-trip byte for byte.
-	Payload    string `json:"payload"`
-	TimeoutMS  int64  `json:"timeout_ms"`
-	MaxRetries int    `json:"max_retries"`
-	UniqueKey  string `json:"unique_key,omitempty" river:"unique"`
+	// Payload is the published JSON value itself (not a string holding
+	// it), as jsonb keeps it: same value, but key order, duplicate keys
+	// and whitespace are not kept.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// PayloadText holds, instead of Payload, a payload jsonb cannot hold
+	// (a \u0000 escape), as its exact JSON text.
+	PayloadText string `json:"payload_text,omitempty"`
+	TimeoutMS   int64  `json:"timeout_ms"`
+	MaxRetries  int    `json:"max_retries"`
+	UniqueKey   string `json:"unique_key,omitempty" river:"unique"`
+}
+
+// payload returns the message's JSON as the consumer sees it: compact.
+func (a *messageArgs) payload() json.RawMessage {
+	if a.Payload == nil {
+		return json.RawMessage(a.PayloadText)
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, a.Payload) != nil {
+		return a.Payload
+	}
+	return b.Bytes()
 }
 
 func (messageArgs) Kind() string { return messageKind }
@@ -60,7 +78,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 	msg := Message{
 		ID:      job.ID,
 		Channel: job.Args.Channel,
-		Payload: []byte(job.Args.Payload),
+		Payload: job.Args.payload(),
 		Retried: failed,
 		Options: MessageOptions{
 			Timeout:     time.Duration(job.Args.TimeoutMS) * time.Millisecond,

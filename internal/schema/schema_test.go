@@ -38,16 +38,16 @@ func TestCheck(t *testing.T) {
 	require.ErrorIs(t, schema.Check(ctx, db.Pool, "Bad"), schema.ErrInvalid)
 
 	var ve *schema.VersionError
-	// Version 11 rolled back.
-	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 10})
+	// Version 12 rolled back.
+	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 11})
 	require.NoError(t, err)
 	err = schema.Check(ctx, db.Pool, schema.Default)
 	require.ErrorIs(t, err, schema.ErrOutdated)
 	require.ErrorIs(t, err, migrations.ErrSchemaOutdated)
 	require.True(t, errors.As(err, &ve))
-	require.EqualValues(t, 10, ve.Database)
-	require.Equal(t, []int64{11}, ve.Missing)
-	require.ErrorContains(t, err, `is at version 10, this pgcoord needs version 11`)
+	require.EqualValues(t, 11, ve.Database)
+	require.Equal(t, []int64{12}, ve.Missing)
+	require.ErrorContains(t, err, `is at version 11, this pgcoord needs version 12`)
 	require.ErrorContains(t, err, `pgcoord migrate up`)
 
 	// Nothing at all.
@@ -71,7 +71,7 @@ func TestCheckTooNew(t *testing.T) {
 	err = schema.Check(ctx, db.Pool, schema.Default)
 	require.ErrorIs(t, err, schema.ErrTooNew)
 	require.ErrorIs(t, err, migrations.ErrSchemaTooNew)
-	require.ErrorContains(t, err, `is at version 12, newer than this pgcoord knows (version 11)`)
+	require.ErrorContains(t, err, `is at version 13, newer than this pgcoord knows (version 12)`)
 }
 
 // River's own CLI rolled River back behind pgcoord's record.
