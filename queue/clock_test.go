@@ -41,7 +41,7 @@ func TestSkewedClockDecidesNothing(t *testing.T) {
 		return nil
 	}}))
 	start(t, skewed)
-	require.Eventually(t, func() bool { return skewed.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "the skewed instance never became the rescuer")
+	receive(t, skewed.Rescuing())
 
 	started, release := make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
@@ -83,108 +83,110 @@ func TestSkewedClockDecidesNothing(t *testing.T) {
 	id, err := healthy.Publish(ctx, "long", 1, &queue.PublishOpts{Timeout: 50 * time.Millisecond})
 	require.NoError(t, err)
 	<-started
-	scans := skewed.RescueScans()
-	need := int64(queue.RescueGrace/queue.RescueScanInterval) + 2
-	require.Eventually(t, func() bool { return skewed.RescueScans() >= scans+need }, waitFor, 10*time.Millisecond)
+	waitScans(t, int64(queue.RescueGrace/queue.RescueScanInterval)+2, skewed, nil)
 	s, attempt, errs := jobState(t, db, id)
 	require.Equal(t, "running", s)
 	require.Equal(t, 1, attempt)
 	require.Equal(t, 0, errs)
 	close(release)
-	waitState(t, db, id, "completed")
-	require.Equal(t, int32(1), calls.Load())
+	requireProcessedOnce(t, db, id, &calls)
 }
 
-// A cut connection is no death: every connection of a running instance is
-// terminated while its message runs; its liveness session comes back within
-// RescueGrace, so the message is never rerun elsewhere, and its outcome
-// (written after the session changed) is still recorded.
-func TestConnectionCutDoesNotRescueLiveMessage(t *testing.T) {
+// A cut connection or a server restart is no death: every session of the
+// running instance ends while its message runs; its liveness session comes
+// back within RescueGrace, so the message is never rerun elsewhere, and its
+// outcome (written after the session changed) is still recorded.
+func TestFaultDoesNotRescueLiveMessage(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := ctxT(t)
-	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
-	require.NoError(t, other.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
-	start(t, other)
-	require.Eventually(t, func() bool { return other.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "never became the rescuer")
+	for _, tc := range []struct {
+		name  string
+		db    func(t *testing.T) (*pgtest.DB, *pgtest.Server)
+		fault func(ctx context.Context, db *pgtest.DB, srv *pgtest.Server) error
+	}{
+		{"connection cut", func(t *testing.T) (*pgtest.DB, *pgtest.Server) { return pgtest.NewDB(t), nil },
+			func(ctx context.Context, db *pgtest.DB, _ *pgtest.Server) error {
+				n, err := db.TerminateBackends(ctx, "runner")
+				if err == nil && n == 0 {
+					err = errors.New("no backend terminated")
+				}
+				return err
+			}},
+		{"server restart", func(t *testing.T) (*pgtest.DB, *pgtest.Server) {
+			srv := pgtest.NewPrivateServer(t)
+			return srv.NewDB(t), srv
+		}, func(ctx context.Context, _ *pgtest.DB, srv *pgtest.Server) error { return srv.Restart(ctx) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db, srv := tc.db(t)
+			ctx := ctxT(t)
+			other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
+			require.NoError(t, other.Subscribe(ctx, "long", queue.Consumer{Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
+			start(t, other)
+			receive(t, other.Rescuing())
 
-	started, release := make(chan struct{}), make(chan struct{})
-	var calls atomic.Int32
-	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), &queue.Config{InstanceID: "runner"})
-	require.NoError(t, runner.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
-		calls.Add(1)
-		close(started)
-		<-release
-		return nil
-	}}))
-	start(t, runner)
-	id, err := runner.Publish(ctx, "long", 1, nil)
-	require.NoError(t, err)
-	<-started
-	n, err := db.TerminateBackends(ctx, "runner")
-	require.NoError(t, err)
-	require.Positive(t, n)
-	scans := other.RescueScans()
-	need := int64(queue.RescueGrace/queue.RescueScanInterval) + 2
-	require.Eventually(t, func() bool { return other.RescueScans() >= scans+need }, waitFor, 10*time.Millisecond)
-	s, attempt, errs := jobState(t, db, id)
-	require.Equal(t, "running", s)
-	require.Equal(t, 1, attempt)
-	require.Equal(t, 0, errs)
-	close(release)
-	waitState(t, db, id, "completed")
-	require.Equal(t, int32(1), calls.Load())
+			started, release := make(chan struct{}), make(chan struct{})
+			var calls atomic.Int32
+			runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), &queue.Config{InstanceID: "runner"})
+			require.NoError(t, runner.Subscribe(ctx, "long", queue.Consumer{Process: func(context.Context, queue.Message) error {
+				calls.Add(1)
+				close(started)
+				<-release
+				return nil
+			}}))
+			start(t, runner)
+			id, err := runner.Publish(ctx, "long", 1, nil)
+			require.NoError(t, err)
+			<-started
+			require.NoError(t, tc.fault(ctx, db, srv))
+			// Either instance may be the rescuer after the fault: wait for
+			// enough scans of the one that is (a private server's restart is
+			// slow on a loaded machine: wait for it, not for a bound).
+			need := int64(queue.RescueGrace/queue.RescueScanInterval) + 4
+			waitScans(t, need, other, runner)
+			require.Eventually(t, func() bool {
+				s, attempt, errs, err := readJobState(ctx, db, id)
+				if err != nil {
+					return false // the pool is reconnecting
+				}
+				require.Equal(t, "running", s)
+				require.Equal(t, 1, attempt)
+				require.Equal(t, 0, errs)
+				return true
+			}, time.Minute, 20*time.Millisecond)
+			close(release)
+			requireProcessedOnce(t, db, id, &calls)
+		})
+	}
 }
 
-// A server restart is no death either: every session ends, the instances
-// reconnect theirs within RescueGrace, and the running message is not rerun;
-// its outcome, written after the restart, is recorded.
-func TestServerRestartDoesNotRescueLiveMessage(t *testing.T) {
-	t.Parallel()
-	srv := pgtest.NewPrivateServer(t)
-	db := srv.NewDB(t)
-	ctx := ctxT(t)
-	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), &queue.Config{InstanceID: "other"})
-	require.NoError(t, other.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return nil }}))
-	start(t, other)
-	require.Eventually(t, func() bool { return other.RescueScans() > 0 }, waitFor, 10*time.Millisecond, "never became the rescuer")
-
-	started, release := make(chan struct{}), make(chan struct{})
-	var calls atomic.Int32
-	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), &queue.Config{InstanceID: "runner"})
-	require.NoError(t, runner.Subscribe(ctxT(t), "long", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error {
-		calls.Add(1)
-		close(started)
-		<-release
-		return nil
-	}}))
-	start(t, runner)
-	id, err := runner.Publish(ctx, "long", 1, nil)
-	require.NoError(t, err)
-	<-started
-	require.NoError(t, srv.Restart(ctx))
-	// Either instance may be the rescuer after the restart.
-	scans := func() int64 { return other.RescueScans() + runner.RescueScans() }
-	before := scans()
-	need := int64(queue.RescueGrace/queue.RescueScanInterval) + 4
-	// A restart of a private server is slow on a loaded machine: wait for
-	// the server, not for a bound.
-	require.Eventually(t, func() bool { return scans() >= before+need }, time.Minute, 10*time.Millisecond)
-	require.Eventually(t, func() bool {
-		var s string
-		var attempt, errs int
-		err := db.Pool.QueryRow(ctx, `SELECT state::text, attempt, coalesce(cardinality(errors), 0) FROM pgcoord.river_job WHERE id = $1`, id).Scan(&s, &attempt, &errs)
-		if err != nil {
-			return false // the pool is reconnecting
+// waitScans waits until a and b (b may be nil) together ran need more
+// rescue scans, signalled by each scan.
+func waitScans(t *testing.T, need int64, a, b *queue.EventQueue) {
+	t.Helper()
+	scanned := func(q *queue.EventQueue) (int64, <-chan struct{}) {
+		if q == nil {
+			return 0, nil
 		}
-		require.Equal(t, "running", s)
-		require.Equal(t, 1, attempt)
-		require.Equal(t, 0, errs)
-		return true
-	}, time.Minute, 20*time.Millisecond)
-	close(release)
-	waitState(t, db, id, "completed")
-	require.Equal(t, int32(1), calls.Load())
+		return q.Scanned()
+	}
+	na, _ := scanned(a)
+	nb, _ := scanned(b)
+	target := na + nb + need
+	deadline := time.After(time.Minute)
+	for {
+		na, ca := scanned(a)
+		nb, cb := scanned(b)
+		if na+nb >= target {
+			return
+		}
+		select {
+		case <-ca:
+		case <-cb:
+		case <-deadline:
+			t.Fatal("rescue scans stalled")
+		}
+	}
 }
 
 // Rescue decides by the liveness of the instance id River records, so two

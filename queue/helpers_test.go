@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,9 +66,22 @@ func (w *testWriter) Write(p []byte) (int, error) {
 // jobState reads a message's River state and attempt.
 func jobState(t *testing.T, db *pgtest.DB, id int64) (state string, attempt int, errs int) {
 	t.Helper()
-	err := db.Pool.QueryRow(ctxT(t), `SELECT state::text, attempt, coalesce(cardinality(errors), 0) FROM pgcoord.river_job WHERE id = $1`, id).Scan(&state, &attempt, &errs)
+	state, attempt, errs, err := readJobState(ctxT(t), db, id)
 	require.NoError(t, err)
+	return state, attempt, errs
+}
+
+func readJobState(ctx context.Context, db *pgtest.DB, id int64) (state string, attempt int, errs int, err error) {
+	err = db.Pool.QueryRow(ctx, `SELECT state::text, attempt, coalesce(cardinality(errors), 0) FROM pgcoord.river_job WHERE id = $1`, id).Scan(&state, &attempt, &errs)
 	return
+}
+
+// requireQueued asserts that message id waits, unclaimed and uncharged.
+func requireQueued(t *testing.T, db *pgtest.DB, id int64) {
+	t.Helper()
+	s, attempt, _ := jobState(t, db, id)
+	require.Equal(t, "available", s)
+	require.Equal(t, 0, attempt)
 }
 
 // countJobs counts the messages stored in the database.
@@ -82,4 +96,26 @@ func countJobs(t *testing.T, db *pgtest.DB) int {
 func waitState(t *testing.T, db *pgtest.DB, id int64, state string) {
 	t.Helper()
 	require.Eventually(t, func() bool { s, _, _ := jobState(t, db, id); return s == state }, waitFor, 10*time.Millisecond, "message %d never reached %s", id, state)
+}
+
+// enter counts one more running Process in active and raises peak to it; the
+// returned func counts it out.
+func enter(active, peak *atomic.Int32) func() {
+	n := active.Add(1)
+	for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+	}
+	return func() { active.Add(-1) }
+}
+
+// counting is a consumer (Concurrency 1) that counts its calls in calls.
+func counting(calls *atomic.Int32) queue.Consumer {
+	return queue.Consumer{Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}
+}
+
+// requireProcessedOnce waits until message id completed and checks that
+// Process ran once.
+func requireProcessedOnce(t *testing.T, db *pgtest.DB, id int64, calls *atomic.Int32) {
+	t.Helper()
+	waitState(t, db, id, "completed")
+	require.Equal(t, int32(1), calls.Load())
 }

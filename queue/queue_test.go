@@ -90,16 +90,13 @@ func TestPublishBeforeStartIsKeptUntilStart(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	require.NoError(t, q.Subscribe(ctxT(t), "test1", counting(&calls)))
 	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
 	require.NoError(t, err)
-	s, attempt, _ := jobState(t, db, id)
-	require.Equal(t, "available", s)
-	require.Equal(t, 0, attempt)
+	requireQueued(t, db, id)
 	require.Equal(t, int32(0), calls.Load())
 	start(t, q)
-	waitState(t, db, id, "completed")
-	require.Equal(t, int32(1), calls.Load())
+	requireProcessedOnce(t, db, id, &calls)
 }
 
 // NocoBase "closed": after close, publish rejects. Every call after Stop
@@ -194,24 +191,27 @@ func TestBadInputWritesNothing(t *testing.T) {
 	require.ErrorIs(t, err, queue.ErrInvalidOptions)
 }
 
-// Payloads round-trip byte for byte, including what jsonb would change.
-func TestPayloadRoundTripsExactly(t *testing.T) {
+// A payload is the published JSON value, stored as jsonb (River's args):
+// values round-trip, compact, in jsonb's key order, the last of duplicate
+// keys kept; numbers keep every digit; a \u0000 escape, which jsonb cannot
+// hold, round-trips byte for byte.
+func TestPayloadRoundTrips(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	got := make(chan json.RawMessage, 10)
 	require.NoError(t, q.Subscribe(ctxT(t), "c", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m.Payload; return nil }}))
 	start(t, q)
-	payloads := []json.RawMessage{
-		json.RawMessage(`{"b":1,"a":[true,false,null],"b":2.50}`),
-		json.RawMessage(`"nul \u0000 and <html> & é"`),
-		json.RawMessage(`12345678901234567890.123`),
-		json.RawMessage(`null`),
-	}
-	for _, p := range payloads {
-		_, err := q.Publish(ctxT(t), "c", p, nil)
+	for _, p := range []struct{ in, out string }{
+		{`{"b":1, "a":[true,false,null],"b":2.50}`, `{"a":[true,false,null],"b":2.50}`},
+		{`"nul \u0000 and <html> & é"`, `"nul \u0000 and <html> & é"`},
+		{`"<html> & \u00e9"`, `"<html> & é"`},
+		{`12345678901234567890.123`, `12345678901234567890.123`},
+		{`null`, `null`},
+	} {
+		_, err := q.Publish(ctxT(t), "c", json.RawMessage(p.in), nil)
 		require.NoError(t, err)
-		require.Equal(t, string(p), string(<-got))
+		require.Equal(t, p.out, string(receive(t, got)))
 	}
 	type obj struct {
 		N int    `json:"n"`
@@ -219,7 +219,7 @@ func TestPayloadRoundTripsExactly(t *testing.T) {
 	}
 	_, err := q.Publish(ctxT(t), "c", obj{N: 7, S: "x"}, nil)
 	require.NoError(t, err)
-	require.JSONEq(t, `{"n":7,"s":"x"}`, string(<-got))
+	require.Equal(t, `{"n":7,"s":"x"}`, string(receive(t, got)))
 }
 
 // NocoBase: "idle() always false → never called". The message stays queued,
@@ -228,12 +228,19 @@ func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	busy := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "busy"}), &queue.Config{InstanceID: "busy"})
-	var idleAsked, busyCalls atomic.Int32
+	var busyCalls atomic.Int32
+	asked := make(chan struct{}, 1)
 	require.NoError(t, busy.Subscribe(ctxT(t), "test1", queue.Consumer{
 		Concurrency:  1,
 		PollInterval: 20 * time.Millisecond,
-		Idle:         func() bool { idleAsked.Add(1); return false },
-		Process:      func(context.Context, queue.Message) error { busyCalls.Add(1); return nil },
+		Idle: func() bool {
+			select {
+			case asked <- struct{}{}:
+			default:
+			}
+			return false
+		},
+		Process: func(context.Context, queue.Message) error { busyCalls.Add(1); return nil },
 	}))
 	start(t, busy)
 	ids := make([]int64, 3)
@@ -243,11 +250,11 @@ func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
 		ids[i] = id
 	}
 	// The busy instance keeps being asked and keeps declining.
-	require.Eventually(t, func() bool { return idleAsked.Load() > 5 }, waitFor, 5*time.Millisecond)
+	for range 6 {
+		receive(t, asked)
+	}
 	for _, id := range ids {
-		s, attempt, _ := jobState(t, db, id)
-		require.Equal(t, "available", s)
-		require.Equal(t, 0, attempt)
+		requireQueued(t, db, id)
 	}
 
 	free := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "free"}), &queue.Config{InstanceID: "free"})
@@ -471,11 +478,9 @@ func TestConcurrencyDefaultAndMax(t *testing.T) {
 			var once sync.Once
 			done := make(chan struct{}, 3)
 			require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: tc.concurrency, Process: func(ctx context.Context, _ queue.Message) error {
-				n := active.Add(1)
-				defer func() { active.Add(-1); done <- struct{}{} }()
-				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-				}
-				if n == tc.peak {
+				defer func() { done <- struct{}{} }()
+				defer enter(&active, &peak)()
+				if active.Load() >= tc.peak {
 					once.Do(func() { close(all) })
 				}
 				select {
@@ -503,18 +508,11 @@ func TestConcurrencyLimit(t *testing.T) {
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
 	var active, peak atomic.Int32
-	var done atomic.Int32
+	done := make(chan struct{}, 5)
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 2, Process: func(context.Context, queue.Message) error {
-		n := active.Add(1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
-			}
-		}
+		defer enter(&active, &peak)()
+		defer func() { done <- struct{}{} }()
 		time.Sleep(10 * time.Millisecond) // simulated work
-		active.Add(-1)
-		done.Add(1)
 		return nil
 	}}))
 	start(t, q)
@@ -522,7 +520,9 @@ func TestConcurrencyLimit(t *testing.T) {
 		_, err := q.Publish(ctxT(t), "test1", i, nil)
 		require.NoError(t, err)
 	}
-	require.Eventually(t, func() bool { return done.Load() == 5 }, waitFor, 5*time.Millisecond)
+	for range 5 {
+		receive(t, done)
+	}
 	require.LessOrEqual(t, peak.Load(), int32(2))
 	st, err := q.Stats(ctxT(t))
 	require.NoError(t, err)
@@ -543,12 +543,11 @@ func TestPublisherNeedNotSubscribe(t *testing.T) {
 	start(t, pub)
 	worker := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, worker.Subscribe(ctxT(t), "jobs", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	require.NoError(t, worker.Subscribe(ctxT(t), "jobs", counting(&calls)))
 	start(t, worker)
 	id, err := pub.Publish(ctxT(t), "jobs", 1, nil)
 	require.NoError(t, err)
-	waitState(t, db, id, "completed")
-	require.Equal(t, int32(1), calls.Load())
+	requireProcessedOnce(t, db, id, &calls)
 }
 
 // A channel is namespaced by app unless Shared.
@@ -596,16 +595,13 @@ func TestMessagesSurviveStop(t *testing.T) {
 	id, err := first.Publish(ctxT(t), "test1", "message1", nil)
 	require.NoError(t, err)
 	require.NoError(t, first.Stop(ctxT(t)))
-	s, attempt, _ := jobState(t, db, id)
-	require.Equal(t, "available", s)
-	require.Equal(t, 0, attempt)
+	requireQueued(t, db, id)
 
 	second := newQueue(t, db, nil, nil)
 	var calls atomic.Int32
-	require.NoError(t, second.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
+	require.NoError(t, second.Subscribe(ctxT(t), "test1", counting(&calls)))
 	start(t, second)
-	waitState(t, db, id, "completed")
-	require.Equal(t, int32(1), calls.Load())
+	requireProcessedOnce(t, db, id, &calls)
 }
 
 // NocoBase "graceful shutdown waits": Stop does not return while a message
@@ -891,26 +887,20 @@ func TestAsyncTaskManagerPattern(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	q := newQueue(t, db, nil, nil)
-	var running, peak, done atomic.Int32
+	var running, peak atomic.Int32
+	done := make(chan struct{}, 4)
 	var republished atomic.Bool
 	require.NoError(t, q.Subscribe(ctxT(t), "async-task-manager.task", queue.Consumer{
 		Concurrency: 3,
 		Idle:        func() bool { return running.Load() < 3 },
 		Process: func(ctx context.Context, m queue.Message) error {
-			n := running.Add(1)
-			defer running.Add(-1)
-			for {
-				p := peak.Load()
-				if n <= p || peak.CompareAndSwap(p, n) {
-					break
-				}
-			}
+			defer enter(&running, &peak)()
 			if string(m.Payload) == `{"id":"t0"}` && !republished.Swap(true) {
 				_, err := q.Publish(ctx, "async-task-manager.task", json.RawMessage(`{"id":"t0-again"}`), nil)
 				return err
 			}
 			time.Sleep(5 * time.Millisecond) // simulated work
-			done.Add(1)
+			done <- struct{}{}
 			return nil
 		},
 	}))
@@ -919,7 +909,9 @@ func TestAsyncTaskManagerPattern(t *testing.T) {
 		require.NoError(t, err)
 	}
 	start(t, q)
-	require.Eventually(t, func() bool { return done.Load() == 4 }, waitFor, 5*time.Millisecond)
+	for range 4 {
+		receive(t, done)
+	}
 	require.LessOrEqual(t, peak.Load(), int32(3))
 }
 
