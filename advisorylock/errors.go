@@ -3,11 +3,18 @@ package advisorylock
 import (
 	"errors"
 	"fmt"
+
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
 )
 
 var (
 	// ErrClosed is returned by every call on a Manager or Local after Close.
-	ErrClosed = errors.New("advisorylock: closed")
+	// It Is the ErrClosed of every pgcoord package (app.ErrClosed).
+	ErrClosed = lifecycle.Closed("advisorylock: closed")
+
+	// ErrAlreadyStarted is returned by [Manager.Start] when called a second
+	// time. It Is the ErrAlreadyStarted of every pgcoord package.
+	ErrAlreadyStarted = lifecycle.AlreadyStarted("advisorylock: already started")
 
 	// ErrNotStarted is returned by Manager calls made before Start.
 	ErrNotStarted = errors.New("advisorylock: manager not started")

@@ -12,11 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pgcoord/pgcoord/internal/instanceid"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/instanceid"
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/schema"
 )
 
@@ -167,6 +167,7 @@ type Manager struct {
 	channel string
 
 	lifeMu sync.Mutex // serialises Start and Close
+	life   lifecycle.State
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background goroutines
 
@@ -213,6 +214,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
 		byHash:  make(map[uint64][]*waitQueue),
 		liveGen: make(chan struct{}),
 	}
+	m.life.Errors(ErrClosed, ErrAlreadyStarted)
 	return m, nil
 }
 
@@ -225,41 +227,38 @@ func (m *Manager) InstanceID() string { return m.cfg.InstanceID }
 // Start opens the liveness session (a dedicated connection, not from the
 // pool) that holds this instance's identity and LISTENs for releases, and
 // starts the background sweeper. It fails fast when Postgres is not
-// reachable. Calling Start twice is an error; after Close it returns ErrClosed.
+// reachable. Calling Start twice returns ErrAlreadyStarted; after Close it
+// returns ErrClosed; after a failed Start it may be called again.
 func (m *Manager) Start(ctx context.Context) error {
 	m.lifeMu.Lock()
 	defer m.lifeMu.Unlock()
-	m.mu.Lock()
-	st := m.state
-	m.mu.Unlock()
-	switch st {
-	case mgrClosed:
-		return ErrClosed
-	case mgrStarted:
-		return errors.New("advisorylock: Start called twice")
+	if err := m.life.BeginStart(); err != nil {
+		return err
 	}
 	// Once per Start: an unmigrated or newer schema is a typed error
 	// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
 	if err := schema.Check(ctx, m.pool, m.cfg.Schema); err != nil {
-		return fmt.Errorf("advisorylock: start: %w", err)
+		return m.life.EndStart(fmt.Errorf("advisorylock: start: %w", err), nil)
 	}
 	s, err := m.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("advisorylock: start: %w", err)
+		return m.life.EndStart(fmt.Errorf("advisorylock: start: %w", err), nil)
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
-	m.mu.Lock()
-	m.state = mgrStarted
-	m.live = true
-	m.ownerID = s.ownerID
-	m.signalLocked()
-	m.mu.Unlock()
-	m.log.Debug("lock manager started", slog.Int("owner_id", int(s.ownerID)))
-	m.wg.Add(2)
-	go func() { defer m.wg.Done(); m.runLiveness(runCtx, s) }()
-	go func() { defer m.wg.Done(); m.runSweeper(runCtx) }()
-	return nil
+	// lifeMu keeps Close out until Start returns: EndStart cannot see it.
+	return m.life.EndStart(nil, func() {
+		runCtx, cancel := context.WithCancel(context.Background())
+		m.cancel = cancel
+		m.mu.Lock()
+		m.state = mgrStarted
+		m.live = true
+		m.ownerID = s.ownerID
+		m.signalLocked()
+		m.mu.Unlock()
+		m.log.Debug("lock manager started", slog.Int("owner_id", int(s.ownerID)))
+		m.wg.Add(2)
+		go func() { defer m.wg.Done(); m.runLiveness(runCtx, s) }()
+		go func() { defer m.wg.Done(); m.runSweeper(runCtx) }()
+	})
 }
 
 // Close releases every lock this Manager holds (their Done channels close),
@@ -270,11 +269,10 @@ func (m *Manager) Start(ctx context.Context) error {
 func (m *Manager) Close(ctx context.Context) error {
 	m.lifeMu.Lock()
 	defer m.lifeMu.Unlock()
-	m.mu.Lock()
-	if m.state == mgrClosed {
-		m.mu.Unlock()
+	if first, _ := m.life.BeginStop(); !first {
 		return nil
 	}
+	m.mu.Lock()
 	wasStarted := m.state == mgrStarted
 	m.state = mgrClosed
 	held := make([]*Lock, 0, len(m.held))

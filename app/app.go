@@ -11,14 +11,22 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/pgcache"
 	"github.com/pgcoord/pgcoord/queue"
 )
 
-// ErrClosed is returned by Start after Stop.
-var ErrClosed = errors.New("app: stopped")
+// ErrClosed is returned by Start after Stop. It is the one ErrClosed of
+// pgcoord: the ErrClosed of listen, pgcache, queue and advisorylock each Is
+// it, so errors.Is(err, app.ErrClosed) recognises any component's.
+var ErrClosed = lifecycle.ErrClosed
+
+// ErrAlreadyStarted is returned by Start when the App is starting or
+// started. The ErrAlreadyStarted of listen, pgcache, queue and advisorylock
+// each Is it.
+var ErrAlreadyStarted = lifecycle.ErrAlreadyStarted
 
 // Config configures an App. Name and one of Pool or DatabaseURL are needed;
 // everything else has a default.

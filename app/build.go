@@ -77,6 +77,5 @@ func (a *App) defaultCacheConfig() pgcache.CacheConfig {
 
 // isClosed reports whether err only says a component was already closed.
 func isClosed(err error) bool {
-	return errors.Is(err, listen.ErrClosed) || errors.Is(err, pgcache.ErrClosed) ||
-		errors.Is(err, queue.ErrClosed) || errors.Is(err, advisorylock.ErrClosed)
+	return errors.Is(err, ErrClosed)
 }

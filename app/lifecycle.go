@@ -29,7 +29,7 @@ func (a *App) Start(ctx context.Context) error {
 		return ErrClosed
 	case stateStarting, stateStarted:
 		a.mu.Unlock()
-		return errors.New("app: already started")
+		return ErrAlreadyStarted
 	}
 	a.state = stateStarting
 	a.mu.Unlock()

@@ -1,9 +1,14 @@
 package listen
 
-import "errors"
+import (
+	"errors"
 
-// ErrClosed is returned by every call on a [PubSub] or [SyncMessages] after Close.
-var ErrClosed = errors.New("listen: closed")
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
+)
+
+// ErrClosed is returned by every call on a [PubSub] or [SyncMessages] after
+// Close. It Is the ErrClosed of every pgcoord package (app.ErrClosed).
+var ErrClosed = lifecycle.Closed("listen: closed")
 
 // ErrPayloadTooLarge is returned (wrapped) by Publish and PublishTx when the
 // JSON encoding of a payload is larger than [Config.MaxPayloadBytes]. Nothing
@@ -20,4 +25,5 @@ var ErrInvalidChannel = errors.New("listen: invalid channel name")
 var ErrInvalidPayload = errors.New("listen: invalid payload")
 
 // ErrAlreadyStarted is returned by [PubSub.Start] when called a second time.
-var ErrAlreadyStarted = errors.New("listen: already started")
+// It Is the ErrAlreadyStarted of every pgcoord package (app.ErrAlreadyStarted).
+var ErrAlreadyStarted = lifecycle.AlreadyStarted("listen: already started")

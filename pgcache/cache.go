@@ -203,7 +203,7 @@ func (c *Cache) Stats() Stats { return c.stats.snapshot() }
 
 // check is run first by every call: closed manager, cancelled context.
 func (c *Cache) check(ctx context.Context) error {
-	if c.m.closed.Load() {
+	if c.m.life.Stopped() {
 		return ErrClosed
 	}
 	return ctx.Err()

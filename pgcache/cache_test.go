@@ -661,7 +661,6 @@ func TestSweeperRunsAfterStart(t *testing.T) {
 	ctx := context.Background()
 	m := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app", SweepInterval: 10 * time.Millisecond})
 	require.NoError(t, m.Start(ctx))
-	require.NoError(t, m.Start(ctx), "Start twice is a no-op")
 	c := newCache(t, m, pgcache.CacheConfig{Name: "c"})
 	require.NoError(t, c.Set(ctx, "k", 1, time.Millisecond))
 	require.Eventually(t, func() bool { return rowCount(t, db.Pool, "app", "") == 0 }, 20*time.Second, 10*time.Millisecond)

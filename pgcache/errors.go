@@ -5,12 +5,19 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
 )
 
 var (
 	// ErrClosed is returned by every call on a [Manager], or on a [Cache] or
 	// [Counter] of it, after [Manager.Close].
-	ErrClosed = errors.New("pgcache: manager closed")
+	// It Is the ErrClosed of every pgcoord package (app.ErrClosed).
+	ErrClosed = lifecycle.Closed("pgcache: manager closed")
+
+	// ErrAlreadyStarted is returned by [Manager.Start] when called a second
+	// time. It Is the ErrAlreadyStarted of every pgcoord package.
+	ErrAlreadyStarted = lifecycle.AlreadyStarted("pgcache: already started")
 
 	// ErrEmptyKey is returned when a key is the empty string.
 	ErrEmptyKey = errors.New("pgcache: empty key")

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/listen"
 )
@@ -131,15 +132,15 @@ type Manager struct {
 	sql    *pgSQL
 	logger *slog.Logger
 
-	closed atomic.Bool
+	// life is the Start/Close state; once Close began every call returns ErrClosed.
+	life lifecycle.State
 
-	mu     sync.Mutex // guards caches, started, stop, done
+	mu     sync.Mutex // guards caches, stop, done
 	caches map[string]*Cache
-	// started is true once Start ran; stop and done belong to the sweeper
-	// goroutine (nil when it is not running).
-	started bool
-	stop    context.CancelFunc
-	done    chan struct{}
+	// stop and done belong to the sweeper goroutine (nil when it is not
+	// running); they are set once, when Start succeeds.
+	stop context.CancelFunc
+	done chan struct{}
 
 	// swept counts expired rows deleted for prefixes this manager has no cache for.
 	sweptOther atomic.Uint64
@@ -166,7 +167,7 @@ func NewManager(pool *pgxpool.Pool, cfg *ManagerConfig) (*Manager, error) {
 	}
 	table := pgx.Identifier{c.Schema, "cache_entries"}.Sanitize()
 	s, ns := newPgSQL(table), newNearSQL(table)
-	return &Manager{
+	m := &Manager{
 		nsql:      &ns,
 		near:      newNearState(),
 		pool:      pool,
@@ -175,7 +176,9 @@ func NewManager(pool *pgxpool.Pool, cfg *ManagerConfig) (*Manager, error) {
 		logger:    c.Logger,
 		caches:    map[string]*Cache{},
 		wrapLocks: newWrapLocks(pool.Config().ConnConfig, c.Logger),
-	}, nil
+	}
+	m.life.Errors(ErrClosed, ErrAlreadyStarted)
+	return m, nil
 }
 
 // AppName is the app namespace of every key of this manager.
@@ -183,36 +186,35 @@ func (m *Manager) AppName() string { return m.cfg.AppName }
 
 // Start checks that PostgreSQL answers and starts the sweeper. Caches work
 // without Start; only expiry cleanup and MaxEntries eviction of the postgres
-// store need it. Calling Start twice is a no-op.
+// store need it. Calling Start twice returns ErrAlreadyStarted; after Close
+// it returns ErrClosed; after a failed Start it may be called again.
 func (m *Manager) Start(ctx context.Context) error {
-	if m.closed.Load() {
-		return ErrClosed
+	if err := m.life.BeginStart(); err != nil {
+		return err
 	}
-	if err := m.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("pgcache: start: %w", err)
+	err := m.pool.Ping(ctx)
+	if err == nil {
+		// Once per Start: an unmigrated or newer schema is a typed error
+		// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
+		err = schema.Check(ctx, m.pool, m.cfg.Schema)
 	}
-	// Once per Start: an unmigrated or newer schema is a typed error
-	// (migrations.ErrSchemaOutdated / ErrSchemaTooNew), not a raw SQL error.
-	if err := schema.Check(ctx, m.pool, m.cfg.Schema); err != nil {
-		return fmt.Errorf("pgcache: start: %w", err)
+	if err != nil {
+		err = fmt.Errorf("pgcache: start: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.started || m.closed.Load() {
-		return nil
-	}
-	m.started = true
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.stop, m.done = cancel, make(chan struct{})
-	go m.sweepLoop(sctx, m.done)
-	return nil
+	return m.life.EndStart(err, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		m.stop, m.done = cancel, make(chan struct{})
+		go m.sweepLoop(sctx, m.done)
+	})
 }
 
 // Close stops the sweeper, detaches near caches from the PubSub and makes
 // every later call of the manager and its caches return ErrClosed. Entries in
 // PostgreSQL stay. Close is safe twice and before Start.
 func (m *Manager) Close(ctx context.Context) error {
-	if m.closed.Swap(true) {
+	if first, _ := m.life.BeginStop(); !first {
 		return nil
 	}
 	m.mu.Lock()
@@ -243,7 +245,7 @@ func (m *Manager) Close(ctx context.Context) error {
 // returns the existing cache when the configuration is the same, and an
 // error wrapping ErrCacheExists otherwise: a live cache is never replaced.
 func (m *Manager) CreateCache(ctx context.Context, cfg CacheConfig) (*Cache, error) {
-	if m.closed.Load() {
+	if m.life.Stopped() {
 		return nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
@@ -255,7 +257,7 @@ func (m *Manager) CreateCache(ctx context.Context, cfg CacheConfig) (*Cache, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed.Load() {
+	if m.life.Stopped() {
 		return nil, ErrClosed
 	}
 	if c, ok := m.caches[spec.name]; ok {
@@ -274,7 +276,7 @@ func (m *Manager) CreateCache(ctx context.Context, cfg CacheConfig) (*Cache, err
 
 // Cache returns the cache created with that name, or a *CacheNotFoundError.
 func (m *Manager) Cache(name string) (*Cache, error) {
-	if m.closed.Load() {
+	if m.life.Stopped() {
 		return nil, ErrClosed
 	}
 	m.mu.Lock()
@@ -289,7 +291,7 @@ func (m *Manager) Cache(name string) (*Cache, error) {
 // FlushAll resets every cache of this manager (each clears only its own
 // entries; other apps and caches created elsewhere are untouched).
 func (m *Manager) FlushAll(ctx context.Context) error {
-	if m.closed.Load() {
+	if m.life.Stopped() {
 		return ErrClosed
 	}
 	m.mu.Lock()

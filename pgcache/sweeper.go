@@ -36,7 +36,7 @@ func (m *Manager) sweepLoop(ctx context.Context, done chan struct{}) {
 // that step, so one instance sweeps at a time and batches never overlap.
 // Reads never depend on the sweeper: they filter expired rows themselves.
 func (m *Manager) Sweep(ctx context.Context) error {
-	if m.closed.Load() {
+	if m.life.Stopped() {
 		return ErrClosed
 	}
 	byPrefix := map[string]*Cache{}

@@ -142,7 +142,7 @@ func (q *EventQueue) Subscribe(ctx context.Context, channel string, c Consumer) 
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.stopping.Load() {
+	if q.life.Stopped() {
 		return ErrClosed
 	}
 	if q.subscribed(channel) != nil {
@@ -168,7 +168,7 @@ func (q *EventQueue) Subscribe(ctx context.Context, channel string, c Consumer) 
 // holding River's queue lock, which Subscribe needs).
 func (q *EventQueue) Unsubscribe(ctx context.Context, channel string) error {
 	q.mu.Lock()
-	if q.stopping.Load() {
+	if q.life.Stopped() {
 		q.mu.Unlock()
 		return ErrClosed
 	}

@@ -5,11 +5,18 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
 )
 
 var (
 	// ErrClosed is returned by every call made after [EventQueue.Stop].
-	ErrClosed = errors.New("queue: event queue stopped")
+	// It Is the ErrClosed of every pgcoord package (app.ErrClosed).
+	ErrClosed = lifecycle.Closed("queue: event queue stopped")
+
+	// ErrAlreadyStarted is returned by [EventQueue.Start] when called a
+	// second time. It Is the ErrAlreadyStarted of every pgcoord package.
+	ErrAlreadyStarted = lifecycle.AlreadyStarted("queue: already started")
 
 	// ErrEmptyChannel is returned when a channel name is empty.
 	ErrEmptyChannel = errors.New("queue: empty channel name")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgcoord/pgcoord/internal/instanceid"
+	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/liveness"
 
 	"github.com/jackc/pgx/v5"
@@ -201,10 +202,11 @@ type EventQueue struct {
 	scanMu   sync.Mutex
 	scanned  chan struct{}
 
-	// mu serialises lifecycle transitions and Subscribe/Unsubscribe; it
-	// guards started.
-	mu      sync.Mutex
-	started bool
+	// mu serialises lifecycle transitions and Subscribe/Unsubscribe.
+	mu sync.Mutex
+	// life is the Start/Stop state (transitions under mu); once Stop began
+	// nothing new may be subscribed.
+	life lifecycle.State
 
 	// byChannel and byQueue index the subscriptions by channel and by River
 	// queue name. They are read on hot paths (every publish, fetch and
@@ -227,10 +229,8 @@ type EventQueue struct {
 	abandoned map[int64]int
 	claims    map[int64]claim
 
-	// stopping is set when Stop begins: nothing new may be subscribed.
 	// closed is set when Stop has returned: every call returns ErrClosed.
-	stopping atomic.Bool
-	closed   atomic.Bool
+	closed atomic.Bool
 }
 
 // New returns an EventQueue on pool. It does not touch the database: call
@@ -307,6 +307,7 @@ func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQu
 		return nil, fmt.Errorf("queue: river client: %w", err)
 	}
 	q.client = client
+	q.life.Errors(ErrClosed, ErrAlreadyStarted)
 	return q, nil
 }
 
@@ -314,17 +315,21 @@ func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQu
 func (q *EventQueue) InstanceID() string { return q.cfg.InstanceID }
 
 // Start checks that PostgreSQL answers and starts consuming every subscribed
-// channel. Starting twice is a no-op; starting after Stop returns ErrClosed.
-// ctx bounds only the start: cancelling it later does not stop the queue.
+// channel. Starting twice returns ErrAlreadyStarted; starting after Stop
+// returns ErrClosed; after a failed Start it may be called again. ctx bounds
+// only the start: cancelling it later does not stop the queue.
 func (q *EventQueue) Start(ctx context.Context) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.stopping.Load() {
-		return ErrClosed
+	if err := q.life.BeginStart(); err != nil {
+		return err
 	}
-	if q.started {
-		return nil
-	}
+	// mu keeps Stop out until Start returns: EndStart cannot see it.
+	return q.life.EndStart(q.start(ctx), nil)
+}
+
+// start is Start's work, under mu.
+func (q *EventQueue) start(ctx context.Context) error {
 	if err := q.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
 	}
@@ -352,7 +357,6 @@ func (q *EventQueue) Start(ctx context.Context) error {
 	q.background.Add(2)
 	go func() { defer q.background.Done(); q.runRescuer(rctx) }()
 	go func() { defer q.background.Done(); q.watchLiveness(rctx) }()
-	q.started = true
 	return nil
 }
 
@@ -369,12 +373,11 @@ func (q *EventQueue) Start(ctx context.Context) error {
 // ErrClosed. Stop is safe to call twice and before Start.
 func (q *EventQueue) Stop(ctx context.Context) error {
 	q.mu.Lock()
-	if q.stopping.Swap(true) {
-		q.mu.Unlock()
+	first, started := q.life.BeginStop()
+	q.mu.Unlock()
+	if !first {
 		return nil
 	}
-	started := q.started
-	q.mu.Unlock()
 	defer q.closed.Store(true)
 	if !started {
 		return nil
