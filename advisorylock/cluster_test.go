@@ -17,7 +17,7 @@ import (
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
-// 3 instances × 8 goroutines × 200 iterations increment one counter row under
+// 3 instances × 4 goroutines × 60 iterations increment one counter row under
 // RunExclusive + CheckTx: the total is exact and no two critical sections overlap.
 func TestCounterExactUnderRunExclusive(t *testing.T) {
 	t.Parallel()
@@ -28,7 +28,7 @@ func TestCounterExactUnderRunExclusive(t *testing.T) {
 	_, err = db.Pool.Exec(ctx, `INSERT INTO counter VALUES (1, 0, 0)`)
 	require.NoError(t, err)
 
-	const instances, goroutines, iterations = 3, 8, 200
+	const instances, goroutines, iterations = 3, 4, 60
 	var inside, overlaps atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range instances {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgcoord/pgcoord/internal/instanceid"
+	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/schema"
 )
@@ -23,7 +22,7 @@ import (
 // Defaults of Config.
 const (
 	// DefaultAppName namespaces keys when Config.AppName is empty (NocoBase's main app).
-	DefaultAppName = "main"
+	DefaultAppName = ident.DefaultAppName
 	// DefaultTTL is the lease of Acquire and RunExclusive called with ttl 0 (NocoBase's 500 ms).
 	DefaultTTL = 500 * time.Millisecond
 	// DefaultPollInterval is how often a waiter re-checks a held key when no
@@ -50,7 +49,7 @@ type Config struct {
 	// Schema holds the locks table. Defaults to schema.Default.
 	Schema string
 	// Logger receives logs with lock_key, token and owner attributes.
-	// Defaults to a logger that writes warnings and errors to stderr.
+	// Defaults to slog.Default().
 	Logger *slog.Logger
 	// DefaultTTL is used when Acquire or RunExclusive get ttl 0. Defaults to DefaultTTL.
 	DefaultTTL time.Duration
@@ -76,18 +75,7 @@ func (c *Config) withDefaults() Config {
 	if c != nil {
 		out = *c
 	}
-	if out.AppName == "" {
-		out.AppName = DefaultAppName
-	}
-	if out.InstanceID == "" {
-		out.InstanceID = instanceid.New()
-	}
-	if out.Schema == "" {
-		out.Schema = schema.Default
-	}
-	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
+	ident.Shared{AppName: &out.AppName, InstanceID: &out.InstanceID, Schema: &out.Schema, Logger: &out.Logger}.Defaults()
 	if out.DefaultTTL == 0 {
 		out.DefaultTTL = DefaultTTL
 	}
@@ -104,14 +92,8 @@ func (c *Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	if err := schema.Validate(c.Schema); err != nil {
-		return fmt.Errorf("Config.Schema: %w", err)
-	}
-	if len(c.AppName) > 255 || !validText(c.AppName) {
-		return fmt.Errorf("Config.AppName: must be at most 255 bytes of UTF-8 without NUL, got %q", c.AppName)
-	}
-	if len(c.InstanceID) > 255 || !validText(c.InstanceID) {
-		return fmt.Errorf("Config.InstanceID: must be at most 255 bytes of UTF-8 without NUL, got %q", c.InstanceID)
+	if err := (ident.Shared{AppName: &c.AppName, InstanceID: &c.InstanceID, Schema: &c.Schema, Logger: &c.Logger}).Validate("Config"); err != nil {
+		return err
 	}
 	if c.DefaultTTL < 0 {
 		return fmt.Errorf("Config.DefaultTTL: must not be negative, got %v", c.DefaultTTL)

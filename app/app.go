@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
@@ -59,8 +59,8 @@ type Config struct {
 	// AutoMigrate runs migrations.Up at Start.
 	AutoMigrate bool
 
-	// Logger receives the app's and every component's logs. Defaults to a
-	// logger that writes warnings and errors to stderr.
+	// Logger receives the app's and every component's logs. Defaults to
+	// slog.Default().
 	Logger *slog.Logger
 
 	// Sub-configurations. AppName, InstanceID, Schema and Logger are filled
@@ -111,20 +111,13 @@ const (
 // New validates cfg and builds the app's components. It opens the pool when
 // cfg.Pool is nil but does no other I/O.
 func New(ctx context.Context, cfg Config) (*App, error) {
-	if cfg.Name == "" {
-		cfg.Name = DefaultName
-	}
-	if cfg.InstanceID == "" {
-		cfg.InstanceID = NewInstanceID()
-	}
-	if cfg.Schema == "" {
-		cfg.Schema = migrations.DefaultSchema
+	shared := ident.Shared{AppName: &cfg.Name, InstanceID: &cfg.InstanceID, Schema: &cfg.Schema, Logger: &cfg.Logger, AppNameField: "Name"}
+	shared.Defaults()
+	if err := shared.Validate("Config"); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
 	}
 	if err := migrations.ValidateSchema(cfg.Schema); err != nil {
 		return nil, fmt.Errorf("app: Config.Schema: %w", err)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	seen := map[string]bool{}
 	for i, p := range cfg.Plugins {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 
+	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/instanceid"
 )
 
@@ -17,7 +18,7 @@ const (
 )
 
 // DefaultName is the application name when none is configured (NocoBase's main app).
-const DefaultName = "main"
+const DefaultName = ident.DefaultAppName
 
 // ConfigFromEnv returns a Config filled from the environment:
 // PGCOORD_DATABASE_URL, PGCOORD_DIRECT_DATABASE_URL, PGCOORD_APP_NAME (default

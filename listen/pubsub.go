@@ -8,14 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
-	"github.com/pgcoord/pgcoord/internal/instanceid"
+	"github.com/pgcoord/pgcoord/internal/ident"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -28,7 +27,7 @@ import (
 const (
 	// DefaultAppName is the application name when Config.AppName is empty
 	// (NocoBase's main application is called "main").
-	DefaultAppName = "main"
+	DefaultAppName = ident.DefaultAppName
 	// DefaultMaxPayloadBytes caps the JSON encoding of one payload.
 	DefaultMaxPayloadBytes = 1 << 20
 	// DefaultRetention is how long a message stays in the log.
@@ -67,8 +66,7 @@ type Config struct {
 	// Schema holds the messages table. Defaults to schema.Default.
 	Schema string
 
-	// Logger receives warnings and errors. Defaults to a logger writing
-	// warnings and above to stderr.
+	// Logger receives warnings and errors. Defaults to slog.Default().
 	Logger *slog.Logger
 
 	// MaxPayloadBytes caps the JSON encoding of a payload; Publish returns
@@ -105,18 +103,7 @@ func (c *Config) withDefaults() Config {
 	if c != nil {
 		out = *c
 	}
-	if out.AppName == "" {
-		out.AppName = DefaultAppName
-	}
-	if out.InstanceID == "" {
-		out.InstanceID = instanceid.New()
-	}
-	if out.Schema == "" {
-		out.Schema = schema.Default
-	}
-	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
+	ident.Shared{AppName: &out.AppName, InstanceID: &out.InstanceID, Schema: &out.Schema, Logger: &out.Logger}.Defaults()
 	if out.MaxPayloadBytes == 0 {
 		out.MaxPayloadBytes = DefaultMaxPayloadBytes
 	}
@@ -139,14 +126,8 @@ func (c *Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	if err := schema.Validate(c.Schema); err != nil {
-		return fmt.Errorf("listen: Config.Schema: %w", err)
-	}
-	if err := validName(c.AppName); err != nil {
-		return fmt.Errorf("listen: Config.AppName: %w", err)
-	}
-	if err := validName(c.InstanceID); err != nil {
-		return fmt.Errorf("listen: Config.InstanceID: %w", err)
+	if err := (ident.Shared{AppName: &c.AppName, InstanceID: &c.InstanceID, Schema: &c.Schema, Logger: &c.Logger}).Validate("Config"); err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	switch {
 	case c.MaxPayloadBytes < 0:

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/listen"
@@ -32,7 +32,7 @@ const (
 const (
 	// DefaultAppName is the app of a Manager configured without one
 	// (NocoBase's main app is "main").
-	DefaultAppName = "main"
+	DefaultAppName = ident.DefaultAppName
 	// DefaultSweepInterval is how often the sweeper runs.
 	DefaultSweepInterval = 30 * time.Second
 	// DefaultSweepBatchSize bounds the rows of one sweep statement.
@@ -52,8 +52,7 @@ type ManagerConfig struct {
 	DefaultStore string
 	// Schema holds the cache_entries table. Defaults to schema.Default.
 	Schema string
-	// Logger receives the manager's logs. Defaults to a logger writing
-	// warnings and above to stderr.
+	// Logger receives the manager's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 	// PubSub carries near-cache invalidations between instances. Needed only
 	// by caches with a NearCache. The caller starts it (a near cache serves
@@ -73,17 +72,9 @@ func (c *ManagerConfig) withDefaults() ManagerConfig {
 	if c != nil {
 		out = *c
 	}
-	if out.AppName == "" {
-		out.AppName = DefaultAppName
-	}
+	ident.Shared{AppName: &out.AppName, Schema: &out.Schema, Logger: &out.Logger}.Defaults()
 	if out.DefaultStore == "" {
 		out.DefaultStore = StorePostgres
-	}
-	if out.Schema == "" {
-		out.Schema = schema.Default
-	}
-	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	if out.SweepInterval <= 0 {
 		out.SweepInterval = DefaultSweepInterval
@@ -95,14 +86,11 @@ func (c *ManagerConfig) withDefaults() ManagerConfig {
 }
 
 func (c ManagerConfig) validate() error {
-	if err := validateName(c.AppName); err != nil {
-		return fmt.Errorf("ManagerConfig.AppName: %w", err)
+	if err := (ident.Shared{AppName: &c.AppName, Schema: &c.Schema, Logger: &c.Logger}).Validate("ManagerConfig"); err != nil {
+		return err
 	}
 	if c.DefaultStore != StorePostgres && c.DefaultStore != StoreMemory {
 		return fmt.Errorf("ManagerConfig.DefaultStore: %w: %q", ErrUnknownStore, c.DefaultStore)
-	}
-	if err := schema.Validate(c.Schema); err != nil {
-		return fmt.Errorf("ManagerConfig.Schema: %w", err)
 	}
 	return nil
 }

@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pgcoord/pgcoord/internal/instanceid"
+	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/liveness"
 
@@ -27,7 +26,7 @@ import (
 // Defaults of [Config] and [Consumer].
 const (
 	// DefaultAppName is NocoBase's main application name.
-	DefaultAppName = "main"
+	DefaultAppName = ident.DefaultAppName
 	// DefaultTimeout is a message's processing timeout (NocoBase's
 	// QUEUE_DEFAULT_ACK_TIMEOUT).
 	DefaultTimeout = 15 * time.Second
@@ -89,7 +88,7 @@ type Config struct {
 	// Schema holds River's tables. Defaults to [schema.Default].
 	Schema string
 	// Logger receives logs with channel, message_id and attempt attributes.
-	// Defaults to warnings and above on stderr.
+	// Defaults to slog.Default().
 	Logger *slog.Logger
 	// DefaultTimeout is the processing timeout of messages published without
 	// one. Defaults to [DefaultTimeout].
@@ -125,8 +124,7 @@ func (c *Config) withDefaults() Config {
 	if c != nil {
 		out = *c
 	}
-	out.AppName = cmp.Or(out.AppName, DefaultAppName)
-	out.Schema = cmp.Or(out.Schema, schema.Default)
+	ident.Shared{AppName: &out.AppName, InstanceID: &out.InstanceID, Schema: &out.Schema, Logger: &out.Logger}.Defaults()
 	out.DefaultTimeout = cmp.Or(out.DefaultTimeout, DefaultTimeout)
 	out.RetryBackoff = cmp.Or(out.RetryBackoff, DefaultRetryBackoff)
 	out.MaxPayloadBytes = cmp.Or(out.MaxPayloadBytes, DefaultMaxPayloadBytes)
@@ -136,22 +134,14 @@ func (c *Config) withDefaults() Config {
 	case -1:
 		out.MaxRescues = 0
 	}
-	if out.InstanceID == "" {
-		out.InstanceID = instanceid.New()
-	}
-	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
 	return out
 }
 
 func (c *Config) validate() error {
-	if err := schema.Validate(c.Schema); err != nil {
-		return fmt.Errorf("queue: Config.Schema: %w", err)
+	if err := (ident.Shared{AppName: &c.AppName, InstanceID: &c.InstanceID, Schema: &c.Schema, Logger: &c.Logger}).Validate("Config"); err != nil {
+		return invalidf("%v", err)
 	}
 	switch {
-	case len(c.InstanceID) > 100:
-		return invalidf("Config.InstanceID is longer than 100 bytes")
 	case c.DefaultTimeout < 0:
 		return invalidf("Config.DefaultTimeout %s is negative", c.DefaultTimeout)
 	case c.RetryBackoff < 0:
