@@ -335,7 +335,10 @@ func buildStatements(t string) statements {
 		// A catch-up reads the rows of the transactions that had not ended
 		// in the previous snapshot: at or above its xmax, or in its xip
 		// ($4, only those not before the cursor's), one transaction at a
-		// time (each in id order: a big transaction is paged, not sorted;
+		// time (each in (xid, id) order, which is the (app, xid, id) index's:
+		// ordered by id alone the planner walked the primary key over the
+		// whole log for an xid it could not estimate; a big transaction is
+		// paged, not sorted;
 		// and no row comparison, which would let the scan walk other
 		// transactions' rows). ($3, $8) is the larger of the cursor and (xmax, -1): one
 		// row comparison, so the index scan starts there (with a separate
@@ -356,7 +359,7 @@ func buildStatements(t string) statements {
 				CROSS JOIN LATERAL (SELECT m.id, m.xid, m.channel FROM ` + t + ` m
 					WHERE m.app = $1 AND m.xid = x.xid
 						AND m.id > CASE WHEN x.xid = $5::text::xid8 THEN $6::bigint ELSE -1 END` + routing + `
-					ORDER BY m.id LIMIT $7) m)
+					ORDER BY m.xid, m.id LIMIT $7) m)
 			) p`,
 		// After a switchover: the new server's rows published since $3.
 		switched: `SELECT ` + head + `
