@@ -155,8 +155,9 @@ type Manager struct {
 
 	mu      sync.Mutex // guards the fields below
 	state   mgrState
-	live    bool  // the liveness session holds its identity lock (as far as we know)
-	ownerID int32 // identity of the current liveness session; changes on reconnect
+	live    bool   // the liveness session holds its identity lock (as far as we know)
+	ownerID int32  // identity of the current liveness session; changes on reconnect
+	livePID uint32 // backend pid of the current liveness session
 	held    map[*Lock]struct{}
 	queues  map[string]*waitQueue
 	byHash  map[uint64][]*waitQueue
@@ -234,6 +235,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.state = mgrStarted
 		m.live = true
 		m.ownerID = s.ownerID
+		m.livePID = s.pid
 		m.signalLocked()
 		m.mu.Unlock()
 		m.log.Debug("lock manager started", slog.Int("owner_id", int(s.ownerID)))
@@ -294,6 +296,17 @@ func (m *Manager) releaseMany(ctx context.Context, held []*Lock, owner int32) er
 		m.log.Debug("released locks at close", slog.Int64("count", n))
 	}
 	return err
+}
+
+// Liveness reports whether the liveness session holds this instance's
+// identity (as far as the Manager knows: it is checked every
+// HealthCheckInterval) and the server process id (backend pid) of that
+// session, which the instance registry and pg_stat_activity show. The pid is
+// 0 before Start; it changes when the session reconnects.
+func (m *Manager) Liveness() (live bool, pid uint32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.live && m.state == mgrStarted, m.livePID
 }
 
 // Stats returns the counters.

@@ -11,6 +11,8 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgcoord/pgcoord/internal/connname"
 )
 
 // minPingTimeout bounds the health-check ping from below: a slow answer on a
@@ -60,9 +62,11 @@ type session struct {
 
 // connect opens a liveness session with a fresh identity.
 func (m *Manager) connect(ctx context.Context) (*session, error) {
-	// Same settings (and application_name) as the pool's connections, so
-	// tools that act on "this instance's connections" include it.
-	conn, err := pgx.ConnectConfig(ctx, m.pool.Config().ConnConfig.Copy())
+	// Same settings as the pool's connections, with its own application_name
+	// (role lock-liveness).
+	cc := m.pool.Config().ConnConfig.Copy()
+	connname.Set(cc, m.cfg.AppName, m.cfg.InstanceID, connname.RoleLockLiveness)
+	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connect liveness session: %w", err)
 	}
@@ -142,6 +146,7 @@ func (m *Manager) runLiveness(ctx context.Context, s *session) {
 		m.mu.Lock()
 		m.live = true
 		m.ownerID = s.ownerID
+		m.livePID = s.pid
 		m.signalLocked()
 		m.mu.Unlock()
 		m.log.Info("liveness session reconnected", slog.Int("owner_id", int(s.ownerID)))

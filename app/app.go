@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/internal/connname"
 	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/listen"
@@ -63,6 +65,11 @@ type Config struct {
 	// slog.Default().
 	Logger *slog.Logger
 
+	// HeartbeatInterval is how often the instance refreshes its row in the
+	// instance registry (see App.Instances) and sweeps dead instances' rows.
+	// Defaults to DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+
 	// Sub-configurations. AppName, InstanceID, Schema and Logger are filled
 	// from the fields above; anything else set here is kept.
 	Cache  *pgcache.ManagerConfig
@@ -93,6 +100,15 @@ type App struct {
 	queue  *queue.EventQueue
 	locks  *advisorylock.Manager
 
+	// reg is the registry's SQL; startedAt is this instance's registration
+	// time, written by Start's register and then only by the heartbeat
+	// goroutine, which Stop ends before it deregisters. heartbeatCancel and
+	// heartbeatDone (guarded by mu) own that goroutine.
+	reg             registrySQL
+	startedAt       time.Time
+	heartbeatCancel context.CancelFunc
+	heartbeatDone   chan struct{}
+
 	mu      sync.Mutex // guards state and subs
 	state   state
 	subs    []*listen.Subscription
@@ -119,6 +135,12 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if err := migrations.ValidateSchema(cfg.Schema); err != nil {
 		return nil, fmt.Errorf("app: Config.Schema: %w", err)
 	}
+	if cfg.HeartbeatInterval < 0 {
+		return nil, fmt.Errorf("app: Config.HeartbeatInterval %s is negative", cfg.HeartbeatInterval)
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
 	seen := map[string]bool{}
 	for i, p := range cfg.Plugins {
 		if p == nil {
@@ -137,18 +159,18 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		return nil, errors.New("app: Config.Pool or Config.DatabaseURL is required (env " + EnvDatabaseURL + ")")
 	}
 
-	a := &App{cfg: cfg, logger: cfg.Logger.With(slog.String("app", cfg.Name), slog.String("instance", cfg.InstanceID))}
+	a := &App{cfg: cfg, reg: newRegistrySQL(cfg.Schema), logger: cfg.Logger.With(slog.String("app", cfg.Name), slog.String("instance", cfg.InstanceID))}
 	if cfg.Pool != nil {
 		a.pool = cfg.Pool
 	} else {
-		pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+		pool, err := a.openPool(ctx, cfg.DatabaseURL, connname.RolePool)
 		if err != nil {
 			return nil, fmt.Errorf("app: open pool: %w", err)
 		}
 		a.pool, a.ownsPool = pool, true
 	}
 	if cfg.DirectDatabaseURL != "" {
-		direct, err := pgxpool.New(ctx, cfg.DirectDatabaseURL)
+		direct, err := a.openPool(ctx, cfg.DirectDatabaseURL, connname.RoleDirect)
 		if err != nil {
 			a.closePools()
 			return nil, fmt.Errorf("app: open Config.DirectDatabaseURL: %w", err)
@@ -165,6 +187,17 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// openPool opens a pool on url whose connections are named
+// pgcoord/<app>/<instance>/<role> unless url sets application_name.
+func (a *App) openPool(ctx context.Context, url, role string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	connname.SetDefault(pc.ConnConfig, a.cfg.Name, a.cfg.InstanceID, role)
+	return pgxpool.NewWithConfig(ctx, pc)
 }
 
 // sessionPool is the pool for components that need session features.

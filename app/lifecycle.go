@@ -115,6 +115,17 @@ func (a *App) start(ctx context.Context) error {
 	if err := a.queue.Start(ctx); err != nil {
 		return fmt.Errorf("app: start event queue: %w", err)
 	}
+	// Registered once every component runs (the liveness pid is known),
+	// before AfterStart hooks, which may list the instances.
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	a.mu.Lock()
+	a.heartbeatCancel, a.heartbeatDone = cancel, done
+	a.mu.Unlock()
+	go a.runHeartbeat(hctx, done)
 	for _, p := range a.cfg.Plugins {
 		if h, ok := p.(AfterStarter); ok {
 			if err := h.AfterStart(ctx, a); err != nil {
@@ -185,6 +196,14 @@ func (a *App) Stop(ctx context.Context) error {
 	// The cache before pub/sub: near-caches unsubscribe from it.
 	step("close cache", a.caches.Close)
 	step("close pub/sub", a.pubsub.Close)
+	a.mu.Lock()
+	hbCancel, hbDone := a.heartbeatCancel, a.heartbeatDone
+	a.mu.Unlock()
+	if hbCancel != nil {
+		hbCancel()
+		<-hbDone
+		step("deregister instance", a.deregister)
+	}
 	step("release locks", a.locks.Close)
 	// pgxpool's Close waits for every acquired connection, which an abandoned
 	// Process may hold: bounded like the other steps.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/internal/connname"
 )
 
 // ErrListenUnsupported is returned by Start when a NOTIFY sent through the pool
@@ -26,7 +28,9 @@ func (a *App) directConnConfig() *pgx.ConnConfig {
 // checkListen proves that a NOTIFY sent through the pool reaches a LISTEN on a
 // dedicated connection, as pub/sub and lock wake-ups need.
 func (a *App) checkListen(ctx context.Context) error {
-	conn, err := pgx.ConnectConfig(ctx, a.directConnConfig())
+	cc := a.directConnConfig()
+	connname.Set(cc, a.cfg.Name, a.cfg.InstanceID, connname.RoleCheck)
+	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return fmt.Errorf("app: open the dedicated (LISTEN) connection: %w", err)
 	}

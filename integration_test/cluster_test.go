@@ -385,7 +385,13 @@ func (c *cluster) terminateAll() int {
 		n, err := backoff.Retry(ctx, func() (int, error) {
 			actx, acancel := context.WithTimeout(ctx, 15*time.Second)
 			defer acancel()
-			return c.db.TerminateBackends(actx, nodeAppName(p.id))
+			// The node's pool, then its dedicated connections (named by instance id).
+			n, err := c.db.TerminateBackends(actx, nodeAppName(p.id))
+			if err != nil {
+				return n, err
+			}
+			m, err := c.db.TerminateBackends(actx, p.id)
+			return n + m, err
 		}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(time.Minute))
 		if err != nil {
 			c.t.Errorf("terminate backends of %s (retried for a minute): %v", p.id, err) // not FailNow: runs off the test goroutine

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+
+	"github.com/pgcoord/pgcoord/internal/connname"
 )
 
 const (
@@ -103,6 +105,7 @@ func (l *listener) connect(ctx context.Context, first bool, resume *catchUp) (*p
 	// makes each page cost the whole log.
 	cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	cfg.RuntimeParams["enable_bitmapscan"] = "off"
+	connname.Set(cfg, ps.cfg.AppName, ps.cfg.InstanceID, connname.RoleListen)
 	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(cctx, cfg)

@@ -17,6 +17,8 @@ import (
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/listen"
+
+	"github.com/pgcoord/pgcoord/internal/connname"
 )
 
 // Store names.
@@ -163,10 +165,22 @@ func NewManager(pool *pgxpool.Pool, cfg *ManagerConfig) (*Manager, error) {
 		sql:       &s,
 		logger:    c.Logger,
 		caches:    map[string]*Cache{},
-		wrapLocks: newWrapLocks(pool.Config().ConnConfig, c.Logger),
+		wrapLocks: newWrapLocks(wrapLockConnConfig(pool, c), c.Logger),
 	}
 	m.life.Errors(ErrClosed, ErrAlreadyStarted)
 	return m, nil
+}
+
+// wrapLockConnConfig is the Wrap lock connection's configuration: the pool's,
+// named (application_name) with role cache-wraplock.
+func wrapLockConnConfig(pool *pgxpool.Pool, c ManagerConfig) *pgx.ConnConfig {
+	cc := pool.Config().ConnConfig
+	instance := ""
+	if c.PubSub != nil {
+		instance = c.PubSub.InstanceID()
+	}
+	connname.Set(cc, c.AppName, instance, connname.RoleWrapLock)
+	return cc
 }
 
 // AppName is the app namespace of every key of this manager.

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgcoord/pgcoord/internal/connname"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/pgcache"
@@ -23,8 +24,8 @@ const (
 )
 
 // nearInstance is one instance of an app with a near cache: its own pool for
-// the cache, its own PubSub on a pool named name+"-listen" (so
-// TerminateBackends(name+"-listen") kills only its listener).
+// the cache, its own PubSub on a pool named name+"-listen" (its listener
+// connection is named connname.Name("app", name, connname.RoleListen)).
 type nearInstance struct {
 	name  string
 	pool  *pgxpool.Pool
@@ -239,7 +240,7 @@ func TestNearCacheListenerKilled(t *testing.T) {
 	require.Equal(t, "v1", v)
 	require.NotZero(t, b.cache.Stats().NearHits)
 
-	n, err := db.TerminateBackends(ctx, "inst-b-listen")
+	n, err := db.TerminateBackends(ctx, connname.Name("app", "inst-b", connname.RoleListen))
 	require.NoError(t, err)
 	require.NotZero(t, n)
 	// Wait until b noticed (unhealthy or already reconnected), so the write

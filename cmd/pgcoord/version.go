@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"runtime/debug"
 
+	"github.com/pgcoord/pgcoord/internal/buildinfo"
 	"github.com/pgcoord/pgcoord/migrations"
 )
-
-// modulePath is pgcoord's module, looked up in the build information.
-const modulePath = "github.com/pgcoord/pgcoord"
 
 // versionInfo is what `pgcoord version` reports.
 type versionInfo struct {
@@ -73,20 +70,5 @@ Flags:
 	return nil
 }
 
-// moduleVersion returns pgcoord's module version from the build information:
-// the main module's when this binary is pgcoord itself, else the dependency's.
-func moduleVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(unknown)"
-	}
-	if bi.Main.Path == modulePath {
-		return bi.Main.Version
-	}
-	for _, d := range bi.Deps {
-		if d.Path == modulePath {
-			return d.Version
-		}
-	}
-	return "(unknown)"
-}
+// moduleVersion returns pgcoord's module version from the build information.
+func moduleVersion() string { return buildinfo.Version() }

@@ -23,6 +23,8 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/internal/connname"
 )
 
 const (
@@ -53,6 +55,9 @@ type Config struct {
 	Namespace string
 	// ID is the instance id.
 	ID string
+	// AppName and Role name the connection (application_name, see
+	// internal/connname).
+	AppName, Role string
 	// Logger receives reconnect warnings. Required.
 	Logger *slog.Logger
 }
@@ -112,6 +117,7 @@ func Start(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Session, error
 // terminated first.
 func (s *Session) connect(ctx context.Context, oldPID uint32) (*pgx.Conn, uint32, error) {
 	cc := s.pool.Config().ConnConfig.Copy()
+	connname.Set(cc, s.cfg.AppName, s.cfg.ID, s.cfg.Role)
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, 0, fmt.Errorf("liveness: connect: %w", err)

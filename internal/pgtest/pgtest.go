@@ -220,8 +220,10 @@ func (d *DB) NewPool(tb testing.TB, opts *PoolOptions) *pgxpool.Pool {
 }
 
 // TerminateBackends ends, with pg_terminate_backend, every session of this
-// database whose application_name is appName (every session but the caller's
-// when appName is empty). It returns how many it ended.
+// database whose application_name is appName, and every pgcoord dedicated
+// connection (listener, liveness sessions: application_name
+// pgcoord/<app>/<instance>/<role>) of the instance named appName; every
+// session but the caller's when appName is empty. It returns how many it ended.
 func (d *DB) TerminateBackends(ctx context.Context, appName string) (int, error) {
 	conn, err := pgx.Connect(ctx, d.Server.adminURL)
 	if err != nil {
@@ -232,7 +234,8 @@ func (d *DB) TerminateBackends(ctx context.Context, appName string) (int, error)
 	err = conn.QueryRow(ctx, `
 		SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
 		FROM pg_stat_activity
-		WHERE datname = $1 AND pid <> pg_backend_pid() AND ($2 = '' OR application_name = $2)`,
+		WHERE datname = $1 AND pid <> pg_backend_pid() AND ($2 = '' OR application_name = $2
+			OR application_name LIKE 'pgcoord/%/' || replace(replace(replace($2, '\', '\\'), '%', '\%'), '_', '\_') || '/%')`,
 		d.Name, appName).Scan(&n)
 	return n, err
 }

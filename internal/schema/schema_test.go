@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -38,16 +39,16 @@ func TestCheck(t *testing.T) {
 	require.ErrorIs(t, schema.Check(ctx, db.Pool, "Bad"), schema.ErrInvalid)
 
 	var ve *schema.VersionError
-	// Version 12 rolled back.
-	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 11})
+	// The newest version rolled back.
+	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: schema.Version - 1})
 	require.NoError(t, err)
 	err = schema.Check(ctx, db.Pool, schema.Default)
 	require.ErrorIs(t, err, schema.ErrOutdated)
 	require.ErrorIs(t, err, migrations.ErrSchemaOutdated)
 	require.True(t, errors.As(err, &ve))
-	require.EqualValues(t, 11, ve.Database)
-	require.Equal(t, []int64{12}, ve.Missing)
-	require.ErrorContains(t, err, `is at version 11, this pgcoord needs version 12`)
+	require.EqualValues(t, schema.Version-1, ve.Database)
+	require.Equal(t, []int64{schema.Version}, ve.Missing)
+	require.ErrorContains(t, err, fmt.Sprintf(`is at version %d, this pgcoord needs version %d`, schema.Version-1, schema.Version))
 	require.ErrorContains(t, err, `pgcoord migrate up`)
 
 	// Nothing at all.
@@ -71,7 +72,7 @@ func TestCheckTooNew(t *testing.T) {
 	err = schema.Check(ctx, db.Pool, schema.Default)
 	require.ErrorIs(t, err, schema.ErrTooNew)
 	require.ErrorIs(t, err, migrations.ErrSchemaTooNew)
-	require.ErrorContains(t, err, `is at version 13, newer than this pgcoord knows (version 12)`)
+	require.ErrorContains(t, err, fmt.Sprintf(`is at version %d, newer than this pgcoord knows (version %d)`, schema.Version+1, schema.Version))
 }
 
 // River's own CLI rolled River back behind pgcoord's record.
