@@ -188,7 +188,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
 	m := &Manager{
 		pool:    pool,
 		cfg:     c,
-		log:     c.Logger.With(slog.String("component", "advisorylock"), slog.String("app", c.AppName), slog.String("instance", c.InstanceID)),
+		log:     c.Logger.With(slog.String("component", "advisorylock"), slog.String("app", c.AppName), slog.String("instance_id", c.InstanceID)),
 		q:       buildQueries(c.Schema, ch),
 		class:   identityClass(c.Schema),
 		channel: ch,

@@ -14,6 +14,7 @@ import (
 	"github.com/pgcoord/pgcoord/internal/connname"
 	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
+	"github.com/pgcoord/pgcoord/internal/obslog"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/pgcache"
@@ -61,8 +62,13 @@ type Config struct {
 	// AutoMigrate runs migrations.Up at Start.
 	AutoMigrate bool
 
-	// Logger receives the app's and every component's logs. Defaults to
-	// slog.Default().
+	// Logger receives the app's and every component's logs, River's
+	// included. Defaults to slog.Default(). Every line carries app,
+	// instance_id and component (app, listen, sync, pgcache, queue,
+	// advisorylock, migrations); a burst of warnings from one component (a
+	// database outage) is written as one line when it starts, a repeat at
+	// most every 30 s with the count suppressed, and one INFO line when it
+	// ends (see docs/observability.md).
 	Logger *slog.Logger
 
 	// HeartbeatInterval is how often the instance refreshes its row in the
@@ -85,7 +91,11 @@ type Config struct {
 
 // App is one instance of a clustered application.
 type App struct {
-	cfg      Config
+	cfg Config
+	// base carries app and instance_id (an obslog handler); logger is
+	// base with component app. Each component gets base with its own
+	// component attribute.
+	base     *slog.Logger
 	logger   *slog.Logger
 	pool     *pgxpool.Pool
 	ownsPool bool
@@ -141,6 +151,8 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
+	base := slog.New(obslog.New(cfg.Logger.Handler(), obslog.Config{},
+		slog.String(obslog.KeyApp, cfg.Name), slog.String(obslog.KeyInstanceID, cfg.InstanceID)))
 	seen := map[string]bool{}
 	for i, p := range cfg.Plugins {
 		if p == nil {
@@ -159,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		return nil, errors.New("app: Config.Pool or Config.DatabaseURL is required (env " + EnvDatabaseURL + ")")
 	}
 
-	a := &App{cfg: cfg, reg: newRegistrySQL(cfg.Schema), logger: cfg.Logger.With(slog.String("app", cfg.Name), slog.String("instance", cfg.InstanceID))}
+	a := &App{cfg: cfg, reg: newRegistrySQL(cfg.Schema), base: base, logger: componentLogger(base, "app")}
 	if cfg.Pool != nil {
 		a.pool = cfg.Pool
 	} else {
@@ -187,6 +199,11 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}
 	return a, nil
+}
+
+// componentLogger is base with component name.
+func componentLogger(base *slog.Logger, name string) *slog.Logger {
+	return base.With(slog.String(obslog.KeyComponent, name))
 }
 
 // openPool opens a pool on url whose connections are named

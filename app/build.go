@@ -11,7 +11,8 @@ import (
 )
 
 // build creates every component from the sub-configs, filling the shared
-// fields from Config. The caller's sub-config structs are copied, never changed.
+// fields from Config; each component logs through the app's logger with its
+// own component attribute (River through the queue's). The caller's sub-config structs are copied, never changed.
 func (a *App) build() error {
 	c := a.cfg
 	var err error
@@ -20,7 +21,7 @@ func (a *App) build() error {
 	if c.PubSub != nil {
 		ps = *c.PubSub
 	}
-	ps.AppName, ps.InstanceID, ps.Schema, ps.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
+	ps.AppName, ps.InstanceID, ps.Schema, ps.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "listen")
 	if a.pubsub, err = listen.New(a.sessionPool(), &ps); err != nil {
 		return fmt.Errorf("app: pub/sub: %w", err)
 	}
@@ -30,7 +31,7 @@ func (a *App) build() error {
 		sc = *c.Sync
 	}
 	if sc.Logger == nil {
-		sc.Logger = c.Logger
+		sc.Logger = componentLogger(a.base, "sync")
 	}
 	if a.sync, err = listen.NewSyncMessages(a.pubsub, &sc); err != nil {
 		return fmt.Errorf("app: sync messages: %w", err)
@@ -40,7 +41,7 @@ func (a *App) build() error {
 	if c.Cache != nil {
 		mc = *c.Cache
 	}
-	mc.AppName, mc.Schema, mc.Logger, mc.PubSub = c.Name, c.Schema, c.Logger, a.pubsub
+	mc.AppName, mc.Schema, mc.Logger, mc.PubSub = c.Name, c.Schema, componentLogger(a.base, "pgcache"), a.pubsub
 	if a.caches, err = pgcache.NewManager(a.pool, &mc); err != nil {
 		return fmt.Errorf("app: cache: %w", err)
 	}
@@ -49,7 +50,7 @@ func (a *App) build() error {
 	if c.Queue != nil {
 		qc = *c.Queue
 	}
-	qc.AppName, qc.InstanceID, qc.Schema, qc.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
+	qc.AppName, qc.InstanceID, qc.Schema, qc.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "queue")
 	if a.queue, err = queue.New(a.sessionPool(), &qc); err != nil {
 		return fmt.Errorf("app: event queue: %w", err)
 	}
@@ -58,7 +59,7 @@ func (a *App) build() error {
 	if c.Lock != nil {
 		lc = *c.Lock
 	}
-	lc.AppName, lc.InstanceID, lc.Schema, lc.Logger = c.Name, c.InstanceID, c.Schema, c.Logger
+	lc.AppName, lc.InstanceID, lc.Schema, lc.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "advisorylock")
 	if a.locks, err = advisorylock.New(a.sessionPool(), &lc); err != nil {
 		return fmt.Errorf("app: locks: %w", err)
 	}

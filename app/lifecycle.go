@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgcoord/pgcoord/internal/obslog"
 	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
@@ -50,7 +51,7 @@ func (a *App) start(ctx context.Context) error {
 		return fmt.Errorf("app: database not reachable: %w", err)
 	}
 	if a.cfg.AutoMigrate {
-		if _, err := migrations.Up(ctx, a.pool, &migrations.Options{Schema: a.cfg.Schema, Logger: a.cfg.Logger}); err != nil {
+		if _, err := migrations.Up(ctx, a.pool, &migrations.Options{Schema: a.cfg.Schema, Logger: componentLogger(a.base, "migrations")}); err != nil {
 			return fmt.Errorf("app: migrate: %w", err)
 		}
 	}
@@ -215,6 +216,9 @@ func (a *App) Stop(ctx context.Context) error {
 	if wasStarted {
 		a.logger.InfoContext(ctx, "pgcoord: app stopped")
 	}
+	// Bursts still open end now, with their closing lines, and no timer
+	// outlives the App.
+	obslog.Flush(a.base.Handler())
 	return err
 }
 

@@ -64,7 +64,7 @@ func newRegistrySQL(schemaName string) registrySQL {
 		// swept while this instance could not reach the database comes back
 		// with its original start time.
 		upsert: `INSERT INTO ` + t + ` AS i (app, instance_id, host, pid, version, liveness_pid, stats, started_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()))
+			VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, coalesce($8, now()))
 			ON CONFLICT (app, instance_id) DO UPDATE SET liveness_pid = excluded.liveness_pid, stats = excluded.stats, heartbeat_at = now()
 			RETURNING started_at`,
 		remove: `DELETE FROM ` + t + ` WHERE app = $1 AND instance_id = $2`,
@@ -91,7 +91,7 @@ func (a *App) register(ctx context.Context) error {
 	}
 	var at time.Time
 	if err := a.pool.QueryRow(ctx, a.reg.upsert, a.cfg.Name, a.cfg.InstanceID, host, os.Getpid(), buildinfo.Version(),
-		int64(pid), stats, started).Scan(&at); err != nil {
+		int64(pid), string(stats), started).Scan(&at); err != nil {
 		return fmt.Errorf("app: register instance: %w", err)
 	}
 	a.startedAt = at // only the heartbeat goroutine writes it after Start

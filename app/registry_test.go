@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
@@ -14,9 +16,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/connname"
+	"github.com/pgcoord/pgcoord/internal/faultproxy"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/pgcoordtest"
 )
 
 // instanceByID returns the registry row of id, if listed.
@@ -230,4 +235,55 @@ func TestConnectionsNamed(t *testing.T) {
 			require.True(t, got[connname.Name("named", "n2", role)], "role %s in %v", role, got)
 		}
 	})
+}
+
+// The health handler answers 503 while the listener is cut off and 200 once
+// it has reconnected.
+func TestHealthHandlerListenerCut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	proxy, url := faultproxy.StartFor(t, db.URL)
+	a, err := app.New(ctx, app.Config{Name: "health", Pool: db.Pool, DirectDatabaseURL: url, InstanceID: "h1",
+		Lock: &advisorylock.Config{HealthCheckInterval: 200 * time.Millisecond}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	get := func() (int, app.Health) {
+		rec := httptest.NewRecorder()
+		a.HealthHandler().ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/healthz", nil))
+		var h app.Health
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &h), rec.Body.String())
+		return rec.Code, h
+	}
+	code, h := get()
+	require.Equal(t, http.StatusServiceUnavailable, code, "before Start")
+	c, _ := h.Component(app.ComponentApp)
+	require.Equal(t, "not started", c.Detail)
+
+	require.NoError(t, a.Start(ctx))
+	code, h = get()
+	require.Equal(t, http.StatusOK, code, "%+v", h)
+	require.Len(t, h.Components, 6)
+
+	// New connections hang, open ones are cut: the listener cannot reconnect.
+	proxy.Blackhole(true)
+	proxy.Cut()
+	pgcoordtest.WaitFor(t, "503 with the listener down", func(context.Context) (bool, error) {
+		code, h := get()
+		c, _ := h.Component(app.ComponentListen)
+		return code == http.StatusServiceUnavailable && !c.Healthy, nil
+	})
+	_, h = get()
+	c, _ = h.Component(app.ComponentDatabase)
+	require.True(t, c.Healthy, "the pool goes around the proxy")
+
+	proxy.Blackhole(false)
+	pgcoordtest.WaitFor(t, "200 after reconnect", func(context.Context) (bool, error) {
+		code, _ := get()
+		return code == http.StatusOK, nil
+	})
+
+	require.NoError(t, a.Stop(ctx))
+	code, _ = get()
+	require.Equal(t, http.StatusServiceUnavailable, code, "after Stop")
 }

@@ -306,6 +306,21 @@ func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQu
 // InstanceID returns this instance's id (River's client id).
 func (q *EventQueue) InstanceID() string { return q.cfg.InstanceID }
 
+// Running reports whether the queue consumes (started, not stopping) and
+// its liveness session holds this instance's lock, as far as the session
+// knows (it pings every 250 ms): a consumer whose session is lost may be
+// rescued by others. It is what App.Health reports for the queue.
+func (q *EventQueue) Running() bool {
+	q.mu.Lock()
+	live := q.live
+	q.mu.Unlock()
+	if !q.life.Started() || live == nil {
+		return false
+	}
+	_, ok, _ := live.State()
+	return ok
+}
+
 // Start checks that PostgreSQL answers and starts consuming every subscribed
 // channel. Starting twice returns ErrAlreadyStarted; starting after Stop
 // returns ErrClosed; after a failed Start it may be called again. ctx bounds
