@@ -146,10 +146,14 @@ func (a *App) runHeartbeat(ctx context.Context, done chan<- struct{}) {
 	}
 }
 
-// deregister deletes this instance's row (at Stop).
+// deregister deletes this instance's row (at Stop). A failure (the
+// database is gone, or the user closed the pool before Stop) is logged, not
+// returned: the row turns dead with the liveness session and is swept.
 func (a *App) deregister(ctx context.Context) error {
-	_, err := a.pool.Exec(ctx, a.reg.remove, a.cfg.Name, a.cfg.InstanceID)
-	return err
+	if _, err := a.pool.Exec(ctx, a.reg.remove, a.cfg.Name, a.cfg.InstanceID); err != nil {
+		a.logger.InfoContext(ctx, "pgcoord: instance row not deleted at stop; it shows dead and is swept", slog.Any("error", err))
+	}
+	return nil
 }
 
 // Instances lists the registered instances of this app, live and dead

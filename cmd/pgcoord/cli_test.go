@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
@@ -190,6 +191,12 @@ func TestInspectShowsLiveState(t *testing.T) {
 	t.Cleanup(func() { _ = ps.Close(context.Background()) })
 	require.NoError(t, ps.Publish(ctx, "orders.changed", 42, nil))
 
+	// A whole instance: the registry and its named connections.
+	inst, err := app.New(ctx, app.Config{Name: "shop", Pool: db.Pool, InstanceID: "node-b"})
+	require.NoError(t, err)
+	require.NoError(t, inst.Start(ctx))
+	t.Cleanup(func() { _ = inst.Stop(context.Background()) })
+
 	code, out, errOut := runCLI(t, "inspect", "--json", "--database-url", db.URL)
 	require.Zero(t, code, errOut)
 	var rep Report
@@ -208,6 +215,21 @@ func TestInspectShowsLiveState(t *testing.T) {
 	require.Len(t, rep.Channels, 1)
 	require.Equal(t, "orders.changed", rep.Channels[0].Channel)
 	require.NotEmpty(t, rep.Listens, "the PubSub's LISTEN session is visible")
+	require.EqualValues(t, migrations.LatestVersion(), rep.SchemaVersion)
+	require.Equal(t, rep.ExpectedSchemaVersion, rep.SchemaVersion)
+	require.Len(t, rep.Instances, 1)
+	require.Equal(t, "node-b", rep.Instances[0].ID)
+	require.True(t, rep.Instances[0].Alive)
+	roles := map[string]bool{}
+	for _, c := range rep.Connections {
+		if c.InstanceID == "node-b" {
+			require.Equal(t, "shop", c.App)
+			roles[c.Role] = true
+		}
+	}
+	for _, r := range []string{"listen", "lock-liveness", "queue-liveness"} {
+		require.True(t, roles[r], "connection role %s of node-b in %+v", r, rep.Connections)
+	}
 
 	// Released locks disappear from the report; the table form prints.
 	require.NoError(t, l.Release(ctx))

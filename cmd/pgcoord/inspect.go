@@ -6,19 +6,30 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/internal/connname"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
 // Report is what `pgcoord inspect` shows, also its --json shape.
 type Report struct {
-	Schema   string        `json:"schema"`
-	Locks    []LockRow     `json:"locks"`
+	Schema string `json:"schema"`
+	// SchemaVersion is the database's schema version; ExpectedSchemaVersion
+	// the one this build of pgcoord needs.
+	SchemaVersion         int64 `json:"schema_version"`
+	ExpectedSchemaVersion int64 `json:"expected_schema_version"`
+	// Instances is the instance registry of every app, live and dead.
+	Instances []app.Instance `json:"instances"`
+	// Connections are the sessions named pgcoord/<app>/<instance>/<role>.
+	Connections []ConnectionRow `json:"connections"`
+	Locks       []LockRow       `json:"locks"`
 	Queues   []QueueRow    `json:"queues"`
 	Caches   []CacheRow    `json:"caches"`
 	Channels []ChannelRow  `json:"channels"`
@@ -60,6 +71,17 @@ type ChannelRow struct {
 	Senders  int64     `json:"senders"`
 }
 
+// ConnectionRow is one pgcoord connection (by its application_name).
+type ConnectionRow struct {
+	PID             int32  `json:"pid"`
+	ApplicationName string `json:"application_name"`
+	App             string `json:"app"`
+	InstanceID      string `json:"instance_id"`
+	Role            string `json:"role"`
+	State           string `json:"state"`
+	Since           string `json:"since"`
+}
+
 // ListenerRow is one session listening on a pgcoord channel.
 type ListenerRow struct {
 	PID             int32  `json:"pid"`
@@ -77,10 +99,12 @@ func cmdInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord inspect [--json] [flags]
 
-Shows, from a live database: locks held (key, owner, token, expires in),
-queues (messages per channel and state), caches (entries, bytes, expired
-rows awaiting the sweeper), pub/sub (messages per channel in the last hour)
-and the sessions listening for pgcoord notifications.
+Shows, from a live database: the schema version, the instance registry
+(live and dead instances), pgcoord's connections by application_name
+(pgcoord/<app>/<instance>/<role>), locks held (key, owner, token, expires
+in), queues (messages per channel and state), caches (entries, bytes,
+expired rows awaiting the sweeper), pub/sub (messages per channel in the
+last hour) and the sessions listening for pgcoord notifications.
 
 Flags:
 `)
@@ -118,7 +142,15 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 		return nil, fmt.Errorf("schema %q has no pgcoord migrations: run pgcoord migrate up", schema)
 	}
 	t := func(name string) string { return pgx.Identifier{schema, name}.Sanitize() }
-	rep := &Report{Schema: schema}
+	rep := &Report{Schema: schema, SchemaVersion: v, ExpectedSchemaVersion: migrations.LatestVersion()}
+	if v >= registryVersion { // the registry came with this migration
+		if rep.Instances, err = app.ListInstances(ctx, pool, schema, nil); err != nil {
+			return nil, err
+		}
+	}
+	if rep.Connections, err = connections(ctx, pool, rep.Instances); err != nil {
+		return nil, err
+	}
 
 	// A lease is held when it has not expired (no expiry, or later than the
 	// database clock) and its owner's liveness session still holds its
@@ -190,36 +222,76 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 		return nil, fmt.Errorf("inspect messages: %w", err)
 	}
 
-	// Listener sessions. PostgreSQL shows no other session's LISTENs, so
-	// they are recognised by their last statement: a pgcoord listener
-	// connection only ever runs LISTEN and its catch-up reads of the messages
-	// log (bounded by its snapshot, with the server's system_identifier)
-	// while it waits for notifications; a lock liveness session last checks
-	// pg_listening_channels(). (A guess from query text until connections
-	// carry their role in application_name.)
-	rows, err = pool.Query(ctx, `
-		SELECT pid, application_name, coalesce(state, ''), coalesce((now() - backend_start)::text, '')
-		FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'
-		  AND (query ILIKE 'listen %' OR query LIKE '%pg_listening_channels()%'
-		       OR (query LIKE '%pg_current_snapshot()%' AND (query LIKE '%pg_control_system()%' OR query LIKE '%' || $1 || '%')))
-		ORDER BY backend_start`, pgx.Identifier{schema, "messages"}.Sanitize())
-	if err != nil {
-		return nil, fmt.Errorf("inspect listeners: %w", err)
-	}
-	rep.Listens, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ListenerRow, error) {
-		var l ListenerRow
-		return l, r.Scan(&l.PID, &l.ApplicationName, &l.State, &l.Since)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inspect listeners: %w", err)
+	// Listener sessions: PostgreSQL shows no other session's LISTENs, but
+	// pgcoord names its connections: pub/sub listeners and lock liveness
+	// sessions (which LISTEN for lock releases).
+	for _, c := range rep.Connections {
+		if c.Role == connname.RoleListen || c.Role == connname.RoleLockLiveness {
+			rep.Listens = append(rep.Listens, ListenerRow{PID: c.PID, ApplicationName: c.ApplicationName, State: c.State, Since: c.Since})
+		}
 	}
 	return rep, nil
 }
 
+// registryVersion is the migration that created the instance registry.
+const registryVersion = 12
+
+// roles are the roles of pgcoord's connections (see internal/connname).
+var roles = []string{connname.RolePool, connname.RoleDirect, connname.RoleListen, connname.RoleLockLiveness,
+	connname.RoleQueueLiveness, connname.RoleWrapLock, connname.RoleCheck}
+
+// connections lists the sessions whose application_name starts with
+// pgcoord/. A name is attributed to a registered instance when it is the
+// name that instance's connection of some role carries (truncation
+// included); otherwise it is split at its first and last '/' after the prefix.
+func connections(ctx context.Context, pool *pgxpool.Pool, instances []app.Instance) ([]ConnectionRow, error) {
+	type owner struct{ app, id, role string }
+	known := map[string]owner{}
+	for _, in := range instances {
+		for _, r := range roles {
+			known[connname.Name(in.App, in.ID, r)] = owner{in.App, in.ID, r}
+		}
+	}
+	rows, err := pool.Query(ctx, `
+		SELECT pid, application_name, coalesce(state, ''), coalesce((now() - backend_start)::text, '')
+		FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND starts_with(application_name, $1)
+		ORDER BY application_name, backend_start`, connname.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("inspect connections: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (ConnectionRow, error) {
+		var c ConnectionRow
+		if err := r.Scan(&c.PID, &c.ApplicationName, &c.State, &c.Since); err != nil {
+			return c, err
+		}
+		if o, ok := known[c.ApplicationName]; ok {
+			c.App, c.InstanceID, c.Role = o.app, o.id, o.role
+			return c, nil
+		}
+		rest := strings.TrimPrefix(c.ApplicationName, connname.Prefix)
+		if i, j := strings.Index(rest, "/"), strings.LastIndex(rest, "/"); i >= 0 && j > i {
+			c.App, c.InstanceID, c.Role = rest[:i], rest[i+1:j], rest[j+1:]
+		}
+		return c, nil
+	})
+}
+
 func printReport(w io.Writer, rep *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "LOCKS HELD (schema %s)\n", rep.Schema)
+	fmt.Fprintf(tw, "SCHEMA %s: version %d (this pgcoord needs %d)\n", rep.Schema, rep.SchemaVersion, rep.ExpectedSchemaVersion)
+	fmt.Fprintln(tw, "\nINSTANCES")
+	fmt.Fprintln(tw, "APP\tINSTANCE\tALIVE\tHOST\tPID\tVERSION\tSTARTED\tLAST HEARTBEAT\tLIVENESS PID")
+	for _, in := range rep.Instances {
+		fmt.Fprintf(tw, "%s\t%s\t%t\t%s\t%d\t%s\t%s\t%s\t%d\n", in.App, in.ID, in.Alive, in.Host, in.PID, in.Version,
+			in.StartedAt.Format(time.RFC3339), in.HeartbeatAt.Format(time.RFC3339), in.LivenessPID)
+	}
+	fmt.Fprintln(tw, "\nCONNECTIONS")
+	fmt.Fprintln(tw, "PID\tAPP\tINSTANCE\tROLE\tSTATE\tCONNECTED FOR")
+	for _, c := range rep.Connections {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", c.PID, c.App, c.InstanceID, c.Role, c.State, c.Since)
+	}
+	fmt.Fprintf(tw, "\nLOCKS HELD\n")
 	fmt.Fprintln(tw, "APP\tKEY\tOWNER\tTOKEN\tEXPIRES IN")
 	for _, l := range rep.Locks {
 		exp := "never"
