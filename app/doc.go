@@ -17,7 +17,8 @@
 //     the database is still open;
 //  3. sync messages, the cache manager (its near-caches listen through
 //     pub/sub) and pub/sub close: no handler runs after this;
-//  4. locks are released;
+//  4. the instance deletes its row from the registry, then locks are
+//     released (the liveness session ends);
 //  5. the pool is closed if the App opened it.
 //
 // Stop is safe to call twice and before Start; a failing hook is logged and
@@ -28,8 +29,8 @@
 // ignores its ctx (queue.StopGrace, 2 s, at most). Every other step gets a
 // context of its own that ends [StopStepGrace] (1 s) after ctx: a step never
 // inherits an expired context, and one that hangs is abandoned. So Stop
-// returns at most queue.StopGrace + (plugins with BeforeStop + 5) ×
-// StopStepGrace after ctx ends (7 s without such plugins), and only when every
+// returns at most queue.StopGrace + (plugins with BeforeStop + 6) ×
+// StopStepGrace after ctx ends (8 s without such plugins), and only when every
 // step hangs; a step that finishes costs only its own time.
 //
 // # Plugins
@@ -50,4 +51,28 @@
 // queue, while the cache and your own queries go through the pooler. Start
 // checks that a NOTIFY sent through the pool reaches a LISTEN connection and
 // fails with [ErrListenUnsupported], which names the setting, when it does not.
+//
+// # Observability
+//
+// (docs/observability.md has the details.)
+//
+//   - Instance registry: Start registers the instance (host, pid, pgcoord
+//     version, liveness session pid, a small stats snapshot) in the UNLOGGED
+//     table instances, refreshes it every Config.HeartbeatInterval, and Stop
+//     deletes it. [App.Instances] lists an app's instances; an instance whose
+//     liveness session is gone (a killed process) shows Alive false at once
+//     and its row is swept after three missed heartbeats.
+//   - Named connections: every connection pgcoord opens carries
+//     application_name pgcoord/<app>/<instance>/<role> (roles pool, direct,
+//     listen, lock-liveness, queue-liveness, cache-wraplock, check; at most
+//     63 bytes). A pool the user passes keeps its own name; a URL with an
+//     application_name keeps it.
+//   - Health: [App.Health] reports each component (app, database, schema,
+//     listen, locks, queue); [App.HealthHandler] serves it as JSON with
+//     status 200 or 503 for readiness and liveness probes.
+//   - One logger: Config.Logger (nil: slog.Default()) receives every
+//     component's lines and River's, each with app, instance_id and
+//     component; an outage's repeated warnings are folded (one line when it
+//     starts, a repeat at most every 30 s with the suppressed count, one
+//     INFO when it ends).
 package app
