@@ -26,21 +26,21 @@ func TestStartChecksSchema(t *testing.T) {
 				_, err := migrations.Down(ctx, db.Pool, nil)
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaOutdated, msg: "is at version 0, this pgcoord needs version 12",
+			want: migrations.ErrSchemaOutdated, msg: "is at version 0, this pgcoord needs version 13",
 		},
-		"version 12 rolled back": {
+		"version 13 rolled back": {
 			prepare: func(t *testing.T, db *pgtest.DB) {
-				_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 11})
+				_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 12})
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaOutdated, msg: "is at version 11, this pgcoord needs version 12",
+			want: migrations.ErrSchemaOutdated, msg: "is at version 12, this pgcoord needs version 13",
 		},
 		"newer pgcoord": {
 			prepare: func(t *testing.T, db *pgtest.DB) {
-				_, err := db.Pool.Exec(ctx, `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (13, true)`)
+				_, err := db.Pool.Exec(ctx, `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (14, true)`)
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaTooNew, msg: "newer than this pgcoord knows (version 12)",
+			want: migrations.ErrSchemaTooNew, msg: "newer than this pgcoord knows (version 13)",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -234,7 +234,7 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 }
 
 // registryVersion is the migration that created the instance registry.
-const registryVersion = 12
+const registryVersion = 13
 
 // roles are the roles of pgcoord's connections (see internal/connname).
 var roles = []string{connname.RolePool, connname.RoleDirect, connname.RoleListen, connname.RoleLockLiveness,
