@@ -3,6 +3,7 @@ package dashboard_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/jackc/pgx/v5"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -28,23 +29,37 @@ func TestPages(t *testing.T) {
 	e.publish(t, 0, "orders.created", map[string]any{"order": 42})
 	lock := e.hold(t, 1, "report:daily")
 	require.NoError(t, e.cluster.App(0).Cache().Set(ctx, "greeting", "hello", 0))
+	// A registered instance whose liveness session is gone (a SIGKILLed
+	// process, until the registry sweeps its row).
+	_, err := e.db.Pool.Exec(ctx, `INSERT INTO `+pgx.Identifier{e.db.Schema, "instances"}.Sanitize()+`
+		(app, instance_id, host, pid, version, liveness_pid) VALUES ('ghost', 'ghost-1', 'gone.example', 4242, 'v0.0.1', 0)`)
+	require.NoError(t, err)
 
 	tests := []struct {
 		page string
 		html []string // substrings of the HTML page
 		json func(t *testing.T, body []byte)
 	}{
-		{"cluster", []string{"instance-0", "instance-1", "live", "pg_notification_queue_usage()"}, func(t *testing.T, b []byte) {
+		{"cluster", []string{"instance-0", "instance-1", "live", "ghost-1", "dead", "gone.example", "pg_notification_queue_usage()"}, func(t *testing.T, b []byte) {
 			var c dashboard.Cluster
 			require.NoError(t, json.Unmarshal(b, &c))
 			require.Equal(t, migrations.LatestVersion(), c.SchemaVersion)
 			require.Equal(t, c.SchemaWanted, c.SchemaVersion)
 			require.NotEmpty(t, c.ServerVersion)
-			ids := map[string]bool{}
+			live := map[string]bool{}
 			for _, in := range c.Instances {
-				ids[in.ID] = in.Live && in.Connections > 0
+				require.True(t, in.Registered, "%s is in the registry", in.ID)
+				require.NotEmpty(t, in.Version, in.ID)
+				require.Positive(t, in.PID, in.ID)
+				live[in.ID] = in.Live
+				if in.ID == "ghost-1" {
+					require.Zero(t, in.Connections)
+				} else {
+					require.Positive(t, in.Connections, in.ID)
+					require.Contains(t, in.Stats, "published", in.ID)
+				}
 			}
-			require.Equal(t, map[string]bool{"instance-0": true, "instance-1": true}, ids)
+			require.Equal(t, map[string]bool{"instance-0": true, "instance-1": true, "ghost-1": false}, live)
 		}},
 		{"channels", []string{"orders.created", `{&#34;order&#34;:42}`, "instance-0", "<svg", `id="tail"`}, func(t *testing.T, b []byte) {
 			var c dashboard.Channels

@@ -3,8 +3,9 @@
 // `pgcoord dashboard` serves on its own. It shows the whole cluster's
 // coordination state, read from the database every instance shares:
 //
-//   - Cluster: every instance with a session on the database (live or not,
-//     host, connections, uptime, last activity), the schema version the
+//   - Cluster: every instance of the instance registry joined with its
+//     sessions (live or dead, host, pid, version, connections, uptime, last
+//     heartbeat, last activity, counters of its last heartbeat), the schema version the
 //     database is at and the one this build needs, the PostgreSQL version and
 //     pg_notification_queue_usage().
 //   - Channels: per channel message counts per minute over the last

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,8 +12,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/migrations"
 )
+
+// registryVersion is the schema version that added the instance registry
+// (app.App.Instances); an older schema shows sessions only.
+const registryVersion = 13
 
 // errBadInput marks a request whose form values are not acceptable.
 var errBadInput = errors.New("dashboard: bad input")
@@ -75,15 +81,32 @@ type Cluster struct {
 	Instances        []Instance `json:"instances"`
 }
 
-// Instance is one pgcoord instance seen through its sessions: every
-// connection whose application_name is pgcoord/<app>/<instance>[/<role>]
-// (or pgcoordtest/...).
+// Instance is one pgcoord instance: its row in the instance registry (see
+// app.App.Instances) joined with its sessions, every connection whose
+// application_name is pgcoord/<app>/<instance>[/<role>] (or pgcoordtest/...).
+// An instance with sessions but no registry row (a component used without
+// app.App, or a schema older than the registry) is shown from its sessions.
 type Instance struct {
-	App         string `json:"app"`
-	ID          string `json:"instance_id"`
-	Live        bool   `json:"live"`
-	Host        string `json:"host"`
-	Connections int    `json:"connections"`
+	App string `json:"app"`
+	ID  string `json:"instance_id"`
+	// Live is the registry's verdict (the instance's liveness session still
+	// holds its lock) when the instance is registered, else whether it has a
+	// session at all.
+	Live bool   `json:"live"`
+	Host string `json:"host"`
+	// Registered says the instance has a registry row; Version, PID,
+	// HeartbeatAgeMillis and Stats come from it.
+	Registered bool `json:"registered"`
+	// Version is the pgcoord version the instance runs; PID its process id.
+	Version string `json:"version,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	// HeartbeatAgeMillis is how long ago the instance last refreshed its
+	// registry row (database clock).
+	HeartbeatAgeMillis int64 `json:"heartbeat_age_ms"`
+	// Stats is the counter snapshot of its last heartbeat (messages
+	// published and delivered, reconnects, locks held, ...).
+	Stats       map[string]int64 `json:"stats,omitempty"`
+	Connections int              `json:"connections"`
 	// Roles are the connection roles seen (listen, lock, queue, ...).
 	Roles []string `json:"roles"`
 	// UptimeMillis is the age of the instance's oldest session.
@@ -142,6 +165,37 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 		in.LastActivityMillis = min(in.LastActivityMillis, s.lastAct)
 		if len(parts) == 4 && !contains(in.Roles, parts[3]) {
 			in.Roles = append(in.Roles, parts[3])
+		}
+	}
+	if c.SchemaVersion < registryVersion {
+		return c, nil
+	}
+	var now time.Time
+	if err := q.pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		return nil, fmt.Errorf("server clock: %w", err)
+	}
+	reg, err := app.ListInstances(ctx, q.pool, q.schema, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reg {
+		k := [2]string{r.App, r.ID}
+		i, ok := idx[k]
+		if !ok {
+			// Registered but without a session: dead (or partitioned),
+			// until the registry sweeps its row.
+			i = len(c.Instances)
+			idx[k] = i
+			c.Instances = append(c.Instances, Instance{App: r.App, ID: r.ID, Host: r.Host, Roles: []string{},
+				UptimeMillis: now.Sub(r.StartedAt).Milliseconds(), LastActivityMillis: now.Sub(r.HeartbeatAt).Milliseconds()})
+		}
+		in := &c.Instances[i]
+		in.Registered, in.Live, in.Version, in.PID = true, r.Alive, r.Version, r.PID
+		in.Host = r.Host
+		in.UptimeMillis = now.Sub(r.StartedAt).Milliseconds()
+		in.HeartbeatAgeMillis = now.Sub(r.HeartbeatAt).Milliseconds()
+		if len(r.Stats) > 0 {
+			_ = json.Unmarshal(r.Stats, &in.Stats) // a malformed snapshot shows no stats
 		}
 	}
 	return c, nil
