@@ -66,8 +66,11 @@ func TestFreezeHoldsBytesUntilThaw(t *testing.T) {
 	other := connect(t, url)
 	backendPID(t, other)
 
-	// Bytes sent while frozen arrive after Thaw.
-	require.Equal(t, 2, p.Freeze())
+	// Bytes sent while frozen arrive after Thaw. Freeze counts every flow
+	// still registered: other's, the first (its client gave up, but a frozen
+	// flow moves nothing, so it stays until Thaw), and any connection attempt
+	// the proxy has not finished tearing down (pgx may dial more than once).
+	require.GreaterOrEqual(t, p.Freeze(), 2)
 	done := make(chan error, 1)
 	go func() {
 		_, err := other.Exec(context.Background(), `SELECT 1`)
