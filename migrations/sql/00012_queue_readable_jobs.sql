@@ -29,26 +29,34 @@ $guard$;
 -- +goose StatementEnd
 -- +goose StatementBegin
 DO $up$
+DECLARE
+    r record;
+    v jsonb;
 BEGIN
     -- The goose CLI may run the SQL files before River's migrator created
     -- river_job: then there is nothing to migrate.
     IF to_regclass('river_job') IS NULL THEN
         RETURN;
     END IF;
-    CREATE FUNCTION pg_temp.pgcoord_try_jsonb(t text) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $f$
-    BEGIN
-        RETURN t::jsonb;
-    EXCEPTION WHEN others THEN
-        RETURN NULL;
-    END
-    $f$;
-    UPDATE river_job SET args = CASE
-            WHEN pg_temp.pgcoord_try_jsonb(args->>'payload') IS NULL
-                THEN (args - 'payload') || jsonb_build_object('payload_text', args->'payload')
-            ELSE jsonb_set(args, '{payload}', pg_temp.pgcoord_try_jsonb(args->>'payload'))
-        END
-    WHERE kind = 'pgcoord.queue.message' AND jsonb_typeof(args->'payload') = 'string';
-    DROP FUNCTION pg_temp.pgcoord_try_jsonb(text);
+    -- Each payload string becomes the JSON value it holds; text jsonb cannot
+    -- hold (a \u0000 escape) is kept as payload_text. Row by row, in this
+    -- block, not through a helper function: a pg_temp function needs the
+    -- TEMP privilege, which a migration role may lack.
+    FOR r IN SELECT id, args->>'payload' AS t FROM river_job
+        WHERE kind = 'pgcoord.queue.message' AND jsonb_typeof(args->'payload') = 'string'
+        ORDER BY id FOR UPDATE
+    LOOP
+        BEGIN
+            v := r.t::jsonb;
+        EXCEPTION WHEN others THEN
+            v := NULL;
+        END;
+        IF v IS NULL THEN
+            UPDATE river_job SET args = (args - 'payload') || jsonb_build_object('payload_text', args->'payload') WHERE id = r.id;
+        ELSE
+            UPDATE river_job SET args = jsonb_set(args, '{payload}', v) WHERE id = r.id;
+        END IF;
+    END LOOP;
     WITH m AS (
         SELECT j.id, j.args->>'channel' AS ch, right(j.queue, 16) AS sum,
             CASE WHEN j.queue ~ '_[0-9a-f]{16}$' THEN left(j.queue, length(j.queue) - 17) ELSE '' END AS p
