@@ -43,9 +43,6 @@ const (
 	kindMulti  = 'M'
 )
 
-// wakeUp is the wake-up notification.
-const wakeUp = "W"
-
 // inlineLimit is the largest notification payload sent inline; PostgreSQL's
 // limit is 8000 bytes and the head takes up to about 100 more.
 const inlineLimit = 7800
@@ -83,7 +80,7 @@ type wireOut struct {
 }
 
 func (a publishArgs) wire() wireOut {
-	return wireOut{channel: a.channel, payload: a.payload, headers: a.headers, skipSelf: a.skipSelf, onlySelf: a.onlySelf}
+	return wireOut(a)
 }
 
 // encodeHeaders returns headers' wire text: "" when there are none.

@@ -460,6 +460,7 @@ func TestCounter(t *testing.T) {
 			return err == nil && n == 0
 		}, 10*time.Second, 5*time.Millisecond)
 		n, err = short.Incr(ctx, "short")
+		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
 	}
 }
