@@ -34,6 +34,11 @@ func TestPages(t *testing.T) {
 	_, err := e.db.Pool.Exec(ctx, `INSERT INTO `+pgx.Identifier{e.db.Schema, "instances"}.Sanitize()+`
 		(app, instance_id, host, pid, version, liveness_pid) VALUES ('ghost', 'ghost-1', 'gone.example', 4242, 'v0.0.1', 0)`)
 	require.NoError(t, err)
+	// A retention marker as listen's pruner writes it: not a message.
+	_, err = e.db.Pool.Exec(ctx, `INSERT INTO `+pgx.Identifier{e.db.Schema, "messages"}.Sanitize()+`
+		(app, channel, sender, skip_self, only_self, payload, published_at)
+		VALUES ($1, 'pgcoord.retention-marker', '', true, true, to_json(pg_current_snapshot()::text), clock_timestamp())`, e.cluster.App(0).Name())
+	require.NoError(t, err)
 
 	tests := []struct {
 		page string

@@ -247,6 +247,9 @@ type Message struct {
 	PublishedAt time.Time `json:"published_at"`
 }
 
+// Rows with an empty sender are listen's retention markers (see
+// listen/prune.go), not messages: every query of messages leaves them out.
+
 // messageCols selects a Message (after the table's alias m).
 const messageCols = `m.id, m.app, m.channel, m.sender, left(m.payload::text, 240), octet_length(m.payload::text),
 	(extract(epoch FROM clock_timestamp() - m.published_at) * 1000)::bigint, m.published_at`
@@ -275,7 +278,7 @@ func (q *queries) channels(ctx context.Context) (*Channels, error) {
 		       count(*), count(DISTINCT sender),
 		       (extract(epoch FROM now() - max(published_at)) * 1000)::bigint
 		FROM `+q.msgs+`
-		WHERE published_at >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1)
+		WHERE published_at >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1) AND sender <> ''
 		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, []any{&app, &ch, &bucket, &n, &senders, &age}, func() error {
 		k := [2]string{app, ch}
 		i, ok := idx[k]
@@ -299,7 +302,7 @@ func (q *queries) channels(ctx context.Context) (*Channels, error) {
 	for i := range c.Channels {
 		c.Channels[i].Chart = newChart(c.Channels[i].PerMinute)
 	}
-	c.Latest, err = collect(ctx, q.pool, "latest messages", `SELECT `+messageCols+` FROM `+q.msgs+` m ORDER BY m.id DESC LIMIT $1`, scanMessage, latestLimit)
+	c.Latest, err = collect(ctx, q.pool, "latest messages", `SELECT `+messageCols+` FROM `+q.msgs+` m WHERE m.sender <> '' ORDER BY m.id DESC LIMIT $1`, scanMessage, latestLimit)
 	if err != nil {
 		return nil, err
 	}

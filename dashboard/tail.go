@@ -241,7 +241,7 @@ func (t *tail) listenApps(ctx context.Context, conn *pgx.Conn, listening map[str
 // the session began: history, or shown by an earlier session).
 func (t *tail) read(ctx context.Context, conn *pgx.Conn, start int64, last *int64, seen map[int64]bool) error {
 	floor := max(start, *last-tailReread)
-	ms, err := collect(ctx, conn, "read the log", `SELECT `+messageCols+` FROM `+t.msgs+` m WHERE m.id > $1 ORDER BY m.id LIMIT 1000`, scanMessage, floor)
+	ms, err := collect(ctx, conn, "read the log", `SELECT `+messageCols+` FROM `+t.msgs+` m WHERE m.id > $1 AND m.sender <> '' ORDER BY m.id LIMIT 1000`, scanMessage, floor)
 	if err != nil {
 		return err
 	}

@@ -30,10 +30,10 @@ type Report struct {
 	// Connections are the sessions named pgcoord/<app>/<instance>/<role>.
 	Connections []ConnectionRow `json:"connections"`
 	Locks       []LockRow       `json:"locks"`
-	Queues   []QueueRow    `json:"queues"`
-	Caches   []CacheRow    `json:"caches"`
-	Channels []ChannelRow  `json:"channels"`
-	Listens  []ListenerRow `json:"listeners"`
+	Queues      []QueueRow      `json:"queues"`
+	Caches      []CacheRow      `json:"caches"`
+	Channels    []ChannelRow    `json:"channels"`
+	Listens     []ListenerRow   `json:"listeners"`
 }
 
 // LockRow is one held lease.
@@ -209,7 +209,7 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 	rows, err = pool.Query(ctx, `
 		SELECT app, channel, count(*), max(published_at), count(DISTINCT sender)
 		FROM `+t("messages")+`
-		WHERE published_at > now() - interval '1 hour'
+		WHERE published_at > now() - interval '1 hour' AND sender <> '' -- not listen's retention markers
 		GROUP BY 1, 2 ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("inspect messages: %w", err)
