@@ -156,6 +156,41 @@ func TestLiveTail(t *testing.T) {
 	require.Equal(t, `{"n":1}`, m.Preview)
 }
 
+// A message whose transaction commits after more than 64 later messages
+// (ids are assigned at insert, not at commit) still reaches the live tail.
+func TestLiveTailLateCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, nil)
+	e.publish(t, 0, "before", 1) // the app has a log: the tail listens on its channel
+	events := e.openTail(t, "")
+	nextEvent(t, events, "ready")
+	tx, err := e.db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	require.NoError(t, e.cluster.App(0).PubSub().PublishTx(ctx, tx, "late", "held", nil))
+	const others = 100
+	for i := range others {
+		e.publish(t, 1, "early", i)
+	}
+	next := func() string {
+		var m dashboard.Message
+		require.NoError(t, json.Unmarshal([]byte(nextEvent(t, events, "message").data), &m))
+		return m.Channel
+	}
+	for range others { // the tail has shown every later id before the commit
+		require.Equal(t, "early", next())
+	}
+	require.NoError(t, tx.Commit(ctx))
+	e.publish(t, 1, "sentinel", "last") // committed after the late one
+
+	var got []string
+	for len(got) == 0 || got[len(got)-1] != "sentinel" {
+		got = append(got, next())
+	}
+	require.Equal(t, []string{"late", "sentinel"}, got)
+}
+
 // Hostile payloads, channel names, lock keys and cache prefixes render as
 // text on every page and in every JSON document, never as markup.
 func TestHostileValuesAreEscaped(t *testing.T) {

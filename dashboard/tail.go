@@ -22,10 +22,10 @@ const (
 	// tailWake bounds how long the tail waits for a notification before it
 	// reads the log anyway and looks for apps that started publishing.
 	tailWake = 2 * time.Second
-	// tailReread is how many ids below the highest one seen are read again
-	// at every wake, so a message whose id committed after a higher id's is
-	// still shown (ids are assigned at insert, not at commit).
-	tailReread = 64
+	// tailMaxRead is how many new messages one read of the log shows; the
+	// rest of a larger backlog (after the tail's connection was down a
+	// long time) is skipped and counted in every stream's "dropped" event.
+	tailMaxRead = 1000
 	// tailBuffer is each stream's queue; a stream that falls further behind
 	// loses messages (counted in its "dropped" event).
 	tailBuffer = 256
@@ -126,14 +126,31 @@ func (t *tail) broadcast(m Message) {
 	}
 }
 
+// tailCursor is where the tail is in the log, kept across reconnections.
+//
+// Ids are assigned at insert, not at commit, so the tail tracks
+// transactions, as listen's catch-up does: prev is the snapshot of the
+// latest read, and a read shows the rows whose transaction had not ended
+// in it (xid at or above its xmax, or in its xip) and has committed since.
+// A transaction that stays open while any number of later ones commit is
+// shown when it commits.
+type tailCursor struct {
+	// base is the snapshot when the tail first connected: what had ended
+	// then is history, never shown. An app found in the log later is read
+	// from base once (its messages since the tail started), then from prev.
+	base, prev string
+	apps       []string        // every app found in the log
+	known      map[string]bool // apps read from prev
+}
+
 // run keeps a LISTEN session open until ctx ends, reconnecting with a
 // growing pause after a failure.
 func (t *tail) run(ctx context.Context, g *tailGen) {
 	defer close(g.done)
-	var last int64 = -1
+	cur := &tailCursor{known: map[string]bool{}}
 	pause := 100 * time.Millisecond
 	for {
-		err := t.session(ctx, g, &last)
+		err := t.session(ctx, g, cur)
 		if ctx.Err() != nil {
 			return
 		}
@@ -160,7 +177,7 @@ func pauseFor(ctx context.Context, d time.Duration) bool {
 
 // session runs one connection: LISTEN on every app's channel, then read
 // the log after each notification (or every tailWake).
-func (t *tail) session(ctx context.Context, g *tailGen, last *int64) error {
+func (t *tail) session(ctx context.Context, g *tailGen, cur *tailCursor) error {
 	cfg := t.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = "pgcoord/dashboard/tail"
 	// A deadline, not a cancel request: waits end by deadline all the time
@@ -178,16 +195,21 @@ func (t *tail) session(ctx context.Context, g *tailGen, last *int64) error {
 		cancel()
 	}()
 	listening := map[string]bool{}
-	if err := t.listenApps(ctx, conn, listening); err != nil {
+	if err := t.listenApps(ctx, conn, listening, cur); err != nil {
 		return err
 	}
-	if *last < 0 {
-		if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM `+t.msgs).Scan(last); err != nil {
+	if cur.base == "" {
+		// After LISTEN: a message committed from now on is either after
+		// this snapshot or wakes the tail.
+		if err := conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&cur.base); err != nil {
 			return fmt.Errorf("read the log: %w", err)
+		}
+		cur.prev = cur.base
+		for _, app := range cur.apps {
+			cur.known[app] = true
 		}
 	}
 	g.readyOnce.Do(func() { close(g.ready) })
-	seen, start := map[int64]bool{}, *last
 	for {
 		wctx, cancel := context.WithTimeout(ctx, tailWake)
 		_, err := conn.WaitForNotification(wctx)
@@ -200,20 +222,21 @@ func (t *tail) session(ctx context.Context, g *tailGen, last *int64) error {
 			return err
 		}
 		if !woken {
-			if err := t.listenApps(ctx, conn, listening); err != nil {
+			if err := t.listenApps(ctx, conn, listening, cur); err != nil {
 				return err
 			}
 		}
-		if err := t.read(ctx, conn, start, last, seen); err != nil {
+		if err := t.read(ctx, conn, cur); err != nil {
 			return err
 		}
 	}
 }
 
 // listenApps LISTENs on the channel of every app that has messages in the
-// log and is not listened to yet. The apps are found with a loose index
-// scan over (app, xid, id): one index probe per app.
-func (t *tail) listenApps(ctx context.Context, conn *pgx.Conn, listening map[string]bool) error {
+// log and is not listened to yet, and adds new apps to cur.apps. The apps
+// are found with a loose index scan over (app, xid, id): one index probe
+// per app.
+func (t *tail) listenApps(ctx context.Context, conn *pgx.Conn, listening map[string]bool, cur *tailCursor) error {
 	apps, err := collect(ctx, conn, "list apps", `WITH RECURSIVE a AS (
 		(SELECT app FROM `+t.msgs+` ORDER BY app LIMIT 1)
 		UNION ALL
@@ -223,6 +246,9 @@ func (t *tail) listenApps(ctx context.Context, conn *pgx.Conn, listening map[str
 		return err
 	}
 	for _, app := range apps {
+		if !contains(cur.apps, app) {
+			cur.apps = append(cur.apps, app)
+		}
 		ch := listen.NotifyChannel(t.schema, app)
 		if listening[ch] {
 			continue
@@ -236,29 +262,83 @@ func (t *tail) listenApps(ctx context.Context, conn *pgx.Conn, listening map[str
 	return nil
 }
 
-// read broadcasts the messages after *last, and those of the tailReread
-// ids below it not shown yet, but none at or below start (the last id when
-// the session began: history, or shown by an earlier session).
-func (t *tail) read(ctx context.Context, conn *pgx.Conn, start int64, last *int64, seen map[int64]bool) error {
-	floor := max(start, *last-tailReread)
-	ms, err := collect(ctx, conn, "read the log", `SELECT `+messageCols+` FROM `+t.msgs+` m WHERE m.id > $1 AND m.sender <> '' ORDER BY m.id LIMIT 1000`, scanMessage, floor)
+// read broadcasts the messages committed since the previous read (see
+// tailCursor), at most tailMaxRead of them, in (xid, id) order per app.
+// The snapshot and the rows come from one repeatable-read transaction, so
+// the next read starts exactly where this one's rows end.
+func (t *tail) read(ctx context.Context, conn *pgx.Conn, cur *tailCursor) error {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return err
+		return fmt.Errorf("read the log: %w", err)
 	}
-	for _, m := range ms {
-		if seen[m.ID] {
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var snap string
+	if err := tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
+		return fmt.Errorf("read the log: %w", err)
+	}
+	var old, fresh []string
+	for _, app := range cur.apps {
+		if cur.known[app] {
+			old = append(old, app)
+		} else {
+			fresh = append(fresh, app)
+		}
+	}
+	shown, skipped := 0, 0
+	for _, r := range []struct {
+		apps []string
+		from string
+	}{{old, cur.prev}, {fresh, cur.base}} {
+		if len(r.apps) == 0 {
 			continue
 		}
-		seen[m.ID] = true
-		*last = max(*last, m.ID)
-		t.broadcast(m)
-	}
-	for id := range seen {
-		if id <= *last-tailReread {
-			delete(seen, id)
+		var m Message
+		err := each(ctx, tx, "read the log", t.readSQL(), []any{&m.ID, &m.App, &m.Channel, &m.Sender, &m.Preview, &m.PayloadBytes, &m.AgeMillis, &m.PublishedAt}, func() error {
+			if shown == tailMaxRead {
+				skipped++
+				return nil
+			}
+			shown++
+			t.broadcast(m)
+			return nil
+		}, r.apps, r.from)
+		if err != nil {
+			return err
 		}
 	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("read the log: %w", err)
+	}
+	cur.prev = snap
+	for _, app := range fresh {
+		cur.known[app] = true
+	}
+	if skipped > 0 {
+		t.drop(skipped)
+	}
 	return nil
+}
+
+// readSQL selects the messages of apps $1 whose transaction had not ended
+// in snapshot $2: at or above its xmax, or in its xip, each through the
+// (app, xid, id) index (a long transaction holding the snapshot's xmin back
+// does not make the read longer). Rows of transactions still open are not
+// visible yet; retention markers (empty sender) are not messages.
+func (t *tail) readSQL() string {
+	return `SELECT ` + messageCols + ` FROM unnest($1::text[]) a(app) CROSS JOIN LATERAL (
+		(SELECT * FROM ` + t.msgs + ` x WHERE x.app = a.app AND x.xid >= pg_snapshot_xmax($2::pg_snapshot))
+		UNION ALL
+		(SELECT * FROM ` + t.msgs + ` x WHERE x.app = a.app AND x.xid IN (SELECT pg_snapshot_xip($2::pg_snapshot)))
+	) m WHERE m.sender <> '' ORDER BY m.app, m.xid, m.id`
+}
+
+// drop counts n messages as dropped on every stream.
+func (t *tail) drop(n int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for sub := range t.subs {
+		sub.dropped += n
+	}
 }
 
 // serveTail streams the live tail as Server-Sent Events: an "ready" event
