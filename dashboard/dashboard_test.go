@@ -3,14 +3,17 @@ package dashboard_test
 import (
 	"context"
 	"encoding/json"
-	"github.com/jackc/pgx/v5"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
@@ -351,4 +354,52 @@ func TestNewHandlerConfig(t *testing.T) {
 	h, err := dashboard.NewHandler(db.Pool, nil)
 	require.NoError(t, err)
 	h.Close()
+}
+
+// statements records the SQL of every statement run through a pool.
+type statements struct {
+	mu  sync.Mutex
+	sql []string
+}
+
+func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.mu.Lock()
+	s.sql = append(s.sql, d.SQL)
+	s.mu.Unlock()
+	return ctx
+}
+
+func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (s *statements) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.sql
+	s.sql = nil
+	return out
+}
+
+// A page reads the database clock in its own queries: no statement of a
+// page is a clock read alone.
+func TestPagesReadNoSeparateClock(t *testing.T) {
+	t.Parallel()
+	db := pgcoordtest.NewDB(t)
+	rec := &statements{}
+	cfg := db.Pool.Config().Copy()
+	cfg.ConnConfig.Tracer = rec
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	h, err := dashboard.NewHandler(pool, nil)
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	clock := regexp.MustCompile(`(?is)^\s*SELECT\s+(date_trunc\('minute',\s*)?now\(\)\)?\s*$`)
+	for _, page := range []string{"cluster", "channels", "locks", "caches"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/"+page, nil))
+		require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+		for _, sql := range rec.take() {
+			require.False(t, clock.MatchString(sql), "page %s reads the clock alone: %s", page, sql)
+		}
+	}
 }

@@ -123,8 +123,9 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 		return nil, fmt.Errorf("schema version: %w", err)
 	}
 	c.SchemaVersion = v
-	if err := q.pool.QueryRow(ctx, `SELECT current_setting('server_version'), pg_notification_queue_usage()`).
-		Scan(&c.ServerVersion, &c.NotifyQueueUsage); err != nil {
+	var now time.Time // the database clock, for the registry's times
+	if err := q.pool.QueryRow(ctx, `SELECT current_setting('server_version'), pg_notification_queue_usage(), now()`).
+		Scan(&c.ServerVersion, &c.NotifyQueueUsage, &now); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	type sess struct {
@@ -169,10 +170,6 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 	}
 	if c.SchemaVersion < registryVersion {
 		return c, nil
-	}
-	var now time.Time
-	if err := q.pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-		return nil, fmt.Errorf("server clock: %w", err)
 	}
 	reg, err := app.ListInstances(ctx, q.pool, q.schema, nil)
 	if err != nil {
@@ -261,31 +258,40 @@ func scanMessage(r pgx.CollectableRow) (Message, error) {
 }
 
 func (q *queries) channels(ctx context.Context) (*Channels, error) {
-	var now time.Time
-	if err := q.pool.QueryRow(ctx, `SELECT date_trunc('minute', now())`).Scan(&now); err != nil {
-		return nil, fmt.Errorf("channels: %w", err)
-	}
 	c := &Channels{Channels: []ChannelStats{}}
-	for i := RateMinutes - 1; i >= 0; i-- {
-		c.Minutes = append(c.Minutes, now.Add(-time.Duration(i)*time.Minute))
-	}
 	idx := map[[2]string]int{}
-	var app, ch string
+	var minute time.Time
+	var app, ch *string // NULL in the one row of a log without recent messages
 	var bucket int
 	var n, senders, age int64
+	// The current minute (database clock) comes with every row; the outer
+	// join gives one row when no channel has recent messages.
 	err := each(ctx, q.pool, "channels", `
-		SELECT app, channel, $1::int - 1 - floor(extract(epoch FROM date_trunc('minute', now()) - date_trunc('minute', published_at)) / 60)::int,
-		       count(*), count(DISTINCT sender),
-		       (extract(epoch FROM now() - max(published_at)) * 1000)::bigint
-		FROM `+q.msgs+`
-		WHERE published_at >= date_trunc('minute', now()) - make_interval(mins => $1::int - 1) AND sender <> ''
-		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, []any{&app, &ch, &bucket, &n, &senders, &age}, func() error {
-		k := [2]string{app, ch}
+		SELECT t.minute, s.app, s.channel, coalesce(s.bucket, 0), coalesce(s.n, 0), coalesce(s.senders, 0), coalesce(s.age, 0)
+		FROM (SELECT date_trunc('minute', now()) AS minute) t
+		LEFT JOIN LATERAL (
+			SELECT app, channel, $1::int - 1 - floor(extract(epoch FROM t.minute - date_trunc('minute', published_at)) / 60)::int AS bucket,
+			       count(*) AS n, count(DISTINCT sender) AS senders,
+			       (extract(epoch FROM now() - max(published_at)) * 1000)::bigint AS age
+			FROM `+q.msgs+`
+			WHERE published_at >= t.minute - make_interval(mins => $1::int - 1) AND sender <> ''
+			GROUP BY 1, 2, 3
+		) s ON true
+		ORDER BY 2, 3, 4`, []any{&minute, &app, &ch, &bucket, &n, &senders, &age}, func() error {
+		if c.Minutes == nil {
+			for i := RateMinutes - 1; i >= 0; i-- {
+				c.Minutes = append(c.Minutes, minute.Add(-time.Duration(i)*time.Minute))
+			}
+		}
+		if app == nil {
+			return nil
+		}
+		k := [2]string{*app, *ch}
 		i, ok := idx[k]
 		if !ok {
 			i = len(c.Channels)
 			idx[k] = i
-			c.Channels = append(c.Channels, ChannelStats{App: app, Channel: ch, PerMinute: make([]int64, RateMinutes), LastAgeMillis: age})
+			c.Channels = append(c.Channels, ChannelStats{App: *app, Channel: *ch, PerMinute: make([]int64, RateMinutes), LastAgeMillis: age})
 		}
 		s := &c.Channels[i]
 		if bucket >= 0 && bucket < RateMinutes {
