@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,10 +33,7 @@ func chromium() string {
 
 // consoleErrors collects a tab's console errors, uncaught exceptions and
 // error log entries (failed loads, CSP violations).
-type consoleErrors struct {
-	mu   sync.Mutex
-	errs []string
-}
+type consoleErrors struct{ collected[string] }
 
 func (c *consoleErrors) listen(ev any) {
 	var msg string
@@ -64,18 +60,7 @@ func (c *consoleErrors) listen(ev any) {
 	default:
 		return
 	}
-	c.mu.Lock()
-	c.errs = append(c.errs, msg)
-	c.mu.Unlock()
-}
-
-// take returns the errors collected so far and forgets them.
-func (c *consoleErrors) take() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	errs := c.errs
-	c.errs = nil
-	return errs
+	c.add(msg)
 }
 
 // TestBrowser drives headless Chromium through every page of a dashboard

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -357,27 +356,14 @@ func TestNewHandlerConfig(t *testing.T) {
 }
 
 // statements records the SQL of every statement run through a pool.
-type statements struct {
-	mu  sync.Mutex
-	sql []string
-}
+type statements struct{ collected[string] }
 
 func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.mu.Lock()
-	s.sql = append(s.sql, d.SQL)
-	s.mu.Unlock()
+	s.add(d.SQL)
 	return ctx
 }
 
 func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (s *statements) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.sql
-	s.sql = nil
-	return out
-}
 
 // A page reads the database clock in its own queries: no statement of a
 // page is a clock read alone.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -200,4 +201,25 @@ func requireHeld(t *testing.T, e *env, key string, want bool) {
 		held = held || x.Key == key
 	}
 	require.Equal(t, want, held, "lock %q held", key)
+}
+
+// collected gathers values that other goroutines add.
+type collected[T any] struct {
+	mu    sync.Mutex
+	items []T
+}
+
+func (c *collected[T]) add(v T) {
+	c.mu.Lock()
+	c.items = append(c.items, v)
+	c.mu.Unlock()
+}
+
+// take returns the values added so far and forgets them.
+func (c *collected[T]) take() []T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.items
+	c.items = nil
+	return out
 }
