@@ -26,21 +26,21 @@ func TestStartChecksSchema(t *testing.T) {
 				_, err := migrations.Down(ctx, db.Pool, nil)
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaOutdated, msg: "is at version 0, this pgcoord needs version 13",
+			want: migrations.ErrSchemaOutdated, msg: "is at version 0, this pgcoord needs version 14",
 		},
-		"version 13 rolled back": {
+		"version 14 rolled back": {
 			prepare: func(t *testing.T, db *pgtest.DB) {
-				_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 12})
+				_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 13})
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaOutdated, msg: "is at version 12, this pgcoord needs version 13",
+			want: migrations.ErrSchemaOutdated, msg: "is at version 13, this pgcoord needs version 14",
 		},
 		"newer pgcoord": {
 			prepare: func(t *testing.T, db *pgtest.DB) {
-				_, err := db.Pool.Exec(ctx, `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (14, true)`)
+				_, err := db.Pool.Exec(ctx, `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (15, true)`)
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaTooNew, msg: "newer than this pgcoord knows (version 13)",
+			want: migrations.ErrSchemaTooNew, msg: "newer than this pgcoord knows (version 14)",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
