@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgcoord/pgcoord/internal/bench"
+	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -27,8 +28,8 @@ var suites = []struct {
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pgcoord bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var db dbFlags
-	db.register(fs)
+	var flags dbflag.Flags
+	flags.Register(fs)
 	asJSON := fs.Bool("json", false, `one JSON object per line: {"name","pgcoord","baseline","baseline_name","unit","cost_ratio"}`)
 	ops := fs.Int("ops", 0, "operations per measurement (default: each suite's own)")
 	fast := fs.Bool("fast-server", false, "run the throwaway server with fsync, synchronous_commit and full_page_writes off (faster, not what production runs; default: production durability)")
@@ -67,19 +68,15 @@ Flags:
 		return fmt.Errorf("unknown suite %q: want cache, listen, queue, lock or all", which)
 	}
 
-	db.local.Durable = !*fast
-	pool, local, err := db.open(ctx, true, stderr)
+	flags.Local.Durable = !*fast
+	db, err := flags.Open(ctx, true, stderr)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		pool.Close()
-		if local != nil {
-			_ = local.Stop(context.WithoutCancel(ctx))
-		}
-	}()
+	defer db.Close(ctx)
+	pool := db.Pool
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if _, err := migrations.Up(ctx, pool, &migrations.Options{Schema: db.schema, Logger: logger}); err != nil {
+	if _, err := migrations.Up(ctx, pool, &migrations.Options{Schema: flags.Schema, Logger: logger}); err != nil {
 		return err
 	}
 	server, err := bench.DescribeServer(ctx, pool)
@@ -87,7 +84,7 @@ Flags:
 		return err
 	}
 	fmt.Fprintf(stderr, "pgcoord bench: server %s\n", server)
-	opts := bench.Options{Ops: *ops, Schema: db.schema, Prefix: fmt.Sprintf("bench%d", time.Now().UnixNano())}
+	opts := bench.Options{Ops: *ops, Schema: flags.Schema, Prefix: fmt.Sprintf("bench%d", time.Now().UnixNano())}
 
 	var all []bench.Row
 	for i, run := range selected {

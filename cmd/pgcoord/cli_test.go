@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -273,4 +275,17 @@ func TestBenchJSONRows(t *testing.T) {
 	code, _, errOut = runCLI(t, "bench", "nonsense", "--database-url", db.URL)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, `unknown suite "nonsense"`)
+}
+
+// The shipped CLI depends on no teaching code: examples/* may change freely.
+// (The demo's scenario plugins live in internal/demo.)
+func TestNoExamplesInDeps(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(goTool(t), "list", "-deps", ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	deps := strings.Fields(string(out))
+	for _, dep := range deps {
+		require.False(t, strings.HasPrefix(dep, "github.com/pgcoord/pgcoord/examples/"), "cmd/pgcoord depends on %s", dep)
+	}
+	require.True(t, slices.Contains(deps, "github.com/pgcoord/pgcoord/internal/demo/authcache"), "the demo's plugins are found")
 }

@@ -14,14 +14,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/dashboard"
-	"github.com/pgcoord/pgcoord/migrations"
+	"github.com/pgcoord/pgcoord/internal/dbflag"
 )
 
 func cmdDashboard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pgcoord dashboard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var db dbFlags
-	db.register(fs)
+	var flags dbflag.Flags
+	flags.Register(fs)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to serve the dashboard on (loopback by default)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord dashboard [--addr 127.0.0.1:8080] [flags]
@@ -45,15 +45,12 @@ Flags:
 		fs.Usage()
 		return errUsage
 	}
-	if err := migrations.ValidateSchema(db.schema); err != nil {
-		return err
-	}
-	pool, _, err := db.open(ctx, false, stderr)
+	db, err := flags.Open(ctx, false, stderr)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	stop, err := startDashboard(ctx, pool, db.schema, *addr, stdout, stderr)
+	defer db.Close(ctx)
+	stop, err := startDashboard(ctx, db.Pool, flags.Schema, *addr, stdout, stderr)
 	if err != nil {
 		return err
 	}

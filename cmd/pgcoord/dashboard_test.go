@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -71,13 +69,7 @@ func TestDashboardCommand(t *testing.T) {
 					t.Fatalf("pgcoord dashboard exited with %d: %s", c, errOut.String())
 				}
 			}
-			resp, err := http.Get(url + "cluster")
-			require.NoError(t, err)
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			require.NoError(t, err)
-			require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-			require.Contains(t, string(body), "Schema version")
+			requireDashboardAnswers(t, url)
 			require.Equal(t, tc.warn, strings.Contains(errOut.String(), "WARNING: the dashboard listens on"), errOut.String())
 		})
 	}

@@ -23,10 +23,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgcoord/pgcoord/examples/asynctasks"
-	"github.com/pgcoord/pgcoord/examples/authcache"
-	"github.com/pgcoord/pgcoord/examples/fielddestroy"
-	"github.com/pgcoord/pgcoord/examples/schemasync"
+	"github.com/pgcoord/pgcoord/internal/dbflag"
+	"github.com/pgcoord/pgcoord/internal/demo/asynctasks"
+	"github.com/pgcoord/pgcoord/internal/demo/authcache"
+	"github.com/pgcoord/pgcoord/internal/demo/fielddestroy"
+	"github.com/pgcoord/pgcoord/internal/demo/schemasync"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -42,19 +43,19 @@ const demoTimeout = 90 * time.Second
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pgcoord demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var db dbFlags
-	db.register(fs)
+	var flags dbflag.Flags
+	flags.Register(fs)
 	dash := fs.String("dashboard", "", "also serve the cluster dashboard on this address (e.g. 127.0.0.1:8080) while the demo runs, and keep it open afterwards until interrupted")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord demo [flags]
 
 Starts three instances of one app as separate processes on one database and
 acts out the four scenarios of NocoBase's cluster plugin guide with the
-example plugins (examples/): a token policy cached in PostgreSQL (authcache),
-a schema change announced by a transactional sync message (schemasync), async
-tasks spread over the instances and one cancelled from another instance
-(asynctasks), and field removals serialized by a cluster lock
-(fielddestroy). It prints which instance did what and a summary table.
+scenario plugins of internal/demo/: a token policy cached in PostgreSQL
+(authcache), a schema change announced by a transactional sync message
+(schemasync), async tasks spread over the instances and one cancelled from
+another instance (asynctasks), and field removals serialized by a cluster
+lock (fielddestroy). It prints which instance did what and a summary table.
 
 Without --database-url or PGCOORD_DATABASE_URL it starts a throwaway local
 PostgreSQL and removes it at exit. With a database it migrates it, works in a
@@ -75,20 +76,17 @@ Flags:
 	ctx, cancel := context.WithTimeout(ctx, demoTimeout)
 	defer cancel()
 
-	pool, local, err := db.open(ctx, true, stderr)
+	db, err := flags.Open(ctx, true, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if local != nil {
-			if err := local.Stop(context.WithoutCancel(ctx)); err != nil {
-				fmt.Fprintln(stderr, "pgcoord: stop the throwaway PostgreSQL:", err)
-			}
+		if err := db.Close(ctx); err != nil {
+			fmt.Fprintln(stderr, "pgcoord:", err)
 		}
 	}()
-	defer pool.Close()
 
-	d := &demo{out: stdout, errOut: stderr, pool: pool, db: db, events: newEventLog()}
+	d := &demo{out: stdout, errOut: stderr, pool: db.Pool, db: flags, events: newEventLog()}
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
 	d.appName = "demo-" + hex.EncodeToString(suffix[:])
@@ -96,7 +94,7 @@ Flags:
 	if *dash == "" {
 		return d.run(ctx)
 	}
-	stop, err := startDashboard(outer, pool, db.schema, *dash, stdout, stderr)
+	stop, err := startDashboard(outer, db.Pool, flags.Schema, *dash, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -113,7 +111,7 @@ type demo struct {
 	out, errOut io.Writer
 	outMu       sync.Mutex // guards out and errOut
 	pool        *pgxpool.Pool
-	db          dbFlags
+	db          dbflag.Flags
 	appName     string
 	demoSchema  string
 	nodes       []*nodeProc
@@ -133,10 +131,10 @@ func (d *demo) section(title string) {
 func (d *demo) run(ctx context.Context) (err error) {
 	start := time.Now()
 	logger := slog.New(slog.NewTextHandler(d.errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if _, err := migrations.Up(ctx, d.pool, &migrations.Options{Schema: d.db.schema, Logger: logger}); err != nil {
+	if _, err := migrations.Up(ctx, d.pool, &migrations.Options{Schema: d.db.Schema, Logger: logger}); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	d.printf("pgcoord demo: schema %q migrated; app %q, example tables in schema %q\n", d.db.schema, d.appName, d.demoSchema)
+	d.printf("pgcoord demo: schema %q migrated; app %q, example tables in schema %q\n", d.db.Schema, d.appName, d.demoSchema)
 	// The tables exist before the nodes start (their Load would create them too).
 	for _, ensure := range []func(context.Context, *pgxpool.Pool, string) error{
 		authcache.EnsureSchema, schemasync.EnsureSchema, asynctasks.EnsureSchema, fielddestroy.EnsureSchema,
@@ -439,8 +437,8 @@ func (d *demo) startNodes(ctx context.Context) error {
 
 func (d *demo) startNode(ctx context.Context, exe string, i int) (*nodeProc, error) {
 	cmd := exec.CommandContext(ctx, exe, "node", "--instance", fmt.Sprint(i+1), "--app", d.appName,
-		"--demo-schema", d.demoSchema, "--schema", d.db.schema)
-	cmd.Env = append(os.Environ(), "PGCOORD_DATABASE_URL="+d.db.url)
+		"--demo-schema", d.demoSchema, "--schema", d.db.Schema)
+	cmd.Env = append(os.Environ(), "PGCOORD_DATABASE_URL="+d.db.URL)
 	cmd.WaitDelay = 5 * time.Second
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -610,7 +608,7 @@ func (d *demo) dropDemoData(ctx context.Context) error {
 	// Best effort: the app's rows in pgcoord's own tables. (River's finished
 	// jobs are removed by River's cleaner.)
 	for _, table := range []string{"cache_entries", "messages", "locks"} {
-		q := `DELETE FROM ` + pgx.Identifier{d.db.schema, table}.Sanitize() + ` WHERE app = $1`
+		q := `DELETE FROM ` + pgx.Identifier{d.db.Schema, table}.Sanitize() + ` WHERE app = $1`
 		if _, err := d.pool.Exec(ctx, q, d.appName); err != nil {
 			d.outMu.Lock()
 			fmt.Fprintf(d.errOut, "pgcoord: remove the demo's rows from %s: %v\n", table, err)

@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -58,18 +61,52 @@ func TestDemo(t *testing.T) {
 	})
 }
 
+// testDemoEndToEnd runs `pgcoord demo --dashboard`: the dashboard answers
+// while the demo runs and after it, the four scenarios pass, and an interrupt
+// shuts the dashboard down with exit code 0 and nothing of the demo left.
 func testDemoEndToEnd(t *testing.T, bin string) {
 	db := pgtest.NewDB(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "demo")
+	cmd := exec.CommandContext(ctx, bin, "demo", "--dashboard", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "PGCOORD_DATABASE_URL="+db.URL, "PGCOORD_SCHEMA=")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	require.NoError(t, err, "demo failed\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-	got := stdout.String()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	lines := make(chan string)
+	var all strings.Builder // every stdout line, read once lines is closed
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			lines <- sc.Text()
+		}
+	}()
+	// await returns the first line matching re; the demo must print it.
+	await := func(re *regexp.Regexp) []string {
+		t.Helper()
+		for line := range lines {
+			if m := re.FindStringSubmatch(line); m != nil {
+				return m
+			}
+		}
+		_ = cmd.Wait()
+		t.Fatalf("the demo ended before printing %q\nstdout:\n%s\nstderr:\n%s", re, all.String(), stderr.String())
+		return nil
+	}
+	url := await(regexp.MustCompile(`pgcoord dashboard: (http://\S+/)`))[1]
+	requireDashboardAnswers(t, url)
+	await(regexp.MustCompile(`the dashboard stays open until Ctrl-C`))
+	requireDashboardAnswers(t, url)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	for range lines {
+	}
+	require.NoError(t, cmd.Wait(), "demo failed\nstdout:\n%s\nstderr:\n%s", all.String(), stderr.String())
+	got := all.String()
 	t.Logf("demo output:\n%s", got)
 
 	for _, want := range []string{
@@ -91,10 +128,22 @@ func testDemoEndToEnd(t *testing.T, bin string) {
 	var entries int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.cache_entries WHERE app LIKE 'demo-%'`).Scan(&entries))
 	require.Zero(t, entries)
-	// Every node process exited: the demo waited for them; none is still connected.
+	// Every node process exited and the dashboard closed its pool: none is still connected.
 	var sessions int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND application_name <> 'pgcoord-test'`, db.Name).Scan(&sessions))
 	require.Zero(t, sessions, "no node process is still connected")
+}
+
+// requireDashboardAnswers gets the dashboard's Cluster page.
+func requireDashboardAnswers(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url + "cluster")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	require.Contains(t, string(body), "Schema version")
 }
 
 func TestDemoUsage(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/connname"
+	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -93,8 +94,8 @@ type ListenerRow struct {
 func cmdInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pgcoord inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var db dbFlags
-	db.register(fs)
+	var flags dbflag.Flags
+	flags.Register(fs)
 	asJSON := fs.Bool("json", false, "print one JSON document instead of tables")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord inspect [--json] [flags]
@@ -113,15 +114,12 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := migrations.ValidateSchema(db.schema); err != nil {
-		return err
-	}
-	pool, _, err := db.open(ctx, false, stderr)
+	db, err := flags.Open(ctx, false, stderr)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	rep, err := inspect(ctx, pool, db.schema)
+	defer db.Close(ctx)
+	rep, err := inspect(ctx, db.Pool, flags.Schema)
 	if err != nil {
 		return err
 	}

@@ -22,10 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/pgcoord/pgcoord/internal/pglocal"
 )
 
 const usage = `pgcoord: cluster coordination on the PostgreSQL you already run.
@@ -101,57 +97,3 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 var errUsage = errors.New("usage")
-
-// dbFlags are the connection flags every command shares.
-type dbFlags struct {
-	url    string
-	schema string
-	// local configures the throwaway server open starts when url is empty.
-	local pglocal.Options
-}
-
-func (d *dbFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&d.url, "database-url", os.Getenv("PGCOORD_DATABASE_URL"), "PostgreSQL connection string (env PGCOORD_DATABASE_URL)")
-	def := os.Getenv("PGCOORD_SCHEMA")
-	if def == "" {
-		def = "pgcoord"
-	}
-	fs.StringVar(&d.schema, "schema", def, "schema holding pgcoord's tables (env PGCOORD_SCHEMA)")
-}
-
-// errNoDatabase tells the user what to do when no database is reachable.
-var errNoDatabase = errors.New("no database: set PGCOORD_DATABASE_URL (or --database-url) to a PostgreSQL connection string")
-
-// open connects to --database-url. When it is empty and throwaway is true it
-// starts a local PostgreSQL from the server binaries, returned for Stop.
-func (d *dbFlags) open(ctx context.Context, throwaway bool, stderr io.Writer) (*pgxpool.Pool, *pglocal.Server, error) {
-	url := d.url
-	var local *pglocal.Server
-	if url == "" {
-		if !throwaway {
-			return nil, nil, errNoDatabase
-		}
-		fmt.Fprintln(stderr, "pgcoord: PGCOORD_DATABASE_URL is not set; starting a throwaway local PostgreSQL")
-		var err error
-		local, err = pglocal.StartWith(ctx, &d.local)
-		if err != nil {
-			if errors.Is(err, pglocal.ErrNoPostgres) {
-				return nil, nil, fmt.Errorf("no PostgreSQL found: install it with apt-get install -y postgresql, or set PGCOORD_DATABASE_URL")
-			}
-			return nil, nil, err
-		}
-		url = local.URL()
-		d.url = url
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err == nil {
-		err = pool.Ping(ctx)
-	}
-	if err != nil {
-		if local != nil {
-			_ = local.Stop(context.WithoutCancel(ctx))
-		}
-		return nil, nil, fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	return pool, local, nil
-}

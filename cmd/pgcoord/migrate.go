@@ -17,14 +17,15 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pgcoord migrate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var db dbFlags
-	db.register(fs)
+	var flags dbflag.Flags
+	flags.Register(fs)
 	to := fs.Int64("to", -1, "down: roll back to this version (0 removes everything, including the schema if it is empty); up: migrate up to it")
 	asJSON := fs.Bool("json", false, "status: print JSON instead of a table")
 	outDir := fs.String("out", "", "sql: directory to write pgcoord's goose SQL files to (created if missing)")
@@ -56,13 +57,14 @@ Flags:
 	if verb == "sql" {
 		return writeSQL(*outDir, stdout)
 	}
-	pool, _, err := db.open(ctx, false, stderr)
+	db, err := flags.Open(ctx, false, stderr)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer db.Close(ctx)
+	pool := db.Pool
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	opts := &migrations.Options{Schema: db.schema, Logger: logger}
+	opts := &migrations.Options{Schema: flags.Schema, Logger: logger}
 
 	switch verb {
 	case "up":
@@ -80,7 +82,7 @@ Flags:
 		return nil
 	case "down":
 		if *to < 0 {
-			return fmt.Errorf("migrate down needs --to N (use --to 0 to remove everything pgcoord created in schema %q)", db.schema)
+			return fmt.Errorf("migrate down needs --to N (use --to 0 to remove everything pgcoord created in schema %q)", flags.Schema)
 		}
 		opts.TargetVersion = *to
 		res, err := migrations.Down(ctx, pool, opts)

@@ -15,10 +15,11 @@ import (
 	"time"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/asynctasks"
-	"github.com/pgcoord/pgcoord/examples/authcache"
-	"github.com/pgcoord/pgcoord/examples/fielddestroy"
-	"github.com/pgcoord/pgcoord/examples/schemasync"
+	"github.com/pgcoord/pgcoord/internal/dbflag"
+	"github.com/pgcoord/pgcoord/internal/demo/asynctasks"
+	"github.com/pgcoord/pgcoord/internal/demo/authcache"
+	"github.com/pgcoord/pgcoord/internal/demo/fielddestroy"
+	"github.com/pgcoord/pgcoord/internal/demo/schemasync"
 	"github.com/pgcoord/pgcoord/listen"
 )
 
@@ -118,8 +119,8 @@ func cmdNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func runNode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pgcoord node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var db dbFlags
-	db.register(fs)
+	var flags dbflag.Flags
+	flags.Register(fs)
 	instance := fs.Int("instance", 1, "instance number")
 	appName := fs.String("app", "demo", "app name")
 	demoSchema := fs.String("demo-schema", "public", "schema of the example plugins' tables")
@@ -130,11 +131,11 @@ func runNode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if db.url == "" {
-		return errNoDatabase
+	if flags.URL == "" {
+		return dbflag.ErrNoDatabase
 	}
 	n := &node{name: fmt.Sprintf("node-%d", *instance), out: json.NewEncoder(stdout)}
-	if err := n.build(ctx, db, *appName, *demoSchema, stderr); err != nil {
+	if err := n.build(ctx, flags, *appName, *demoSchema, stderr); err != nil {
 		return err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -153,7 +154,7 @@ func runNode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	return errors.Join(err, n.app.Stop(stopCtx))
 }
 
-func (n *node) build(ctx context.Context, db dbFlags, appName, demoSchema string, stderr io.Writer) error {
+func (n *node) build(ctx context.Context, db dbflag.Flags, appName, demoSchema string, stderr io.Writer) error {
 	var err error
 	if n.auth, err = authcache.New(demoSchema); err != nil {
 		return err
@@ -204,7 +205,7 @@ func (n *node) build(ctx context.Context, db dbFlags, appName, demoSchema string
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n.app, err = app.New(ctx, app.Config{
-		Name: appName, DatabaseURL: db.url, InstanceID: n.name, Schema: db.schema, Logger: logger,
+		Name: appName, DatabaseURL: db.URL, InstanceID: n.name, Schema: db.Schema, Logger: logger,
 		Plugins: []app.Plugin{n.auth, n.schema, n.tasks, n.fields},
 		// NocoBase debounces sync messages for 1 s; the demo is in a hurry.
 		Sync: &listen.SyncConfig{Debounce: 50 * time.Millisecond},

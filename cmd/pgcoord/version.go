@@ -9,6 +9,7 @@ import (
 	"runtime"
 
 	"github.com/pgcoord/pgcoord/internal/buildinfo"
+	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -29,8 +30,8 @@ type versionInfo struct {
 func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pgcoord version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var db dbFlags
-	db.register(fs)
+	var flags dbflag.Flags
+	flags.Register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: pgcoord version [--json] [flags]
@@ -46,13 +47,13 @@ Flags:
 		return err
 	}
 	info := versionInfo{Module: moduleVersion(), Go: runtime.Version(), Schema: migrations.LatestVersion()}
-	if db.url != "" {
-		pool, _, err := db.open(ctx, false, stderr)
+	if flags.URL != "" {
+		db, err := flags.Open(ctx, false, stderr)
 		if err != nil {
 			return err
 		}
-		defer pool.Close()
-		v, err := migrations.Version(ctx, pool, &migrations.Options{Schema: db.schema})
+		defer db.Close(ctx)
+		v, err := migrations.Version(ctx, db.Pool, &migrations.Options{Schema: flags.Schema})
 		if err != nil {
 			return err
 		}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/schemasync"
+	"github.com/pgcoord/pgcoord/internal/demo/schemasync"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/listen"
 )

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/authcache"
+	"github.com/pgcoord/pgcoord/internal/demo/authcache"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 

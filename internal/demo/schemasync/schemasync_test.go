@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/schemasync"
+	"github.com/pgcoord/pgcoord/internal/demo/schemasync"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/txhooks"

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/asynctasks"
+	"github.com/pgcoord/pgcoord/internal/demo/asynctasks"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/txhooks"
 )

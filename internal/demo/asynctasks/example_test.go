@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/asynctasks"
+	"github.com/pgcoord/pgcoord/internal/demo/asynctasks"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/authcache"
+	"github.com/pgcoord/pgcoord/internal/demo/authcache"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 

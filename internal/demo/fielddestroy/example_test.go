@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/fielddestroy"
+	"github.com/pgcoord/pgcoord/internal/demo/fielddestroy"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/app"
-	"github.com/pgcoord/pgcoord/examples/fielddestroy"
+	"github.com/pgcoord/pgcoord/internal/demo/fielddestroy"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/listen"
 )
