@@ -4,16 +4,20 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
@@ -248,13 +252,7 @@ func TestHealthHandlerListenerCut(t *testing.T) {
 		Lock: &advisorylock.Config{HealthCheckInterval: 200 * time.Millisecond}})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Stop(context.Background()) })
-	get := func() (int, app.Health) {
-		rec := httptest.NewRecorder()
-		a.HealthHandler().ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/healthz", nil))
-		var h app.Health
-		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &h), rec.Body.String())
-		return rec.Code, h
-	}
+	get := func() (int, app.Health) { return getHealth(t, a) }
 	code, h := get()
 	require.Equal(t, http.StatusServiceUnavailable, code, "before Start")
 	c, _ := h.Component(app.ComponentApp)
@@ -286,4 +284,81 @@ func TestHealthHandlerListenerCut(t *testing.T) {
 	require.NoError(t, a.Stop(ctx))
 	code, _ = get()
 	require.Equal(t, http.StatusServiceUnavailable, code, "after Stop")
+}
+
+// getHealth serves a's health handler once and decodes its report.
+func getHealth(t *testing.T, a *app.App) (int, app.Health) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	a.HealthHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	var h app.Health
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &h), rec.Body.String())
+	return rec.Code, h
+}
+
+// unhealthy lists the components of h that are not healthy.
+func unhealthy(h app.Health) []string {
+	var out []string
+	for _, c := range h.Components {
+		if !c.Healthy {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// The lock and queue components follow their liveness sessions: with the
+// session's backend terminated and its reconnection refused, that component
+// alone is unhealthy and the handler answers 503; once it may reconnect,
+// 200.
+func TestHealthLivenessSessions(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ component, role string }{
+		{app.ComponentLocks, connname.RoleLockLiveness},
+		{app.ComponentQueue, connname.RoleQueueLiveness},
+	} {
+		t.Run(tt.component, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := pgtest.NewDB(t)
+			name := connname.Name("health", "h1", tt.role)
+			var refuse atomic.Bool
+			cfg := db.Pool.Config().Copy()
+			// Every dedicated session copies the pool's ConnConfig: the
+			// server's answer names the role of the connection.
+			cfg.ConnConfig.ValidateConnect = func(_ context.Context, c *pgconn.PgConn) error {
+				if refuse.Load() && c.ParameterStatus("application_name") == name {
+					return errors.New("test: connection refused")
+				}
+				return nil
+			}
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			a, err := app.New(ctx, app.Config{Name: "health", Pool: pool, InstanceID: "h1",
+				Lock: &advisorylock.Config{HealthCheckInterval: 200 * time.Millisecond}})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = a.Stop(context.Background()) })
+			require.NoError(t, a.Start(ctx))
+			code, h := getHealth(t, a)
+			require.Equal(t, http.StatusOK, code, "%+v", h)
+
+			refuse.Store(true)
+			n, err := db.TerminateBackends(ctx, name)
+			require.NoError(t, err)
+			require.Equal(t, 1, n, "the %s session", tt.role)
+			pgcoordtest.WaitFor(t, "503 with "+tt.component+" unhealthy", func(context.Context) (bool, error) {
+				code, h := getHealth(t, a)
+				return code == http.StatusServiceUnavailable && slices.Contains(unhealthy(h), tt.component), nil
+			})
+			_, h = getHealth(t, a)
+			require.Equal(t, []string{tt.component}, unhealthy(h), "%+v", h)
+
+			refuse.Store(false)
+			pgcoordtest.WaitFor(t, "200 once "+tt.role+" reconnected", func(context.Context) (bool, error) {
+				code, _ := getHealth(t, a)
+				return code == http.StatusOK, nil
+			})
+		})
+	}
 }
