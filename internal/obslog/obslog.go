@@ -51,6 +51,18 @@ type Config struct {
 	// Quiet ends a burst when the component has logged nothing for this
 	// long. Defaults to DefaultQuiet.
 	Quiet time.Duration
+	// Now and AfterFunc are the clock: Repeat and Quiet are measured with
+	// them, and the closing line of a quiet burst is written from an
+	// AfterFunc callback. Default to time.Now and time.AfterFunc; tests
+	// inject a manual clock.
+	Now       func() time.Time
+	AfterFunc func(d time.Duration, f func()) Timer
+}
+
+// Timer is what Config.AfterFunc returns; *time.Timer is one.
+type Timer interface {
+	// Stop prevents the callback from running, if it has not yet.
+	Stop() bool
 }
 
 // New returns a handler writing to inner, with attrs on every line.
@@ -60,6 +72,12 @@ func New(inner slog.Handler, cfg Config, attrs ...slog.Attr) slog.Handler {
 	}
 	if cfg.Quiet <= 0 {
 		cfg.Quiet = DefaultQuiet
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 	}
 	h := &handler{inner: inner, st: &state{cfg: cfg, bursts: map[string]*burst{}}}
 	return h.with(attrs)
@@ -79,7 +97,7 @@ type burst struct {
 	// gen grows with every record, so a quiet timer set for an older one
 	// does nothing.
 	gen   uint64
-	timer *time.Timer
+	timer Timer
 	// end writes the closing line (with the handler of the record that
 	// started the burst, so it carries the same attributes).
 	h *handler
@@ -130,23 +148,24 @@ func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 	}
 	comp := h.comp
 	st := h.st
+	now := st.cfg.Now()
 	st.mu.Lock()
 	b := st.bursts[comp]
 	switch {
 	case r.Level >= slog.LevelWarn && b == nil:
-		b = &burst{lastWritten: r.Time, h: h}
+		b = &burst{lastWritten: now, h: h}
 		st.bursts[comp] = b
 		h.arm(comp, b)
 		st.mu.Unlock()
 		return h.write(ctx, r)
 	case r.Level >= slog.LevelWarn:
 		h.arm(comp, b)
-		if r.Time.Sub(b.lastWritten) < st.cfg.Repeat {
+		if now.Sub(b.lastWritten) < st.cfg.Repeat {
 			b.suppressed++
 			st.mu.Unlock()
 			return nil
 		}
-		b.lastWritten = r.Time
+		b.lastWritten = now
 		n := b.suppressed
 		st.mu.Unlock()
 		r.AddAttrs(slog.Int(KeySuppressed, n))
@@ -174,7 +193,7 @@ func (h *handler) arm(comp string, b *burst) {
 		b.timer.Stop()
 	}
 	st := h.st
-	b.timer = time.AfterFunc(st.cfg.Quiet, func() {
+	b.timer = st.cfg.AfterFunc(st.cfg.Quiet, func() {
 		st.mu.Lock()
 		if st.bursts[comp] != b || b.gen != gen {
 			st.mu.Unlock()
@@ -186,7 +205,7 @@ func (h *handler) arm(comp string, b *burst) {
 		if n == 0 {
 			return
 		}
-		r := slog.NewRecord(time.Now(), slog.LevelInfo, "pgcoord: component recovered", 0)
+		r := slog.NewRecord(st.cfg.Now(), slog.LevelInfo, "pgcoord: component recovered", 0)
 		r.AddAttrs(slog.Int(KeySuppressed, n))
 		_ = b.h.write(context.Background(), r)
 	})
@@ -210,7 +229,7 @@ func Flush(h slog.Handler) {
 	st.mu.Unlock()
 	for _, b := range ended {
 		if b.suppressed > 0 {
-			r := slog.NewRecord(time.Now(), slog.LevelInfo, "pgcoord: component recovered", 0)
+			r := slog.NewRecord(st.cfg.Now(), slog.LevelInfo, "pgcoord: component recovered", 0)
 			r.AddAttrs(slog.Int(KeySuppressed, b.suppressed))
 			_ = b.h.write(context.Background(), r)
 		}
