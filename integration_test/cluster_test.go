@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -63,7 +64,9 @@ type nodeProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stderr *lockedBuffer
-	late   bool // started after the workload began
+	late   bool // started after the workload began, or its App restarted
+	inc    int  // the incarnation (start attempt) of its App, from 1
+	begun  time.Time
 	killed bool
 	ready  bool
 	idle   bool
@@ -117,6 +120,15 @@ func (s *stream) addRecv(to, from string, seq int) {
 	}
 	s.recv[to][from][seq]++
 	s.first[to][from] = min(s.first[to][from], seq)
+}
+
+// retire moves what receiver to received so far to the name as.
+func (s *stream) retire(to, as string) {
+	if r, ok := s.recv[to]; ok {
+		s.recv[as], s.first[as] = r, s.first[to]
+		delete(s.recv, to)
+		delete(s.first, to)
+	}
 }
 
 // committed is every message of from known to be committed: acknowledged,
@@ -180,6 +192,7 @@ func startCluster(t *testing.T, db *pgtest.DB, opts clusterOpts) *cluster {
 		qPub: map[string]int64{}, qPubErr: map[string]bool{}, qRun: map[string][]string{},
 		ctrOK: map[string][]int{}, sets: map[string]map[int]bool{}, finals: map[string]map[string]int{},
 	}
+	t.Cleanup(c.keepLogs) // runs after killAll: the logs are complete
 	t.Cleanup(c.killAll)
 	for range opts.Nodes {
 		c.startNode(false)
@@ -198,11 +211,15 @@ func (c *cluster) startNode(late bool) string {
 	raw, err := json.Marshal(nodeConfig{
 		URL: c.opts.URL, App: c.opts.App, ID: id, AutoStart: late,
 		MaxRun: c.opts.Run + time.Minute, Pace: c.opts.Pace,
+		// A late node's first App fails to start after receiving messages,
+		// so every run covers a restarted node (the injector causes one at
+		// random when it terminates connections during a Start).
+		FailFirstStart: late,
 	})
 	require.NoError(t, err)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestNodeProcess$", "-test.count=1", "-test.timeout=10m")
 	cmd.Env = append(os.Environ(), envNode+"="+string(raw), pgtest.EnvDatabaseURL+"="+c.opts.AdminURL)
-	p := &nodeProc{id: id, cmd: cmd, stderr: &lockedBuffer{}, late: late, exited: make(chan struct{})}
+	p := &nodeProc{id: id, cmd: cmd, stderr: &lockedBuffer{}, late: late, inc: 1, begun: time.Now(), exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -239,7 +256,11 @@ func (c *cluster) record(id string, ev event) {
 	m := &c.m
 	switch ev.Ev {
 	case evReady:
-		c.nodes[id].ready = true
+		p := c.nodes[id]
+		p.ready = true
+		if p.late {
+			c.t.Logf("late node %s ready %s after its process started", id, time.Since(p.begun).Round(time.Millisecond))
+		}
 	case evIdle:
 		c.nodes[id].idle = true
 	case evStopped:
@@ -249,20 +270,37 @@ func (c *cluster) record(id string, ev event) {
 		m.nearHits += ev.NearHits
 		m.nearInvalidations += ev.NearInvalidations
 		m.nearFlushes += ev.NearFlushes
+	case evRestart:
+		// The failed attempt's App received as a receiver of its own (as a
+		// killed node): the fresh App is owed only what follows its Start.
+		p := c.nodes[id]
+		old := incarnation(id, int(ev.N))
+		m.sync.retire(id, old)
+		m.ps.retire(id, old)
+		for key, runners := range m.qRun {
+			for i, r := range runners {
+				if r == id {
+					runners[i] = old
+				}
+			}
+			m.qRun[key] = runners
+		}
+		p.inc, p.late = int(ev.N)+1, true
+		c.t.Logf("node %s: start attempt %d failed (%s); its fresh App counts as a late node", id, ev.N, ev.Err)
 	case evSyncSent, evSyncErr:
 		m.sync.addSent(id, ev.Seq, ev.Ev == evSyncSent)
 	case evSyncRecv:
-		m.sync.addRecv(id, ev.From, ev.Seq)
+		m.sync.addRecv(c.receiver(id, ev.Inc), ev.From, ev.Seq)
 	case evPSSent, evPSErr:
 		m.ps.addSent(id, ev.Seq, ev.Ev == evPSSent)
 	case evPSRecv:
-		m.ps.addRecv(id, ev.From, ev.Seq)
+		m.ps.addRecv(c.receiver(id, ev.Inc), ev.From, ev.Seq)
 	case evQPub:
 		m.qPub[ev.Key] = ev.ID
 	case evQPubErr:
 		m.qPubErr[ev.Key] = true
 	case evQRun:
-		m.qRun[ev.Key] = append(m.qRun[ev.Key], id)
+		m.qRun[ev.Key] = append(m.qRun[ev.Key], c.receiver(id, ev.Inc))
 	case evCtrOK:
 		m.ctrOK[id] = append(m.ctrOK[id], ev.Seq)
 	case evCtrErr:
@@ -282,6 +320,53 @@ func (c *cluster) record(id string, ev event) {
 	case evFatal:
 		m.fatal = append(m.fatal, id+": "+ev.Err)
 		c.t.Logf("node %s failed: %s", id, ev.Err)
+	}
+}
+
+// incarnation names a node's App of start attempt inc that failed to start.
+func incarnation(id string, inc int) string { return fmt.Sprintf("%s#%d", id, inc) }
+
+// receiver is who received an event of node id's incarnation inc; caller
+// holds mu.
+func (c *cluster) receiver(id string, inc int) string {
+	if inc != 0 && inc < c.nodes[id].inc {
+		return incarnation(id, inc)
+	}
+	return id
+}
+
+// gone reports whether a receiver no longer runs: a killed node, or the App
+// of a failed start attempt; caller holds mu.
+func (c *cluster) gone(receiver string) bool {
+	p, ok := c.nodes[receiver]
+	return !ok || p.killed
+}
+
+// keepLogs, when the test failed, writes every node's log (its stderr: the
+// app's slog output) to a directory that outlives the test, and logs the
+// directory and each log's tail.
+func (c *cluster) keepLogs() {
+	if !c.t.Failed() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dir, err := os.MkdirTemp("", "pgcoord-it-logs-")
+	if err != nil {
+		c.t.Logf("keep node logs: %v", err)
+		dir = ""
+	}
+	for _, id := range c.order {
+		log := c.nodes[id].stderr.String()
+		if dir != "" {
+			if err := os.WriteFile(filepath.Join(dir, id+".log"), []byte(log), 0o644); err != nil {
+				c.t.Logf("keep node logs: %v", err)
+			}
+		}
+		c.t.Logf("node %s log (tail):\n%s", id, tail(log))
+	}
+	if dir != "" {
+		c.t.Logf("node logs kept in %s", dir)
 	}
 }
 
@@ -575,7 +660,7 @@ func (c *cluster) check(ctx context.Context) {
 	}
 	for k := range m.qRun {
 		publisher, _, _ := strings.Cut(k, ":")
-		require.Truef(t, committed[k] || m.qPubErr[k] || c.nodes[publisher].killed, "queue: %s ran but was never published", k)
+		require.Truef(t, committed[k] || m.qPubErr[k] || c.gone(publisher), "queue: %s ran but was never published", k)
 		committed[k] = true
 	}
 	require.Empty(t, c.unrun(), "queue: acknowledged messages that never ran")
@@ -586,7 +671,7 @@ func (c *cluster) check(ctx context.Context) {
 		}
 		var onLive []string
 		for _, r := range runners {
-			if !c.nodes[r].killed {
+			if !c.gone(r) {
 				onLive = append(onLive, r)
 			}
 		}

@@ -58,6 +58,11 @@ type nodeConfig struct {
 	MaxRun time.Duration `json:"max_run"`
 	// Pace is the period of the sync, pub/sub+cache and queue loops.
 	Pace time.Duration `json:"pace"`
+	// FailFirstStart makes the first start attempt fail once its App has
+	// received a sync and a pub/sub message (as when the fault injector
+	// terminates the node's connections during Start): the node then
+	// starts a fresh App, see evRestart.
+	FailFirstStart bool `json:"fail_first_start"`
 }
 
 // event is one JSON line of a node's report.
@@ -73,6 +78,10 @@ type event struct {
 	Acked bool   `json:"acked,omitempty"`
 	Err   string `json:"err,omitempty"`
 	N     int64  `json:"n,omitempty"`
+	// Inc is the node's incarnation (its start attempt, from 1) on the
+	// events of what its App received or ran: a restarted App is a new
+	// receiver (see evRestart).
+	Inc int `json:"inc,omitempty"`
 	// Listener statistics, on evStopped.
 	Reconnects int64 `json:"reconnects,omitempty"`
 	CaughtUp   int64 `json:"caught_up,omitempty"`
@@ -102,6 +111,10 @@ const (
 	evViolation = "violation" // Key, Ver (expected), Got, Err = kind
 	evFinal     = "cache_final"
 	evFatal     = "fatal"
+	// evRestart: start attempt N failed after its App may have received
+	// messages; the node starts a fresh App (incarnation N+1), which is owed
+	// only what is committed after its own Start.
+	evRestart = "restart"
 )
 
 // psPayload is the payload of pub/sub messages: it announces a cache write.
@@ -154,14 +167,34 @@ func TestNodeProcess(t *testing.T) {
 // node is one running cluster node.
 type node struct {
 	cfg nodeConfig
+	inc int // start attempt, from 1
 	out *emitter
 	app *app.App
 
 	reads atomic.Int64
 
-	mu       sync.Mutex // guards notified and keys
+	mu       sync.Mutex // guards notified, keys and heard*
 	notified map[string]notice
 	keys     []string // cache keys learned from pub/sub, in order of discovery
+	// heardSync, heardPS: a sync, a pub/sub message was received; heard
+	// closes when both were.
+	heardSync, heardPS bool
+	heard              chan struct{}
+}
+
+// hear records that a message of a stream was received.
+func (n *node) hear(sync bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	both := n.heardSync && n.heardPS
+	if sync {
+		n.heardSync = true
+	} else {
+		n.heardPS = true
+	}
+	if !both && n.heardSync && n.heardPS {
+		close(n.heard)
+	}
 }
 
 // notice records that a write of key at Ver was announced to this node.
@@ -193,7 +226,7 @@ func (p *probe) Load(ctx context.Context, a *app.App) error {
 			if err := json.Unmarshal(msg.Payload, &body); err != nil {
 				return err
 			}
-			n.out.emit(event{Ev: evQRun, Key: body.Key, ID: msg.ID})
+			n.out.emit(event{Ev: evQRun, Key: body.Key, ID: msg.ID, Inc: n.inc})
 			// Some work, so that a SIGKILL finds messages running.
 			select {
 			case <-ctx.Done():
@@ -210,8 +243,27 @@ func (p *probe) HandleSyncMessage(ctx context.Context, msg listen.Message) error
 	if err := json.Unmarshal(msg.Payload, &body); err != nil {
 		return err
 	}
-	p.n.out.emit(event{Ev: evSyncRecv, From: body.From, Seq: body.Seq})
+	p.n.out.emit(event{Ev: evSyncRecv, From: body.From, Seq: body.Seq, Inc: p.n.inc})
+	p.n.hear(true)
 	return nil
+}
+
+// errInjectedStart fails a first start attempt (nodeConfig.FailFirstStart).
+var errInjectedStart = errors.New("injected: the first start attempt fails after its App received messages")
+
+// AfterStart fails the first start attempt when FailFirstStart is set, once
+// the App has received a message of each stream.
+func (p *probe) AfterStart(ctx context.Context, _ *app.App) error {
+	n := p.n
+	if !n.cfg.FailFirstStart || n.inc != 1 {
+		return nil
+	}
+	select {
+	case <-n.heard:
+		return errInjectedStart
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (n *node) onPubSub(ctx context.Context, msg listen.Message) error {
@@ -219,7 +271,8 @@ func (n *node) onPubSub(ctx context.Context, msg listen.Message) error {
 	if err := json.Unmarshal(msg.Payload, &body); err != nil {
 		return err
 	}
-	n.out.emit(event{Ev: evPSRecv, From: body.From, Seq: body.Seq})
+	n.out.emit(event{Ev: evPSRecv, From: body.From, Seq: body.Seq, Inc: n.inc})
+	n.hear(false)
 	n.learn(body.Key)
 	n.mu.Lock()
 	if body.Acked && body.Seq > n.notified[body.Key].Ver {
@@ -263,7 +316,7 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 		a *app.App
 	)
 	for attempt := 1; ; attempt++ {
-		n, p, a, err = startNode(ctx, cfg, out, pool)
+		n, p, a, err = startNode(ctx, cfg, attempt, out, pool)
 		if err == nil {
 			break
 		}
@@ -271,6 +324,7 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 			return fmt.Errorf("start (attempt %d): %w", attempt, err)
 		}
 		fmt.Fprintf(os.Stderr, "node %s: start attempt %d failed, starting again: %v\n", cfg.ID, attempt, err)
+		out.emit(event{Ev: evRestart, N: int64(attempt), Err: err.Error()})
 	}
 	out.emit(event{Ev: evReady})
 
@@ -349,8 +403,8 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 }
 
 // startNode builds and starts the node's App on pool.
-func startNode(ctx context.Context, cfg nodeConfig, out *emitter, pool *pgxpool.Pool) (*node, *probe, *app.App, error) {
-	n := &node{cfg: cfg, out: out, notified: map[string]notice{}}
+func startNode(ctx context.Context, cfg nodeConfig, inc int, out *emitter, pool *pgxpool.Pool) (*node, *probe, *app.App, error) {
+	n := &node{cfg: cfg, inc: inc, out: out, notified: map[string]notice{}, heard: make(chan struct{})}
 	p := &probe{n: n}
 	a, err := app.New(ctx, app.Config{
 		Name:       cfg.App,
