@@ -51,7 +51,9 @@
 //     publisher's local delivery. Messages are deduplicated by id.
 //   - Nothing before Start: a message committed before this instance's first
 //     Start is never delivered to it. Catch-up covers reconnection gaps, not
-//     history. Publishing works before Start.
+//     history. A new PubSub is a new instance in this sense, also with the
+//     same InstanceID (a restarted process, or an app built again after its
+//     Start failed). Publishing works before Start.
 //   - Transactions: PublishTx delivers if and only if the transaction commits,
 //     and only after the commit.
 //   - Order: messages from one publisher that publishes sequentially are
@@ -59,7 +61,9 @@
 //     id). While a catch-up of several pages (500 messages each) is under
 //     way, a message arriving by notification that the catch-up has not
 //     reached yet is left to it, so it never overtakes older ones; it is
-//     then delivered when the catch-up reaches it (TestOrderAcrossCatchUpPages).
+//     then delivered when the catch-up reaches it, also when it committed
+//     after the catch-up began or the connection is lost before that
+//     (TestOrderAcrossCatchUpPages).
 //     Messages of different publishers have no defined order.
 //   - Payloads: any JSON value round-trips byte for byte, including the
 //     \u0000 escape (the column is json, not jsonb). [Config.MaxPayloadBytes]
