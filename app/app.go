@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/internal/connname"
@@ -70,6 +72,14 @@ type Config struct {
 	// most every 30 s with the count suppressed, and one INFO line when it
 	// ends (see docs/observability.md).
 	Logger *slog.Logger
+
+	// MeterProvider and TracerProvider receive the components' metrics and
+	// spans (pgcoord.* and River's river.*, listed in
+	// docs/observability.md). A sub-config's own provider wins. Default to
+	// the global otel.GetMeterProvider() / otel.GetTracerProvider(): no-ops
+	// until the application installs an OpenTelemetry SDK.
+	MeterProvider  metric.MeterProvider
+	TracerProvider trace.TracerProvider
 
 	// HeartbeatInterval is how often the instance refreshes its row in the
 	// instance registry (see App.Instances) and sweeps dead instances' rows.

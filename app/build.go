@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/pgcache"
@@ -51,6 +54,7 @@ func (a *App) build() error {
 		qc = *c.Queue
 	}
 	qc.AppName, qc.InstanceID, qc.Schema, qc.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "queue")
+	qc.MeterProvider, qc.TracerProvider = c.providers(qc.MeterProvider, qc.TracerProvider)
 	if a.queue, err = queue.New(a.sessionPool(), &qc); err != nil {
 		return fmt.Errorf("app: event queue: %w", err)
 	}
@@ -79,4 +83,15 @@ func (a *App) defaultCacheConfig() pgcache.CacheConfig {
 // isClosed reports whether err only says a component was already closed.
 func isClosed(err error) bool {
 	return errors.Is(err, ErrClosed)
+}
+
+// providers returns a sub-config's providers, each defaulting to the App's.
+func (c Config) providers(mp metric.MeterProvider, tp trace.TracerProvider) (metric.MeterProvider, trace.TracerProvider) {
+	if mp == nil {
+		mp = c.MeterProvider
+	}
+	if tp == nil {
+		tp = c.TracerProvider
+	}
+	return mp, tp
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgcoord/pgcoord/internal/otelxtest"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/queue"
 )
@@ -72,7 +73,8 @@ func TestCrashedWorkerMessageIsRescued(t *testing.T) {
 	var childClaimed atomic.Bool
 	got := make(chan queue.Message, 1)
 	var rerunAt atomic.Int64
-	survivor := newQueue(t, db, nil, &queue.Config{InstanceID: "survivor", DefaultTimeout: crashTimeout})
+	metrics := otelxtest.NewMetrics(t)
+	survivor := newQueue(t, db, nil, &queue.Config{InstanceID: "survivor", DefaultTimeout: crashTimeout, MeterProvider: metrics.Provider})
 	require.NoError(t, survivor.Subscribe(ctx, crashChannel, queue.Consumer{Concurrency: 1, Idle: childClaimed.Load, Process: func(_ context.Context, m queue.Message) error {
 		rerunAt.CompareAndSwap(0, time.Now().UnixNano())
 		got <- m
@@ -127,4 +129,6 @@ func TestCrashedWorkerMessageIsRescued(t *testing.T) {
 	var by []string
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT attempted_by FROM pgcoord.river_job WHERE id = $1`, id).Scan(&by))
 	require.Equal(t, []string{"crash-child", "survivor"}, by)
+	// The rescuer counts the message it handed back (just after its write).
+	require.Eventually(t, func() bool { return metrics.Value(t, "pgcoord.queue.rescued") == 1 }, waitFor, 10*time.Millisecond)
 }

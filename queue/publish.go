@@ -71,6 +71,7 @@ func (q *EventQueue) Publish(ctx context.Context, channel string, payload any, o
 	if err != nil {
 		return 0, fmt.Errorf("queue: publish %q: %w", channel, err)
 	}
+	q.otel.publishedTo(ctx, channel, 1)
 	return res.Job.ID, nil
 }
 
@@ -90,6 +91,7 @@ func (q *EventQueue) PublishTx(ctx context.Context, tx pgx.Tx, channel string, p
 	if err != nil {
 		return 0, fmt.Errorf("queue: publish %q: %w", channel, err)
 	}
+	q.otel.publishedTo(ctx, channel, 1)
 	return res.Job.ID, nil
 }
 
@@ -107,6 +109,9 @@ func (q *EventQueue) PublishMany(ctx context.Context, msgs []Publication) ([]int
 	if err != nil {
 		return nil, fmt.Errorf("queue: publish many: %w", err)
 	}
+	for _, m := range msgs {
+		q.otel.publishedTo(ctx, m.Channel, 1)
+	}
 	return ids(res), nil
 }
 
@@ -123,6 +128,9 @@ func (q *EventQueue) PublishManyTx(ctx context.Context, tx pgx.Tx, msgs []Public
 	res, err := q.client.InsertManyTx(ctx, tx, params)
 	if err != nil {
 		return nil, fmt.Errorf("queue: publish many: %w", err)
+	}
+	for _, m := range msgs {
+		q.otel.publishedTo(ctx, m.Channel, 1)
 	}
 	return ids(res), nil
 }

@@ -19,10 +19,14 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
 
 	"github.com/pgcoord/pgcoord/internal/schema"
 
 	"github.com/pgcoord/pgcoord/internal/connname"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of [Config] and [Consumer].
@@ -119,6 +123,15 @@ type Config struct {
 	// MaxPayloadBytes caps an encoded payload. Defaults to
 	// [DefaultMaxPayloadBytes].
 	MaxPayloadBytes int
+	// MeterProvider receives the queue's instruments (pgcoord.queue.*, see
+	// docs/observability.md) and River's own (river.*, through the otelriver
+	// middleware). Defaults to otel.GetMeterProvider() (a no-op until the
+	// application installs an SDK).
+	MeterProvider metric.MeterProvider
+	// TracerProvider receives River's insert and work spans (otelriver); the
+	// publisher's W3C trace context travels in the job's metadata, and the
+	// work span links to it. Defaults to otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) withDefaults() Config {
@@ -223,6 +236,9 @@ type EventQueue struct {
 
 	// closed is set when Stop has returned: every call returns ErrClosed.
 	closed atomic.Bool
+	// otel holds the instruments (telemetry.go); its depth callback is
+	// unregistered by Stop.
+	otel *telemetry
 }
 
 // New returns an EventQueue on pool. It does not touch the database: call
@@ -258,6 +274,7 @@ func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQu
 		scanned:     make(chan struct{}),
 		clock:       clock,
 	}
+	q.otel = newTelemetry(q, c.MeterProvider)
 	if q.clock == nil {
 		q.clock = time.Now
 	}
@@ -287,6 +304,16 @@ func newQueue(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQu
 		RescueStuckJobsAfter: riverRescueNever,
 		RetryPolicy:          &retryPolicy{backoff: c.RetryBackoff, clock: q.clock},
 		Workers:              workers,
+		// otelriver gives River's own insert and work spans and river.*
+		// metrics; the trace context of the publishing span travels in the
+		// job's metadata (never in args, the user's payload) and the work
+		// span links to it.
+		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
+			EnableSemanticMetrics:  true,
+			EnableTracePropagation: true,
+			MeterProvider:          c.MeterProvider,
+			TracerProvider:         c.TracerProvider,
+		})},
 		// River only builds a working client when it has a queue; channels are
 		// added and removed at run time, so start with a placeholder and
 		// remove it below.
@@ -387,6 +414,7 @@ func (q *EventQueue) Stop(ctx context.Context) error {
 		return nil
 	}
 	defer q.closed.Store(true)
+	defer func() { _ = q.otel.reg.Unregister() }()
 	if !started {
 		return nil
 	}

@@ -250,6 +250,7 @@ func (q *EventQueue) rescueOnce(ctx context.Context, seen map[claimKey]time.Time
 	if _, err := q.pool.Exec(ctx, q.rescueSQL, messageKind, rescueNamespace(q.cfg.Schema), ids, attempts, rescuedError, q.insertTopic); err != nil {
 		return err
 	}
+	q.otel.rescued.Add(ctx, int64(len(ids)), q.otel.noChannel)
 	q.logger.Warn("queue: handed back running messages of dead instances", slog.String("instance_id", q.cfg.InstanceID), slog.Int("messages", len(ids)))
 	return nil
 }

@@ -87,8 +87,13 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 			PublishedAt: job.CreatedAt,
 		},
 	}
+	tel := q.otel.channel(msg.Channel)
+	q.otel.started.Add(ctx, 1, tel.process)
+	begin := time.Now()
 	err := sub.process(ctx, msg)
+	q.otel.process.Record(ctx, time.Since(begin).Seconds(), tel.process)
 	if err == nil && !errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely) {
+		q.otel.completed.Add(ctx, 1, tel.process)
 		return nil
 	}
 	attrs := []any{slog.String("channel", msg.Channel), slog.Int64("message_id", job.ID), slog.Int("attempt", job.Attempt)}
@@ -108,6 +113,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 			// Cancelled ends cancelled whatever Process returned, nil
 			// included (it noticed the cancel and stopped early).
 			q.logger.InfoContext(ctx, "queue: message cancelled", attrs...)
+			q.otel.cancelled.Add(ctx, 1, tel.process)
 			return river.JobCancel(cmp.Or(err, cause))
 		case !errors.Is(cause, context.DeadlineExceeded):
 			// The instance is stopping and its grace period ran out. Returning
@@ -117,8 +123,10 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 			return ctx.Err()
 		}
 	}
+	q.otel.failed.Add(ctx, 1, tel.process)
 	if failed+1 > job.Args.MaxRetries {
 		q.logger.ErrorContext(ctx, "queue: message failed and is out of retries; discarded", attrs...)
+		q.otel.discarded.Add(ctx, 1, tel.process)
 		// River's max_attempts also budgets MaxRescues attempts lost to dead
 		// workers, so River alone would retry. Lowering the limit on the row
 		// River's executor holds for this attempt makes it record the failure
@@ -129,6 +137,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 		return err
 	}
 	q.logger.WarnContext(ctx, "queue: message failed; will retry", attrs...)
+	q.otel.retried.Add(ctx, 1, tel.process)
 	return err
 }
 
