@@ -57,7 +57,8 @@
 // (docs/observability.md has the details.)
 //
 //   - Instance registry: Start registers the instance (host, pid, pgcoord
-//     version, liveness session pid, a small stats snapshot) in the UNLOGGED
+//     version, liveness session pid, a small stats snapshot: counters, the
+//     listener lag and each cache's read counters, see [Instance.DecodeStats]) in the UNLOGGED
 //     table instances, refreshes it every Config.HeartbeatInterval, and Stop
 //     deletes it. [App.Instances] lists an app's instances; an instance whose
 //     liveness session is gone (a killed process) shows Alive false at once

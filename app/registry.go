@@ -63,8 +63,14 @@ func newRegistrySQL(schemaName string) registrySQL {
 		// $7 is the started_at of the first registration (NULL then): a row
 		// swept while this instance could not reach the database comes back
 		// with its original start time.
+		// $9 is the listener's latest complete log read (listen's
+		// Stats.LogReadAt, NULL before one): its lag is measured here, on
+		// the database clock.
 		upsert: `INSERT INTO ` + t + ` AS i (app, instance_id, host, pid, version, liveness_pid, stats, started_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, coalesce($8, now()))
+			VALUES ($1, $2, $3, $4, $5, $6,
+				$7::jsonb || jsonb_build_object('` + statListenerLag + `',
+					coalesce(greatest(0, extract(epoch FROM now() - $9::timestamptz) * 1000)::bigint, -1)),
+				coalesce($8, now()))
 			ON CONFLICT (app, instance_id) DO UPDATE SET liveness_pid = excluded.liveness_pid, stats = excluded.stats, heartbeat_at = now()
 			RETURNING started_at`,
 		remove: `DELETE FROM ` + t + ` WHERE app = $1 AND instance_id = $2`,
@@ -89,20 +95,35 @@ func (a *App) register(ctx context.Context) error {
 	if !a.startedAt.IsZero() {
 		started = &a.startedAt
 	}
+	var readAt *time.Time
+	if t := a.pubsub.Stats().LogReadAt; !t.IsZero() {
+		readAt = &t
+	}
 	var at time.Time
 	if err := a.pool.QueryRow(ctx, a.reg.upsert, a.cfg.Name, a.cfg.InstanceID, host, os.Getpid(), buildinfo.Version(),
-		int64(pid), string(stats), started).Scan(&at); err != nil {
+		int64(pid), string(stats), started, readAt).Scan(&at); err != nil {
 		return fmt.Errorf("app: register instance: %w", err)
 	}
 	a.startedAt = at // only the heartbeat goroutine writes it after Start
 	return nil
 }
 
-// statsSnapshot is the small jsonb snapshot of the registry row.
-func (a *App) statsSnapshot() map[string]int64 {
+// statsSnapshot is the small jsonb snapshot of the registry row (the
+// listener lag is added by the upsert).
+func (a *App) statsSnapshot() map[string]any {
 	ps := a.pubsub.Stats()
 	ls := a.locks.Stats()
-	return map[string]int64{
+	var caches []CacheStats
+	for _, c := range a.caches.Caches() {
+		if len(caches) == maxSnapshotCaches {
+			break
+		}
+		st := c.Stats()
+		caches = append(caches, CacheStats{Name: c.Name(), Prefix: c.Prefix(), Store: c.Store(),
+			Hits: st.Hits, Misses: st.Misses, NearHits: st.NearHits, NearMisses: st.NearMisses})
+	}
+	return map[string]any{
+		statCaches:           caches,
 		"published":          ps.Published,
 		"delivered":          ps.Delivered,
 		"listen_reconnects":  ps.Reconnects,
@@ -118,6 +139,79 @@ func (a *App) statsSnapshot() map[string]int64 {
 		"listen_recovered":   ps.Recovered,
 		"listen_switchovers": ps.Switchovers,
 	}
+}
+
+// Keys of the stats snapshot that are not plain counters.
+const (
+	statListenerLag = "listener_lag_ms"
+	statCaches      = "caches"
+)
+
+// maxSnapshotCaches bounds the caches listed in one stats snapshot.
+const maxSnapshotCaches = 64
+
+// InstanceStats is an instance's stats snapshot ([Instance].Stats), decoded
+// by [Instance.DecodeStats].
+type InstanceStats struct {
+	// Counters are the snapshot's numbers, by key: published, delivered,
+	// listen_reconnects, locks_held, ... (see docs/observability.md), and
+	// listener_lag_ms.
+	Counters map[string]int64
+	// ListenerLagMillis is how far behind the instance's pub/sub listener
+	// was at its last heartbeat: the database's now() minus the time of the
+	// listener's latest complete read of the log (listen's
+	// Stats.LogReadAt). Every message committed before that read has been
+	// handed to the instance's subscriptions. A healthy listener reads the
+	// log at least every listen PollInterval (default 1 s), so the lag stays
+	// under about a second; it grows while the listener is disconnected or
+	// catching up. -1 when unknown (no complete read yet, or an instance
+	// running a pgcoord without this figure).
+	ListenerLagMillis int64
+	// Caches are the instance's caches (at most 64) with their read
+	// counters since they were created on it.
+	Caches []CacheStats
+}
+
+// CacheStats is one cache's read counters in a stats snapshot.
+type CacheStats struct {
+	// Name and Prefix name the cache (pgcache.CacheConfig), Store is its
+	// store (postgres, memory).
+	Name   string `json:"name"`
+	Prefix string `json:"prefix"`
+	Store  string `json:"store"`
+	// Hits and Misses count reads by key; Hits include NearHits, the reads
+	// the near-cache answered without a round trip. NearMisses counts
+	// near-cache lookups that went on to the database (both stay 0 without
+	// a near-cache).
+	Hits       uint64 `json:"hits"`
+	Misses     uint64 `json:"misses"`
+	NearHits   uint64 `json:"near_hits"`
+	NearMisses uint64 `json:"near_misses"`
+}
+
+// DecodeStats decodes the instance's stats snapshot. Entries it does not
+// know are left out, so it reads the snapshots of older and newer pgcoord
+// versions; a malformed snapshot decodes as empty (ListenerLagMillis -1).
+func (in Instance) DecodeStats() InstanceStats {
+	out := InstanceStats{Counters: map[string]int64{}, ListenerLagMillis: -1}
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(in.Stats, &raw) != nil {
+		return out
+	}
+	for k, v := range raw {
+		if k == statCaches {
+			_ = json.Unmarshal(v, &out.Caches) // malformed: no caches
+			continue
+		}
+		var n int64
+		if json.Unmarshal(v, &n) == nil && string(v) != "null" {
+			out.Counters[k] = n
+		}
+	}
+	if n, ok := out.Counters[statListenerLag]; ok {
+		out.ListenerLagMillis = n
+	}
+	return out
 }
 
 // runHeartbeat refreshes this instance's row and sweeps dead instances'

@@ -25,6 +25,7 @@ import (
 	"github.com/pgcoord/pgcoord/internal/connname"
 	"github.com/pgcoord/pgcoord/internal/faultproxy"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/pgcache"
 	"github.com/pgcoord/pgcoord/pgcoordtest"
 )
 
@@ -322,19 +323,7 @@ func TestHealthLivenessSessions(t *testing.T) {
 			ctx := context.Background()
 			db := pgtest.NewDB(t)
 			name := connname.Name("health", "h1", tt.role)
-			var refuse atomic.Bool
-			cfg := db.Pool.Config().Copy()
-			// Every dedicated session copies the pool's ConnConfig: the
-			// server's answer names the role of the connection.
-			cfg.ConnConfig.ValidateConnect = func(_ context.Context, c *pgconn.PgConn) error {
-				if refuse.Load() && c.ParameterStatus("application_name") == name {
-					return errors.New("test: connection refused")
-				}
-				return nil
-			}
-			pool, err := pgxpool.NewWithConfig(ctx, cfg)
-			require.NoError(t, err)
-			t.Cleanup(pool.Close)
+			pool, refuse := refusingPool(t, db, name)
 			a, err := app.New(ctx, app.Config{Name: "health", Pool: pool, InstanceID: "h1",
 				Lock: &advisorylock.Config{HealthCheckInterval: 200 * time.Millisecond}})
 			require.NoError(t, err)
@@ -361,4 +350,87 @@ func TestHealthLivenessSessions(t *testing.T) {
 			})
 		})
 	}
+}
+
+// refusingPool returns a pool on db whose connections named name (an
+// application_name) are refused while the returned flag is set. Every
+// dedicated session pgcoord opens copies the pool's ConnConfig, and the
+// server's answer names the connection's role.
+func refusingPool(t *testing.T, db *pgtest.DB, name string) (*pgxpool.Pool, *atomic.Bool) {
+	t.Helper()
+	var refuse atomic.Bool
+	cfg := db.Pool.Config().Copy()
+	cfg.ConnConfig.ValidateConnect = func(_ context.Context, c *pgconn.PgConn) error {
+		if refuse.Load() && c.ParameterStatus("application_name") == name {
+			return errors.New("test: connection refused")
+		}
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool, &refuse
+}
+
+// Each heartbeat writes the instance's cache read counters (per cache) and
+// its listener lag: a few hundred milliseconds at most while the listener
+// is up, growing while it is cut off, back down once it reconnects.
+func TestRegistryStatsSnapshot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	listener := connname.Name("snap", "s2", connname.RoleListen)
+	pool, refuse := refusingPool(t, db, listener)
+	start := func(p *pgxpool.Pool, id string) *app.App {
+		a, err := app.New(ctx, app.Config{Name: "snap", Pool: p, InstanceID: id, HeartbeatInterval: 100 * time.Millisecond,
+			DefaultCache: &pgcache.CacheConfig{Prefix: "users", NearCache: true}})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = a.Stop(context.Background()) })
+		require.NoError(t, a.Start(ctx))
+		return a
+	}
+	a, _ := start(db.Pool, "s1"), start(pool, "s2")
+
+	require.NoError(t, a.Cache().Set(ctx, "k", "v", 0))
+	for range 3 {
+		var v string
+		_, err := a.Cache().GetInto(ctx, "k", &v)
+		require.NoError(t, err)
+	}
+	_, found, err := a.Cache().Get(ctx, "missing")
+	require.NoError(t, err)
+	require.False(t, found)
+	want := a.Cache().Stats()
+	require.Positive(t, want.NearHits)
+	require.Positive(t, want.Misses)
+	snapshot := func(id string) app.InstanceStats {
+		list, err := a.Instances(ctx)
+		require.NoError(t, err)
+		in, ok := instanceByID(list, id)
+		require.True(t, ok, id)
+		return in.DecodeStats()
+	}
+	pgcoordtest.WaitFor(t, "s1's cache counters in its snapshot", func(context.Context) (bool, error) {
+		return slices.Equal(snapshot("s1").Caches, []app.CacheStats{{Name: "snap", Prefix: "users", Store: "postgres",
+			Hits: want.Hits, Misses: want.Misses, NearHits: want.NearHits, NearMisses: want.NearMisses}}), nil
+	})
+	s1 := snapshot("s1")
+	require.Equal(t, s1.Counters["listener_lag_ms"], s1.ListenerLagMillis)
+	require.Contains(t, s1.Counters, "published")
+
+	lag := func(id string) int64 { return snapshot(id).ListenerLagMillis }
+	pgcoordtest.WaitFor(t, "both listeners' lag known", func(context.Context) (bool, error) {
+		return lag("s1") >= 0 && lag("s2") >= 0, nil
+	})
+	refuse.Store(true)
+	n, err := db.TerminateBackends(ctx, listener)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	pgcoordtest.WaitFor(t, "s2's lag grows while its listener is cut off", func(context.Context) (bool, error) {
+		return lag("s2") > 3000, nil
+	})
+	refuse.Store(false)
+	pgcoordtest.WaitFor(t, "s2's lag back under a second", func(context.Context) (bool, error) {
+		return lag("s2") < 1000, nil
+	})
 }

@@ -16,8 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/dashboard"
 	"github.com/pgcoord/pgcoord/migrations"
+	"github.com/pgcoord/pgcoord/pgcache"
 	"github.com/pgcoord/pgcoord/pgcoordtest"
 )
 
@@ -125,6 +127,71 @@ func TestPages(t *testing.T) {
 		code, body = e.get(t, "/queue/api/jobs?state=available")
 		require.Equal(t, http.StatusOK, code, body)
 	})
+}
+
+// The Cluster page shows each instance's listener lag and the Caches page
+// each instance's cache hit rates, from the stats snapshot of its last
+// heartbeat.
+func TestStatsSnapshotPages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnvWith(t, nil, func(_ int, cfg *app.Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+		cfg.DefaultCache = &pgcache.CacheConfig{Prefix: "users", NearCache: true}
+	})
+	want := map[string]pgcache.Stats{}
+	for i, id := range []string{"instance-0", "instance-1"} {
+		c := e.cluster.App(i).Cache()
+		require.NoError(t, c.Set(ctx, "k", "v", 0))
+		for range i + 2 { // different counts per instance
+			_, _, err := c.Get(ctx, "k")
+			require.NoError(t, err)
+		}
+		_, _, err := c.Get(ctx, "missing")
+		require.NoError(t, err)
+		want[id] = c.Stats()
+		require.Positive(t, want[id].NearHits, id)
+	}
+	pgcoordtest.WaitFor(t, "both instances' hit rates on the Caches page", func(context.Context) (bool, error) {
+		var c dashboard.Caches
+		e.getJSON(t, "/api/caches", &c)
+		got := map[string]pgcache.Stats{}
+		for _, r := range c.HitRates {
+			require.Equal(t, "users", r.Prefix)
+			got[r.Instance] = pgcache.Stats{Hits: r.Hits, Misses: r.Misses, NearHits: r.NearHits, NearMisses: r.NearMisses}
+		}
+		for id, w := range want {
+			if got[id] != (pgcache.Stats{Hits: w.Hits, Misses: w.Misses, NearHits: w.NearHits, NearMisses: w.NearMisses}) {
+				return false, nil
+			}
+		}
+		return len(got) == 2, nil
+	})
+	var c dashboard.Caches
+	e.getJSON(t, "/api/caches", &c)
+	for _, r := range c.HitRates {
+		w := want[r.Instance]
+		require.InDelta(t, float64(w.Hits)/float64(w.Hits+w.Misses), r.HitRate, 1e-9, r.Instance)
+		require.InDelta(t, float64(w.NearHits)/float64(w.Hits+w.Misses), r.NearHitRate, 1e-9, r.Instance)
+	}
+	_, body := e.get(t, "/caches")
+	require.Contains(t, body, `id="hit-rates"`)
+	require.Regexp(t, `<td>instance-1</td>.*<td class="num">\d+\.\d%</td>`, body)
+
+	pgcoordtest.WaitFor(t, "both instances' listener lag on the Cluster page", func(context.Context) (bool, error) {
+		var cl dashboard.Cluster
+		e.getJSON(t, "/api/cluster", &cl)
+		known := 0
+		for _, in := range cl.Instances {
+			if in.ListenerLagMillis >= 0 {
+				known++
+			}
+		}
+		return known == 2, nil
+	})
+	_, body = e.get(t, "/cluster")
+	require.Contains(t, body, "<th>Listener lag</th>")
+	require.NotContains(t, body, ">unknown<")
 }
 
 // A message published after the tail is ready arrives as an SSE event with

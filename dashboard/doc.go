@@ -5,7 +5,8 @@
 //
 //   - Cluster: every instance of the instance registry joined with its
 //     sessions (live or dead, host, pid, version, connections, uptime, last
-//     heartbeat, last activity, counters of its last heartbeat), the schema version the
+//     heartbeat, last activity, counters and listener lag of its last
+//     heartbeat), the schema version the
 //     database is at and the one this build needs, the PostgreSQL version and
 //     pg_notification_queue_usage().
 //   - Channels: per channel message counts per minute over the last
@@ -16,7 +17,8 @@
 //   - Locks: held leases (key, holder, fencing token, TTL left, waiters, held
 //     for), recent takeovers and lost leases (TTL passed, holder gone).
 //   - Caches: per app and prefix entry counts, bytes, and expired entries the
-//     sweeper has not deleted yet.
+//     sweeper has not deleted yet; each registered instance's hit rates per
+//     cache (hits, misses, near-cache hits) from its last heartbeat.
 //   - Queue: River UI (riverqueue.com/riverui) under /queue, on pgcoord's
 //     River tables, with every River UI feature.
 //

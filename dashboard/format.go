@@ -68,3 +68,6 @@ func formatBytes(n int64) string {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1024*1024))
 	}
 }
+
+// formatPercent renders a rate in [0, 1] as a percentage.
+func formatPercent(r float64) string { return fmt.Sprintf("%.1f%%", 100*r) }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
+	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/dashboard"
 	"github.com/pgcoord/pgcoord/pgcache"
 	"github.com/pgcoord/pgcoord/pgcoordtest"
@@ -36,8 +37,14 @@ type env struct {
 
 func newEnv(t *testing.T, cfg *dashboard.Config) *env {
 	t.Helper()
+	return newEnvWith(t, cfg, nil)
+}
+
+// newEnvWith is newEnv with configure applied to each instance's config.
+func newEnvWith(t *testing.T, cfg *dashboard.Config, configure func(i int, cfg *app.Config)) *env {
+	t.Helper()
 	db := pgcoordtest.NewDB(t)
-	cluster := pgcoordtest.StartCluster(t, db, 2, nil)
+	cluster := pgcoordtest.StartCluster(t, db, 2, configure)
 	var c dashboard.Config
 	if cfg != nil {
 		c = *cfg

@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/app"
@@ -105,8 +105,15 @@ type Instance struct {
 	HeartbeatAgeMillis int64 `json:"heartbeat_age_ms"`
 	// Stats is the counter snapshot of its last heartbeat (messages
 	// published and delivered, reconnects, locks held, ...).
-	Stats       map[string]int64 `json:"stats,omitempty"`
-	Connections int              `json:"connections"`
+	Stats map[string]int64 `json:"stats,omitempty"`
+	// ListenerLagMillis is how far behind its pub/sub listener was at its
+	// last heartbeat: the database's now() minus the time of the listener's
+	// latest complete read of the log, every message committed before which
+	// has been handed to its subscriptions (see app.InstanceStats). Under
+	// about a second (listen's PollInterval) while healthy; it grows while
+	// the listener is disconnected or catching up. -1 when unknown.
+	ListenerLagMillis int64 `json:"listener_lag_ms"`
+	Connections       int   `json:"connections"`
 	// Roles are the connection roles seen (listen, lock, queue, ...).
 	Roles []string `json:"roles"`
 	// UptimeMillis is the age of the instance's oldest session.
@@ -158,7 +165,7 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 		if !ok {
 			i = len(c.Instances)
 			idx[k] = i
-			c.Instances = append(c.Instances, Instance{App: k[0], ID: k[1], Host: s.host, Live: true, LastActivityMillis: s.lastAct, Roles: []string{}})
+			c.Instances = append(c.Instances, Instance{App: k[0], ID: k[1], Host: s.host, Live: true, LastActivityMillis: s.lastAct, Roles: []string{}, ListenerLagMillis: -1})
 		}
 		in := &c.Instances[i]
 		in.Connections++
@@ -183,7 +190,7 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 			// until the registry sweeps its row.
 			i = len(c.Instances)
 			idx[k] = i
-			c.Instances = append(c.Instances, Instance{App: r.App, ID: r.ID, Host: r.Host, Roles: []string{},
+			c.Instances = append(c.Instances, Instance{App: r.App, ID: r.ID, Host: r.Host, Roles: []string{}, ListenerLagMillis: -1,
 				UptimeMillis: now.Sub(r.StartedAt).Milliseconds(), LastActivityMillis: now.Sub(r.HeartbeatAt).Milliseconds()})
 		}
 		in := &c.Instances[i]
@@ -191,9 +198,8 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 		in.Host = r.Host
 		in.UptimeMillis = now.Sub(r.StartedAt).Milliseconds()
 		in.HeartbeatAgeMillis = now.Sub(r.HeartbeatAt).Milliseconds()
-		if len(r.Stats) > 0 {
-			_ = json.Unmarshal(r.Stats, &in.Stats) // a malformed snapshot shows no stats
-		}
+		st := r.DecodeStats() // a malformed snapshot shows no stats
+		in.Stats, in.ListenerLagMillis = st.Counters, st.ListenerLagMillis
 	}
 	return c, nil
 }
@@ -433,6 +439,39 @@ func (q *queries) forceFree(ctx context.Context, app, key, token string) (bool, 
 // Caches is the Caches page's data.
 type Caches struct {
 	Caches []CacheStats `json:"caches"`
+	// HitRates are the read counters of every cache of every registered
+	// instance, from the stats snapshot of its last heartbeat.
+	HitRates []CacheHitRate `json:"hit_rates"`
+}
+
+// CacheHitRate is one cache's reads on one instance since the cache was
+// created there.
+type CacheHitRate struct {
+	App      string `json:"app"`
+	Instance string `json:"instance_id"`
+	Live     bool   `json:"live"`
+	app.CacheStats
+	// HitRate is Hits / (Hits + Misses); NearHitRate NearHits / (Hits +
+	// Misses), the share of reads the near-cache answered without a round
+	// trip. -1 when the cache has had no read.
+	HitRate     float64 `json:"hit_rate"`
+	NearHitRate float64 `json:"near_hit_rate"`
+	// Display forms for the page.
+	HitRateText, NearHitRateText string `json:"-"`
+}
+
+// newHitRate computes the rates of one cache's counters.
+func newHitRate(in app.Instance, c app.CacheStats) CacheHitRate {
+	h := CacheHitRate{App: in.App, Instance: in.ID, Live: in.Alive, CacheStats: c, HitRate: -1, NearHitRate: -1,
+		HitRateText: "no reads", NearHitRateText: "no reads"}
+	if reads := c.Hits + c.Misses; reads > 0 {
+		h.HitRate, h.NearHitRate = float64(c.Hits)/float64(reads), float64(c.NearHits)/float64(reads)
+		h.HitRateText, h.NearHitRateText = formatPercent(h.HitRate), formatPercent(h.NearHitRate)
+		if c.NearHits+c.NearMisses == 0 {
+			h.NearHitRateText = "no near-cache reads"
+		}
+	}
+	return h
 }
 
 // CacheStats summarises one cache (app and prefix) of the postgres store.
@@ -457,5 +496,19 @@ func (q *queries) caches(ctx context.Context) (*Caches, error) {
 	if cs == nil {
 		cs = []CacheStats{}
 	}
-	return &Caches{Caches: cs}, nil
+	out := &Caches{Caches: cs, HitRates: []CacheHitRate{}}
+	reg, err := app.ListInstances(ctx, q.pool, q.schema, nil)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+			return out, nil // a schema older than the registry
+		}
+		return nil, err
+	}
+	for _, in := range reg {
+		for _, c := range in.DecodeStats().Caches {
+			out.HitRates = append(out.HitRates, newHitRate(in, c))
+		}
+	}
+	return out, nil
 }

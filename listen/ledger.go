@@ -194,6 +194,13 @@ func (l *ledger) state() (snap snapshot, serverID int64, switching bool, since t
 	return l.snap, l.serverID, l.switching, l.switchSince
 }
 
+// readAt returns the database time of the latest complete catch-up.
+func (l *ledger) readAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastRead
+}
+
 // size returns the number of ids kept (for tests and stats).
 func (l *ledger) size() int {
 	l.mu.Lock()

@@ -557,6 +557,13 @@ type Stats struct {
 	LogReads int64
 	// HandlerErrors counts handler calls that returned an error or panicked.
 	HandlerErrors int64
+	// LogReadAt is the database time (statement_timestamp) of the
+	// listener's latest complete read of the log: what committed before it
+	// has been handed to the subscriptions. A healthy listener reads at
+	// least every PollInterval, so its lag, the database's now() minus
+	// LogReadAt, stays under PollInterval plus one read; it grows while the
+	// listener is disconnected or behind. Zero before Start.
+	LogReadAt time.Time
 }
 
 // Stats returns a snapshot of the counters.
@@ -573,6 +580,7 @@ func (ps *PubSub) Stats() Stats {
 		Switchovers:   s.switchovers.Load(),
 		LogReads:      s.logReads.Load(),
 		HandlerErrors: s.handlerErrors.Load(),
+		LogReadAt:     ps.led.readAt(),
 	}
 }
 

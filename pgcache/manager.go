@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,6 +324,13 @@ func (m *Manager) Stats() Stats {
 	}
 	s.ExpiredSwept += m.sweptOther.Load()
 	return s
+}
+
+// Caches returns the caches of this manager, in name order.
+func (m *Manager) Caches() []*Cache {
+	out := m.cacheList()
+	slices.SortFunc(out, func(a, b *Cache) int { return strings.Compare(a.Name(), b.Name()) })
+	return out
 }
 
 func (m *Manager) cacheList() []*Cache {
