@@ -328,7 +328,7 @@ func (t *tail) readSQL() string {
 	return `SELECT ` + messageCols + ` FROM unnest($1::text[]) a(app) CROSS JOIN LATERAL (
 		(SELECT * FROM ` + t.msgs + ` x WHERE x.app = a.app AND x.xid >= pg_snapshot_xmax($2::pg_snapshot))
 		UNION ALL
-		(SELECT * FROM ` + t.msgs + ` x WHERE x.app = a.app AND x.xid IN (SELECT pg_snapshot_xip($2::pg_snapshot)))
+		(SELECT * FROM ` + t.msgs + ` x WHERE x.app = a.app AND x.xid = ANY (ARRAY(SELECT pg_snapshot_xip($2::pg_snapshot))))
 	) m WHERE m.sender <> '' ORDER BY m.app, m.xid, m.id`
 }
 
