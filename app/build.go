@@ -45,6 +45,7 @@ func (a *App) build() error {
 		mc = *c.Cache
 	}
 	mc.AppName, mc.Schema, mc.Logger, mc.PubSub = c.Name, c.Schema, componentLogger(a.base, "pgcache"), a.pubsub
+	mc.MeterProvider, mc.TracerProvider = c.providers(mc.MeterProvider, mc.TracerProvider)
 	if a.caches, err = pgcache.NewManager(a.pool, &mc); err != nil {
 		return fmt.Errorf("app: cache: %w", err)
 	}

@@ -24,4 +24,8 @@ func TestMeterProviderReachesComponents(t *testing.T) {
 	_, err = a.EventQueue().Publish(ctx, "c", 1, nil)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), metrics.Value(t, "pgcoord.queue.published"))
+	require.NoError(t, a.Start(ctx))
+	_, _, err = a.Cache().Get(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), metrics.Value(t, "pgcoord.cache.misses"))
 }

@@ -143,14 +143,16 @@ func (c CacheConfig) spec(defaultStore string) (cacheSpec, error) {
 // are stored as JSON (encoding/json), except []byte, which is stored as it
 // is. A value that encodes to JSON null is not cacheable.
 type Cache struct {
-	m      *Manager
-	spec   cacheSpec
-	st     store
-	pg     *pgStore  // nil for the memory store
-	mem    *memStore // nil for the postgres store
-	near   *nearCache
-	sf     singleflight.Group
-	stats  stats
+	m     *Manager
+	spec  cacheSpec
+	st    store
+	pg    *pgStore  // nil for the memory store
+	mem   *memStore // nil for the postgres store
+	near  *nearCache
+	sf    singleflight.Group
+	stats stats
+	// attrs are the cache's attribute sets for its instruments (telemetry.go).
+	attrs  *cacheAttrs
 	logger *slog.Logger
 	// heldUntil (Manager.mono) is set when a write found a near cache
 	// registered for this prefix; see prefixHeld.
@@ -158,7 +160,7 @@ type Cache struct {
 }
 
 func newCache(ctx context.Context, m *Manager, spec cacheSpec) (*Cache, error) {
-	c := &Cache{m: m, spec: spec, logger: m.logger.With(slog.String("cache", spec.name))}
+	c := &Cache{m: m, spec: spec, attrs: newCacheAttrs(spec), logger: m.logger.With(slog.String("cache", spec.name))}
 	switch spec.store {
 	case StorePostgres:
 		c.pg = &pgStore{db: m.pool, sql: m.sql, app: m.cfg.AppName, prefix: spec.prefix}
@@ -231,6 +233,7 @@ func (c *Cache) encode(v any) (encoded, error) {
 
 // getEncoded reads one entry, through the near cache when there is one.
 func (c *Cache) getEncoded(ctx context.Context, key string) (encoded, bool, error) {
+	defer c.opEnd(ctx, c.opStart(ctx), c.attrs.get)
 	if c.near != nil {
 		return c.near.get(ctx, key)
 	}
@@ -470,6 +473,7 @@ func (c *Cache) mgetEncoded(ctx context.Context, keys []string) ([]encoded, []bo
 	if len(keys) == 0 {
 		return nil, nil, nil
 	}
+	defer c.opEnd(ctx, c.opStart(ctx), c.attrs.mget)
 	if c.near != nil {
 		return c.near.mget(ctx, keys)
 	}
@@ -637,6 +641,11 @@ func (c *Cache) DelValueInObject(ctx context.Context, key, field string) error {
 // never sees the old value once write returns. Otherwise fn runs guarded:
 // one round trip that writes only if no near cache registered the prefix.
 func (c *Cache) write(ctx context.Context, keys []string, reset bool, fn func(ctx context.Context, q querier) error) error {
+	attrs := c.attrs.write
+	if reset {
+		attrs = c.attrs.reset
+	}
+	defer c.opEnd(ctx, c.opStart(ctx), attrs)
 	if c.pg == nil {
 		return fn(ctx, nil)
 	}

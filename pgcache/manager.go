@@ -21,6 +21,9 @@ import (
 	"github.com/pgcoord/pgcoord/listen"
 
 	"github.com/pgcoord/pgcoord/internal/connname"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Store names.
@@ -69,6 +72,13 @@ type ManagerConfig struct {
 	// SweepBatchSize bounds the rows one sweep statement deletes. Defaults to
 	// DefaultSweepBatchSize.
 	SweepBatchSize int
+	// MeterProvider receives the instruments of every cache of the Manager
+	// (pgcoord.cache.*, see docs/observability.md). Defaults to
+	// otel.GetMeterProvider() (a no-op until the application installs an SDK).
+	MeterProvider metric.MeterProvider
+	// TracerProvider receives a span per loader run of Wrap
+	// (pgcoord.cache.load). Defaults to otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
 }
 
 func (c *ManagerConfig) withDefaults() ManagerConfig {
@@ -145,6 +155,10 @@ type Manager struct {
 	// near_registry.go); nsql their statements.
 	near *nearState
 	nsql *nearSQL
+
+	// tel holds the instruments (telemetry.go); its callback is
+	// unregistered by Close.
+	tel *telemetry
 }
 
 // NewManager returns a Manager for pool. It does not touch the database; call
@@ -169,6 +183,7 @@ func NewManager(pool *pgxpool.Pool, cfg *ManagerConfig) (*Manager, error) {
 		caches:    map[string]*Cache{},
 		wrapLocks: newWrapLocks(wrapLockConnConfig(pool, c), c.Logger),
 	}
+	m.tel = newTelemetry(m, c.MeterProvider, c.TracerProvider)
 	m.life.Errors(ErrClosed, ErrAlreadyStarted)
 	return m, nil
 }
@@ -221,6 +236,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	if first, _ := m.life.BeginStop(); !first {
 		return nil
 	}
+	_ = m.tel.reg.Unregister()
 	m.mu.Lock()
 	stop, done := m.stop, m.done
 	caches := make([]*Cache, 0, len(m.caches))

@@ -36,6 +36,13 @@ type nearInstance struct {
 
 func newNearInstance(t *testing.T, db *pgtest.DB, name string, cfg pgcache.CacheConfig) *nearInstance {
 	t.Helper()
+	return newNearInstanceWith(t, db, name, cfg, pgcache.ManagerConfig{})
+}
+
+// newNearInstanceWith is newNearInstance with mcfg's other fields on the
+// Manager.
+func newNearInstanceWith(t *testing.T, db *pgtest.DB, name string, cfg pgcache.CacheConfig, mcfg pgcache.ManagerConfig) *nearInstance {
+	t.Helper()
 	ctx := context.Background()
 	lpool := db.NewPool(t, &pgtest.PoolOptions{AppName: name + "-listen", MaxConns: 2})
 	ps, err := listen.New(lpool, &listen.Config{
@@ -50,7 +57,8 @@ func newNearInstance(t *testing.T, db *pgtest.DB, name string, cfg pgcache.Cache
 	})
 	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 4})
 	// Registered after the PubSub's cleanup, so it runs before it.
-	m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app", PubSub: ps})
+	mcfg.AppName, mcfg.PubSub = "app", ps
+	m := newManager(t, pool, &mcfg)
 	if cfg.Name == "" {
 		cfg.Name = "near"
 	}

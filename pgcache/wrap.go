@@ -107,7 +107,7 @@ func (c *Cache) wrap(ctx context.Context, key string, ttl time.Duration, fn func
 // load runs fn and stores its result.
 func (c *Cache) load(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
 	c.stats.loaderCalls.Add(1)
-	v, err := fn(ctx)
+	v, err := runLoader(ctx, c, fn)
 	if err != nil {
 		return wrapResult{}, err
 	}
@@ -262,7 +262,7 @@ func wrapWithCondition[T any](ctx context.Context, c *Cache, key string, fn func
 		}
 	}
 	c.stats.loaderCalls.Add(1)
-	v, err := fn(ctx)
+	v, err := runLoader(ctx, c, fn)
 	if err != nil {
 		return zero, err
 	}
