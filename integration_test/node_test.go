@@ -309,7 +309,9 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 	// A fault injected while the node starts (the injector terminating its
 	// connections in the middle of Start) fails Start, as it should; an
 	// orchestrator would then start the process again, and so does the
-	// node, a few times, with a fresh App.
+	// node, a few times, with a fresh App. One terminateAll can fail two
+	// attempts (the next one may get a pooled connection it killed), and
+	// FailFirstStart takes one.
 	var (
 		n *node
 		p *probe
@@ -320,7 +322,7 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 		if err == nil {
 			break
 		}
-		if attempt == 5 {
+		if attempt == 10 {
 			return fmt.Errorf("start (attempt %d): %w", attempt, err)
 		}
 		fmt.Fprintf(os.Stderr, "node %s: start attempt %d failed, starting again: %v\n", cfg.ID, attempt, err)
