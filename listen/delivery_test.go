@@ -190,7 +190,7 @@ func TestHandlerErrorsAndPanics(t *testing.T) {
 		require.NoError(t, a.Publish(ctx, "ch", i, nil))
 	}
 	got.waitLen(t, 3)
-	require.Eventually(t, func() bool { return b.Stats().HandlerErrors == 6 }, waitFor, tick)
+	waitState(t, b, waitFor, func() bool { return b.Stats().HandlerErrors == 6 })
 	require.True(t, b.Healthy())
 }
 
@@ -226,12 +226,12 @@ func TestCloseDuringBurst(t *testing.T) {
 			}
 		}()
 	}
-	require.Eventually(t, func() bool { return calls.Load() > 50 }, waitFor, tick)
+	waitState(t, b, waitFor, func() bool { return calls.Load() > 50 })
 	require.NoError(t, b.Close(ctx))
 	closed.Store(true)
 	// Keep publishing for a while after Close: nothing reaches b.
 	n := a.Stats().Published
-	require.Eventually(t, func() bool { return a.Stats().Published > n+100 }, waitFor, tick)
+	waitState(t, a, waitFor, func() bool { return a.Stats().Published > n+100 })
 	// Closing the publisher during its burst ends every Publish with ErrClosed.
 	require.NoError(t, a.Close(ctx))
 	wg.Wait()
@@ -278,13 +278,13 @@ func TestOverflowRecovered(t *testing.T) {
 		require.NoError(t, a.Publish(ctx, "ch", i, nil))
 	}
 	fast.waitLen(t, n) // not held up by the blocked subscription
-	require.Eventually(t, func() bool { return b.Stats().Dropped > 0 }, waitFor, tick)
+	waitState(t, b, waitFor, func() bool { return b.Stats().Dropped > 0 })
 	close(release)
-	require.Eventually(t, func() bool {
+	waitState(t, b, waitFor, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(events) == n+1
-	}, waitFor, tick)
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	// Every message once, in order, with one resync before the first

@@ -163,3 +163,23 @@ func barrier(t *testing.T, from *PubSub, to *inbox, channel string) {
 	require.NoError(t, from.Publish(context.Background(), channel, []byte(marker), nil))
 	to.waitPayload(t, marker)
 }
+
+// waitState waits, without polling, until cond holds; cond reads what ps
+// signals a change of (watch.go): Healthy, Stats, the ledger after a
+// catch-up, or what ps's handlers and OnResync callbacks recorded.
+func waitState(t *testing.T, ps *PubSub, within time.Duration, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		changed := ps.watch.next()
+		if cond() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			require.FailNow(t, "condition not met", msgAndArgs...)
+		}
+	}
+}

@@ -162,7 +162,7 @@ func (l *listener) run(conn *pgx.Conn) {
 	var c *catchUp
 	for {
 		unfinished, err := l.serve(ctx, conn, c)
-		ps.healthy.Store(false)
+		ps.setHealthy(false)
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = conn.Close(closeCtx)
 		cancel()
@@ -190,7 +190,7 @@ func (l *listener) run(conn *pgx.Conn) {
 			}
 			ps.logger.WarnContext(ctx, "listen: reconnect failed", slog.String("app", ps.cfg.AppName), slog.Int("attempt", attempt+1), slog.Any("error", err))
 		}
-		ps.stats.reconnects.Add(1)
+		ps.count(&ps.stats.reconnects, 1)
 	}
 }
 
@@ -212,7 +212,7 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 	next := time.Now().Add(poll)
 	wanted := false // a catch-up was asked for (wake-up, poll)
 	if c == nil {
-		ps.healthy.Store(ctx.Err() == nil)
+		ps.setHealthy(ctx.Err() == nil)
 	}
 	var held *pgconn.Notification // taken from the buffer, handled after the catch-up
 	for {
@@ -235,7 +235,7 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 				}
 				c = nil
 				next = time.Now().Add(poll)
-				ps.healthy.Store(ctx.Err() == nil) // Close may have begun
+				ps.setHealthy(ctx.Err() == nil) // Close may have begun
 			}
 		}
 
@@ -357,7 +357,7 @@ func (l *listener) newCatchUp() *catchUp {
 // read runs one read of the log and returns its snapshot, server identity
 // and time (the first row) and its rows, in (xid, id) order.
 func (l *listener) read(ctx context.Context, conn *pgx.Conn, sql string, args ...any) (p snapshot, serverID int64, at time.Time, rows []logRow, err error) {
-	l.ps.stats.logReads.Add(1)
+	l.ps.count(&l.ps.stats.logReads, 1)
 	rs, err := conn.Query(ctx, sql, args...)
 	if err != nil {
 		return p, 0, at, nil, fmt.Errorf("read log: %w", err)
@@ -498,7 +498,7 @@ func (l *listener) deliver(ctx context.Context, conn *pgx.Conn, ids []int64) err
 func (l *listener) switchover(ctx context.Context, c *catchUp, reason string) {
 	ps := l.ps
 	since := ps.led.startSwitch(switchoverMargin)
-	ps.stats.switchovers.Add(1)
+	ps.count(&ps.stats.switchovers, 1)
 	ps.logger.WarnContext(ctx, "listen: the listener reached another server than before; delivering its messages since the last read, exactly-once is void for them",
 		slog.String("app", ps.cfg.AppName), slog.String("instance_id", ps.cfg.InstanceID),
 		slog.String("reason", reason), slog.Time("since", since))

@@ -54,7 +54,7 @@ func TestLongTransactionBigBacklog(t *testing.T) {
 
 	// Later polls read only what is new: the ledger keeps no id per message
 	// of the backlog, and messages keep flowing.
-	require.Eventually(t, func() bool { return sub.Healthy() && sub.led.size() < 1000 }, waitFor, tick)
+	waitState(t, sub, waitFor, func() bool { return sub.Healthy() && sub.led.size() < 1000 })
 	barrier(t, pub, got, "ch")
 	require.Equal(t, []string{`"inline"`, `"by-wake-up"`}, got.nonBarrier())
 	require.False(t, sub.led.snapEnded(pinned), "the pinned transaction is still open")

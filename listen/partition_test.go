@@ -31,7 +31,7 @@ func TestSilentPartition(t *testing.T) {
 
 	require.NotZero(t, proxy.Freeze())
 	require.NoError(t, pub.Publish(ctx, "ch", "during", nil))
-	require.Eventually(t, func() bool { return sub.Stats().Reconnects >= 1 && sub.Healthy() }, waitFor, tick)
+	waitState(t, sub, waitFor, func() bool { return sub.Stats().Reconnects >= 1 && sub.Healthy() })
 	got.waitPayload(t, `"during"`)
 	barrier(t, pub, got, "ch")
 	require.Equal(t, []string{`"during"`}, got.nonBarrier())

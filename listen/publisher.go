@@ -133,7 +133,7 @@ func (ps *PubSub) publishBatch(batch []*pubReq) {
 		}
 		return
 	}
-	ps.stats.published.Add(int64(len(batch)))
+	ps.count(&ps.stats.published, int64(len(batch)))
 	var local []envelope
 	for i, r := range batch {
 		if !r.args.skipSelf {

@@ -242,7 +242,8 @@ type PubSub struct {
 	// connection (queryTimeout; tests lower it).
 	readTimeout time.Duration
 
-	healthy     atomic.Bool
+	healthy     atomic.Bool                // set through setHealthy
+	watch       watch                      // see watch.go
 	listenerPID atomic.Uint32              // backend pid of the current listener connection (for tests)
 	pubMu       sync.Mutex                 // guards pubQ
 	pubQ        publishQueue               // Publish group commit, see publisher.go
@@ -441,7 +442,7 @@ func (ps *PubSub) Start(ctx context.Context) error {
 		return fmt.Errorf("listen: start: %w", err)
 	}
 	ps.state = stateStarted
-	ps.healthy.Store(true)
+	ps.setHealthy(true)
 	ps.wg.Add(1)
 	go func() {
 		defer ps.wg.Done()
@@ -497,7 +498,7 @@ func (ps *PubSub) Close(ctx context.Context) error {
 	}
 	ps.mu.Unlock()
 
-	ps.healthy.Store(false)
+	ps.setHealthy(false)
 	ps.cancel()
 	for _, s := range subs {
 		s.halt()
@@ -694,7 +695,7 @@ func (ps *PubSub) PublishTx(ctx context.Context, tx pgx.Tx, channel string, payl
 	if err != nil {
 		return fmt.Errorf("listen: publish %q: %w", channel, err)
 	}
-	ps.stats.published.Add(1)
+	ps.count(&ps.stats.published, 1)
 	if ht, ok := tx.(*txhooks.Tx); ok && !a.skipSelf {
 		env.msg.Channel, env.msg.Payload, env.msg.Sender = a.channel, a.payload, ps.cfg.InstanceID
 		env.skipSelf, env.onlySelf = a.skipSelf, a.onlySelf
@@ -734,7 +735,7 @@ func (ps *PubSub) forMe(env *envelope) bool {
 func (ps *PubSub) dispatch(envs []envelope, caughtUp bool) {
 	ps.led.claimEach(envs, func(env *envelope) {
 		if caughtUp {
-			ps.stats.caughtUp.Add(1)
+			ps.count(&ps.stats.caughtUp, 1)
 		}
 		if !ps.forMe(env) {
 			return

@@ -123,8 +123,7 @@ func TestReconnectExactlyOnce10k(t *testing.T) {
 	close(stopKiller)
 	kills := <-killerDone
 
-	require.Eventually(t, func() bool { return recvd.Load() >= total }, 60*time.Second, 10*time.Millisecond,
-		"received %d of %d", recvd.Load(), total)
+	waitState(t, sub, 60*time.Second, func() bool { return recvd.Load() >= total }, "received %d of %d", recvd.Load(), total)
 	// Another round trip after everything arrived: nothing more comes.
 	got := subscribe(t, sub, "end", nil)
 	barrier(t, pub, got, "end")
@@ -172,18 +171,22 @@ func TestReconnectResync(t *testing.T) {
 	require.True(t, sub.Healthy())
 
 	require.NoError(t, pub.Publish(ctx, "ch", "before", nil))
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) == 1 }, waitFor, tick)
+	waitEvents := func(n int) {
+		t.Helper()
+		waitState(t, sub, waitFor, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= n }, "want %d events", n)
+	}
+	waitEvents(1)
 
 	pid := sub.listenerPID.Load()
 	_, err = db.Pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, int32(pid))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return !sub.Healthy() }, waitFor, tick)
+	waitState(t, sub, waitFor, func() bool { return !sub.Healthy() })
 	// Missed while disconnected or reconnecting.
 	require.NoError(t, pub.Publish(ctx, "ch", "during", nil))
-	require.Eventually(t, func() bool { return sub.Healthy() }, waitFor, tick)
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= 3 }, waitFor, tick)
+	waitState(t, sub, waitFor, sub.Healthy)
+	waitEvents(3)
 	require.NoError(t, pub.Publish(ctx, "ch", "after", nil))
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= 4 }, waitFor, tick)
+	waitEvents(4)
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, []string{`"before"`, "resync", `"during"`, `"after"`}, events)
@@ -297,11 +300,18 @@ func TestServerRestart(t *testing.T) {
 	got.waitPayload(t, `"before"`)
 	require.NoError(t, srv.Restart(ctx))
 
-	// The pool drops its broken connections as they fail; retry until the
-	// server answers again.
-	require.Eventually(t, func() bool { return pub.Publish(ctx, "ch", "after-restart", nil) == nil }, waitFor, 20*time.Millisecond)
+	// The server answers when Restart returns; the pool drops each broken
+	// connection as it fails, so a Publish succeeds once the pool's (at
+	// most 6) connections from before the restart are gone.
+	for attempt := 1; ; attempt++ {
+		err := pub.Publish(ctx, "ch", "after-restart", nil)
+		if err == nil {
+			break
+		}
+		require.Lessf(t, attempt, 8, "publish after the restart: %v", err)
+	}
 	got.waitPayload(t, `"after-restart"`)
-	require.Eventually(t, sub.Healthy, waitFor, tick)
+	waitState(t, sub, waitFor, sub.Healthy)
 	barrier(t, pub, got, "ch")
 	require.Equal(t, []string{`"before"`, `"after-restart"`}, got.nonBarrier())
 	require.Positive(t, sub.Stats().Reconnects)

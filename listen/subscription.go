@@ -180,7 +180,7 @@ func (s *Subscription) enqueue(msg Message) {
 				slog.String("channel", s.channel), slog.Int("buffer_size", s.capacity))
 		}
 		s.dropped = append(s.dropped, msg.ID)
-		s.ps.stats.dropped.Add(1)
+		s.ps.count(&s.ps.stats.dropped, 1)
 	} else {
 		s.queue = append(s.queue, item{msg: msg})
 		s.nmsgs++
@@ -332,15 +332,15 @@ func (s *Subscription) call(msg Message) {
 	ps := s.ps
 	defer func() {
 		if p := recover(); p != nil {
-			ps.stats.handlerErrors.Add(1)
+			ps.count(&ps.stats.handlerErrors, 1)
 			ps.logger.Error("listen: handler panicked", slog.String("channel", s.channel),
 				slog.Int64("message_id", msg.ID), slog.Int("payload_bytes", len(msg.Payload)), slog.Any("panic", p))
 		}
 	}()
 	err := s.handler(s.handlerCtx(), msg)
-	ps.stats.delivered.Add(1)
+	ps.count(&ps.stats.delivered, 1)
 	if err != nil {
-		ps.stats.handlerErrors.Add(1)
+		ps.count(&ps.stats.handlerErrors, 1)
 		ps.logger.Error("listen: handler failed", slog.String("channel", s.channel),
 			slog.Int64("message_id", msg.ID), slog.Int("payload_bytes", len(msg.Payload)), slog.Any("error", err))
 	}
@@ -356,6 +356,7 @@ func (s *Subscription) resync() {
 		}
 	}()
 	s.onResync(s.handlerCtx())
+	s.ps.watch.changed()
 }
 
 // recoverDropped reads dropped messages back from the log and delivers them, after
@@ -387,14 +388,14 @@ func (s *Subscription) recoverDropped(ids []int64, deliver func(Message)) {
 		}
 		slices.SortFunc(envs, func(a, b envelope) int { return pos[a.msg.ID] - pos[b.msg.ID] })
 		if lost := len(chunk) - len(envs); lost > 0 {
-			ps.stats.lost.Add(int64(lost))
+			ps.count(&ps.stats.lost, int64(lost))
 			ps.logger.Error("listen: dropped messages were pruned from the log before recovery", slog.String("channel", s.channel), slog.Int("messages", lost))
 		}
 		for _, e := range envs {
 			if s.isStopped() {
 				return
 			}
-			ps.stats.recovered.Add(1)
+			ps.count(&ps.stats.recovered, 1)
 			deliver(e.msg)
 		}
 	}

@@ -43,20 +43,21 @@ func switchoverDBs(t *testing.T) (string, string) {
 	defer cancel()
 	dbA := pgtest.NewDB(t)
 	srvB := pgtest.NewPrivateServer(t)
-	// A new server on a loaded machine may take a while to answer.
-	var admin *pgx.Conn
-	require.Eventually(t, func() bool {
-		var err error
-		admin, err = pgx.Connect(ctx, srvB.AdminURL())
-		return err == nil
-	}, time.Minute, 100*time.Millisecond)
+	// NewPrivateServer returns once the server accepts connections.
+	admin, err := pgx.Connect(ctx, srvB.AdminURL())
+	require.NoError(t, err)
 	defer admin.Close(ctx) //nolint:errcheck
-	_, err := admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{dbA.Name}.Sanitize())
+	_, err = admin.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{dbA.Name}.Sanitize())
 	require.NoError(t, err)
 	urlB := srvB.URLFor(dbA.Name)
 	_ = migratedPool(t, urlB, "migrate")
 	return dbA.URL, urlB
 }
+
+// switchoverWait bounds the wait for a listener to resynchronise with the
+// throwaway server: its first connections to a new database are slow on a
+// loaded machine (cold caches), and this is a wait on a signal, not a pause.
+const switchoverWait = time.Minute
 
 func psOn(t *testing.T, pool *pgxpool.Pool, id string) *PubSub {
 	t.Helper()
@@ -111,10 +112,10 @@ func TestSwitchoverToAnotherCluster(t *testing.T) {
 	require.NoError(t, pubB.Publish(ctx, "ch", "gap", nil))
 	proxy.Cut()
 
-	require.Eventually(t, func() bool { return sub.Stats().Switchovers == 1 && sub.Healthy() }, waitFor, tick)
+	waitState(t, sub, switchoverWait, func() bool { return sub.Stats().Switchovers == 1 && sub.Healthy() })
 	got.waitPayload(t, `"gap"`)
 	require.Greater(t, sub.Epoch(), epoch, "the epoch advances, so near caches flush")
-	require.Eventually(t, func() bool { return resyncs.Load() >= 1 }, waitFor, tick)
+	waitState(t, sub, waitFor, func() bool { return resyncs.Load() >= 1 })
 
 	require.NoError(t, pubB.Publish(ctx, "ch", "inline", nil))
 	require.NoError(t, pubB.Publish(ctx, "ch", strings.Repeat("x", 9000), nil)) // by id
@@ -144,7 +145,7 @@ func TestSwitchoverDetectedByXidRegression(t *testing.T) {
 	barrier(t, pub, got, "ch")
 
 	sub.led.shiftXmax(1 << 32) // as if the transaction ids had gone back
-	require.Eventually(t, func() bool { return sub.Stats().Switchovers == 1 && sub.Healthy() }, waitFor, tick)
+	waitState(t, sub, switchoverWait, func() bool { return sub.Stats().Switchovers == 1 && sub.Healthy() })
 	tx, err := pub.pool.Begin(ctx)
 	require.NoError(t, err)
 	require.NoError(t, pub.PublishTx(ctx, tx, "ch", "after", nil))
