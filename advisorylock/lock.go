@@ -74,10 +74,12 @@ type Lock struct {
 	timer    *time.Timer // fires at the local deadline; nil when the lease has no expiry
 	timerGen uint64      // generation of timer: a superseded timer that already fired does nothing
 	freed    bool        // the backend release has succeeded: Release is a no-op from now on
+	cause    string      // why a lost lease was lost (telemetry.go); "" until lose
+	granted  time.Time   // when the grant was made (for pgcoord.lock.hold.duration)
 }
 
 func newLock(b backend, key string, token int64, owner int32, sent time.Time, ttl time.Duration) *Lock {
-	l := &Lock{b: b, key: key, token: token, owner: owner, done: make(chan struct{})}
+	l := &Lock{b: b, key: key, token: token, owner: owner, done: make(chan struct{}), granted: time.Now()}
 	l.mu.Lock()
 	l.setDeadlineLocked(sent, ttl)
 	l.mu.Unlock()
@@ -139,8 +141,29 @@ func (l *Lock) expire(gen uint64) {
 	current := l.timerGen == gen
 	l.mu.Unlock()
 	if current {
-		l.finish(stateLost)
+		l.lose(causeExpired)
 	}
+}
+
+// lose ends a held lease as lost, for cause.
+func (l *Lock) lose(cause string) {
+	l.mu.Lock()
+	if l.state == stateHeld && l.cause == "" {
+		l.cause = cause
+	}
+	l.mu.Unlock()
+	l.finish(stateLost)
+}
+
+// lostCause is why the lease was lost: the cause given to lose, else the
+// liveness session's end (every other path that loses a lease).
+func (l *Lock) lostCause() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cause == "" {
+		return causeLiveness
+	}
+	return l.cause
 }
 
 // finish moves a held lock to released or lost, exactly once.
@@ -200,7 +223,7 @@ func (l *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 	sent := time.Now()
 	if err := l.b.extend(ctx, l, ttl); err != nil {
 		if errors.Is(err, ErrNotHeld) {
-			l.finish(stateLost)
+			l.lose(causeNotHeld)
 		}
 		return fmt.Errorf("advisorylock: extend %q (token %d): %w", l.key, l.token, err)
 	}

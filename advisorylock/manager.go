@@ -17,6 +17,9 @@ import (
 	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/schema"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of Config.
@@ -68,6 +71,13 @@ type Config struct {
 	// a dead instance) stays before the sweeper deletes it. Defaults to
 	// DefaultRetention; the minimum is one minute.
 	Retention time.Duration
+	// MeterProvider receives the lock instruments (pgcoord.lock.*, see
+	// docs/observability.md). Defaults to otel.GetMeterProvider() (a no-op
+	// until the application installs an SDK).
+	MeterProvider metric.MeterProvider
+	// TracerProvider receives a span per acquisition that waits
+	// (pgcoord.lock.acquire). Defaults to otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) withDefaults() Config {
@@ -164,6 +174,9 @@ type Manager struct {
 	liveGen chan struct{} // closed (and replaced) whenever liveness or state changes
 
 	acquired, waited, contended, handoffs, takeovers, lostN, released atomic.Int64
+
+	// tel holds the instruments (telemetry.go); Close unregisters its callback.
+	tel *telemetry
 }
 
 type mgrState int
@@ -197,6 +210,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
 		byHash:  make(map[uint64][]*waitQueue),
 		liveGen: make(chan struct{}),
 	}
+	m.tel = newTelemetry(m, c.MeterProvider, c.TracerProvider)
 	m.life.Errors(ErrClosed, ErrAlreadyStarted)
 	return m, nil
 }
@@ -256,6 +270,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	if first, _ := m.life.BeginStop(); !first {
 		return nil
 	}
+	_ = m.tel.reg.Unregister()
 	m.mu.Lock()
 	wasStarted := m.state == mgrStarted
 	m.state = mgrClosed
@@ -346,14 +361,16 @@ func (m *Manager) signalLocked() {
 // flight, that statement is allowed to finish (it may wait for a transaction
 // that holds the lease row with CheckTx) and a grant it made is given back,
 // so a cancelled call never leaves a lease behind.
-func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (l *Lock, err error) {
+	ctx, end := m.tel.start(ctx, key)
+	defer func() { end(err) }()
 	if err := checkArgs(key, ttl, "ttl"); err != nil {
 		return nil, fmt.Errorf("advisorylock: acquire: %w", err)
 	}
 	if ttl == 0 {
 		ttl = m.cfg.DefaultTTL
 	}
-	l, err := m.wait(ctx, key, ttl, time.Time{})
+	l, err = m.wait(ctx, key, ttl, time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("advisorylock: acquire %q: %w", key, err)
 	}
@@ -366,7 +383,9 @@ func (m *Manager) Acquire(ctx context.Context, key string, ttl time.Duration) (*
 // *LockAcquireError with ReasonLocked if the key is held; with wait > 0 it
 // waits up to wait, then returns ReasonTimedOut. If ctx ends first, ctx's
 // error is returned.
-func (m *Manager) TryAcquire(ctx context.Context, key string, wait time.Duration) (*Lock, error) {
+func (m *Manager) TryAcquire(ctx context.Context, key string, wait time.Duration) (l *Lock, err error) {
+	ctx, end := m.tel.start(ctx, key)
+	defer func() { end(err) }()
 	if err := checkArgs(key, wait, "wait"); err != nil {
 		return nil, fmt.Errorf("advisorylock: try acquire: %w", err)
 	}
@@ -386,7 +405,7 @@ func (m *Manager) TryAcquire(ctx context.Context, key string, wait time.Duration
 		}
 		return l, nil
 	}
-	l, err := m.wait(ctx, key, 0, time.Now().Add(wait))
+	l, err = m.wait(ctx, key, 0, time.Now().Add(wait))
 	if errors.Is(err, errTimedOut) {
 		return nil, &LockAcquireError{Key: key, Reason: ReasonTimedOut}
 	}
@@ -837,6 +856,11 @@ func (m *Manager) forget(l *Lock, lost bool) {
 		q.wakeHead()
 	}
 	m.mu.Unlock()
+	cause := ""
+	if lost {
+		cause = l.lostCause()
+	}
+	m.tel.ended(l.granted, cause)
 	if lost {
 		m.lostN.Add(1)
 		m.log.Warn("lock lost", slog.String("lock_key", l.key), slog.Int64("token", l.token), slog.String("owner", m.cfg.InstanceID))

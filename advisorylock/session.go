@@ -150,6 +150,7 @@ func (m *Manager) runLiveness(ctx context.Context, s *session) {
 		m.signalLocked()
 		m.mu.Unlock()
 		m.log.Info("liveness session reconnected", slog.Int("owner_id", int(s.ownerID)))
+		m.tel.reconnects.Add(ctx, 1, m.tel.none)
 		// Releases sent while we were away were missed: every waiter re-checks.
 		m.wakeAll()
 	}

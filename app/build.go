@@ -65,6 +65,7 @@ func (a *App) build() error {
 		lc = *c.Lock
 	}
 	lc.AppName, lc.InstanceID, lc.Schema, lc.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "advisorylock")
+	lc.MeterProvider, lc.TracerProvider = c.providers(lc.MeterProvider, lc.TracerProvider)
 	if a.locks, err = advisorylock.New(a.sessionPool(), &lc); err != nil {
 		return fmt.Errorf("app: locks: %w", err)
 	}
