@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/internal/schema"
 
 	"go.opentelemetry.io/otel/metric"
@@ -203,7 +204,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
 		cfg:     c,
 		log:     c.Logger.With(slog.String("component", "advisorylock"), slog.String("app", c.AppName), slog.String("instance_id", c.InstanceID)),
 		q:       buildQueries(c.Schema, ch),
-		class:   identityClass(c.Schema),
+		class:   lockkey.IdentityClass(c.Schema),
 		channel: ch,
 		held:    make(map[*Lock]struct{}),
 		queues:  make(map[string]*waitQueue),

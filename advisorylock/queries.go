@@ -205,16 +205,6 @@ WHERE l.locktype = 'advisory' AND l.granted
   AND l.classid = $1::int4::oid AND l.objid = $2::int4::oid AND l.objsubid = 2
   AND l.pid = $3::int4`
 
-// identityClass is the first half of the two-int advisory lock key that
-// holds instance identities in schema. The two-int key space is separate
-// from the bigint one, so identities never collide with single-key advisory
-// locks of applications.
-func identityClass(schema string) int32 {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte("pgcoord.advisorylock.identity:" + schema))
-	return int32(h.Sum32())
-}
-
 // channelName is the NOTIFY channel of schema's lock releases.
 func channelName(schema string) string {
 	h := fnv.New32a()

@@ -14,8 +14,8 @@ func NotifyChannel(schema, app string) string {
 	return "pgcoord_" + hex.EncodeToString(sum[:12])
 }
 
-// channelSum is the digest the physical channel and the prune lock key of
-// (schema, app) derive from.
+// channelSum is the digest the physical channel of (schema, app) derives
+// from.
 func channelSum(schema, app string) [32]byte {
 	return sha256.Sum256([]byte("pgcoord.listen\x00" + schema + "\x00" + app))
 }

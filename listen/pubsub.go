@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
@@ -220,9 +221,9 @@ type PubSub struct {
 	cfg    Config
 	logger *slog.Logger
 
-	table       string // sanitized schema.messages
-	physChannel string // the app's NOTIFY channel: fixed format, never a user string
-	pruneKey    int64
+	table       string       // sanitized schema.messages
+	physChannel string       // the app's NOTIFY channel: fixed format, never a user string
+	pruneKey    int64        // the pruner election lock (internal/lockkey)
 	lastMark    atomic.Int64 // unix nanoseconds of this instance's latest retention marker
 	sql         statements
 
@@ -270,7 +271,6 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	sum := channelSum(c.Schema, c.AppName)
 	ps := &PubSub{
 		pool:        pool,
 		cfg:         c,
@@ -281,9 +281,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 		led:         newLedger(),
 		running:     map[*Subscription]struct{}{},
 		readTimeout: queryTimeout,
-	}
-	for i := 0; i < 8; i++ {
-		ps.pruneKey = ps.pruneKey<<8 | int64(sum[12+i])
+		pruneKey:    lockkey.Key(c.Schema, lockkey.ListenPrune, c.AppName),
 	}
 	ps.sql = buildStatements(ps.table)
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())

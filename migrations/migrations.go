@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
-	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/internal/schema"
 )
 
@@ -298,7 +298,7 @@ func withProvider(ctx context.Context, pool *pgxpool.Pool, o Options, create boo
 
 	rec := &recordedOnly{}
 	locker, err := lock.NewPostgresSessionLocker(
-		lock.WithLockID(lockID(o.Schema)),
+		lock.WithLockID(lockkey.Key(o.Schema, lockkey.Migrations)),
 		lock.WithLockTimeout(1, 600), // poll every second for up to 10 minutes
 	)
 	if err != nil {
@@ -397,7 +397,7 @@ func createSchema(ctx context.Context, db *sql.DB, schema string) error {
 		return fmt.Errorf("create schema %q: %w", schema, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID(schema)); err != nil {
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockkey.Key(schema, lockkey.Migrations)); err != nil {
 		return fmt.Errorf("create schema %q: %w", schema, err)
 	}
 	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
@@ -433,13 +433,6 @@ func dropVersionTableAndSchema(ctx context.Context, pool *pgxpool.Pool, o Option
 		return fmt.Errorf("drop schema %q: %w", o.Schema, err)
 	}
 	return nil
-}
-
-// lockID derives the advisory lock key of the migrations of one schema.
-func lockID(schema string) int64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte("pgcoord.migrations:" + schema))
-	return int64(h.Sum64()) //nolint:gosec // wrap-around is fine for a lock key
 }
 
 func convertResults(logger *slog.Logger, res []*goose.MigrationResult, rec *recordedOnly) []Result {

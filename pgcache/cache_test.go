@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/pgcache"
 	"github.com/pgcoord/pgcoord/txhooks"
@@ -640,11 +641,12 @@ func TestSweeper(t *testing.T) {
 	// Another session holds the sweep lock: this instance skips the sweep.
 	conn, err := db.Pool.Acquire(ctx)
 	require.NoError(t, err)
-	_, err = conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended('pgcoord.pgcache.sweep:pgcoord:app', 0))`)
+	sweepKey := lockkey.Key("pgcoord", lockkey.CacheSweep, "app")
+	_, err = conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, sweepKey)
 	require.NoError(t, err)
 	require.NoError(t, m.Sweep(ctx))
 	require.Equal(t, 13, rowCount(t, db.Pool, "app", ""))
-	_, err = conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended('pgcoord.pgcache.sweep:pgcoord:app', 0))`)
+	_, err = conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, sweepKey)
 	require.NoError(t, err)
 	conn.Release()
 

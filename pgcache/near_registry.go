@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/listen"
 )
 
@@ -64,8 +65,8 @@ type nearSQL struct {
 func newNearSQL(table string) nearSQL {
 	exists := `EXISTS (SELECT 1 FROM ` + table + ` WHERE app = $1 AND prefix = $2 AND key >= $3 AND key < $4)`
 	return nearSQL{
-		lockShared:    `SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`,
-		lockExclusive: `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`,
+		lockShared:    `SELECT pg_advisory_xact_lock_shared($1)`,
+		lockExclusive: `SELECT pg_advisory_xact_lock($1)`,
 		// guard fails with division_by_zero (22012) when a registration
 		// exists: the error ends the implicit transaction, so the write
 		// queued after it in the same batch does not run.
@@ -125,8 +126,8 @@ func newNearState() *nearState {
 // mono is a monotonic clock in nanoseconds.
 func (m *Manager) mono() int64 { return int64(time.Since(m.near.base)) }
 
-func (m *Manager) nearLockName(prefix string) string {
-	return "pgcoord.pgcache.near:" + m.cfg.Schema + ":" + m.cfg.AppName + ":" + prefix
+func (m *Manager) nearLockName(prefix string) int64 {
+	return lockkey.Key(m.cfg.Schema, lockkey.CacheNear, m.cfg.AppName, prefix)
 }
 
 // registerNear registers n's prefix (the first near cache of a prefix on

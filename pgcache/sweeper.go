@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 )
 
 // sweepLoop runs Sweep every SweepInterval until ctx ends.
@@ -52,7 +54,7 @@ func (m *Manager) Sweep(ctx context.Context) error {
 			bounded = append(bounded, c)
 		}
 	}
-	expLock := "pgcoord.pgcache.sweep:" + m.cfg.Schema + ":" + m.cfg.AppName
+	expLock := lockkey.Key(m.cfg.Schema, lockkey.CacheSweep, m.cfg.AppName)
 	for range DefaultSweepMaxBatches {
 		var n int
 		got, err := m.lockedBatch(ctx, expLock, func(tx pgx.Tx) error {
@@ -95,7 +97,7 @@ func (m *Manager) Sweep(ctx context.Context) error {
 
 // evict deletes the oldest-written rows of c beyond MaxEntries.
 func (m *Manager) evict(ctx context.Context, c *Cache) error {
-	lock := "pgcoord.pgcache.evict:" + m.cfg.Schema + ":" + m.cfg.AppName + ":" + c.spec.prefix
+	lock := lockkey.Key(m.cfg.Schema, lockkey.CacheEvict, m.cfg.AppName, c.spec.prefix)
 	for range DefaultSweepMaxBatches {
 		var n int64
 		got, err := m.lockedBatch(ctx, lock, func(tx pgx.Tx) error {
@@ -126,11 +128,11 @@ func (m *Manager) evict(ctx context.Context, c *Cache) error {
 }
 
 // lockedBatch runs fn in a transaction that holds the advisory transaction
-// lock named lock; got is false (and fn is not run) when another session
+// lock key lock (from internal/lockkey); got is false (and fn is not run) when another session
 // holds it.
-func (m *Manager) lockedBatch(ctx context.Context, lock string, fn func(tx pgx.Tx) error) (got bool, err error) {
+func (m *Manager) lockedBatch(ctx context.Context, lock int64, fn func(tx pgx.Tx) error) (got bool, err error) {
 	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))`, lock).Scan(&got); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lock).Scan(&got); err != nil {
 			return err
 		}
 		if !got {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 )
 
 // wrapResult is what one loader run produced, shared by the callers that
@@ -132,7 +134,7 @@ func (c *Cache) load(ctx context.Context, key string, ttl time.Duration, fn func
 // holder re-reads the key, loads and stores the value, then unlocks; the
 // others poll, with backoff, for the stored value or the lock.
 func (c *Cache) clusterLoad(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
-	lockName := "pgcoord.pgcache.wrap:" + c.m.cfg.Schema + ":" + c.m.cfg.AppName + ":" + c.spec.prefix + ":" + key
+	lockName := lockkey.Key(c.m.cfg.Schema, lockkey.CacheWrap, c.m.cfg.AppName, c.spec.prefix, key)
 	delay := wrapPollMin
 	waited := false
 	for {

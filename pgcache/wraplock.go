@@ -35,15 +35,15 @@ type wrapLocks struct {
 	connConfig *pgx.ConnConfig
 	logger     *slog.Logger
 
-	mu     sync.Mutex // guards everything below; held while a statement runs on conn
-	conn   *pgx.Conn  // nil until first use, after a failure and after close
-	gen    uint64     // bumped whenever conn is dropped: its locks are gone
-	held   map[string]struct{}
+	mu     sync.Mutex         // guards everything below; held while a statement runs on conn
+	conn   *pgx.Conn          // nil until first use, after a failure and after close
+	gen    uint64             // bumped whenever conn is dropped: its locks are gone
+	held   map[int64]struct{} // the lockkey keys this Manager holds
 	closed bool
 }
 
 func newWrapLocks(cfg *pgx.ConnConfig, logger *slog.Logger) *wrapLocks {
-	return &wrapLocks{connConfig: cfg, logger: logger, held: map[string]struct{}{}}
+	return &wrapLocks{connConfig: cfg, logger: logger, held: map[int64]struct{}{}}
 }
 
 // stmtCtx is the context of one statement on the lock connection.
@@ -65,7 +65,7 @@ func (w *wrapLocks) dropLocked(ctx context.Context) {
 
 // tryLock takes the lock name unless another Wrap of this Manager or any
 // other session holds it. gen identifies the connection that holds it.
-func (w *wrapLocks) tryLock(ctx context.Context, name string) (got bool, gen uint64, err error) {
+func (w *wrapLocks) tryLock(ctx context.Context, name int64) (got bool, gen uint64, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -88,7 +88,7 @@ func (w *wrapLocks) tryLock(ctx context.Context, name string) (got bool, gen uin
 		}
 		w.conn = conn
 	}
-	if err := w.conn.QueryRow(sctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, name).Scan(&got); err != nil {
+	if err := w.conn.QueryRow(sctx, `SELECT pg_try_advisory_lock($1)`, name).Scan(&got); err != nil {
 		w.dropLocked(ctx)
 		return false, 0, fmt.Errorf("cluster single-flight lock: %w", err)
 	}
@@ -101,7 +101,7 @@ func (w *wrapLocks) tryLock(ctx context.Context, name string) (got bool, gen uin
 // unlock releases name taken at gen. It reports false when the lock had been
 // lost with its connection before (another instance may have loaded the key
 // meanwhile).
-func (w *wrapLocks) unlock(ctx context.Context, name string, gen uint64) bool {
+func (w *wrapLocks) unlock(ctx context.Context, name int64, gen uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.held, name)
@@ -111,7 +111,7 @@ func (w *wrapLocks) unlock(ctx context.Context, name string, gen uint64) bool {
 	sctx, cancel := stmtCtx(ctx)
 	defer cancel()
 	var released bool
-	if err := w.conn.QueryRow(sctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, name).Scan(&released); err != nil {
+	if err := w.conn.QueryRow(sctx, `SELECT pg_advisory_unlock($1)`, name).Scan(&released); err != nil {
 		// The session may still hold the lock: end it.
 		w.logger.WarnContext(ctx, "pgcache: cluster single-flight unlock failed; closing the lock connection", slog.Any("error", err))
 		w.dropLocked(ctx)

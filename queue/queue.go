@@ -372,7 +372,7 @@ func (q *EventQueue) start(ctx context.Context) error {
 	if err := schema.Check(ctx, q.pool, q.cfg.Schema); err != nil {
 		return fmt.Errorf("queue: start: %w", err)
 	}
-	live, err := liveness.Start(ctx, q.pool, liveness.Config{Namespace: rescueNamespace(q.cfg.Schema), ID: q.cfg.InstanceID,
+	live, err := liveness.Start(ctx, q.pool, liveness.Config{Namespace: q.cfg.Schema, ID: q.cfg.InstanceID,
 		AppName: q.cfg.AppName, Role: connname.RoleQueueLiveness, Logger: q.logger})
 	if errors.Is(err, liveness.ErrInUse) {
 		return fmt.Errorf("%w: %q", ErrInstanceIDInUse, q.cfg.InstanceID)

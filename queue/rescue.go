@@ -51,9 +51,6 @@ type claim struct {
 	epoch uint64
 }
 
-// rescueNamespace is the liveness namespace of queue instances in schema.
-func rescueNamespace(schema string) string { return "pgcoord.queue/" + schema }
-
 // rescueQueries builds the rescuer's statements for schema.
 func rescueQueries(schema string) (candidates, rescue, fence string) {
 	job := pgx.Identifier{schema, "river_job"}.Sanitize()
@@ -210,7 +207,7 @@ type claimKey struct {
 func (q *EventQueue) rescueOnce(ctx context.Context, seen map[claimKey]time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rows, err := q.pool.Query(ctx, q.candidatesSQL, messageKind, rescueNamespace(q.cfg.Schema))
+	rows, err := q.pool.Query(ctx, q.candidatesSQL, messageKind, q.cfg.Schema)
 	if err != nil {
 		return err
 	}
@@ -247,7 +244,7 @@ func (q *EventQueue) rescueOnce(ctx context.Context, seen map[claimKey]time.Time
 	if len(ids) == 0 {
 		return nil
 	}
-	if _, err := q.pool.Exec(ctx, q.rescueSQL, messageKind, rescueNamespace(q.cfg.Schema), ids, attempts, rescuedError, q.insertTopic); err != nil {
+	if _, err := q.pool.Exec(ctx, q.rescueSQL, messageKind, q.cfg.Schema, ids, attempts, rescuedError, q.insertTopic); err != nil {
 		return err
 	}
 	q.otel.rescued.Add(ctx, int64(len(ids)), q.otel.noChannel)

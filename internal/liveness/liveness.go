@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/internal/connname"
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 )
 
 const (
@@ -51,7 +52,8 @@ var ErrInUse = errors.New("liveness: the instance id is held by another live ses
 
 // Config configures a [Session].
 type Config struct {
-	// Namespace separates users of the key space (e.g. "pgcoord.queue/<schema>").
+	// Namespace is the schema the instances share: the lock of instance ID
+	// is lockkey.Key(Namespace, lockkey.Liveness, ID).
 	Namespace string
 	// ID is the instance id.
 	ID string
@@ -81,15 +83,11 @@ type Session struct {
 	done   chan struct{}
 }
 
-// keyExpr is the advisory key of (namespace $1, id $2): the same expression
-// serves for taking the lock and for [HeldExpr].
-const keyExpr = `hashtextextended($1 || '/' || $2, 0)`
-
 // HeldExpr returns a SQL boolean expression that is true while the session
 // of instance idExpr (a SQL expression) in namespace nsExpr holds its lock.
 // It reads pg_locks: cheap, and it takes no lock itself.
 func HeldExpr(nsExpr, idExpr string) string {
-	k := `hashtextextended(` + nsExpr + ` || '/' || ` + idExpr + `, 0)`
+	k := lockkey.SQL(nsExpr, lockkey.Liveness, idExpr) // = lockkey.Key(Namespace, Liveness, ID)
 	return `EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND l.classid = ((` + k + ` >> 32) & 4294967295)::oid AND l.objid = (` + k + ` & 4294967295)::oid)`
@@ -141,12 +139,12 @@ func (s *Session) connect(ctx context.Context, oldPID uint32) (*pgx.Conn, uint32
 		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(l.pid) FROM pg_locks l
 			WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.pid <> pg_backend_pid()
 				AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-				AND l.classid = ((`+keyExpr+` >> 32) & 4294967295)::oid AND l.objid = (`+keyExpr+` & 4294967295)::oid`,
-			s.cfg.Namespace, s.cfg.ID)
+				AND l.classid = (($1::bigint >> 32) & 4294967295)::oid AND l.objid = ($1::bigint & 4294967295)::oid`,
+			s.key())
 	}
 	var ok bool
 	var pid uint32
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+keyExpr+`), pg_backend_pid()`, s.cfg.Namespace, s.cfg.ID).Scan(&ok, &pid); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1), pg_backend_pid()`, s.key()).Scan(&ok, &pid); err != nil {
 		return fail(fmt.Errorf("liveness: lock: %w", err))
 	}
 	if !ok {
@@ -154,6 +152,9 @@ func (s *Session) connect(ctx context.Context, oldPID uint32) (*pgx.Conn, uint32
 	}
 	return conn, pid, nil
 }
+
+// key is the advisory key of this session's instance lock.
+func (s *Session) key() int64 { return lockkey.Key(s.cfg.Namespace, lockkey.Liveness, s.cfg.ID) }
 
 // State returns the current epoch and whether the session is live. The
 // epoch grows at every loss: work started in an older epoch may have been
@@ -164,10 +165,10 @@ func (s *Session) State() (epoch uint64, live bool, changed <-chan struct{}) {
 	return s.epoch, s.live, s.changed
 }
 
-// TryLock takes the session advisory lock of (namespace, name) on the
-// liveness connection, for as long as the session lives (a leadership that
-// ends with the instance). It returns the epoch it was taken in; a later
-// epoch means it was lost. Like a ping, it waits at most PingTimeout: a
+// TryLock takes the session advisory lock of (Namespace,
+// lockkey.LivenessLock, name) on the liveness connection, for as long as the
+// session lives (a leadership that ends with the instance). It returns the
+// epoch it was taken in; a later epoch means it was lost. Like a ping, it waits at most PingTimeout: a
 // connection that does not answer in time is closed, so the session counts
 // as lost at the next check (TryLock holds the connection, and with it the
 // pings, while it waits).
@@ -180,7 +181,7 @@ func (s *Session) TryLock(ctx context.Context, name string) (bool, uint64, error
 	qctx, cancel := context.WithTimeout(ctx, PingTimeout)
 	defer cancel()
 	var ok bool
-	err := s.conn.QueryRow(qctx, `SELECT pg_try_advisory_lock(`+keyExpr+`)`, s.cfg.Namespace, "lock/"+name).Scan(&ok)
+	err := s.conn.QueryRow(qctx, `SELECT pg_try_advisory_lock($1)`, lockkey.Key(s.cfg.Namespace, lockkey.LivenessLock, name)).Scan(&ok)
 	if err != nil && ctx.Err() == nil {
 		// The next ping fails at once and reconnects.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)

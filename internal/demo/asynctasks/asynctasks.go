@@ -43,6 +43,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/internal/demo/demoschema"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/queue"
@@ -193,12 +194,7 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 }
 
 func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "pgcoord-examples:asynctasks:"+p.cfg.Schema); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `
-			CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{p.cfg.Schema}.Sanitize()+`;
+	return demoschema.Ensure(ctx, pool, p.cfg.Schema, PluginName, `
 			CREATE TABLE IF NOT EXISTS `+p.table+` (
 				id         bigserial PRIMARY KEY,
 				type       text NOT NULL,
@@ -211,8 +207,6 @@ func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {
 				started_at timestamptz,
 				done_at    timestamptz
 			)`)
-		return err
-	})
 }
 
 // Load creates the table if needed, consumes the task channel with this

@@ -30,6 +30,7 @@ import (
 
 	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/internal/demo/demoschema"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/txhooks"
@@ -109,12 +110,7 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 }
 
 func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "pgcoord-examples:fielddestroy:"+p.schema); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `
-			CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{p.schema}.Sanitize()+`;
+	return demoschema.Ensure(ctx, pool, p.schema, PluginName, `
 			CREATE TABLE IF NOT EXISTS `+p.fields+` (
 				collection_name text NOT NULL,
 				name            text NOT NULL,
@@ -124,8 +120,6 @@ func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {
 				collection_name text PRIMARY KEY,
 				version         bigint NOT NULL DEFAULT 0
 			)`)
-		return err
-	})
 }
 
 // Load creates the tables if needed and loads every field into memory.

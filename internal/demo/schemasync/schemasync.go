@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/internal/demo/demoschema"
 	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/txhooks"
@@ -101,19 +102,12 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 }
 
 func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "pgcoord-examples:schemasync:"+p.schema); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `
-			CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{p.schema}.Sanitize()+`;
+	return demoschema.Ensure(ctx, pool, p.schema, PluginName, `
 			CREATE TABLE IF NOT EXISTS `+p.table+` (
 				name   text PRIMARY KEY,
 				title  text NOT NULL DEFAULT '',
 				fields text[] NOT NULL DEFAULT '{}'
 			)`)
-		return err
-	})
 }
 
 // Load creates the table if needed and loads every collection into memory.
