@@ -53,15 +53,31 @@ func count(t *testing.T, pool *pgxpool.Pool) int {
 	return n
 }
 
+// begin starts a transaction on pool that inserts rows into t, and returns
+// it with a recorder.
+func begin(t *testing.T, ctx context.Context, pool *pgxpool.Pool, rows ...int) (*txhooks.Tx, *recorder) {
+	t.Helper()
+	tx, err := txhooks.Begin(ctx, pool)
+	require.NoError(t, err)
+	for _, v := range rows {
+		_, err = tx.Exec(ctx, `INSERT INTO t VALUES ($1)`, v)
+		require.NoError(t, err)
+	}
+	return tx, &recorder{}
+}
+
+// hookOutcomes registers the hooks "commit", "rollback" and "unknown" on tx.
+func (r *recorder) hookOutcomes(tx *txhooks.Tx) {
+	tx.AfterCommit(r.hook("commit"))
+	tx.AfterRollback(r.hook("rollback"))
+	tx.AfterOutcomeUnknown(r.hook("unknown"))
+}
+
 func TestCommitRunsCommitHooksInOrderAfterCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool, 1)
 	var seenByOthers int
 	tx.AfterCommit(func(ctx context.Context) error {
 		// Another session already sees the row: the hook runs after COMMIT.
@@ -84,11 +100,7 @@ func TestRollbackRunsRollbackHooks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool, 1)
 	tx.AfterCommit(rec.hook("c1"))
 	tx.AfterRollback(rec.hook("r1"))
 	tx.AfterRollback(rec.hook("r2"))
@@ -103,12 +115,10 @@ func TestCommitTurnedIntoRollback(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool)
 	tx.AfterCommit(rec.hook("c1"))
 	tx.AfterRollback(rec.hook("r1"))
-	_, err = tx.Exec(ctx, `SELECT 1/0`)
+	_, err := tx.Exec(ctx, `SELECT 1/0`)
 	require.Error(t, err)
 	err = tx.Commit(ctx)
 	require.ErrorIs(t, err, pgx.ErrTxCommitRollback)
@@ -122,12 +132,8 @@ func TestFailingAndPanickingHooksAreLoggedAndLaterHooksRun(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool, 1)
 	tx.SetLogger(logger)
-	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
-	require.NoError(t, err)
 	tx.AfterCommit(func(context.Context) error { return errors.New("boom-error") })
 	tx.AfterCommit(func(context.Context) error { panic("boom-panic") })
 	tx.AfterCommit(rec.hook("after"))
@@ -188,9 +194,7 @@ func TestSavepointHooksMoveToParentOnRelease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool)
 	tx.AfterCommit(rec.hook("outer-1"))
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
@@ -207,9 +211,7 @@ func TestReleasedSavepointRollbackHooksRunWhenParentRollsBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool)
 	nested, err := tx.Begin(ctx) // the pgx.Tx interface form
 	require.NoError(t, err)
 	sp := nested.(*txhooks.Tx)
@@ -224,11 +226,7 @@ func TestSavepointRollbackDropsItsCommitHooks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool, 1)
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
 	_, err = sp.Exec(ctx, `INSERT INTO t VALUES (2)`)
@@ -332,14 +330,8 @@ func TestCommitWithLostConnectionRunsOnlyUnknownHooks(t *testing.T) {
 	_, err := db.Pool.Exec(ctx, `CREATE TABLE t (v int)`)
 	require.NoError(t, err)
 	victim := db.NewPool(t, &pgtest.PoolOptions{AppName: "txhooks-victim"})
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, victim)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
-	require.NoError(t, err)
-	tx.AfterCommit(rec.hook("commit"))
-	tx.AfterRollback(rec.hook("rollback"))
-	tx.AfterOutcomeUnknown(rec.hook("unknown"))
+	tx, rec := begin(t, ctx, victim, 1)
+	rec.hookOutcomes(tx)
 
 	n, err := db.TerminateBackends(ctx, "txhooks-victim")
 	require.NoError(t, err)
@@ -362,18 +354,12 @@ func TestCommitWithLostConnectionRunsOnlyUnknownHooks(t *testing.T) {
 func TestCommitNeverSentRunsRollbackHooks(t *testing.T) {
 	t.Parallel()
 	pool := newTable(t)
-	rec := &recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
-	require.NoError(t, err)
-	tx.AfterCommit(rec.hook("commit"))
-	tx.AfterRollback(rec.hook("rollback"))
-	tx.AfterOutcomeUnknown(rec.hook("unknown"))
+	tx, rec := begin(t, ctx, pool, 1)
+	rec.hookOutcomes(tx)
 	cancel()
-	err = tx.Commit(ctx)
+	err := tx.Commit(ctx)
 	require.Error(t, err)
 	require.True(t, pgconn.SafeToRetry(err), "COMMIT was never sent: %v", err)
 	require.Equal(t, []string{"rollback"}, rec.got())
@@ -390,14 +376,10 @@ func TestCommitErrorRunsRollbackHooks(t *testing.T) {
 	pool := newTable(t)
 	_, err := pool.Exec(ctx, `CREATE TABLE u (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)`)
 	require.NoError(t, err)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool)
 	_, err = tx.Exec(ctx, `INSERT INTO u VALUES (1), (1)`)
 	require.NoError(t, err)
-	tx.AfterCommit(rec.hook("commit"))
-	tx.AfterRollback(rec.hook("rollback"))
-	tx.AfterOutcomeUnknown(rec.hook("unknown"))
+	rec.hookOutcomes(tx)
 	err = tx.Commit(ctx)
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, err, &pgErr)
@@ -411,9 +393,7 @@ func TestSavepointReleaseNeverSentFollowsParent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool)
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
 	_, err = sp.Exec(ctx, `INSERT INTO t VALUES (1)`)
@@ -436,11 +416,8 @@ func TestBeforeCommitRunsBeforeAndCanVeto(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newTable(t)
-	rec := &recorder{}
-
 	// Runs before COMMIT, inside the transaction, in order.
-	tx, err := txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec := begin(t, ctx, pool)
 	tx.BeforeCommit(func(ctx context.Context) error {
 		_, err := tx.Exec(ctx, `INSERT INTO t VALUES (1)`)
 		return err
@@ -453,11 +430,7 @@ func TestBeforeCommitRunsBeforeAndCanVeto(t *testing.T) {
 
 	// A failing hook vetoes the commit.
 	veto := errors.New("veto")
-	rec = &recorder{}
-	tx, err = txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `INSERT INTO t VALUES (2)`)
-	require.NoError(t, err)
+	tx, rec = begin(t, ctx, pool, 2)
 	tx.BeforeCommit(func(context.Context) error { return veto })
 	tx.BeforeCommit(rec.hook("never"))
 	tx.AfterCommit(rec.hook("commit"))
@@ -468,9 +441,7 @@ func TestBeforeCommitRunsBeforeAndCanVeto(t *testing.T) {
 	require.ErrorIs(t, tx.Commit(ctx), pgx.ErrTxClosed)
 
 	// Savepoints: dropped with a rolled-back savepoint unless registered on Outermost.
-	rec = &recorder{}
-	tx, err = txhooks.Begin(ctx, pool)
-	require.NoError(t, err)
+	tx, rec = begin(t, ctx, pool)
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
 	inner, err := sp.Savepoint(ctx)
