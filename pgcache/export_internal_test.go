@@ -2,6 +2,10 @@ package pgcache
 
 import "context"
 
+// NearChanged returns a channel closed at the next near invalidation or
+// flush this cache counts (Stats.NearInvalidations, Stats.NearFlushes).
+func (c *Cache) NearChanged() <-chan struct{} { return c.stats.nearChanged.wait() }
+
 // LapseNearRegistrations makes this Manager's near-cache registrations look
 // unrenewed for longer than their lease allows, as after 90 s of failed
 // renewals: its near caches stop serving until a renewal succeeds.

@@ -93,18 +93,20 @@ func (n *nearCache) receive(msg nearMessage) {
 	}
 	if msg.Reset {
 		n.flushLocal()
-		n.c.stats.nearFlushes.Add(1)
+		n.c.stats.nearCounted(0)
 		return
 	}
 	n.invalidate(msg.Keys, false)
-	n.c.stats.nearInvalidations.Add(uint64(len(msg.Keys)))
+	if len(msg.Keys) > 0 {
+		n.c.stats.nearCounted(uint64(len(msg.Keys)))
+	}
 }
 
 // resync runs when the listener reconnected: invalidations may have been
 // missed, so everything goes.
 func (n *nearCache) resync() {
 	n.flushLocal()
-	n.c.stats.nearFlushes.Add(1)
+	n.c.stats.nearCounted(0)
 	n.c.logger.Info("pgcache: near cache flushed after listener reconnect")
 }
 
@@ -148,7 +150,7 @@ func (n *nearCache) usable() bool {
 			n.lru.InvalidateAll()
 			n.epoch.Store(ep)
 			n.regEpoch.Store(rep)
-			n.c.stats.nearFlushes.Add(1)
+			n.c.stats.nearCounted(0)
 		}
 		n.mu.Unlock()
 		return false

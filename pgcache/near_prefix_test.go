@@ -79,7 +79,7 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 	c1 := newCache(t, c.Manager, pgcache.CacheConfig{Name: "c1", Prefix: "p", NearCache: true})
 
 	require.NoError(t, a1.Set(ctx, "k", "v1", 0))
-	require.Eventually(t, func() bool { v, _ := getString(t, c1, "k"); return v == "v1" }, waitFor, tick)
+	waitNear(t, c1, func() bool { v, _ := getString(t, c1, "k"); return v == "v1" })
 	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
 		cachedNear(t, nc, "k", "v1")
 	}
@@ -88,7 +88,7 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 	require.NoError(t, a1.Set(ctx, "k", "v2", 0))
 	v, _ := getString(t, a2, "k")
 	require.Equal(t, "v2", v, "same-instance near cache with the same prefix")
-	require.Eventually(t, func() bool { v, _ := getString(t, c1, "k"); return v == "v2" }, waitFor, tick)
+	waitNear(t, c1, func() bool { v, _ := getString(t, c1, "k"); return v == "v2" })
 	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
 		cachedNear(t, nc, "k", "v2")
 	}
@@ -99,7 +99,7 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 		v, _ := getString(t, nc, "k")
 		require.Equal(t, "v3", v, "plain write on the same instance")
 	}
-	require.Eventually(t, func() bool { v, _ := getString(t, c1, "k"); return v == "v3" }, waitFor, tick)
+	waitNear(t, c1, func() bool { v, _ := getString(t, c1, "k"); return v == "v3" })
 	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
 		cachedNear(t, nc, "k", "v3")
 	}
@@ -107,33 +107,33 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 	// A plain cache on an instance with no near cache at all, every write kind.
 	require.NoError(t, bPlain.Set(ctx, "k", "v4", 0))
 	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
-		require.Eventually(t, func() bool { v, _ := getString(t, nc, "k"); return v == "v4" }, waitFor, tick, "plain write on another instance")
+		waitNear(t, nc, func() bool { v, _ := getString(t, nc, "k"); return v == "v4" }, "plain write on another instance")
 		cachedNear(t, nc, "k", "v4")
 	}
 	require.NoError(t, bPlain.MSet(ctx, []pgcache.Item{{Key: "k", Value: "v5"}}, 0))
 	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
-		require.Eventually(t, func() bool { v, _ := getString(t, nc, "k"); return v == "v5" }, waitFor, tick)
+		waitNear(t, nc, func() bool { v, _ := getString(t, nc, "k"); return v == "v5" })
 		cachedNear(t, nc, "k", "v5")
 	}
 	require.NoError(t, bPlain.Del(ctx, "k"))
 	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
-		require.Eventually(t, func() bool { _, ok := getString(t, nc, "k"); return !ok }, waitFor, tick)
+		waitNear(t, nc, func() bool { _, ok := getString(t, nc, "k"); return !ok })
 	}
 	require.NoError(t, bPlain.Set(ctx, "n", 1, 0))
 	for _, nc := range []*pgcache.Cache{a1, c1} {
-		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("1") }, waitFor, tick)
+		waitNear(t, nc, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("1") })
 	}
 	_, err := bPlain.Counter().Incr(ctx, "n")
 	require.NoError(t, err)
 	for _, nc := range []*pgcache.Cache{a1, c1} {
-		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("2") }, waitFor, tick)
+		waitNear(t, nc, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == json.Number("2") })
 	}
 	tx, err := b.pool.Begin(ctx)
 	require.NoError(t, err)
 	require.NoError(t, bPlain.SetTx(ctx, tx, "n", "in-tx", 0))
 	require.NoError(t, tx.Commit(ctx))
 	for _, nc := range []*pgcache.Cache{a1, c1} {
-		require.Eventually(t, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == "in-tx" }, waitFor, tick)
+		waitNear(t, nc, func() bool { v, ok, err := nc.Get(ctx, "n"); return err == nil && ok && v == "in-tx" })
 	}
 
 	// A prefix no near cache holds is written without any message.

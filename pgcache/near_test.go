@@ -82,10 +82,27 @@ func invalCount(inst *nearInstance) uint64 {
 // or flushes in total.
 func waitInvalidations(t *testing.T, inst *nearInstance, n uint64) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		s := inst.cache.Stats()
-		return s.NearInvalidations+s.NearFlushes >= n
-	}, waitFor, tick)
+	waitNear(t, inst.cache, func() bool { return invalCount(inst) >= n }, "%d invalidations", n)
+}
+
+// waitNear waits until cond holds, checking it again each time c's near
+// cache counts an invalidation or a flush (the only events that change what
+// a near cache serves), and fails after waitFor.
+func waitNear(t *testing.T, c *pgcache.Cache, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.NewTimer(waitFor)
+	defer deadline.Stop()
+	for {
+		changed := c.NearChanged()
+		if cond() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			require.Fail(t, "no near-cache invalidation made the condition true", msgAndArgs...)
+		}
+	}
 }
 
 func TestNearCacheInvalidation(t *testing.T) {

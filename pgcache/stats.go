@@ -1,6 +1,9 @@
 package pgcache
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Stats are counters of one cache since it was created on this instance.
 type Stats struct {
@@ -36,6 +39,43 @@ type stats struct {
 	hits, misses, sets, deletes, resets, evictions, expiredSwept, loaderCalls atomic.Uint64
 	nearHits, nearMisses, nearInvalidations, nearFlushes                      atomic.Uint64
 	clusterWaits, clusterLocksLost                                            atomic.Uint64
+	// nearChanged fires after every count of nearInvalidations or
+	// nearFlushes (tests wait on it instead of polling).
+	nearChanged signal
+}
+
+// nearCounted counts n near invalidations (or a flush when n is 0).
+func (s *stats) nearCounted(n uint64) {
+	if n == 0 {
+		s.nearFlushes.Add(1)
+	} else {
+		s.nearInvalidations.Add(n)
+	}
+	s.nearChanged.fire()
+}
+
+// signal is a broadcast: wait returns a channel that the next fire closes.
+type signal struct {
+	mu sync.Mutex    // guards ch
+	ch chan struct{} // nil until someone waits
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
 }
 
 func (s *stats) snapshot() Stats {
