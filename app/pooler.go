@@ -39,6 +39,9 @@ func (a *App) checkListen(ctx context.Context) error {
 	// a parameter to pg_notify: no user string becomes an identifier.
 	const channel = "pgcoord_listen_check"
 	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		if conn.IsClosed() { // the connection was lost, not refused LISTEN
+			return fmt.Errorf("app: LISTEN self-check: %w", err)
+		}
 		return fmt.Errorf("%w (LISTEN failed: %v)", ErrListenUnsupported, err)
 	}
 	token := NewInstanceID()
@@ -52,6 +55,11 @@ func (a *App) checkListen(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if wctx.Err() == nil || conn.IsClosed() {
+				// The connection failed (cut, server shut down): that says
+				// nothing about a pooler.
+				return fmt.Errorf("app: LISTEN self-check: %w", err)
 			}
 			return ErrListenUnsupported
 		}
