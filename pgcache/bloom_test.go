@@ -119,7 +119,7 @@ func TestBloomFilterInvalidatesNearCaches(t *testing.T) {
 	before := cachedBits()
 	inval := aNear.Stats().NearInvalidations
 	require.NoError(t, bBloom.MAdd(ctx, "bf", "y", "z"))
-	require.Eventually(t, func() bool { return aNear.Stats().NearInvalidations > inval }, waitFor, tick,
+	waitNear(t, aNear, func() bool { return aNear.Stats().NearInvalidations > inval },
 		"bloom write on another instance invalidates")
 	require.NotEqual(t, before, cachedBits())
 }

@@ -325,10 +325,12 @@ func TestWrapSingleFlight(t *testing.T) {
 		calls int
 	)
 	release := make(chan struct{})
+	started := make(chan struct{}, 10)
 	load := func(context.Context) (string, error) {
 		mu.Lock()
 		calls++
 		mu.Unlock()
+		started <- struct{}{}
 		<-release
 		return "v", nil
 	}
@@ -341,7 +343,7 @@ func TestWrapSingleFlight(t *testing.T) {
 			results[i] = v
 		})
 	}
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return calls == 1 }, 10*time.Second, time.Millisecond)
+	receive(t, started, "the loader starts")
 	close(release)
 	wg.Wait()
 	require.Equal(t, 1, calls)
@@ -666,7 +668,7 @@ func TestSweeperRunsAfterStart(t *testing.T) {
 	require.NoError(t, m.Start(ctx))
 	c := newCache(t, m, pgcache.CacheConfig{Name: "c"})
 	require.NoError(t, c.Set(ctx, "k", 1, time.Millisecond))
-	require.Eventually(t, func() bool { return rowCount(t, db.Pool, "app", "") == 0 }, 20*time.Second, 10*time.Millisecond)
+	waitSignal(t, m.SweptChanged, func() bool { return rowCount(t, db.Pool, "app", "") == 0 }, "the sweeper deletes the expired row")
 }
 
 func TestMaxEntriesEvictsOldestFirst(t *testing.T) {

@@ -105,7 +105,7 @@ func TestClusterSingleFlightHolderKilled(t *testing.T) {
 		done <- err
 	}()
 	// The survivor waits for the helper's lock while the helper lives.
-	require.Eventually(t, func() bool { return c.Stats().ClusterWaits == 1 }, waitFor, tick)
+	waitSignal(t, c.StatsChanged, func() bool { return c.Stats().ClusterWaits == 1 }, "the survivor waits for the lock")
 	require.False(t, loaded.Load())
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))

@@ -2,9 +2,14 @@ package pgcache
 
 import "context"
 
-// NearChanged returns a channel closed at the next near invalidation or
-// flush this cache counts (Stats.NearInvalidations, Stats.NearFlushes).
-func (c *Cache) NearChanged() <-chan struct{} { return c.stats.nearChanged.wait() }
+// StatsChanged returns a channel closed at the next near invalidation, near
+// flush or cluster wait this cache counts (Stats.NearInvalidations,
+// Stats.NearFlushes, Stats.ClusterWaits).
+func (c *Cache) StatsChanged() <-chan struct{} { return c.stats.changed.wait() }
+
+// SweptChanged returns a channel closed after the next committed sweep batch
+// of this Manager that deleted expired rows.
+func (m *Manager) SweptChanged() <-chan struct{} { return m.swept.wait() }
 
 // LapseNearRegistrations makes this Manager's near-cache registrations look
 // unrenewed for longer than their lease allows, as after 90 s of failed

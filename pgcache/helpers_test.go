@@ -85,3 +85,35 @@ func requireNoTTL(t *testing.T, c *pgcache.Cache, key string) {
 	require.NoError(t, err)
 	require.False(t, ok, "key %q is missing", key)
 }
+
+// waitSignal waits until cond holds, checking it again each time the channel
+// from changed (taken before each check, so no event is missed) closes, and
+// fails after waitFor.
+func waitSignal(t *testing.T, changed func() <-chan struct{}, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.NewTimer(waitFor)
+	defer deadline.Stop()
+	for {
+		ch := changed()
+		if cond() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			require.Fail(t, "the signalled condition did not hold in time", msgAndArgs...)
+		}
+	}
+}
+
+// receive waits for one value from ch, failing after waitFor.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitFor):
+		require.FailNow(t, "timed out waiting: "+what)
+		panic("unreachable")
+	}
+}

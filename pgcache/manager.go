@@ -146,6 +146,8 @@ type Manager struct {
 
 	// swept counts expired rows deleted for prefixes this manager has no cache for.
 	sweptOther atomic.Uint64
+	// swept fires after every committed sweep batch that deleted rows.
+	swept signal
 
 	// wrapLocks holds the ClusterSingleFlight locks on a connection outside
 	// the pool (see wraplock.go).

@@ -15,10 +15,10 @@ import (
 // counts in before.
 func waitNearInvalidated(t *testing.T, c *pgcache.Cache, before pgcache.Stats) {
 	t.Helper()
-	require.Eventually(t, func() bool {
+	waitNear(t, c, func() bool {
 		s := c.Stats()
 		return s.NearInvalidations+s.NearFlushes > before.NearInvalidations+before.NearFlushes
-	}, waitFor, tick)
+	})
 }
 
 // A registration that lapsed (not renewed within its lease, its row swept),

@@ -87,22 +87,10 @@ func waitInvalidations(t *testing.T, inst *nearInstance, n uint64) {
 
 // waitNear waits until cond holds, checking it again each time c's near
 // cache counts an invalidation or a flush (the only events that change what
-// a near cache serves), and fails after waitFor.
+// a near cache serves).
 func waitNear(t *testing.T, c *pgcache.Cache, cond func() bool, msgAndArgs ...any) {
 	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	for {
-		changed := c.NearChanged()
-		if cond() {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			require.Fail(t, "no near-cache invalidation made the condition true", msgAndArgs...)
-		}
-	}
+	waitSignal(t, c.StatsChanged, cond, msgAndArgs...)
 }
 
 func TestNearCacheInvalidation(t *testing.T) {

@@ -39,9 +39,9 @@ type stats struct {
 	hits, misses, sets, deletes, resets, evictions, expiredSwept, loaderCalls atomic.Uint64
 	nearHits, nearMisses, nearInvalidations, nearFlushes                      atomic.Uint64
 	clusterWaits, clusterLocksLost                                            atomic.Uint64
-	// nearChanged fires after every count of nearInvalidations or
-	// nearFlushes (tests wait on it instead of polling).
-	nearChanged signal
+	// changed fires after every count of nearInvalidations, nearFlushes
+	// or clusterWaits (tests wait on it instead of polling).
+	changed signal
 }
 
 // nearCounted counts n near invalidations (or a flush when n is 0).
@@ -51,7 +51,7 @@ func (s *stats) nearCounted(n uint64) {
 	} else {
 		s.nearInvalidations.Add(n)
 	}
-	s.nearChanged.fire()
+	s.changed.fire()
 }
 
 // signal is a broadcast: wait returns a channel that the next fire closes.

@@ -105,8 +105,8 @@ func TestNearCacheSwitchover(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, reader.cache.Stats().NearHits, hits, "served from the near cache")
 	require.NoError(t, writerB.cache.Set(ctx, "k", "v2", 0))
-	require.Eventually(t, func() bool {
+	waitNear(t, reader.cache, func() bool {
 		v, ok, err := pgcache.Get[string](ctx, reader.cache, "k")
 		return err == nil && ok && v == "v2"
-	}, waitFor, tick, "the near cache must take the new cluster's invalidations")
+	}, "the near cache must take the new cluster's invalidations")
 }

@@ -154,6 +154,7 @@ func (c *Cache) clusterLoad(ctx context.Context, key string, ttl time.Duration, 
 		if !waited {
 			waited = true
 			c.stats.clusterWaits.Add(1)
+			c.stats.changed.fire()
 		}
 		t := time.NewTimer(delay)
 		select {
