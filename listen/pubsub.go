@@ -22,6 +22,8 @@ import (
 	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/internal/schema"
 	"github.com/pgcoord/pgcoord/txhooks"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Defaults of [Config] and [SubscribeOpts].
@@ -97,6 +99,11 @@ type Config struct {
 	// ReconnectMaxDelay caps the backoff between reconnection attempts.
 	// Defaults to DefaultReconnectMaxDelay.
 	ReconnectMaxDelay time.Duration
+	// MeterProvider receives the pub/sub and sync-message instruments
+	// (pgcoord.listen.*, see docs/observability.md). Defaults to
+	// otel.GetMeterProvider() (a no-op until the application installs an
+	// SDK). Trace context is not carried in messages yet.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *Config) withDefaults() Config {
@@ -254,6 +261,8 @@ type PubSub struct {
 	stats struct {
 		published, delivered, caughtUp, dropped, recovered, lost, reconnects, switchovers, logReads, handlerErrors atomic.Int64
 	}
+	// tel holds the instruments (telemetry.go); Close unregisters its callback.
+	tel *telemetry
 }
 
 type statements struct {
@@ -285,6 +294,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 	}
 	ps.sql = buildStatements(ps.table)
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())
+	ps.tel = newTelemetry(ps, c.MeterProvider)
 	return ps, nil
 }
 
@@ -481,6 +491,7 @@ func (ps *PubSub) Close(ctx context.Context) error {
 		return nil
 	}
 	ps.state = stateClosed
+	_ = ps.tel.reg.Unregister()
 	var subs []*Subscription
 	for _, set := range ps.subs {
 		for s := range set {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 )
 
 // SubscribeOpts are per-subscription options. A nil *SubscribeOpts means the
@@ -51,6 +53,7 @@ type Subscription struct {
 	debounce time.Duration
 	onResync func(ctx context.Context)
 	capacity int
+	attrs    metric.MeasurementOption // the channel's attribute set (telemetry.go)
 
 	mu      sync.Mutex // guards queue, nmsgs, dropped, stopped
 	queue   []item
@@ -97,6 +100,7 @@ func (ps *PubSub) Subscribe(ctx context.Context, channel string, h Handler, opts
 		debounce: o.Debounce,
 		onResync: o.OnResync,
 		capacity: o.BufferSize,
+		attrs:    channelAttrs(channel),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -337,7 +341,9 @@ func (s *Subscription) call(msg Message) {
 				slog.Int64("message_id", msg.ID), slog.Int("payload_bytes", len(msg.Payload)), slog.Any("panic", p))
 		}
 	}()
+	begin := ps.tel.begin()
 	err := s.handler(s.handlerCtx(), msg)
+	ps.tel.called(s, msg, begin)
 	ps.count(&ps.stats.delivered, 1)
 	if err != nil {
 		ps.count(&ps.stats.handlerErrors, 1)
