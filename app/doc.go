@@ -68,6 +68,11 @@
 //     listen, lock-liveness, queue-liveness, cache-wraplock, check; at most
 //     63 bytes). A pool the user passes keeps its own name; a URL with an
 //     application_name keeps it.
+//   - OpenTelemetry (API only): Config.MeterProvider and
+//     Config.TracerProvider (nil: the global ones) reach every component:
+//     pgcoord.cache.*, pgcoord.listen.*, pgcoord.queue.*, pgcoord.lock.*
+//     instruments, River's river.* (otelriver) and spans (the queue's
+//     trace context travels in the job's metadata).
 //   - Health: [App.Health] reports each component (app, database, schema,
 //     listen, locks, queue); [App.HealthHandler] serves it as JSON with
 //     status 200 or 503 for readiness and liveness probes.
