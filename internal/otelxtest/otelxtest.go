@@ -52,6 +52,25 @@ func (m *Metrics) Value(t testing.TB, name string, attrs ...attribute.KeyValue) 
 	return Value(m.Collect(t)[name], attrs...)
 }
 
+// Want is the expected Value of instrument Name over the data points whose
+// attributes include Attrs.
+type Want struct {
+	Name  string
+	Attrs []attribute.KeyValue
+	Value int64
+}
+
+// Require collects once and checks every want; it returns the collection
+// for further checks.
+func (m *Metrics) Require(t testing.TB, wants ...Want) map[string]metricdata.Aggregation {
+	t.Helper()
+	got := m.Collect(t)
+	for _, w := range wants {
+		require.Equal(t, w.Value, Value(got[w.Name], w.Attrs...), "%s %v", w.Name, w.Attrs)
+	}
+	return got
+}
+
 // Value is Metrics.Value over one collected aggregation.
 func Value(data metricdata.Aggregation, attrs ...attribute.KeyValue) int64 {
 	var total int64
