@@ -92,3 +92,35 @@ func TestInstruments(t *testing.T) {
 	}
 	require.True(t, linked, "no river.work span links to the publisher's trace")
 }
+
+// A trace crosses instances: a message published inside a span on one
+// instance is processed on another, whose River work span (otelriver) links
+// to the publisher's trace; the insert span is a child of the publisher's.
+func TestTraceCrossesInstances(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	traces := otelxtest.NewTraces(t) // one collector for both instances
+	ctx := ctxT(t)
+	publisher := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "publisher"}), &queue.Config{InstanceID: "publisher", TracerProvider: traces.Provider})
+	consumer := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "consumer"}), &queue.Config{InstanceID: "consumer", TracerProvider: traces.Provider})
+	done := make(chan struct{})
+	require.NoError(t, consumer.Subscribe(ctx, "c", queue.Consumer{Process: func(context.Context, queue.Message) error { close(done); return nil }}))
+	start(t, consumer)
+
+	parent, span := traces.Provider.Tracer("test").Start(ctx, "http request")
+	id, err := publisher.Publish(parent, "c", 1, nil)
+	span.End()
+	require.NoError(t, err)
+	<-done
+	waitState(t, db, id, "completed")
+
+	trace := span.SpanContext().TraceID()
+	inserts := traces.Spans("river.insert_many")
+	require.Len(t, inserts, 1)
+	require.Equal(t, trace, inserts[0].SpanContext.TraceID())
+	works := traces.Spans("river.work")
+	require.Len(t, works, 1)
+	require.Len(t, works[0].Links, 1)
+	require.Equal(t, trace, works[0].Links[0].SpanContext.TraceID())
+	require.Equal(t, inserts[0].SpanContext.SpanID(), works[0].Links[0].SpanContext.SpanID())
+}
