@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/demo/asynctasks"
+	"github.com/pgcoord/pgcoord/internal/demo/demotest"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
@@ -70,36 +70,12 @@ func startInstances(t *testing.T, db *pgtest.DB, c *cluster, concurrency int) ([
 }
 
 func startN(t *testing.T, db *pgtest.DB, c *cluster, n, concurrency int) ([]*app.App, []*asynctasks.Plugin) {
-	t.Helper()
-	ctx := context.Background()
-	var apps []*app.App
-	var plugins []*asynctasks.Plugin
-	for i := range n {
-		p, err := asynctasks.New(asynctasks.Config{
+	return demotest.Start(t, db, "taskdemo", n, func(string) (*asynctasks.Plugin, error) {
+		return asynctasks.New(asynctasks.Config{
 			Concurrency: concurrency, Execute: c.execute, Timeout: 30 * time.Second,
 			OnEvent: func(e asynctasks.Event) { c.events <- e },
 		})
-		require.NoError(t, err)
-		id := fmt.Sprintf("inst-%d", i)
-		a, err := app.New(ctx, app.Config{
-			Name: "taskdemo", Pool: db.NewPool(t, &pgtest.PoolOptions{AppName: id}), InstanceID: id,
-			Plugins: []app.Plugin{p},
-		})
-		require.NoError(t, err)
-		t.Cleanup(func() {
-			// A test that stopped an instance with a short deadline already saw its error.
-			if err := a.Stop(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
-				require.NoError(t, err)
-			}
-		})
-		apps, plugins = append(apps, a), append(plugins, p)
-	}
-	var g errgroup.Group
-	for _, a := range apps {
-		g.Go(func() error { return a.Start(ctx) })
-	}
-	require.NoError(t, g.Wait())
-	return apps, plugins
+	})
 }
 
 func waitStatus(t *testing.T, p *asynctasks.Plugin, id int64, status string) asynctasks.Task {

@@ -2,7 +2,6 @@ package authcache_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -11,36 +10,14 @@ import (
 
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/demo/authcache"
+	"github.com/pgcoord/pgcoord/internal/demo/demotest"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 // startInstances starts n instances of one app, each with its own pool
 // (application_name inst-i) and its own authcache plugin, all at once.
 func startInstances(t *testing.T, db *pgtest.DB, n int) ([]*app.App, []*authcache.Plugin) {
-	t.Helper()
-	ctx := context.Background()
-	apps := make([]*app.App, n)
-	plugins := make([]*authcache.Plugin, n)
-	for i := range n {
-		p, err := authcache.New("")
-		require.NoError(t, err)
-		a, err := app.New(ctx, app.Config{
-			Name:       "authdemo",
-			Pool:       db.NewPool(t, &pgtest.PoolOptions{AppName: fmt.Sprintf("inst-%d", i)}),
-			InstanceID: fmt.Sprintf("inst-%d", i),
-			Plugins:    []app.Plugin{p},
-		})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, a.Stop(context.Background())) })
-		apps[i], plugins[i] = a, p
-	}
-	// Starting together: Load's CREATE TABLE is serialized by an advisory lock.
-	var g errgroup.Group
-	for _, a := range apps {
-		g.Go(func() error { return a.Start(ctx) })
-	}
-	require.NoError(t, g.Wait())
-	return apps, plugins
+	return demotest.Start(t, db, "authdemo", n, func(string) (*authcache.Plugin, error) { return authcache.New("") })
 }
 
 func totalLoads(plugins []*authcache.Plugin) int64 {

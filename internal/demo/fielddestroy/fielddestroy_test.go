@@ -12,9 +12,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/internal/demo/demotest"
 	"github.com/pgcoord/pgcoord/internal/demo/fielddestroy"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
-	"github.com/pgcoord/pgcoord/listen"
 )
 
 // critical counts removals inside the critical section across all instances.
@@ -35,30 +35,13 @@ func (c *critical) enter(context.Context, string, string) {
 }
 
 func startInstances(t *testing.T, db *pgtest.DB, n int, c *critical) ([]*app.App, []*fielddestroy.Plugin) {
-	t.Helper()
-	ctx := context.Background()
-	apps := make([]*app.App, n)
-	plugins := make([]*fielddestroy.Plugin, n)
-	for i := range n {
+	return demotest.Start(t, db, "fielddemo", n, func(string) (*fielddestroy.Plugin, error) {
 		p, err := fielddestroy.New("")
-		require.NoError(t, err)
-		p.InCriticalSection = c.enter
-		id := fmt.Sprintf("inst-%d", i)
-		a, err := app.New(ctx, app.Config{
-			Name: "fielddemo", Pool: db.NewPool(t, &pgtest.PoolOptions{AppName: id}), InstanceID: id,
-			Plugins: []app.Plugin{p},
-			Sync:    &listen.SyncConfig{Debounce: 10 * time.Millisecond},
-		})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, a.Stop(context.Background())) })
-		apps[i], plugins[i] = a, p
-	}
-	var g errgroup.Group
-	for _, a := range apps {
-		g.Go(func() error { return a.Start(ctx) })
-	}
-	require.NoError(t, g.Wait())
-	return apps, plugins
+		if p != nil {
+			p.InCriticalSection = c.enter
+		}
+		return p, err
+	})
 }
 
 func TestConcurrentRemovalsAreSerializedAndAnnounced(t *testing.T) {

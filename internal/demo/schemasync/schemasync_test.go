@@ -2,45 +2,26 @@ package schemasync_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/internal/demo/demotest"
 	"github.com/pgcoord/pgcoord/internal/demo/schemasync"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
-	"github.com/pgcoord/pgcoord/listen"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
 func startInstances(t *testing.T, db *pgtest.DB, n int, reloads chan<- string) ([]*app.App, []*schemasync.Plugin) {
-	t.Helper()
-	ctx := context.Background()
-	apps := make([]*app.App, n)
-	plugins := make([]*schemasync.Plugin, n)
-	for i := range n {
+	return demotest.Start(t, db, "schemademo", n, func(id string) (*schemasync.Plugin, error) {
 		p, err := schemasync.New("")
-		require.NoError(t, err)
-		id := fmt.Sprintf("inst-%d", i)
-		p.OnReload = func(r schemasync.Reload) { reloads <- id + ":" + r.Collection + ":from:" + r.Sender }
-		a, err := app.New(ctx, app.Config{
-			Name: "schemademo", Pool: db.NewPool(t, &pgtest.PoolOptions{AppName: id}), InstanceID: id,
-			Plugins: []app.Plugin{p},
-			Sync:    &listen.SyncConfig{Debounce: 10 * time.Millisecond},
-		})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, a.Stop(context.Background())) })
-		apps[i], plugins[i] = a, p
-	}
-	var g errgroup.Group
-	for _, a := range apps {
-		g.Go(func() error { return a.Start(ctx) })
-	}
-	require.NoError(t, g.Wait())
-	return apps, plugins
+		if p != nil {
+			p.OnReload = func(r schemasync.Reload) { reloads <- id + ":" + r.Collection + ":from:" + r.Sender }
+		}
+		return p, err
+	})
 }
 
 // receive reads n reload events, failing after a generous deadline.
