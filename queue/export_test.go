@@ -4,12 +4,19 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 )
 
 // NewWithClock is New on an instance whose wall clock is clock (for River
 // too): a machine whose clock is off.
 func NewWithClock(pool *pgxpool.Pool, cfg *Config, clock func() time.Time) (*EventQueue, error) {
 	return newQueue(pool, cfg, clock)
+}
+
+// JobEvents subscribes to this instance's River events of kinds (River sends
+// a completion after its state is written).
+func (q *EventQueue) JobEvents(kinds ...river.EventKind) (<-chan *river.Event, func()) {
+	return q.client.Subscribe(kinds...)
 }
 
 // RescueScans counts the rescue scans this instance ran as the rescuer.
