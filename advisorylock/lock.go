@@ -65,9 +65,13 @@ type Lock struct {
 	owner int32 // owner_id of the Manager's liveness session at grant; 0 for Local
 	done  chan struct{}
 
-	// transferred is set when Release handed the lease to a waiter of the
-	// same Manager (its end then wakes nobody: the new holder was the head).
+	// transferred is set when Release passed the lease on to the next in
+	// line (its end then wakes no local waiter: this instance, if it has
+	// waiters, is in the key's FIFO and will be designated).
 	transferred atomic.Bool
+	// unfit: a designated lease not yet set to the TTL its holder asked for
+	// (see Manager.adopt and Manager.fit); set before the Lock is shared.
+	unfit bool
 
 	mu       sync.Mutex // guards the fields below
 	state    lockState

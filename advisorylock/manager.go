@@ -134,6 +134,10 @@ type Stats struct {
 	// Handoffs counts grants passed by Release straight to a waiter of this
 	// instance (included in Acquired).
 	Handoffs int64
+	// Designated counts grants this instance received from another
+	// instance's Release (or from ForceRelease) that designated it as the
+	// next holder of a key it waited for (included in Acquired).
+	Designated int64
 	// ExpiredTakeovers counts grants that replaced a lease that was never
 	// released: it had expired or its owner's session had ended.
 	ExpiredTakeovers int64
@@ -174,7 +178,7 @@ type Manager struct {
 	byHash  map[uint64][]*waitQueue
 	liveGen chan struct{} // closed (and replaced) whenever liveness or state changes
 
-	acquired, waited, contended, handoffs, takeovers, lostN, released atomic.Int64
+	acquired, waited, contended, handoffs, designated, takeovers, lostN, released atomic.Int64
 
 	// tel holds the instruments (telemetry.go); Close unregisters its callback.
 	tel *telemetry
@@ -339,6 +343,7 @@ func (m *Manager) Stats() Stats {
 		Waited:           m.waited.Load(),
 		Contended:        m.contended.Load(),
 		Handoffs:         m.handoffs.Load(),
+		Designated:       m.designated.Load(),
 		ExpiredTakeovers: m.takeovers.Load(),
 		Lost:             m.lostN.Load(),
 		Released:         m.released.Load(),
@@ -394,7 +399,7 @@ func (m *Manager) TryAcquire(ctx context.Context, key string, wait time.Duration
 		if err := m.usable(); err != nil {
 			return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, err)
 		}
-		l, err := m.attempt(ctx, key, 0)
+		l, _, err := m.attempt(ctx, key, 0, nil)
 		switch {
 		case errors.Is(err, errNotLive):
 			return nil, fmt.Errorf("advisorylock: try acquire %q: %w", key, ErrUnavailable)
@@ -462,36 +467,66 @@ func (m *Manager) usable() error {
 	return nil
 }
 
+// attemptInfo is what a failed attempt learnt about the key.
+type attemptInfo struct {
+	// first: this instance is first in the key's FIFO (it alone acts on the
+	// lease's expiry; the others wait for a designation or the poll).
+	first bool
+	// remaining is the held lease's remaining time (-1: no expiry).
+	remaining time.Duration
+}
+
 // attempt makes one grant attempt for key with a lease of ttl (0: no
-// expiry). It returns the Lock when granted, nil when the key is held.
-func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*Lock, error) {
+// expiry). It returns the Lock when granted, nil when the key is held or
+// another instance is first in line. With q (a waiting call's queue) a
+// failed attempt leaves this instance in the key's FIFO; without, it changes
+// nothing (TryAcquire with no wait).
+func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration, q *waitQueue) (*Lock, attemptInfo, error) {
 	m.mu.Lock()
 	live, owner, st := m.live, m.ownerID, m.state
+	sent := time.Now()
+	if q != nil && q.enqSent.IsZero() {
+		// Set before sending: a designation made right after this statement
+		// may be dispatched before it returns. Too early is only conservative.
+		q.enqSent = sent
+	}
 	m.mu.Unlock()
 	if st == mgrClosed {
-		return nil, ErrClosed
+		return nil, attemptInfo{}, ErrClosed
 	}
 	if !live {
-		return nil, errNotLive
+		return nil, attemptInfo{}, errNotLive
 	}
-	sent := time.Now()
 	var (
-		token     int64
-		takenFrom *string
+		token       int64
+		mine, fresh bool
+		takenFrom   *string
+		us          int64
+		info        attemptInfo
 	)
-	err := m.grantRow(ctx, m.q.acquire, []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class}, &token, &takenFrom)
+	err := m.grantRow(ctx, m.q.acquire, []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class, q != nil},
+		&token, &mine, &fresh, &takenFrom, &us, &info.first)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+		return nil, attemptInfo{remaining: -1}, nil // held; nothing changed (no q)
 	}
 	if err != nil {
-		return nil, err
+		return nil, attemptInfo{}, err
+	}
+	info.remaining = -1
+	if us >= 0 {
+		info.remaining = time.Duration(us) * time.Microsecond
+	}
+	if !mine || !fresh {
+		// Held (by another instance, by a grant of this one, or designated
+		// to this one: its NOTIFY hands it to the head waiter).
+		return nil, info, nil
 	}
 	l := newLock(m, key, token, owner, sent, ttl)
 	if ctx.Err() != nil {
 		// Granted, but the caller gave up meanwhile: give it back.
 		l.finish(stateReleased)
 		_ = m.releaseRow(context.WithoutCancel(ctx), l)
-		return nil, ctx.Err()
+		return nil, attemptInfo{}, ctx.Err()
 	}
 	m.mu.Lock()
 	ok := m.state == mgrStarted && m.live && m.ownerID == owner
@@ -500,6 +535,9 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 	// Lock order: m.mu, then l.mu (finish never holds l.mu while taking m.mu).
 	if ok && l.held() {
 		m.held[l] = struct{}{}
+	}
+	if q != nil {
+		q.enqSent = time.Time{} // the grant took this instance out of the FIFO
 	}
 	m.mu.Unlock()
 	if !ok {
@@ -511,9 +549,9 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 		closed := m.state == mgrClosed
 		m.mu.Unlock()
 		if closed {
-			return nil, ErrClosed
+			return nil, attemptInfo{}, ErrClosed
 		}
-		return nil, errNotLive
+		return nil, attemptInfo{}, errNotLive
 	}
 	m.acquired.Add(1)
 	attrs := []any{slog.String("lock_key", key), slog.Int64("token", token), slog.String("owner", m.cfg.InstanceID)}
@@ -523,7 +561,7 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration) (*
 	} else {
 		m.log.Debug("lock acquired", attrs...)
 	}
-	return l, nil
+	return l, info, nil
 }
 
 // grantStatementTimeout bounds a granting statement once sent.
@@ -557,9 +595,10 @@ func micros(d time.Duration) int64 {
 }
 
 // wait takes key, queueing behind this instance's other waiters for it.
-// deadline zero means no deadline; ttl 0 grants a reservation. Besides its
-// own attempts, the head of the queue may be handed the lease directly by a
-// releasing holder of this instance (see Manager.release).
+// deadline zero means no deadline; ttl 0 grants a reservation. Only the
+// head of the queue asks the database; a failed attempt leaves this
+// instance in the key's FIFO, and a release (of any instance) that
+// designates it hands the lease to the head through w.handoff (see adopt).
 func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadline time.Time) (*Lock, error) {
 	if err := m.usable(); err != nil {
 		return nil, err
@@ -575,20 +614,18 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 		deadlineC = t.C
 	}
 	waitedOnce := false
-	// handed receives a transfer's outcome: a lock, or nil when the transfer
-	// did not happen (the releaser then frees the key and wakes w).
+	// handed receives a designation's outcome: a lock, or nil.
 	handed := func(l *Lock) (*Lock, bool) {
 		m.mu.Lock()
 		w.claimed = false
 		m.mu.Unlock()
-		if l == nil {
+		if l == nil || !m.fit(ctx, l, w.ttl) {
 			return nil, false
 		}
 		got = l
 		m.waited.Add(1)
 		return l, true
 	}
-	immediate := 0 // consecutive retries without sleeping, bounded
 	for {
 		// Wait to be the head of this instance's queue for the key.
 		for !m.isHead(q, w) {
@@ -612,21 +649,13 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 		}
 		m.mu.Lock()
 		gen, st, claimed := m.liveGen, m.state, w.claimed
-		if !claimed {
-			w.busy = true // a releaser must not hand w the lease while w asks the database
-		}
 		m.mu.Unlock()
 		if st == mgrClosed {
 			return nil, ErrClosed
 		}
-		var sleep time.Duration
-		if claimed {
-			sleep = m.jitter() // a transfer to w is in flight: wait for its outcome
-		} else {
-			l, err := m.attempt(ctx, key, ttl)
-			m.mu.Lock()
-			w.busy = false
-			m.mu.Unlock()
+		sleep := m.jitter()
+		if !claimed { // claimed: a designation is on its way to w
+			l, info, err := m.attempt(ctx, key, ttl, q)
 			if l != nil {
 				got = l
 				if waitedOnce {
@@ -640,36 +669,18 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 			case ctx.Err() != nil:
 				return nil, ctx.Err()
 			case errors.Is(err, errNotLive):
-				sleep = -1 // wait for the liveness session (gen) or the poll
+				// wait for the liveness session (gen) or the poll
 			case err != nil:
 				m.log.Warn("lock attempt failed; retrying", slog.String("lock_key", key), slog.Any("error", err))
-				sleep = m.jitter()
 			default:
 				m.contended.Add(1)
 				waitedOnce = true
-				free, remaining, err := m.markWanted(ctx, key)
-				switch {
-				case err != nil && ctx.Err() != nil:
-					return nil, ctx.Err()
-				case err != nil:
-					m.log.Warn("lock wait: mark wanted failed", slog.String("lock_key", key), slog.Any("error", err))
-					sleep = m.jitter()
-				case free && immediate < 3:
-					immediate++
-					continue
-				case free:
-					sleep = time.Millisecond
-				case remaining >= 0:
-					// Wake when the lease expires (database clock, plus a little), or at the poll.
-					sleep = min(remaining+time.Millisecond, m.jitter())
-				default:
-					sleep = m.jitter()
+				if info.first && info.remaining >= 0 {
+					// First in line: take the lease when it expires (database
+					// clock, plus a little) if nobody releases it first.
+					sleep = min(info.remaining+time.Millisecond, sleep)
 				}
 			}
-		}
-		immediate = 0
-		if sleep < 0 {
-			sleep = m.jitter()
 		}
 		t := time.NewTimer(sleep)
 		select {
@@ -692,29 +703,6 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 	}
 }
 
-// markWanted records that this instance waits for key and reports whether
-// the key is free now and how long its lease has left (-1: no expiry).
-func (m *Manager) markWanted(ctx context.Context, key string) (bool, time.Duration, error) {
-	m.mu.Lock()
-	owner := m.ownerID
-	m.mu.Unlock()
-	var (
-		free bool
-		us   int64
-	)
-	err := m.pool.QueryRow(ctx, m.q.markWanted, m.cfg.AppName, key, owner, m.class).Scan(&free, &us)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return true, 0, nil // the row was swept: free
-	}
-	if err != nil {
-		return false, 0, err
-	}
-	if us < 0 {
-		return free, -1, nil
-	}
-	return free, time.Duration(us) * time.Microsecond, nil
-}
-
 func (m *Manager) jitter() time.Duration {
 	p := m.cfg.PollInterval
 	return p*3/4 + time.Duration(rand.Int64N(int64(p/2)+1))
@@ -730,79 +718,67 @@ func (m *Manager) closed() bool {
 	return m.state == mgrClosed
 }
 
-// release is Lock.Release's backend: when the head of this instance's queue
-// for the key is idle, the lease goes straight to it in one statement (a
-// handoff: one round trip instead of a release and a new grant); otherwise
-// the row is freed.
+// release is Lock.Release's backend: one statement that passes the lease
+// to the first live instance in the key's FIFO (this one included: the
+// releaser rejoins the FIFO's tail when it has local waiters) or frees it
+// (see queries.release). A designation to this instance goes to its head
+// waiter at once; one to another instance reaches it by its NOTIFY.
 func (m *Manager) release(ctx context.Context, l *Lock) error {
-	if done, err := m.transfer(ctx, l); done || err != nil {
+	var rejoin any // ttl µs of the next local waiter; nil: none
+	m.mu.Lock()
+	if q := m.queues[l.key]; q != nil && len(q.waiters) > 0 && m.state == mgrStarted && m.live && m.ownerID == l.owner {
+		rejoin = micros(q.waiters[0].ttl)
+		if q.enqSent.IsZero() {
+			q.enqSent = time.Now() // the statement may append this instance to the FIFO (see attempt)
+		}
+	}
+	sent := time.Now()
+	m.mu.Unlock()
+	var (
+		next      int32
+		token, us int64
+		freed     bool
+		notified  *bool
+	)
+	err := m.grantRow(ctx, m.q.release, []any{m.cfg.AppName, l.key, l.token, l.owner, m.class, rejoin, m.cfg.InstanceID, m.channel, m.payload(l.key)},
+		&next, &token, &freed, &us, &notified)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// A transaction holds the row (CheckTx, or an enqueue in flight), or
+		// the lease moved on: a plain release, which never waits for CheckTx.
+		return m.releaseRow(ctx, l)
+	}
+	if err != nil {
 		return err
 	}
-	return m.releaseRow(ctx, l)
+	if freed {
+		return nil // forget wakes this instance's head, if any
+	}
+	l.transferred.Store(true) // its end must not wake the local queue: the lease went to the FIFO
+	if next == l.owner {
+		m.adopt(l.key, token, l.owner, time.Duration(us)*time.Microsecond, sent, true)
+	}
+	return nil
+}
+
+// payload names key in NOTIFY payloads: keys may be longer than a payload.
+func (m *Manager) payload(key string) string {
+	return strconv.FormatUint(keyHash(m.cfg.AppName, key), 16)
 }
 
 // releaseRow frees l's lease row if it still carries l's token, and NOTIFYs
-// when another instance waits for the key.
+// the instance first in the key's FIFO (and every instance when one running
+// the previous release marked the key wanted).
 func (m *Manager) releaseRow(ctx context.Context, l *Lock) error {
-	var notified bool
-	payload := strconv.FormatUint(keyHash(m.cfg.AppName, l.key), 16)
-	err := m.pool.QueryRow(ctx, m.q.release, m.cfg.AppName, l.key, l.token, l.owner, m.channel, payload).Scan(&notified)
+	var (
+		broadcast bool
+		notified  int64
+	)
+	err := m.pool.QueryRow(ctx, m.q.releasePlain, m.cfg.AppName, l.key, l.token, l.owner, m.class, m.channel, m.payload(l.key)).Scan(&broadcast, &notified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		m.log.Debug("release: lease already gone", slog.String("lock_key", l.key), slog.Int64("token", l.token))
 		return nil
 	}
 	return err
-}
-
-// transfer hands l's lease to the idle head waiter of its key, if there is
-// one and no other instance waits for the key (so handoffs never starve
-// other instances). It reports whether the lease was handed over.
-//
-// Invariants: a waiter is claimed by at most one releaser (claimed), never
-// while it runs its own attempt (busy), and a claimed waiter always receives
-// exactly one value on handoff: the new Lock or nil.
-func (m *Manager) transfer(ctx context.Context, l *Lock) (bool, error) {
-	m.mu.Lock()
-	var w *waiter
-	if q := m.queues[l.key]; q != nil && len(q.waiters) > 0 {
-		if h := q.waiters[0]; !h.busy && !h.claimed && m.live && m.ownerID == l.owner && m.state == mgrStarted {
-			w = h
-			w.claimed = true
-		}
-	}
-	m.mu.Unlock()
-	if w == nil {
-		return false, nil
-	}
-	sent := time.Now()
-	var token int64
-	err := m.grantRow(ctx, m.q.transfer, []any{m.cfg.AppName, l.key, l.token, l.owner, m.cfg.InstanceID, micros(w.ttl)}, &token)
-	if err != nil {
-		w.handoff <- nil
-		if errors.Is(err, pgx.ErrNoRows) {
-			return false, nil // the lease moved on, or another instance waits: plain release
-		}
-		return false, err
-	}
-	nl := newLock(m, l.key, token, l.owner, sent, w.ttl)
-	m.mu.Lock()
-	ok := m.state == mgrStarted && m.live && m.ownerID == l.owner
-	if ok && nl.held() {
-		m.held[nl] = struct{}{}
-	}
-	m.mu.Unlock()
-	l.transferred.Store(true) // its end must not wake the queue: the new holder is in it
-	if !ok {
-		nl.finish(stateLost)
-		_ = m.releaseRow(context.WithoutCancel(ctx), nl)
-		w.handoff <- nil
-		return true, nil
-	}
-	m.acquired.Add(1)
-	m.handoffs.Add(1)
-	m.log.Debug("lock handed over", slog.String("lock_key", l.key), slog.Int64("token", token), slog.String("owner", m.cfg.InstanceID))
-	w.handoff <- nl
-	return true, nil
 }
 
 func (m *Manager) extend(ctx context.Context, l *Lock, ttl time.Duration) error {

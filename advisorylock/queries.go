@@ -2,6 +2,7 @@ package advisorylock
 
 import (
 	"hash/fnv"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -16,8 +17,18 @@ import (
 // a shared lock on a dead identity until the end of the transaction: harmless,
 // identities are never reused.) It is O(1), unlike a scan of pg_locks.
 type queries struct {
-	acquire, markWanted, release, transfer, releaseAll, extend, checkTx, recheckTx, sweep string
-	newOwner, lockOwner, listen, sessionTimeouts, endOldSession, endOldSession13          string
+	acquire, release, releasePlain, leave, releaseAll, extend, checkTx, recheckTx, sweep string
+	newOwner, lockOwner, listen, sessionTimeouts, endOldSession, endOldSession13         string
+	keyOfToken                                                                           string
+}
+
+// firstLive is the index (1-based) of the first entry of the owner_id array
+// arr whose liveness session is alive, or NULL when none is. It is an
+// expression on the row the statement has locked, so it sees the FIFO as of
+// that row lock. class is the identity class parameter.
+func firstLive(arr, class string) string {
+	return `(SELECT q.i FROM unnest(` + arr + `) WITH ORDINALITY AS q(o, i)
+ WHERE NOT pg_try_advisory_xact_lock_shared(` + class + `, q.o) ORDER BY q.i LIMIT 1)`
 }
 
 func buildQueries(schema, channel string) queries {
@@ -25,82 +36,153 @@ func buildQueries(schema, channel string) queries {
 	// The schema is validated ([a-z_][a-z0-9_]*), so the sanitized name has no quote to escape.
 	tokens := "'" + pgx.Identifier{schema, "lock_tokens"}.Sanitize() + "'"
 	owners := "'" + pgx.Identifier{schema, "lock_owners"}.Sanitize() + "'"
+	// free: the lease of row l is free (released, expired, or its owner's session gone).
+	free := func(class string) string {
+		return `(l.expires_at <= now() OR pg_try_advisory_xact_lock_shared(` + class + `, l.owner_id))`
+	}
+	remaining := `CASE WHEN l.expires_at IS NULL THEN -1
+               WHEN l.expires_at <= now() THEN 0
+               ELSE greatest(0, floor(extract(epoch FROM l.expires_at - now()) * 1000000))::bigint END`
 	return queries{
-		// $1 app, $2 key, $3 owner_id, $4 owner, $5 ttl in µs (0: no expiry), $6 identity class.
-		// Grants when the key has no row, or its lease is free: released
-		// (-infinity), expired (database clock), or its owner's session is gone.
-		// The row lock taken by ON CONFLICT serialises concurrent grants, and
-		// the update-path token is drawn after that lock, so a grant's token is
+		// $1 app, $2 key, $3 owner_id, $4 owner, $5 ttl in µs (0: no expiry),
+		// $6 identity class, $7 enqueue (false: a single attempt, row unchanged
+		// when not granted).
+		//
+		// Grants when the key has no row, or its lease is free (released,
+		// expired, or its owner's session is gone) and no live instance is
+		// queued ahead of this one (d.f: the first live entry of the FIFO;
+		// dead entries before it are dropped). Otherwise, with $7, it appends
+		// this instance to the FIFO (once). (wanted_by is only kept: instances
+		// of the previous release mark it; see docs/locks.md, rolling upgrade.)
+		// ON CONFLICT DO UPDATE takes the row lock before SET is evaluated, so
+		// the FIFO, the lease and the designation made by a concurrent release
+		// are seen as of that lock: an enqueue and a release are ordered. The
+		// update-path token is drawn after that lock, so a grant's token is
 		// larger than the token it replaces. (The insert-path token is drawn
 		// before; it can only lose to a newer grant if the row was deleted in
-		// between, which the sweeper does only after Retention of no activity.)
+		// between, which the sweeper does only after Retention of no activity
+		// and with an empty FIFO.)
+		//
+		// RETURNING: the row's token; mine: the valid lease is this
+		// instance's; fresh: granted by this statement (acquired_at is the
+		// transaction's start; a designation made by another transaction
+		// started no later than this one, so this statement's send time is a
+		// conservative start of its lease either way); taken_from; the
+		// lease's remaining µs (-1: none); first: this instance is first in
+		// line.
 		acquire: `INSERT INTO ` + locks + ` AS l (app, key, token, owner_id, owner, expires_at)
 VALUES ($1, $2, nextval(` + tokens + `), $3, $4,
         CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END)
 ON CONFLICT (app, key) DO UPDATE SET
-    key         = EXCLUDED.key, -- same value: only makes the row lock FOR UPDATE strength (see checkTx)
-    token       = nextval(` + tokens + `),
-    owner_id    = EXCLUDED.owner_id,
-    owner       = EXCLUDED.owner,
-    expires_at  = EXCLUDED.expires_at,
-    wanted_by   = CASE WHEN l.wanted_by = EXCLUDED.owner_id THEN 0 ELSE l.wanted_by END,
-    taken_from  = CASE WHEN l.expires_at = '-infinity' THEN NULL ELSE l.owner END,
-    acquired_at = now(),
-    updated_at  = now()
-WHERE l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($6::int4, l.owner_id)
-RETURNING token, taken_from`,
+    (key, token, owner_id, owner, expires_at, wanted_by, taken_from, acquired_at, updated_at,
+     queue, queue_ttl, queue_name) = (
+    SELECT EXCLUDED.key, -- same value: only makes the row lock FOR UPDATE strength (see checkTx)
+           CASE WHEN d.g THEN nextval(` + tokens + `) ELSE l.token END,
+           CASE WHEN d.g THEN EXCLUDED.owner_id ELSE l.owner_id END,
+           CASE WHEN d.g THEN EXCLUDED.owner ELSE l.owner END,
+           CASE WHEN d.g THEN EXCLUDED.expires_at ELSE l.expires_at END,
+           CASE WHEN d.g AND l.wanted_by = $3 THEN 0 ELSE l.wanted_by END,
+           CASE WHEN NOT d.g THEN l.taken_from WHEN l.expires_at = '-infinity' THEN NULL ELSE l.owner END,
+           CASE WHEN d.g THEN now() ELSE l.acquired_at END,
+           now(),
+           CASE WHEN d.g THEN l.queue[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue[d.f:] ELSE l.queue[d.f:] || $3::int4 END,
+           CASE WHEN d.g THEN l.queue_ttl[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue_ttl[d.f:] ELSE l.queue_ttl[d.f:] || $5::bigint END,
+           CASE WHEN d.g THEN l.queue_name[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue_name[d.f:] ELSE l.queue_name[d.f:] || $4::text END
+    FROM (SELECT s.f, ` + free("$6::int4") + ` AND (l.queue[s.f] IS NULL OR l.queue[s.f] = $3) AS g
+          FROM (SELECT coalesce(` + firstLive("l.queue", "$6::int4") + `, cardinality(l.queue) + 1) AS f) s) d)
+WHERE $7::bool OR (` + free("$6::int4") + ` AND coalesce(l.queue[` + firstLive("l.queue", "$6::int4") + `] = $3, true))
+RETURNING l.token,
+          l.owner_id = $3 AND (l.expires_at IS NULL OR l.expires_at > now()),
+          l.acquired_at = now(),
+          l.taken_from,
+          ` + remaining + `,
+          l.queue[1] IS NOT DISTINCT FROM $3`,
 
-		// $1 app, $2 key, $3 owner_id of the waiting instance, $4 class.
-		// Marks the key as wanted so that its release NOTIFYs, and reports
-		// whether it became free meanwhile and how long its lease has left.
-		// It runs after a failed acquire: it takes the row lock, so either the
-		// release saw the mark or this sees the release.
-		markWanted: `UPDATE ` + locks + ` AS l
-SET wanted_by = CASE WHEN l.wanted_by IN (0, $3) THEN $3 ELSE -1 END
-WHERE l.app = $1 AND l.key = $2
-RETURNING (l.expires_at <= now() OR pg_try_advisory_xact_lock_shared($4::int4, l.owner_id)) IS TRUE,
-          CASE WHEN l.expires_at IS NULL THEN -1
-               WHEN l.expires_at <= now() THEN 0
-               ELSE greatest(0, floor(extract(epoch FROM l.expires_at - now()) * 1000000))::bigint END`,
+		// $1 app, $2 key, $3 token being released (NULL: whichever grant holds
+		// the key: ForceRelease), $4 releasing owner_id (0: none), $5 class,
+		// $6 ttl µs of the releaser's next local waiter (NULL: it has none),
+		// $7 releaser's instance name, $8 channel, $9 payload (key hash).
+		//
+		// Designates the next holder in the same statement: the first live
+		// entry of the FIFO (the releaser itself appended at the tail first
+		// when it has local waiters and is not queued yet: instances are
+		// served round-robin) gets the lease with the TTL it asked for and a
+		// new token, leaves the FIFO, and is the only instance notified (on
+		// its own channel; never the releaser, which takes a designation to
+		// itself from the returned row). Dead entries before it are dropped.
+		// No live entry: a plain free (expires_at -infinity), and one
+		// broadcast NOTIFY when an instance of the previous release marked
+		// the key wanted.
+		//
+		// o takes the row lock FOR UPDATE (a designation is a grant: it
+		// conflicts with CheckTx's FOR KEY SHARE) with SKIP LOCKED: while any
+		// transaction holds the row (the releasing holder's own CheckTx
+		// transaction, still open, included; or a concurrent enqueue) no row
+		// is returned and the caller falls back to releasePlain, which never
+		// waits for a fenced transaction. The new token is drawn under the
+		// row lock, so it exceeds the released one.
+		release: `UPDATE ` + locks + ` AS l SET
+    (token, owner_id, owner, expires_at, taken_from, acquired_at, updated_at,
+     wanted_by, last_wanted, queue, queue_ttl, queue_name) = (
+    SELECT CASE WHEN d.n IS NULL THEN l.token ELSE nextval(` + tokens + `) END,
+           coalesce(d.q[d.n], l.owner_id),
+           coalesce(d.qn[d.n], l.owner),
+           CASE WHEN d.n IS NULL THEN '-infinity'::timestamptz
+                WHEN d.qt[d.n] = 0 THEN NULL
+                ELSE now() + d.qt[d.n] * interval '1 microsecond' END,
+           CASE WHEN d.n IS NULL THEN l.taken_from END,
+           CASE WHEN d.n IS NULL THEN l.acquired_at ELSE now() END,
+           now(),
+           CASE WHEN d.n IS NULL THEN 0 ELSE l.wanted_by END,
+           CASE WHEN d.n IS NULL THEN l.wanted_by ELSE 0 END,
+           coalesce(d.q[d.n + 1:], '{}'), coalesce(d.qt[d.n + 1:], '{}'), coalesce(d.qn[d.n + 1:], '{}')
+    FROM (SELECT e.q, e.qt, e.qn, ` + firstLive("e.q", "$5::int4") + ` AS n
+          FROM (SELECT CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue ELSE l.queue || $4::int4 END AS q,
+                       CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue_ttl ELSE l.queue_ttl || $6::bigint END AS qt,
+                       CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue_name ELSE l.queue_name || $7::text END AS qn) e) d)
+FROM (SELECT 1 FROM ` + locks + ` WHERE app = $1 AND key = $2 AND token = coalesce($3::bigint, token)
+      FOR UPDATE SKIP LOCKED) o
+WHERE l.app = $1 AND l.key = $2 AND l.token = coalesce($3::bigint, l.token)
+RETURNING l.owner_id, l.token, l.expires_at IS NOT DISTINCT FROM '-infinity',
+          CASE WHEN l.expires_at IS NULL OR l.expires_at = '-infinity' THEN 0
+               ELSE floor(extract(epoch FROM l.expires_at - now()) * 1000000)::bigint END,
+          CASE WHEN l.expires_at IS NOT DISTINCT FROM '-infinity' THEN
+                    l.last_wanted NOT IN (0, $4) AND pg_notify($8, $9)::text IS NOT NULL
+               WHEN l.owner_id <> $4 THEN
+                    pg_notify($8 || '_' || l.owner_id, $9 || ':' || l.token || ':' ||
+                        CASE WHEN l.expires_at IS NULL THEN 0 ELSE floor(extract(epoch FROM l.expires_at - now()) * 1000000)::bigint END)::text IS NOT NULL
+          END`,
 
-		// $1 app, $2 key, $3 token, $4 releasing owner_id, $5 channel, $6 payload.
-		// Frees the lease only if it still carries this grant's token. SET
-		// reads the row version it updates (under the row lock), so
-		// last_wanted is wanted_by as it was at release: NOTIFY only when
-		// another instance waits. (void::text is '': IS NOT NULL is true.)
-		release: `UPDATE ` + locks + ` AS l
+		// $1 app, $2 key, $3 token (NULL: any), $4 releasing owner_id, $5
+		// class, $6 channel, $7 payload. The fallback of release when the row
+		// is held by a transaction: frees the lease (assigning no key column,
+		// it does not wait for CheckTx's FOR KEY SHARE), NOTIFYs the first
+		// live queued instance ("<hash>:0": try now; its acquire waits for
+		// that transaction as a grant must) and, as before, every instance
+		// when one of the previous release marked the key wanted.
+		releasePlain: `UPDATE ` + locks + ` AS l
 SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now()
-WHERE l.app = $1 AND l.key = $2 AND l.token = $3
-RETURNING l.last_wanted NOT IN (0, $4) AND pg_notify($5, $6)::text IS NOT NULL`,
+WHERE l.app = $1 AND l.key = $2 AND l.token = coalesce($3::bigint, l.token)
+RETURNING l.last_wanted NOT IN (0, $4) AND pg_notify($6, $7)::text IS NOT NULL,
+          (SELECT count(pg_notify($6 || '_' || l.queue[n.i], $7 || ':0'))
+           FROM (SELECT ` + firstLive("l.queue", "$5::int4") + ` AS i) n WHERE n.i IS NOT NULL)`,
 
-		// $1 app, $2 key, $3 token being released, $4 owner_id, $5 owner, $6
-		// ttl µs of the new grant (0: no expiry). Hands the lease from one
-		// grant to the next of the same instance without freeing it: a new
-		// token, no gap. Only when no other instance waits (wanted_by), so
-		// handoffs cannot starve other instances. o takes the row lock FOR
-		// UPDATE, which conflicts with CheckTx's FOR KEY SHARE like a grant
-		// (a plain UPDATE that leaves the key unchanged would not), and SKIP
-		// LOCKED: while any transaction holds the row (the releasing
-		// holder's own CheckTx transaction, still open, included) there is
-		// no handoff, and Release falls back to a plain release that never
-		// waits, rather than waiting for that transaction.
-		transfer: `WITH o AS (
-    SELECT 1 FROM ` + locks + `
-    WHERE app = $1 AND key = $2 AND token = $3 AND wanted_by IN (0, $4)
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE ` + locks + ` AS l SET
-    token       = nextval(` + tokens + `),
-    owner_id    = $4,
-    owner       = $5,
-    expires_at  = CASE WHEN $6::bigint > 0 THEN now() + $6::bigint * interval '1 microsecond' END,
-    wanted_by   = 0,
-    taken_from  = NULL,
-    acquired_at = now(),
-    updated_at  = now()
-FROM o
-WHERE l.app = $1 AND l.key = $2 AND l.token = $3 AND l.wanted_by IN (0, $4)
-RETURNING l.token`,
+		// $1 app, $2 key, $3 owner_id, $4 class, $5 channel, $6 payload. Takes
+		// this instance out of the key's FIFO (its last local waiter gave up)
+		// and, when the lease is free, NOTIFYs the instance now first in line.
+		leave: `UPDATE ` + locks + ` AS l SET (queue, queue_ttl, queue_name) = (
+    SELECT coalesce(array_agg(u.o ORDER BY u.i), '{}'), coalesce(array_agg(u.t ORDER BY u.i), '{}'),
+           coalesce(array_agg(u.n ORDER BY u.i), '{}')
+    FROM unnest(l.queue, l.queue_ttl, l.queue_name) WITH ORDINALITY AS u(o, t, n, i)
+    WHERE u.o <> $3)
+WHERE l.app = $1 AND l.key = $2 AND $3 = ANY(l.queue)
+RETURNING (SELECT count(pg_notify($5 || '_' || l.queue[n.i], $6 || ':0'))
+           FROM (SELECT ` + firstLive("l.queue", "$4::int4") + ` AS i) n
+           WHERE n.i IS NOT NULL AND ` + free("$4::int4") + `)`,
+
+		// $1 app, $2 token, $3 owner_id. The key of a grant designated to
+		// this instance that no local waiter took (the NOTIFY names a hash).
+		keyOfToken: `SELECT key FROM ` + locks + ` WHERE app = $1 AND token = $2 AND owner_id = $3`,
 
 		// $1 app, $2 keys, $3 tokens, $4 owner_id, $5 channel. Releases many
 		// grants in one statement (Close); one NOTIFY ("*": wake every
@@ -110,16 +192,17 @@ RETURNING l.token`,
     SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now()
     FROM unnest($2::text[], $3::bigint[]) AS u(key, token)
     WHERE l.app = $1 AND l.key = u.key AND l.token = u.token
-    RETURNING l.last_wanted
+    RETURNING l.last_wanted, l.queue
 )
 SELECT count(*),
-       (SELECT count(pg_notify($5, '*')) FROM (SELECT 1 FROM r WHERE last_wanted NOT IN (0, $4) LIMIT 1) w)
+       (SELECT count(pg_notify($5, '*')) FROM (SELECT 1 FROM r WHERE last_wanted NOT IN (0, $4) OR cardinality(queue) > 0 LIMIT 1) w)
 FROM r`,
 
-		// $1 app, $2 key, $3 token, $4 ttl µs, $5 class. Renews a lease that
-		// is still this grant's, not expired, and whose owner is alive.
+		// $1 app, $2 key, $3 token, $4 ttl µs (0: no expiry, for a
+		// designated reservation), $5 class. Renews a lease that is still
+		// this grant's, not expired, and whose owner is alive.
 		extend: `UPDATE ` + locks + `
-SET expires_at = now() + $4::bigint * interval '1 microsecond', updated_at = now()
+SET expires_at = CASE WHEN $4::bigint > 0 THEN now() + $4::bigint * interval '1 microsecond' END, updated_at = now()
 WHERE app = $1 AND key = $2 AND token = $3
   AND (expires_at IS NULL OR expires_at > now())
   AND NOT pg_try_advisory_xact_lock_shared($5::int4, owner_id)
@@ -152,13 +235,14 @@ WHERE app = $1 AND key = $2 AND token = $3
 FOR KEY SHARE`,
 
 		// $1 retention µs, $2 class, $3 batch. Deletes rows untouched for
-		// Retention whose lease is free: released, expired, or a reservation
-		// of a dead owner. Retention keeps deletion far from any in-flight
+		// Retention whose lease is free (released, expired, or a reservation
+		// of a dead owner) and whose FIFO is empty. Retention keeps deletion far from any in-flight
 		// grant (see acquire).
 		sweep: `DELETE FROM ` + locks + ` WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM ` + locks + `
     WHERE updated_at < now() - $1::bigint * interval '1 microsecond'
       AND (expires_at <= now() OR (expires_at IS NULL AND pg_try_advisory_xact_lock_shared($2::int4, owner_id)))
+      AND cardinality(queue) = 0
     LIMIT $3
     FOR UPDATE SKIP LOCKED))`,
 
@@ -204,6 +288,13 @@ WHERE l.locktype = 'advisory' AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = $1::int4::oid AND l.objid = $2::int4::oid AND l.objsubid = 2
   AND l.pid = $3::int4`
+
+// ownChannel is the NOTIFY channel of the instance with identity ownerID:
+// designations to it (see queries.release). The release statement builds the
+// same name in SQL (channel || '_' || owner_id).
+func ownChannel(channel string, ownerID int32) string {
+	return channel + "_" + strconv.FormatInt(int64(ownerID), 10)
+}
 
 // channelName is the NOTIFY channel of schema's lock releases.
 func channelName(schema string) string {

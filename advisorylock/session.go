@@ -99,6 +99,10 @@ func (m *Manager) connect(ctx context.Context) (*session, error) {
 		if _, err := conn.Exec(ctx, m.q.listen); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
+		// Designations to this identity arrive on a channel of its own.
+		if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{ownChannel(m.channel, s.ownerID)}.Sanitize()); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
 		// Behind a transaction-mode pooler consecutive statements may run in
 		// different server sessions: the identity lock and LISTEN would not
 		// stay with this connection. Fail instead of handing out locks.
@@ -226,18 +230,6 @@ func (m *Manager) endOldSession(ctx context.Context, s, old *session) {
 	default:
 		m.log.Info("ended the previous liveness session (silent connection); its locks are free", attrs...)
 	}
-}
-
-func (m *Manager) dispatch(payload string) {
-	if payload == "*" {
-		m.wakeAll()
-		return
-	}
-	h, err := strconv.ParseUint(payload, 16, 64)
-	if err != nil {
-		return
-	}
-	m.wakeHash(h)
 }
 
 // livenessLost declares every held lock lost: other instances may take

@@ -12,16 +12,20 @@ type waitQueue struct {
 	key     string
 	hash    uint64
 	waiters []*waiter
+	// enqSent is the send time of the earliest statement since the last
+	// grant that may have put this instance in the key's FIFO (zero: none):
+	// a designation happens after it, so it is a conservative start for the
+	// designated lease's local deadline.
+	enqSent time.Time
 }
 
 type waiter struct {
 	wake    chan struct{} // capacity 1: a pending wake-up is never lost nor blocks the sender
 	ttl     time.Duration // the lease the waiter asks for (0: reservation)
-	handoff chan *Lock    // capacity 1: the outcome of a transfer (see Manager.transfer)
+	handoff chan *Lock    // capacity 1: a designated lease (see Manager.adopt)
 
 	// guarded by Manager.mu
-	busy    bool // running its own attempt: a releaser must not claim it
-	claimed bool // a releaser is transferring the lease to it; one value will arrive on handoff
+	claimed bool // a designation was handed to it; one value is on handoff
 }
 
 func (w *waiter) signal() {
@@ -64,22 +68,29 @@ func (m *Manager) isHead(q *waitQueue, w *waiter) bool {
 // l's release or loss (Manager.forget) instead, or now if that already
 // happened (finish changes l's state before it calls forget, which needs
 // m.mu, so one of the two wakes the new head).
+//
+// When the last waiter leaves without the lock, this instance leaves the
+// key's FIFO (Manager.leave).
 func (m *Manager) dequeue(q *waitQueue, w *waiter, l *Lock) {
 	m.mu.Lock()
 	claimed := w.claimed
-	m.dequeueLocked(q, w, l)
+	enqueued := !q.enqSent.IsZero()
+	last := m.dequeueLocked(q, w, l)
 	m.mu.Unlock()
 	if claimed {
-		// w leaves (ctx ended) while a releaser hands it the lease: take the
-		// outcome and give the lease back, which hands it to the next waiter
-		// or frees it.
+		// w leaves (ctx ended) while a designated lease was handed to it:
+		// give it back, which passes it to the next waiter or instance.
 		if nl := <-w.handoff; nl != nil {
 			_ = nl.Release(context.Background())
 		}
 	}
+	if last && l == nil && enqueued {
+		m.leave(q.key)
+	}
 }
 
-func (m *Manager) dequeueLocked(q *waitQueue, w *waiter, l *Lock) {
+// dequeueLocked removes w from q and reports whether q is now empty (and gone).
+func (m *Manager) dequeueLocked(q *waitQueue, w *waiter, l *Lock) bool {
 	wasHead := len(q.waiters) > 0 && q.waiters[0] == w
 	for i, x := range q.waiters {
 		if x == w {
@@ -101,11 +112,12 @@ func (m *Manager) dequeueLocked(q *waitQueue, w *waiter, l *Lock) {
 		} else {
 			m.byHash[q.hash] = list
 		}
-		return
+		return true
 	}
 	if wasHead && (l == nil || !l.held()) {
 		q.waiters[0].signal()
 	}
+	return false
 }
 
 // wakeHash wakes the head waiter of every queue whose key hashes to h.
