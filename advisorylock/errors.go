@@ -51,6 +51,10 @@ var (
 	// locked.
 	ErrSavepoint = errors.New("advisorylock: CheckTx in a pgx savepoint cannot fence the commit")
 
+	// ErrInvalidConfig is returned (wrapped) by New and ForceRelease for a
+	// Config that fails validation; the message names the field.
+	ErrInvalidConfig = errors.New("advisorylock: invalid configuration")
+
 	// ErrInvalidTTL is returned (wrapped) for a negative TTL or wait, or a
 	// non-positive TTL passed to Extend. Nothing is written.
 	ErrInvalidTTL = errors.New("advisorylock: invalid duration")

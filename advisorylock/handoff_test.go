@@ -162,3 +162,37 @@ func TestTryAcquireDoesNotJoinFIFO(t *testing.T) {
 	require.Zero(t, queued)
 	require.NoError(t, l.Release(ctx))
 }
+
+// ForceRelease (the dashboard's "force free") ends a grant from outside and
+// hands the key to the instance waiting for it, which its notification
+// wakes (its poll is an hour away); a wrong token changes nothing.
+func TestForceReleaseHandsKeyToWaiter(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	holder, waiter := quiet(t, db, "holder"), quiet(t, db, "waiter")
+	l, err := holder.Acquire(ctx, "k", time.Hour)
+	require.NoError(t, err)
+	g := newGrants()
+	g.wait(ctx, waiter, "k", "waiter")
+	waitContended(t, waiter, 1)
+
+	freed, err := advisorylock.ForceRelease(ctx, db.Pool, nil, "k", l.Token()+1000)
+	require.NoError(t, err)
+	require.False(t, freed, "another token: nothing ended")
+	freed, err = advisorylock.ForceRelease(ctx, db.Pool, nil, "k", l.Token())
+	require.NoError(t, err)
+	require.True(t, freed)
+	require.Equal(t, []string{"waiter"}, g.order(t, 1))
+	require.EqualValues(t, 1, waiter.Stats().Designated)
+	require.ErrorIs(t, l.Extend(ctx, time.Minute), advisorylock.ErrNotHeld)
+
+	// Nothing held: nothing to end. Bad input: typed errors.
+	freed, err = advisorylock.ForceRelease(ctx, db.Pool, nil, "k", 0)
+	require.NoError(t, err)
+	require.False(t, freed)
+	_, err = advisorylock.ForceRelease(ctx, db.Pool, nil, "", 0)
+	require.ErrorIs(t, err, advisorylock.ErrInvalidKey)
+	_, err = advisorylock.ForceRelease(ctx, db.Pool, &advisorylock.Config{AppName: "bad\x00app"}, "k", 0)
+	require.ErrorIs(t, err, advisorylock.ErrInvalidConfig)
+}

@@ -200,7 +200,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
 	}
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("advisorylock: New: %w", err)
+		return nil, fmt.Errorf("advisorylock: New: %w: %w", ErrInvalidConfig, err)
 	}
 	ch := channelName(c.Schema)
 	m := &Manager{
@@ -740,7 +740,7 @@ func (m *Manager) release(ctx context.Context, l *Lock) error {
 		freed     bool
 		notified  *bool
 	)
-	err := m.grantRow(ctx, m.q.release, []any{m.cfg.AppName, l.key, l.token, l.owner, m.class, rejoin, m.cfg.InstanceID, m.channel, m.payload(l.key)},
+	err := m.grantRow(ctx, m.q.release, []any{m.cfg.AppName, l.key, l.token, l.owner, m.class, rejoin, m.cfg.InstanceID, m.channel, m.payload(l.key), false},
 		&next, &token, &freed, &us, &notified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// A transaction holds the row (CheckTx, or an enqueue in flight), or
@@ -773,7 +773,7 @@ func (m *Manager) releaseRow(ctx context.Context, l *Lock) error {
 		broadcast bool
 		notified  int64
 	)
-	err := m.pool.QueryRow(ctx, m.q.releasePlain, m.cfg.AppName, l.key, l.token, l.owner, m.class, m.channel, m.payload(l.key)).Scan(&broadcast, &notified)
+	err := m.pool.QueryRow(ctx, m.q.releasePlain, m.cfg.AppName, l.key, l.token, l.owner, m.class, m.channel, m.payload(l.key), false).Scan(&broadcast, &notified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		m.log.Debug("release: lease already gone", slog.String("lock_key", l.key), slog.Int64("token", l.token))
 		return nil

@@ -101,7 +101,8 @@ RETURNING l.token,
 		// $1 app, $2 key, $3 token being released (NULL: whichever grant holds
 		// the key: ForceRelease), $4 releasing owner_id (0: none), $5 class,
 		// $6 ttl µs of the releaser's next local waiter (NULL: it has none),
-		// $7 releaser's instance name, $8 channel, $9 payload (key hash).
+		// $7 releaser's instance name, $8 channel, $9 payload (key hash),
+		// $10 only a lease not released yet (ForceRelease).
 		//
 		// Designates the next holder in the same statement: the first live
 		// entry of the FIFO (the releaser itself appended at the tail first
@@ -141,6 +142,7 @@ RETURNING l.token,
                        CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue_ttl ELSE l.queue_ttl || $6::bigint END AS qt,
                        CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue_name ELSE l.queue_name || $7::text END AS qn) e) d)
 FROM (SELECT 1 FROM ` + locks + ` WHERE app = $1 AND key = $2 AND token = coalesce($3::bigint, token)
+      AND (NOT $10::bool OR expires_at IS DISTINCT FROM '-infinity')
       FOR UPDATE SKIP LOCKED) o
 WHERE l.app = $1 AND l.key = $2 AND l.token = coalesce($3::bigint, l.token)
 RETURNING l.owner_id, l.token, l.expires_at IS NOT DISTINCT FROM '-infinity',
@@ -154,7 +156,7 @@ RETURNING l.owner_id, l.token, l.expires_at IS NOT DISTINCT FROM '-infinity',
           END`,
 
 		// $1 app, $2 key, $3 token (NULL: any), $4 releasing owner_id, $5
-		// class, $6 channel, $7 payload. The fallback of release when the row
+		// class, $6 channel, $7 payload, $8 only a lease not released yet. The fallback of release when the row
 		// is held by a transaction: frees the lease (assigning no key column,
 		// it does not wait for CheckTx's FOR KEY SHARE), NOTIFYs the first
 		// live queued instance ("<hash>:0": try now; its acquire waits for
@@ -163,6 +165,7 @@ RETURNING l.owner_id, l.token, l.expires_at IS NOT DISTINCT FROM '-infinity',
 		releasePlain: `UPDATE ` + locks + ` AS l
 SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now()
 WHERE l.app = $1 AND l.key = $2 AND l.token = coalesce($3::bigint, l.token)
+  AND (NOT $8::bool OR l.expires_at IS DISTINCT FROM '-infinity')
 RETURNING l.last_wanted NOT IN (0, $4) AND pg_notify($6, $7)::text IS NOT NULL,
           (SELECT count(pg_notify($6 || '_' || l.queue[n.i], $7 || ':0'))
            FROM (SELECT ` + firstLive("l.queue", "$5::int4") + ` AS i) n WHERE n.i IS NOT NULL)`,

@@ -393,8 +393,26 @@ func TestActions(t *testing.T) {
 	requireJobState(t, e, id, "available")
 	requireHeld(t, e, "held", true)
 
+	// An instance waits for the key; its poll is an hour away, so only the
+	// forced release's notification can hand it the key.
+	waiter, err := advisorylock.New(e.db.Pool, &advisorylock.Config{PollInterval: time.Hour, InstanceID: "waiter"})
+	require.NoError(t, err)
+	require.NoError(t, waiter.Start(ctx))
+	t.Cleanup(func() { _ = waiter.Close(context.Background()) })
+	got := make(chan error, 1)
+	go func() {
+		wl, err := waiter.TryAcquire(ctx, "held", 20*time.Second)
+		if err == nil {
+			err = wl.Release(ctx)
+		}
+		got <- err
+	}()
+	require.Eventually(t, func() bool { return waiter.Stats().Contended > 0 }, pgcoordtest.DefaultTimeout, time.Millisecond)
+
 	code, body := e.post(t, http.MethodPost, "/locks/free", free, "", withCookie)
 	require.Equal(t, http.StatusSeeOther, code, body)
+	require.NoError(t, <-got, "the waiter is handed the key by the forced release")
+	require.EqualValues(t, 1, waiter.Stats().Designated)
 	requireHeld(t, e, "held", false)
 	// The holder learns it lost the lease at its next renewal, or now:
 	require.ErrorIs(t, l.Extend(ctx, time.Minute), advisorylock.ErrNotHeld)

@@ -290,10 +290,10 @@ func checkCSRF(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostFormValue("csrf"))) == 1
 }
 
-// forceFree frees a lease by (app, key, token): the same write as the
-// holder's own release, so it never frees a later grant. The holder sees
-// the loss (Lock.Done) at its next renewal or CheckTx; waiters take the key
-// at their next poll.
+// forceFree ends a lease by (app, key, token) with advisorylock.ForceRelease:
+// like the holder's own release it never frees a later grant, and it hands
+// the key to the first live instance waiting for it (notified at once). The
+// holder sees the loss (Lock.Done) at its next renewal or CheckTx.
 func (h *Handler) forceFree(w http.ResponseWriter, r *http.Request) {
 	if !checkCSRF(r) {
 		http.Error(w, "dashboard: missing or wrong CSRF token", http.StatusForbidden)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/migrations"
 )
@@ -427,13 +428,14 @@ func (q *queries) forceFree(ctx context.Context, app, key, token string) (bool, 
 	if err != nil || app == "" || key == "" {
 		return false, fmt.Errorf("%w: force free needs app, key and a numeric token", errBadInput)
 	}
-	tag, err := q.pool.Exec(ctx, `UPDATE `+q.locksT+`
-		SET expires_at = '-infinity', last_wanted = wanted_by, wanted_by = 0, updated_at = now()
-		WHERE app = $1 AND key = $2 AND token = $3 AND expires_at IS DISTINCT FROM '-infinity'`, app, key, tok)
-	if err != nil {
-		return false, err
+	// advisorylock's own forced release: like the holder's release it
+	// never ends a later grant (token), and it hands the key to the first
+	// live instance waiting for it, which is notified at once.
+	freed, err := advisorylock.ForceRelease(ctx, q.pool, &advisorylock.Config{AppName: app, Schema: q.schema}, key, tok)
+	if errors.Is(err, advisorylock.ErrInvalidKey) || errors.Is(err, advisorylock.ErrInvalidConfig) {
+		return false, fmt.Errorf("%w: %w", errBadInput, err)
 	}
-	return tag.RowsAffected() == 1, nil
+	return freed, err
 }
 
 // Caches is the Caches page's data.
