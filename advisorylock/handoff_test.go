@@ -49,33 +49,37 @@ func quiet(t *testing.T, db *pgtest.DB, name string) *advisorylock.Manager {
 	return instance(t, db, name, &advisorylock.Config{PollInterval: time.Hour})
 }
 
+// line has holder take key "k" and then each waiter start to wait for it, in
+// order, each in the FIFO (its first attempt failed) before the next comes.
+// Grants are recorded under the waiters' instance ids.
+func line(t *testing.T, ctx context.Context, holder *advisorylock.Manager, waiters ...*advisorylock.Manager) (*advisorylock.Lock, *grants) {
+	t.Helper()
+	l, err := holder.Acquire(ctx, "k", time.Hour)
+	require.NoError(t, err)
+	g := newGrants()
+	for _, m := range waiters {
+		g.wait(ctx, m, "k", m.InstanceID())
+		waitContended(t, m, 1)
+	}
+	return l, g
+}
+
 // Instances are served in the order they started to wait, each woken alone
 // by the release that designates it (no attempt loses: one failed attempt
 // per wait, the one that joined the FIFO), and an instance with several
-// waiters rejoins the tail: a2, queued behind a1 in instance a, comes after
-// b and c.
+// waiters rejoins the tail: a's second waiter, queued behind its first,
+// comes after b and c.
 func TestInstancesServedInArrivalOrderRoundRobin(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := testCtx(t)
-	holder := quiet(t, db, "holder")
-	a, b, c := quiet(t, db, "inst-a"), quiet(t, db, "inst-b"), quiet(t, db, "inst-c")
-	l, err := holder.Acquire(ctx, "k", time.Hour)
-	require.NoError(t, err)
-
-	g := newGrants()
-	for _, w := range []struct {
-		m    *advisorylock.Manager
-		name string
-	}{{a, "a1"}, {b, "b"}, {c, "c"}} {
-		g.wait(ctx, w.m, "k", w.name)
-		waitContended(t, w.m, 1) // in the FIFO
-	}
+	a, b, c := quiet(t, db, "a"), quiet(t, db, "b"), quiet(t, db, "c")
+	l, g := line(t, ctx, quiet(t, db, "holder"), a, b, c)
 	g.wait(ctx, a, "k", "a2")
 	require.Eventually(t, func() bool { return a.Stats().Waiting == 2 }, 30*time.Second, time.Millisecond)
 
 	require.NoError(t, l.Release(ctx))
-	require.Equal(t, []string{"a1", "b", "c", "a2"}, g.order(t, 4))
+	require.Equal(t, []string{"a", "b", "c", "a2"}, g.order(t, 4))
 	for m, want := range map[*advisorylock.Manager]int64{a: 2, b: 1, c: 1} {
 		s := m.Stats()
 		require.Equal(t, want, s.Designated, m.InstanceID())
@@ -86,101 +90,84 @@ func TestInstancesServedInArrivalOrderRoundRobin(t *testing.T) {
 	}
 }
 
-// A waiting instance whose liveness session ends (killed, terminated) is
-// skipped: the release designates the next live instance in line, and the
-// terminated instance, reconnected under a new identity, waits again at the
-// tail.
-func TestDeadWaitingInstanceSkipped(t *testing.T) {
+// Faults while instances wait in the FIFO ("dead" first, then "next"):
+//   - a waiting instance whose liveness session ends (killed, terminated)
+//     is skipped: the release designates the next live instance, and the
+//     terminated one, back under a new identity, waits again at the tail;
+//   - the holder dies: the first in line takes the lease from the dead
+//     identity at its poll (nobody released), the others keep their order.
+func TestFIFOFaults(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	holder := quiet(t, db, "holder")
-	dead, next := quiet(t, db, "inst-dead"), quiet(t, db, "inst-next")
-	l, err := holder.Acquire(ctx, "k", time.Hour)
-	require.NoError(t, err)
-
-	g := newGrants()
-	g.wait(ctx, dead, "k", "dead")
-	waitContended(t, dead, 1)
-	g.wait(ctx, next, "k", "next")
-	waitContended(t, next, 1)
-	_, pid := dead.Liveness()
-	_, err = db.Pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, int32(pid))
-	require.NoError(t, err)
-	// Back with a new identity, its waiter joined the FIFO again (at the tail).
-	waitContended(t, dead, 2)
-
-	require.NoError(t, l.Release(ctx))
-	require.Equal(t, []string{"next", "dead"}, g.order(t, 2))
-	require.EqualValues(t, 1, next.Stats().Designated)
-	require.EqualValues(t, 1, dead.Stats().Designated)
-}
-
-// The holder dies while instances wait: the first in line takes the lease
-// from the dead identity (at its poll: nobody released), the others keep
-// their order.
-func TestHolderDiesWhileInstancesWait(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	holder := quiet(t, db, "holder")
-	first := instance(t, db, "inst-first", nil) // polls every ~100ms
-	second := quiet(t, db, "inst-second")
-	l, err := holder.Acquire(ctx, "k", time.Hour)
-	require.NoError(t, err)
-
-	g := newGrants()
-	g.wait(ctx, first, "k", "first")
-	waitContended(t, first, 1)
-	g.wait(ctx, second, "k", "second")
-	waitContended(t, second, 1)
-	n, err := db.TerminateBackends(ctx, "holder")
-	require.NoError(t, err)
-	require.Positive(t, n)
-	<-l.Done()
-
-	require.Equal(t, []string{"first", "second"}, g.order(t, 2))
-	require.EqualValues(t, 1, first.Stats().ExpiredTakeovers)
-	require.EqualValues(t, 1, second.Stats().Designated)
-}
-
-// TryAcquire with no wait leaves the FIFO alone, and a key that another
-// instance waits for is not free for it even when its lease is released
-// plainly (here: released by a fenced transaction's holder).
-func TestTryAcquireDoesNotJoinFIFO(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a, b := quiet(t, db, "inst-a"), quiet(t, db, "inst-b")
-	l, err := a.Acquire(ctx, "k", time.Hour)
-	require.NoError(t, err)
-	_, err = b.TryAcquire(ctx, "k", 0)
-	var lae *advisorylock.LockAcquireError
-	require.ErrorAs(t, err, &lae)
-	var queued int
-	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT cardinality(queue) FROM pgcoord.locks WHERE key = 'k'`).Scan(&queued))
-	require.Zero(t, queued)
-	require.NoError(t, l.Release(ctx))
+	for name, tc := range map[string]struct {
+		firstPolls bool // the first in line polls every ~100ms
+		fault      func(t *testing.T, ctx context.Context, db *pgtest.DB, holder *advisorylock.Lock, first *advisorylock.Manager)
+		order      []string
+	}{
+		"waiter terminated": {
+			fault: func(t *testing.T, ctx context.Context, db *pgtest.DB, holder *advisorylock.Lock, first *advisorylock.Manager) {
+				_, pid := first.Liveness()
+				_, err := db.Pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, int32(pid))
+				require.NoError(t, err)
+				waitContended(t, first, 2) // back with a new identity, in the FIFO again
+				require.NoError(t, holder.Release(ctx))
+			},
+			order: []string{"next", "first"},
+		},
+		"holder terminated": {
+			firstPolls: true,
+			fault: func(t *testing.T, ctx context.Context, db *pgtest.DB, holder *advisorylock.Lock, first *advisorylock.Manager) {
+				n, err := db.TerminateBackends(ctx, "holder")
+				require.NoError(t, err)
+				require.Positive(t, n)
+				<-holder.Done()
+			},
+			order: []string{"first", "next"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db := pgtest.NewDB(t)
+			ctx := testCtx(t)
+			first := quiet(t, db, "first")
+			if tc.firstPolls {
+				first = instance(t, db, "first", nil)
+			}
+			next := quiet(t, db, "next")
+			l, g := line(t, ctx, quiet(t, db, "holder"), first, next)
+			tc.fault(t, ctx, db, l, first)
+			require.Equal(t, tc.order, g.order(t, 2))
+			require.EqualValues(t, 1, next.Stats().Designated)
+			if tc.firstPolls {
+				require.EqualValues(t, 1, first.Stats().ExpiredTakeovers)
+			}
+		})
+	}
 }
 
 // ForceRelease (the dashboard's "force free") ends a grant from outside and
 // hands the key to the instance waiting for it, which its notification
-// wakes (its poll is an hour away); a wrong token changes nothing.
+// wakes (its poll is an hour away); a wrong token changes nothing. (And
+// TryAcquire with no wait does not join the FIFO.)
 func TestForceReleaseHandsKeyToWaiter(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := testCtx(t)
-	holder, waiter := quiet(t, db, "holder"), quiet(t, db, "waiter")
-	l, err := holder.Acquire(ctx, "k", time.Hour)
-	require.NoError(t, err)
-	g := newGrants()
-	g.wait(ctx, waiter, "k", "waiter")
-	waitContended(t, waiter, 1)
+	waiter := quiet(t, db, "waiter")
+	l, g := line(t, ctx, quiet(t, db, "holder"), waiter)
+	_, err := quiet(t, db, "trier").TryAcquire(ctx, "k", 0)
+	var lae *advisorylock.LockAcquireError
+	require.ErrorAs(t, err, &lae)
+	var queued []int32
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT queue FROM pgcoord.locks WHERE key = 'k'`).Scan(&queued))
+	require.Len(t, queued, 1, "only the waiter")
 
-	freed, err := advisorylock.ForceRelease(ctx, db.Pool, nil, "k", l.Token()+1000)
+	force := func(cfg *advisorylock.Config, key string, token int64) (bool, error) {
+		return advisorylock.ForceRelease(ctx, db.Pool, cfg, key, token)
+	}
+	freed, err := force(nil, "k", l.Token()+1000)
 	require.NoError(t, err)
 	require.False(t, freed, "another token: nothing ended")
-	freed, err = advisorylock.ForceRelease(ctx, db.Pool, nil, "k", l.Token())
+	freed, err = force(nil, "k", l.Token())
 	require.NoError(t, err)
 	require.True(t, freed)
 	require.Equal(t, []string{"waiter"}, g.order(t, 1))
@@ -188,11 +175,11 @@ func TestForceReleaseHandsKeyToWaiter(t *testing.T) {
 	require.ErrorIs(t, l.Extend(ctx, time.Minute), advisorylock.ErrNotHeld)
 
 	// Nothing held: nothing to end. Bad input: typed errors.
-	freed, err = advisorylock.ForceRelease(ctx, db.Pool, nil, "k", 0)
+	freed, err = force(nil, "k", 0)
 	require.NoError(t, err)
 	require.False(t, freed)
-	_, err = advisorylock.ForceRelease(ctx, db.Pool, nil, "", 0)
+	_, err = force(nil, "", 0)
 	require.ErrorIs(t, err, advisorylock.ErrInvalidKey)
-	_, err = advisorylock.ForceRelease(ctx, db.Pool, &advisorylock.Config{AppName: "bad\x00app"}, "k", 0)
+	_, err = force(&advisorylock.Config{AppName: "bad\x00app"}, "k", 0)
 	require.ErrorIs(t, err, advisorylock.ErrInvalidConfig)
 }
