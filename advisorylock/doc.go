@@ -59,8 +59,9 @@
 // therefore releases its locks immediately (at the waiters' next poll), not
 // after its TTL; a hung holder loses them when its TTL passes.
 //
-// Acquisition is one statement, INSERT … ON CONFLICT (app, key) DO UPDATE …
-// WHERE (expired or released or owner dead) RETURNING token. The conflicting
+// Acquisition is one statement, INSERT … ON CONFLICT (app, key) DO UPDATE
+// that grants when the lease is free (expired or released or owner dead) and
+// no live instance is queued ahead, and queues this instance otherwise. The conflicting
 // row's lock serialises concurrent grants; the new token is drawn after that
 // lock is taken, so it exceeds the token it replaces. Release sets
 // expires_at to -infinity only WHERE token = this grant's token. Renewal
@@ -86,20 +87,33 @@
 // goes silent and cannot come back.
 //
 // Waiters: the waiters of one instance for one key queue in FIFO order and
-// only the head polls. After a failed attempt the head marks the row
-// wanted (wanted_by) and learns the lease's remaining time; it wakes on a
-// release by its own instance, on a NOTIFY (sent by a release only when
-// another instance marked the key wanted: one NOTIFY per release, payload a
-// hash of app and key), when the lease expires, or at a jittered poll
-// ([Config.PollInterval]) that covers instances that died without a word.
+// only the head asks the database. Across instances the lease row holds a
+// FIFO of the waiting instances (locks.queue, migration 00014): a head whose
+// attempt finds the key held (or another instance first in line) joins its
+// tail in that same statement, once per wait. A key is granted by an
+// attempt only when it is free and no live instance is queued ahead.
 //
-// Handoff: when a lock is released while a waiter of the same Manager heads
-// the key's queue, idle, and no other instance has marked the key wanted,
-// Release moves the lease to that waiter in one statement (new token, no
-// free gap) instead of freeing it and letting the waiter try again. As soon
-// as another instance waits, releases free the key, so handoffs never starve
-// other instances. A handoff never waits for a transaction holding the row
-// (SKIP LOCKED): Release then frees it plainly.
+// Handoff: Release does not just free a contended key. In one statement,
+// under the row lock, it designates the first instance of the FIFO whose
+// liveness session is alive (dead entries are dropped): the lease goes to it
+// with a new token and the TTL it asked for, and only that instance is
+// notified, on a channel of its own (payload: key hash, token, TTL), which
+// hands the lease to its head waiter. Nobody else wakes or runs a statement;
+// no attempt loses. A releasing instance that still has local waiters
+// rejoins the tail in its release, so instances are served round-robin and
+// local waiters in FIFO order; when it is alone in line the lease passes to
+// its next waiter at once (Stats.Handoffs). The designated instance
+// measures the lease from the send time of the statement that queued it
+// (before the grant, so conservative); when less than half the TTL is left
+// that way, or its head asks for another TTL, the head renews it first (one
+// statement). A designation whose waiter has gone is released at once (it
+// passes on). A designation never overtakes a transaction fenced by CheckTx
+// (SKIP LOCKED): Release then frees the key plainly and notifies the first
+// in line, whose grant waits for that transaction. [ForceRelease] is the
+// same release from outside (an operator's force free). A waiter that gives
+// up leaves the FIFO; the first in line alone acts on the lease's expiry;
+// a jittered poll ([Config.PollInterval]) covers instances that died without
+// a word (their leases are then free to the first live instance in line).
 //
 // Rows free for longer than [Config.Retention] are deleted by a sweeper in
 // every instance (bounded batches, SKIP LOCKED).

@@ -361,8 +361,9 @@ func (m *Manager) signalLocked() {
 // Acquire takes key, waiting as long as ctx allows, and returns the grant
 // with a lease of ttl (0 means Config.DefaultTTL). The lease is not renewed:
 // it ends after ttl unless extended (use RunExclusive to renew while working).
-// Waiters of one instance queue in FIFO order; across instances the first to
-// try after a release wins. Errors: ErrInvalidKey, ErrInvalidTTL, ctx's error,
+// Waiters of one instance queue in FIFO order, and instances in the key's
+// FIFO: a release hands the key to the first live instance waiting for it,
+// and instances are served round-robin (see the package documentation). Errors: ErrInvalidKey, ErrInvalidTTL, ctx's error,
 // ErrNotStarted, ErrClosed. When ctx ends while a grant statement is in
 // flight, that statement is allowed to finish (it may wait for a transaction
 // that holds the lease row with CheckTx) and a grant it made is given back,
