@@ -128,7 +128,7 @@ func (m *Manager) fit(ctx context.Context, l *Lock, ttl time.Duration) bool {
 	if !errors.Is(err, ErrNotHeld) {
 		_ = m.releaseRow(context.WithoutCancel(ctx), l)
 	}
-	l.finish(stateLost)
+	l.lose(causeNotHeld)
 	return false
 }
 
