@@ -182,6 +182,11 @@ type Manager struct {
 
 	// tel holds the instruments (telemetry.go); Close unregisters its callback.
 	tel *telemetry
+
+	// onQueued, when set (tests only, before Start), is called when this
+	// instance may have joined a key's FIFO: after a failed attempt of a
+	// waiting call, and before a release that rejoins the tail.
+	onQueued func()
 }
 
 type mgrState int
@@ -676,6 +681,9 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 			default:
 				m.contended.Add(1)
 				waitedOnce = true
+				if m.onQueued != nil {
+					m.onQueued()
+				}
 				if info.first && info.remaining >= 0 {
 					// First in line: take the lease when it expires (database
 					// clock, plus a little) if nobody releases it first.
@@ -735,6 +743,9 @@ func (m *Manager) release(ctx context.Context, l *Lock) error {
 	}
 	sent := time.Now()
 	m.mu.Unlock()
+	if rejoin != nil && m.onQueued != nil {
+		m.onQueued()
+	}
 	var (
 		next      int32
 		token, us int64
