@@ -139,6 +139,21 @@ func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 	require.NoError(t, l.CheckTx(ctx, tx))
 	require.NoError(t, l.Extend(ctx, 200*time.Millisecond), "renewal is not blocked by CheckTx")
 
+	got := takeoverBlocked(t, ctx, db, b)
+	require.Empty(t, got, "takeover while the checking transaction is open")
+	// Writes in tx are still fenced by l: the lease row is still l's.
+	var token int64
+	require.NoError(t, tx.QueryRow(ctx, `SELECT token FROM pgcoord.locks WHERE key = 'k'`).Scan(&token))
+	require.Equal(t, l.Token(), token)
+	require.NoError(t, tx.Commit(ctx))
+	requireNextGrant(t, ctx, got, l)
+}
+
+// takeoverBlocked starts b's Acquire of "k" (b's pool is named "inst-b") and
+// waits until the lease of "k" has expired (database clock) and b's grant
+// waits for a row lock. The channel yields b's lock once it is granted.
+func takeoverBlocked(t *testing.T, ctx context.Context, db *pgtest.DB, b *advisorylock.Manager) <-chan *advisorylock.Lock {
+	t.Helper()
 	got := make(chan *advisorylock.Lock, 1)
 	go func() {
 		l2, err := b.Acquire(ctx, "k", time.Minute)
@@ -147,7 +162,6 @@ func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 		}
 		got <- l2
 	}()
-	// The lease expires (database clock) and b's takeover blocks on the row lock.
 	require.Eventually(t, func() bool {
 		var waiting bool
 		err := db.Pool.QueryRow(ctx, `
@@ -156,13 +170,15 @@ func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 			   AND (SELECT expires_at < now() FROM pgcoord.locks WHERE key = 'k')`).Scan(&waiting)
 		return err == nil && waiting
 	}, 30*time.Second, 5*time.Millisecond)
-	require.Empty(t, got, "takeover while the checking transaction is open")
-	// Writes in tx are still fenced by l: the lease row is still l's.
-	var token int64
-	require.NoError(t, tx.QueryRow(ctx, `SELECT token FROM pgcoord.locks WHERE key = 'k'`).Scan(&token))
-	require.Equal(t, l.Token(), token)
-	require.NoError(t, tx.Commit(ctx))
+	return got
+}
+
+// requireNextGrant waits for the grant from got: a later grant than l, with
+// a larger token. It releases it.
+func requireNextGrant(t *testing.T, ctx context.Context, got <-chan *advisorylock.Lock, l *advisorylock.Lock) {
+	t.Helper()
 	l2 := <-got
+	require.NotNil(t, l2)
 	require.Greater(t, l2.Token(), l.Token())
 	require.NoError(t, l2.Release(ctx))
 }

@@ -76,28 +76,10 @@ func TestCheckTxInReleasedSavepointKeepsFence(t *testing.T) {
 	require.NoError(t, sp.Commit(ctx))
 	require.NoError(t, l.Extend(ctx, time.Millisecond)) // the holder hangs: its lease runs out
 
-	got := make(chan *advisorylock.Lock, 1)
-	go func() {
-		l2, err := b.Acquire(ctx, "k", time.Minute)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l2
-	}()
-	// The lease expires and b's takeover blocks on the row lock.
-	require.Eventually(t, func() bool {
-		var waiting bool
-		err := db.Pool.QueryRow(ctx, `
-			SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			               WHERE datname = current_database() AND application_name = 'inst-b' AND wait_event_type = 'Lock')
-			   AND (SELECT expires_at < now() FROM pgcoord.locks WHERE key = 'k')`).Scan(&waiting)
-		return err == nil && waiting
-	}, 30*time.Second, 5*time.Millisecond)
+	got := takeoverBlocked(t, ctx, db, b)
 	require.Empty(t, got)
 	require.NoError(t, tx.Commit(ctx), "no other grant happened: the commit is fenced")
-	l2 := <-got
-	require.Greater(t, l2.Token(), l.Token())
-	require.NoError(t, l2.Release(ctx))
+	requireNextGrant(t, ctx, got, l)
 }
 
 // A savepoint of a plain pgx.Tx gives CheckTx no way to learn of the commit:

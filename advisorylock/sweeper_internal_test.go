@@ -2,10 +2,15 @@ package advisorylock
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
@@ -17,10 +22,8 @@ func TestSweepDeletesOnlyLongFreeRows(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, err := New(db.Pool, &Config{Retention: time.Minute})
-	require.NoError(t, err)
-	require.NoError(t, m.Start(ctx))
-	defer func() { require.NoError(t, m.Close(ctx)) }()
+	m := started(t, ctx, db.Pool, &Config{Retention: time.Minute}, nil)
+	var err error
 
 	take := func(key string, ttl time.Duration) *Lock {
 		var l *Lock
@@ -68,6 +71,18 @@ func TestSweepDeletesOnlyLongFreeRows(t *testing.T) {
 	require.NoError(t, again.Release(ctx))
 }
 
+// started returns a started Manager on pool (onQueued: its test hook, may
+// be nil), closed when the test ends.
+func started(t *testing.T, ctx context.Context, pool *pgxpool.Pool, cfg *Config, onQueued func()) *Manager {
+	t.Helper()
+	m, err := New(pool, cfg)
+	require.NoError(t, err)
+	m.onQueued = onQueued
+	require.NoError(t, m.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, m.Close(context.Background())) })
+	return m
+}
+
 func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
 	c := (*Config)(nil).withDefaults()
@@ -90,4 +105,76 @@ func TestKeyHashAndChannel(t *testing.T) {
 	require.NotEqual(t, keyHash("a", "bc"), keyHash("ab", "c"))
 	require.Len(t, channelName("pgcoord"), len("pgcoord_locks_")+8)
 	require.Less(t, len(channelName("a_very_long_schema_name_that_goes_on_and_on_for_sixty_three_ch")), 64)
+}
+
+// Fairness under load: 6 instances (one with two waiters, so in-instance
+// handoffs mix with designations) loop on one key until 140 grants are made:
+// every waiter is served, and the longest wait is logged in grants to other
+// instances between an instance joining the key's FIFO (the onQueued hook)
+// and its grant. (Strict FIFO order is asserted by
+// TestInstancesServedInArrivalOrderRoundRobin; here the longest wait is
+// usually at most one grant per other instance, but runs of up to 3× that
+// were seen and are not explained yet, so it is not asserted.)
+func TestFairnessEveryWaiterServed(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const instances, budget = 6, 140
+	var (
+		mu      sync.Mutex
+		grants  int             // grants made so far
+		entered = map[int]int{} // instance → grants when it joined the FIFO
+		maxGap  int
+	)
+	managers := make([]*Manager, instances)
+	for i := range managers {
+		pool := db.NewPool(t, &pgtest.PoolOptions{AppName: fmt.Sprintf("inst-%d", i), MaxConns: 4})
+		managers[i] = started(t, ctx, pool, &Config{InstanceID: fmt.Sprintf("inst-%d", i), PollInterval: time.Hour}, func() {
+			mu.Lock()
+			if _, ok := entered[i]; !ok {
+				entered[i] = grants
+			}
+			mu.Unlock()
+		})
+	}
+	waiters := []int{0, 1, 2, 3, 4, 5, 5}
+	served := make([]int, len(waiters))
+	var left atomic.Int64
+	left.Store(budget)
+	g, gctx := errgroup.WithContext(ctx)
+	for w, i := range waiters {
+		g.Go(func() error {
+			for left.Add(-1) >= 0 {
+				l, err := managers[i].Acquire(gctx, "k", time.Minute)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				if at, ok := entered[i]; ok {
+					maxGap = max(maxGap, grants-at)
+					delete(entered, i)
+				}
+				grants++
+				served[w]++
+				mu.Unlock()
+				if err := l.Release(gctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	require.NoError(t, g.Wait())
+	require.Equal(t, budget, grants)
+	for w, n := range served {
+		require.Positive(t, n, "waiter %d (instance %d) starved", w, waiters[w])
+	}
+	var designated, handoffs int64
+	for _, m := range managers {
+		designated += m.Stats().Designated
+		handoffs += m.Stats().Handoffs
+	}
+	require.Positive(t, designated)
+	t.Logf("served %v, longest wait %d grants, designated %d, in-instance handoffs %d", served, maxGap, designated, handoffs)
 }
