@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
+	"github.com/pgcoord/pgcoord/txhooks"
 )
 
 // 3 instances × 4 goroutines × 60 iterations increment one counter row under
@@ -123,19 +124,7 @@ func TestHungHolderTakenOverAfterTTLAndFenced(t *testing.T) {
 // transaction ends, while the holder's own renewals and release do not.
 func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
-
-	// A long first lease: on a loaded machine Begin and CheckTx may take
-	// longer than a short one. The Extend below sets the short lease that
-	// then expires.
-	l, err := a.Acquire(ctx, "k", time.Minute)
-	require.NoError(t, err)
-	tx, err := db.Pool.Begin(ctx)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tx.Rollback(context.Background()) }) // never leave the connection checked out
+	ctx, db, b, l, tx := heldInTx(t)
 	require.NoError(t, l.CheckTx(ctx, tx))
 	require.NoError(t, l.Extend(ctx, 200*time.Millisecond), "renewal is not blocked by CheckTx")
 
@@ -147,6 +136,25 @@ func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 	require.Equal(t, l.Token(), token)
 	require.NoError(t, tx.Commit(ctx))
 	requireNextGrant(t, ctx, got, l)
+}
+
+// heldInTx starts instances inst-a and inst-b on a fresh database; a holds
+// "k" with a long lease (on a loaded machine Begin and CheckTx may take
+// longer than a short one; tests set the short lease that expires with
+// Extend), and tx is an open transaction, rolled back at cleanup (never
+// leave the connection checked out).
+func heldInTx(t *testing.T) (context.Context, *pgtest.DB, *advisorylock.Manager, *advisorylock.Lock, *txhooks.Tx) {
+	t.Helper()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", nil)
+	b := instance(t, db, "inst-b", nil)
+	l, err := a.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	tx, err := txhooks.Begin(ctx, db.Pool)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return ctx, db, b, l, tx
 }
 
 // takeoverBlocked starts b's Acquire of "k" (b's pool is named "inst-b") and

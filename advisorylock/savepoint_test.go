@@ -19,18 +19,9 @@ import (
 // writes never interleave with the next holder's.
 func TestCheckTxInRolledBackSavepointFencesCommit(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db, b, l, tx := heldInTx(t)
 	_, err := db.Pool.Exec(ctx, `CREATE TABLE fenced (v int)`)
 	require.NoError(t, err)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
-
-	l, err := a.Acquire(ctx, "k", time.Minute)
-	require.NoError(t, err)
-	tx, err := txhooks.Begin(ctx, db.Pool)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
 	require.NoError(t, l.CheckTx(ctx, sp))
@@ -57,16 +48,7 @@ func TestCheckTxInRolledBackSavepointFencesCommit(t *testing.T) {
 // grant is still this one: the takeover waits for the commit.
 func TestCheckTxInReleasedSavepointKeepsFence(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
-
-	l, err := a.Acquire(ctx, "k", time.Minute)
-	require.NoError(t, err)
-	tx, err := txhooks.Begin(ctx, db.Pool)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	ctx, db, b, l, tx := heldInTx(t)
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
 	inner, err := sp.Savepoint(ctx)
