@@ -25,7 +25,7 @@ func (a *App) build() error {
 		ps = *c.PubSub
 	}
 	ps.AppName, ps.InstanceID, ps.Schema, ps.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "listen")
-	ps.MeterProvider = c.MeterProvider
+	ps.MeterProvider, ps.TracerProvider = c.providers(ps.MeterProvider, ps.TracerProvider)
 	if a.pubsub, err = listen.New(a.sessionPool(), &ps); err != nil {
 		return fmt.Errorf("app: pub/sub: %w", err)
 	}

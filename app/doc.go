@@ -71,8 +71,9 @@
 //   - OpenTelemetry (API only): Config.MeterProvider and
 //     Config.TracerProvider (nil: the global ones) reach every component:
 //     pgcoord.cache.*, pgcoord.listen.*, pgcoord.queue.*, pgcoord.lock.*
-//     instruments, River's river.* (otelriver) and spans (the queue's
-//     trace context travels in the job's metadata).
+//     instruments, River's river.* (otelriver) and spans; trace context
+//     travels in a pub/sub or sync message's headers and in a queue job's
+//     metadata, so handlers on other instances join the publisher's trace.
 //   - Health: [App.Health] reports each component (app, database, schema,
 //     listen, locks, queue); [App.HealthHandler] serves it as JSON with
 //     status 200 or 503 for readiness and liveness probes.

@@ -24,6 +24,7 @@ import (
 	"github.com/pgcoord/pgcoord/txhooks"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults of [Config] and [SubscribeOpts].
@@ -102,8 +103,15 @@ type Config struct {
 	// MeterProvider receives the pub/sub and sync-message instruments
 	// (pgcoord.listen.*, see docs/observability.md). Defaults to
 	// otel.GetMeterProvider() (a no-op until the application installs an
-	// SDK). Trace context is not carried in messages yet.
+	// SDK).
 	MeterProvider metric.MeterProvider
+	// TracerProvider receives a producer span per Publish / PublishTx
+	// ("send <channel>") and a consumer span per handler call ("process
+	// <channel>"). Publish carries the producer span's W3C trace context in
+	// the message's headers, and the handler's span on every receiving
+	// instance is its child; a message found by a catch-up, or published
+	// with PublishTx, carries none. Defaults to otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) withDefaults() Config {
@@ -190,6 +198,11 @@ type Message struct {
 	Sender string
 	// PublishedAt is the database time of the publishing transaction.
 	PublishedAt time.Time
+	// Headers is metadata sent beside the payload: the publisher's W3C trace
+	// context (traceparent, tracestate) when it published inside a recording
+	// span. Only a message delivered from its notification has them: the
+	// log stores no headers, so a message found by a catch-up has none.
+	Headers map[string]string
 }
 
 // Handler handles one message. ctx is cancelled when the PubSub closes. A
@@ -294,7 +307,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 	}
 	ps.sql = buildStatements(ps.table)
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())
-	ps.tel = newTelemetry(ps, c.MeterProvider)
+	ps.tel = newTelemetry(ps, c.MeterProvider, c.TracerProvider)
 	return ps, nil
 }
 
@@ -666,6 +679,8 @@ func (ps *PubSub) Publish(ctx context.Context, channel string, payload any, opts
 	if err != nil {
 		return err
 	}
+	ctx, span := ps.tel.send(ctx, &a)
+	defer span.End()
 	req := &pubReq{ctx: ctx, args: a, done: make(chan error, 1)}
 	ps.submitPublish(req)
 	select {
@@ -697,6 +712,8 @@ func (ps *PubSub) PublishTx(ctx context.Context, tx pgx.Tx, channel string, payl
 	if err != nil {
 		return err
 	}
+	ctx, span := ps.tel.send(ctx, nil)
+	defer span.End()
 	var env envelope
 	err = tx.QueryRow(ctx, ps.sql.publishTx,
 		ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload), ps.physChannel,

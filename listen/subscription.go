@@ -54,6 +54,7 @@ type Subscription struct {
 	onResync func(ctx context.Context)
 	capacity int
 	attrs    metric.MeasurementOption // the channel's attribute set (telemetry.go)
+	span     spanStart                // the consumer span's name and options (telemetry.go)
 
 	mu      sync.Mutex // guards queue, nmsgs, dropped, stopped
 	queue   []item
@@ -101,6 +102,7 @@ func (ps *PubSub) Subscribe(ctx context.Context, channel string, h Handler, opts
 		onResync: o.OnResync,
 		capacity: o.BufferSize,
 		attrs:    channelAttrs(channel),
+		span:     newSpanStart(channel),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -342,7 +344,10 @@ func (s *Subscription) call(msg Message) {
 		}
 	}()
 	begin := ps.tel.begin()
-	err := s.handler(s.handlerCtx(), msg)
+	ctx, span := ps.tel.process(s.handlerCtx(), s, msg)
+	defer span.End() // a panic too
+	err := s.handler(ctx, msg)
+	failed(span, err)
 	ps.tel.called(s, msg, begin)
 	ps.count(&ps.stats.delivered, 1)
 	if err != nil {

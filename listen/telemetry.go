@@ -4,7 +4,10 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgcoord/pgcoord/internal/otelx"
 )
@@ -19,6 +22,59 @@ type telemetry struct {
 	healthy      metric.Int64ObservableGauge
 	reg          metric.Registration
 	system       metric.ObserveOption
+	tracer       trace.Tracer
+}
+
+// propagator carries W3C trace context in message headers.
+var propagator = propagation.TraceContext{}
+
+// send starts the producer span of a publish of a (a nil a: PublishTx,
+// whose message carries no headers) and, when the span's context is valid,
+// puts it in a's headers.
+func (t *telemetry) send(ctx context.Context, a *publishArgs) (context.Context, trace.Span) {
+	channel := ""
+	if a != nil {
+		channel = a.channel
+	}
+	ctx, span := t.tracer.Start(ctx, "send "+channel, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(otelx.SystemAttr, otelx.KeyDestination.String(channel), otelx.KeyOperationType.String(otelx.OpSend)))
+	if a != nil && span.SpanContext().IsValid() {
+		h := propagation.MapCarrier{}
+		propagator.Inject(ctx, h)
+		a.headers = h
+	}
+	return ctx, span
+}
+
+// process starts the consumer span of a handler call of s on msg, a child of
+// the publisher's span when msg carries its trace context.
+func (t *telemetry) process(ctx context.Context, s *Subscription, msg Message) (context.Context, trace.Span) {
+	if len(msg.Headers) > 0 {
+		ctx = propagator.Extract(ctx, propagation.MapCarrier(msg.Headers))
+	}
+	return t.tracer.Start(ctx, s.span.name, s.span.opts...)
+}
+
+// spanStart is a subscription's consumer span name and start options, built
+// once.
+type spanStart struct {
+	name string
+	opts []trace.SpanStartOption
+}
+
+func newSpanStart(channel string) spanStart {
+	return spanStart{name: "process " + channel, opts: []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(otelx.SystemAttr, otelx.KeyDestination.String(channel), otelx.KeyOperationType.String(otelx.OpProcess)),
+	}}
+}
+
+// failed marks span as an error when err is not nil.
+func failed(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "handler failed")
+	}
 }
 
 // statsCounters names the observable counters and reads each from Stats,
@@ -39,13 +95,14 @@ var statsCounters = []struct {
 	{"switchovers", "{switchover}", "Times the listener found itself on another server than its watermark's.", func(s Stats) int64 { return s.Switchovers }},
 }
 
-func newTelemetry(ps *PubSub, mp metric.MeterProvider) *telemetry {
+func newTelemetry(ps *PubSub, mp metric.MeterProvider, tp trace.TracerProvider) *telemetry {
 	m := otelx.NewMeter(mp, "listen")
 	t := &telemetry{
 		handler: m.Duration("handler.duration", "Duration of one handler call (messaging.destination.name: the channel)."),
 		lag:     m.Duration("delivery.lag", "From the publishing transaction's database time to the handler call on this instance (includes clock skew between the database and this host)."),
 		healthy: m.ObservableGauge("healthy", "1", "1 while the listener connection is up and caught up (PubSub.Healthy), else 0."),
 		system:  otelx.Attrs(otelx.SystemAttr),
+		tracer:  otelx.Tracer(tp, "listen"),
 	}
 	observables := []metric.Observable{t.healthy}
 	for _, c := range statsCounters {

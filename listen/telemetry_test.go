@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgcoord/pgcoord/internal/otelxtest"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
@@ -55,4 +56,44 @@ func TestInstruments(t *testing.T) {
 	require.Positive(t, otelxtest.Value(m["pgcoord.listen.reconnects"]))
 	require.Positive(t, otelxtest.Value(m["pgcoord.listen.catchup.reads"]))
 	require.Equal(t, int64(1), otelxtest.Value(m["pgcoord.listen.published"], attribute.String("messaging.system", "pgcoord")))
+}
+
+// A trace crosses instances: a message published inside a span on one
+// instance is handled on two others, each handler's span a child of the
+// publisher's send span, in the publisher's trace; the handler's ctx
+// carries it.
+func TestTraceCrossesInstances(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	traces := otelxtest.NewTraces(t) // one collector for every instance
+	cfg := &Config{TracerProvider: traces.Provider}
+	a := started(t, db, "inst-a", cfg)
+	var inboxes []*inbox
+	for _, name := range []string{"inst-b", "inst-c"} {
+		got := &inbox{}
+		_, err := started(t, db, name, cfg).Subscribe(ctx, "ch", func(ctx context.Context, m Message) error {
+			m.Payload = []byte(`"` + trace.SpanContextFromContext(ctx).TraceID().String() + `"`)
+			return got.handle(ctx, m)
+		}, nil)
+		require.NoError(t, err)
+		inboxes = append(inboxes, got)
+	}
+	parent, span := traces.Provider.Tracer("test").Start(ctx, "http request")
+	require.NoError(t, a.Publish(parent, "ch", 1, nil))
+	span.End()
+	want := span.SpanContext().TraceID()
+	for _, got := range inboxes {
+		got.waitPayload(t, `"`+want.String()+`"`)
+	}
+
+	sends := traces.Spans("send ch")
+	require.Len(t, sends, 1)
+	require.Equal(t, want, sends[0].SpanContext.TraceID())
+	require.Equal(t, span.SpanContext().SpanID(), sends[0].Parent.SpanID())
+	require.Eventually(t, func() bool { return len(traces.Spans("process ch")) == 2 }, 20*time.Second, 5*time.Millisecond) // ended just after the handlers returned
+	for _, p := range traces.Spans("process ch") {
+		require.Equal(t, want, p.SpanContext.TraceID())
+		require.Equal(t, sends[0].SpanContext.SpanID(), p.Parent.SpanID())
+	}
 }

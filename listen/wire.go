@@ -287,6 +287,7 @@ func parseBatch(kind byte, p string) ([]envelope, error) {
 				if err := json.Unmarshal([]byte(rest[:l[1]]), &e.headers); err != nil || e.headers == nil {
 					return nil, errMalformed
 				}
+				e.msg.Headers = e.headers
 			}
 			rest = rest[l[1]:]
 		}
