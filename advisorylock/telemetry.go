@@ -29,13 +29,14 @@ const (
 var outcomes = [...]string{"granted", "locked", "timed_out", "cancelled", "error"}
 
 // telemetry holds a Manager's instruments, created once in New. Grants,
-// contention, hand-offs and takeovers are observable counters over Stats;
+// contention, hand-offs, designations and takeovers are observable counters over Stats;
 // the rest are recorded where they happen.
 type telemetry struct {
 	wait, hold             metric.Float64Histogram
 	lost, reconnects       metric.Int64Counter
 	grants, contended      metric.Int64ObservableCounter
 	handoffs, takeovers    metric.Int64ObservableCounter
+	designated             metric.Int64ObservableCounter
 	reg                    metric.Registration
 	tracer                 trace.Tracer
 	none                   metric.MeasurementOption
@@ -55,6 +56,7 @@ func newTelemetry(m *Manager, mp metric.MeterProvider, tp trace.TracerProvider) 
 		contended:  meter.ObservableCounter("contended", "{attempt}", "Attempts that found the key held (each poll or wake-up of a waiter, each failed TryAcquire)."),
 		handoffs:   meter.ObservableCounter("handoffs", "{grant}", "Grants passed by Release straight to a waiter of this instance."),
 		takeovers:  meter.ObservableCounter("takeovers", "{grant}", "Grants that replaced a lease never released (expired, or its owner's session ended)."),
+		designated: meter.ObservableCounter("designated", "{grant}", "Grants another instance's Release (or ForceRelease) passed to this instance as the first live one in the key's waiting FIFO."),
 		tracer:     otelx.Tracer(tp, "lock"),
 		none:       otelx.Attrs(),
 		expired:    cause(causeExpired),
@@ -70,8 +72,9 @@ func newTelemetry(m *Manager, mp metric.MeterProvider, tp trace.TracerProvider) 
 		o.ObserveInt64(t.contended, s.Contended)
 		o.ObserveInt64(t.handoffs, s.Handoffs)
 		o.ObserveInt64(t.takeovers, s.ExpiredTakeovers)
+		o.ObserveInt64(t.designated, s.Designated)
 		return nil
-	}, t.grants, t.contended, t.handoffs, t.takeovers)
+	}, t.grants, t.contended, t.handoffs, t.takeovers, t.designated)
 	return t
 }
 

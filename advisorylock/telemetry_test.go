@@ -14,7 +14,7 @@ import (
 )
 
 // Each lock instrument moves when its event happens: grants (one to a
-// waiter), a takeover, contention, acquisitions by outcome (with their spans), hold
+// waiter of this instance, one designated by another instance's release), a takeover, contention, acquisitions by outcome (with their spans), hold
 // time, leases lost by expiry and by the liveness session's end, and the
 // liveness reconnect.
 func TestInstruments(t *testing.T) {
@@ -48,6 +48,23 @@ func TestInstruments(t *testing.T) {
 	require.NotNil(t, l)
 	require.NoError(t, l.Release(ctx))
 
+	// Across instances: b's release designates a, first in the key's FIFO
+	// (a's failed attempt, counted as contention, put it there).
+	byB, err := b.Acquire(ctx, "d", time.Hour)
+	require.NoError(t, err)
+	contended := a.Stats().Contended
+	designated := make(chan *advisorylock.Lock, 1)
+	go func() {
+		l, _ := a.Acquire(ctx, "d", time.Hour)
+		designated <- l
+	}()
+	require.Eventually(t, func() bool { return a.Stats().Contended > contended }, 20*time.Second, 5*time.Millisecond)
+	require.NoError(t, byB.Release(ctx))
+	l = <-designated
+	require.NotNil(t, l)
+	require.NoError(t, l.Release(ctx))
+	require.Equal(t, int64(1), a.Stats().Designated)
+
 	// A takeover of b's expired lease, and a's own lease lost by expiry.
 	expired, err := b.Acquire(ctx, "exp", 20*time.Millisecond)
 	require.NoError(t, err)
@@ -72,13 +89,14 @@ func TestInstruments(t *testing.T) {
 		attr []attribute.KeyValue
 		want int64
 	}{
-		{"pgcoord.lock.grants", nil, 4},
+		{"pgcoord.lock.grants", nil, 5},
+		{"pgcoord.lock.designated", nil, 1},
 		{"pgcoord.lock.handoffs", nil, a.Stats().Handoffs},
 		{"pgcoord.lock.takeovers", nil, 1},
-		{"pgcoord.lock.acquire.duration", []attribute.KeyValue{outcome("granted")}, 4},
+		{"pgcoord.lock.acquire.duration", []attribute.KeyValue{outcome("granted")}, 5},
 		{"pgcoord.lock.acquire.duration", []attribute.KeyValue{outcome("locked")}, 1},
 		{"pgcoord.lock.acquire.duration", []attribute.KeyValue{outcome("timed_out")}, 1},
-		{"pgcoord.lock.hold.duration", nil, 4},
+		{"pgcoord.lock.hold.duration", nil, 5},
 		{"pgcoord.lock.lost", []attribute.KeyValue{cause("expired")}, 1},
 		{"pgcoord.lock.lost", []attribute.KeyValue{cause("liveness")}, 1},
 	} {
@@ -87,7 +105,7 @@ func TestInstruments(t *testing.T) {
 	require.GreaterOrEqual(t, otelxtest.Value(got["pgcoord.lock.contended"]), int64(2))
 
 	spans := traces.Spans("pgcoord.lock.acquire")
-	require.Len(t, spans, 6)
+	require.Len(t, spans, 7)
 	require.Equal(t, codes.Error, spans[0].Status.Code, "the locked TryAcquire")
 	require.Equal(t, codes.Unset, spans[2].Status.Code)
 }
