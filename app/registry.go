@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcoord/pgcoord/internal/buildinfo"
+	"github.com/pgcoord/pgcoord/internal/every"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -219,25 +220,18 @@ func (in Instance) DecodeStats() InstanceStats {
 // at the next tick (the row is re-created if it was swept meanwhile).
 func (a *App) runHeartbeat(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
-	t := time.NewTicker(a.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Run(ctx, a.cfg.HeartbeatInterval, func(ctx context.Context) {
 		if err := a.register(ctx); err != nil {
 			if ctx.Err() == nil {
 				a.logger.WarnContext(ctx, "pgcoord: instance heartbeat failed", slog.Any("error", err))
 			}
-			continue
+			return
 		}
 		// Three missed heartbeats of this instance's interval.
 		if _, err := a.pool.Exec(ctx, a.reg.sweep, (3 * a.cfg.HeartbeatInterval).String()); err != nil && ctx.Err() == nil {
 			a.logger.WarnContext(ctx, "pgcoord: sweeping dead instances failed", slog.Any("error", err))
 		}
-	}
+	})
 }
 
 // deregister deletes this instance's row (at Stop). A failure (the

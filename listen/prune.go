@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/pgcoord/pgcoord/internal/every"
 )
 
 // pruneBatch bounds the rows one pruning statement deletes.
@@ -23,18 +25,11 @@ const markerDivisor = 16
 
 // pruneLoop deletes messages older than Retention every PruneInterval.
 func (ps *PubSub) pruneLoop() {
-	t := time.NewTicker(ps.cfg.PruneInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ps.ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := ps.prune(ps.ctx); err != nil && ps.ctx.Err() == nil {
+	every.Run(ps.ctx, ps.cfg.PruneInterval, func(ctx context.Context) {
+		if _, err := ps.prune(ctx); err != nil && ctx.Err() == nil {
 			ps.logger.Warn("listen: pruning the messages log failed", slog.String("app", ps.cfg.AppName), slog.Any("error", err))
 		}
-	}
+	})
 }
 
 // prune deletes this app's messages committed longer than Retention ago in

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgcoord/pgcoord/internal/every"
 	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/listen"
 )
@@ -182,21 +183,14 @@ func (m *Manager) register(ctx context.Context, r *nearReg) error {
 // renewLoop extends this Manager's registrations until ctx ends.
 func (m *Manager) renewLoop(ctx context.Context, done chan struct{}) {
 	defer close(done)
-	t := time.NewTicker(nearRenewEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Run(ctx, nearRenewEvery, func(ctx context.Context) {
 		for _, r := range m.nearRegs() {
 			if err := m.renew(ctx, r); err != nil && ctx.Err() == nil {
 				m.logger.WarnContext(ctx, "pgcache: near cache registration not renewed; its near caches stop serving when it lapses",
 					slog.String("prefix", r.prefix), slog.Any("error", err))
 			}
 		}
-	}
+	})
 }
 
 // nearRegs returns this Manager's registrations.

@@ -5,28 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgcoord/pgcoord/internal/every"
 	"github.com/pgcoord/pgcoord/internal/lockkey"
 )
 
 // sweepLoop runs Sweep every SweepInterval until ctx ends.
 func (m *Manager) sweepLoop(ctx context.Context, done chan struct{}) {
 	defer close(done)
-	t := time.NewTicker(m.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Run(ctx, m.cfg.SweepInterval, func(ctx context.Context) {
 		if err := m.Sweep(ctx); err != nil && ctx.Err() == nil {
 			m.logger.WarnContext(ctx, "pgcache: sweep failed", slog.Any("error", err))
 		}
-	}
+	})
 }
 
 // Sweep runs one sweep now (the sweeper of Start runs it periodically): it
