@@ -1,26 +1,19 @@
 package listen
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 // TestPublishBatch drives one batch directly: one statement, one
 // transaction, one notification carrying all messages (or a wake-up when
 // they do not fit), routed as each asked.
 func TestPublishBatch(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, db, a, b := setupPair(t)
 	ga := subscribe(t, a, "ch", nil)
 	gb := subscribe(t, b, "ch", nil)
 	other := subscribe(t, b, "other channel", nil)
@@ -68,11 +61,7 @@ func TestPublishBatch(t *testing.T) {
 // TestConcurrentPublish: many goroutines publishing at once (batched) each
 // get their message delivered exactly once.
 func TestConcurrentPublish(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, db, a, b := setupPair(t)
 	gb := subscribe(t, b, "ch", nil)
 	ga := subscribe(t, a, "ch", nil)
 	const n = 400

@@ -27,9 +27,7 @@ func waitErr(t *testing.T, ch <-chan error, what string) error {
 // PubSub, on the handler's goroutine with an unrelated context: Close stops
 // everything else and returns; the handler then returns.
 func TestCloseFromHandler(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	pub := started(t, db, "inst-pub", nil)
 	sub := instance(t, db, "inst-sub", nil)
 	closed := make(chan error, 1)
@@ -52,9 +50,7 @@ func TestCloseFromHandler(t *testing.T) {
 // another goroutine that closes the PubSub (as app.Stop does) and waits for
 // it.
 func TestCloseFromHandlerOtherGoroutine(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	pub := started(t, db, "inst-pub", nil)
 	sub := instance(t, db, "inst-sub", nil)
 	closed := make(chan error, 1)
@@ -72,9 +68,7 @@ func TestCloseFromHandlerOtherGoroutine(t *testing.T) {
 
 // TestSyncCloseFromHandler: SyncMessages.Close from a sync handler returns.
 func TestSyncCloseFromHandler(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	s1 := syncOn(t, started(t, db, "node1", nil))
 	ps2 := started(t, db, "node2", nil)
 	s2, err := NewSyncMessages(ps2, &SyncConfig{Debounce: -1})

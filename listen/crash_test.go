@@ -12,8 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 const (
@@ -48,9 +46,7 @@ func TestHelperProcess(t *testing.T) {
 // of a transaction delivers what it committed, once, and nothing of the
 // transaction; the other instances carry on.
 func TestPublisherKilled(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	sub := started(t, db, "inst-sub", nil)
 	got := subscribe(t, sub, "ch", nil)
 

@@ -12,16 +12,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 func TestDebounce(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	opts := &SubscribeOpts{Debounce: 300 * time.Millisecond}
 	first := subscribe(t, b, "ch", opts)
 	second := subscribe(t, b, "ch", opts) // each debounced subscriber gets its own call
@@ -54,11 +48,7 @@ func TestDebounce(t *testing.T) {
 }
 
 func TestLargePayload(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, db, a, b := setupPair(t)
 	got := subscribe(t, b, "ch", nil)
 
 	// Exactly 1 MiB of JSON: the default maximum.
@@ -87,11 +77,7 @@ func TestLargePayload(t *testing.T) {
 }
 
 func TestOddChannelNames(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	names := []string{
 		`with "double" quotes`, `it's`, "with spaces  and\ttabs", strings.Repeat("n", 200),
 		"ünïcødé 频道 🚀", `"; DROP TABLE messages; --`, "a:b,c", "sync.x", strings.Repeat("長", 3000),
@@ -116,9 +102,7 @@ func TestOddChannelNames(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	a := started(t, db, "inst-a", nil)
 	h := (&inbox{}).handle
 
@@ -151,9 +135,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestAppsIsolated(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	a1 := started(t, db, "inst-a1", &Config{AppName: "app1"})
 	b1 := started(t, db, "inst-b1", &Config{AppName: "app1"})
 	a2 := started(t, db, "inst-a2", &Config{AppName: "app2"})
@@ -176,11 +158,7 @@ func TestAppsIsolated(t *testing.T) {
 }
 
 func TestHandlerErrorsAndPanics(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	_, err := b.Subscribe(ctx, "ch", func(context.Context, Message) error { panic("boom") }, nil)
 	require.NoError(t, err)
 	_, err = b.Subscribe(ctx, "ch", func(context.Context, Message) error { return fmt.Errorf("failed") }, nil)
@@ -195,11 +173,7 @@ func TestHandlerErrorsAndPanics(t *testing.T) {
 }
 
 func TestCloseDuringBurst(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	var closed, after atomic.Bool
 	var calls atomic.Int64
 	for _, d := range []time.Duration{0, 20 * time.Millisecond} {
@@ -246,11 +220,7 @@ func TestCloseDuringBurst(t *testing.T) {
 // messages come back from the log, in order, after OnResync, and other
 // subscriptions are not delayed.
 func TestOverflowRecovered(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 
 	release := make(chan struct{})
 	var (

@@ -183,3 +183,19 @@ func waitState(t *testing.T, ps *PubSub, within time.Duration, cond func() bool,
 		}
 	}
 }
+
+// setup marks t parallel and gives it a background context and a database
+// of its own.
+func setup(t *testing.T) (context.Context, *pgtest.DB) {
+	t.Helper()
+	t.Parallel()
+	return context.Background(), pgtest.NewDB(t)
+}
+
+// setupPair is setup plus two started instances with the default config,
+// inst-a and inst-b.
+func setupPair(t *testing.T) (context.Context, *pgtest.DB, *PubSub, *PubSub) {
+	t.Helper()
+	ctx, db := setup(t)
+	return ctx, db, started(t, db, "inst-a", nil), started(t, db, "inst-b", nil)
+}

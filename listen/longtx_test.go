@@ -26,9 +26,7 @@ func insertBacklog(t *testing.T, db *pgtest.DB, n int) {
 // Start succeeds, the backlog is paged through once, and fresh messages
 // (inline and by wake-up) are delivered.
 func TestLongTransactionBigBacklog(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	pin, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pin.Rollback(context.Background()) })

@@ -1,23 +1,19 @@
 package listen
 
 import (
-	"context"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/faultproxy"
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 // TestSilentPartition: the listener's connection goes quiet (no RST reaches
 // either side). The next read of the log misses its statement budget, the
 // listener reconnects, and what was published meanwhile is delivered once.
 func TestSilentPartition(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	proxy, url := faultproxy.StartFor(t, db.URL)
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)

@@ -9,14 +9,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
 func TestSubscribeBeforeStart(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	a := instance(t, db, "inst-a", nil)
 	b := started(t, db, "inst-b", nil)
 	require.False(t, a.Healthy())
@@ -42,9 +39,7 @@ func TestSubscribeBeforeStart(t *testing.T) {
 }
 
 func TestSubscribeAfterStart(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	a := started(t, db, "inst-a", nil)
 	got := subscribe(t, a, "ch", nil)
 	require.NoError(t, a.Publish(ctx, "ch", "message1", &PublishOpts{IncludeSelf: true}))
@@ -53,9 +48,7 @@ func TestSubscribeAfterStart(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	a := started(t, db, "inst-a", nil)
 	got := subscribe(t, a, "ch", nil)
 	require.NoError(t, a.Close(ctx))
@@ -85,11 +78,7 @@ func TestClosed(t *testing.T) {
 }
 
 func TestSelfOptions(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	ga := subscribe(t, a, "ch", nil)
 	gb := subscribe(t, b, "ch", nil)
 
@@ -124,11 +113,7 @@ func count(ss []string, s string) int {
 }
 
 func TestPayloadRoundTrip(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	got := subscribe(t, b, "ch", nil)
 
 	values := []any{1, []string{"message1"}, map[string]string{"type": "test"}, true, false, nil,
@@ -153,11 +138,7 @@ func TestPayloadRoundTrip(t *testing.T) {
 }
 
 func TestUnsubscribe(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	keep := subscribe(t, b, "ch", nil)
 	gone := &inbox{}
 	sub, err := b.Subscribe(ctx, "ch", gone.handle, nil)
@@ -199,9 +180,7 @@ func TestUnsubscribe(t *testing.T) {
 }
 
 func TestCrossInstanceExactlyOnceThreeInstances(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	names := []string{"inst-a", "inst-b", "inst-c"}
 	var pss []*PubSub
 	var boxes []*inbox
@@ -259,11 +238,7 @@ func TestCrossInstanceExactlyOnceThreeInstances(t *testing.T) {
 }
 
 func TestPublishTx(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, db, a, b := setupPair(t)
 	ga := subscribe(t, a, "ch", nil)
 	gb := subscribe(t, b, "ch", nil)
 
@@ -297,11 +272,7 @@ func TestPublishTx(t *testing.T) {
 }
 
 func TestPublishTxHooksLocalDelivery(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	a := started(t, db, "inst-a", nil)
-	b := started(t, db, "inst-b", nil)
+	ctx, _, a, b := setupPair(t)
 	ga := subscribe(t, a, "ch", nil)
 	gb := subscribe(t, b, "ch", nil)
 

@@ -19,9 +19,7 @@ import (
 // travel inline, some in multi-message transactions) while the subscriber's
 // listener backend is killed again and again: every message arrives exactly once.
 func TestReconnectExactlyOnce10k(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	pub := started(t, db, "inst-pub", nil)
 	sub := started(t, db, "inst-sub", nil)
 
@@ -147,9 +145,7 @@ func TestReconnectExactlyOnce10k(t *testing.T) {
 // the subscription gets OnResync before the messages it missed, and then
 // Healthy is true again.
 func TestReconnectResync(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	pub := started(t, db, "inst-pub", nil)
 	sub := instance(t, db, "inst-sub", &Config{ReconnectMaxDelay: 50 * time.Millisecond})
 	var (
@@ -199,9 +195,7 @@ func TestReconnectResync(t *testing.T) {
 // message was read is still caught up, because the watermark is the
 // snapshot's xmin and not the highest id seen.
 func TestCatchUpOutOfOrderCommit(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	pub := instance(t, db, "inst-pub", nil)
 	sub := instance(t, db, "inst-sub", nil) // not started: the test plays its listener
 	got := subscribe(t, sub, "ch", nil)
@@ -242,9 +236,7 @@ func TestCatchUpOutOfOrderCommit(t *testing.T) {
 }
 
 func TestPrune(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	a := started(t, db, "inst-a", &Config{Retention: time.Hour, PruneInterval: -1})
 	other := started(t, db, "inst-o", &Config{AppName: "other", Retention: time.Hour, PruneInterval: -1})
 	for i := range 5 {

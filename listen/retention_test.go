@@ -1,13 +1,10 @@
 package listen
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 // TestRetentionCountsFromCommit: a PublishTx in a transaction that stays
@@ -16,9 +13,7 @@ import (
 // before the pruner's marker is pruned once that marker is older than
 // Retention.
 func TestRetentionCountsFromCommit(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	const retention = 200 * time.Millisecond
 	pub := started(t, db, "inst-pub", &Config{Retention: retention, PruneInterval: -1})
 	sub := instance(t, db, "inst-sub", &Config{Retention: retention, PruneInterval: -1})

@@ -136,9 +136,7 @@ func TestSwitchoverToAnotherCluster(t *testing.T) {
 // that lost its tail leaves) is found by the next poll, counted, and
 // messages keep arriving.
 func TestSwitchoverDetectedByXidRegression(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	pub := started(t, db, "inst-pub", nil)
 	sub := started(t, db, "inst-sub", nil)
 	got := subscribe(t, sub, "ch", nil)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
@@ -39,9 +38,7 @@ func syncBarrier(t *testing.T, from *SyncMessages, to *inbox, channel string) {
 }
 
 func TestSyncSkipSelfByDefault(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	s1 := syncOn(t, started(t, db, "node1", nil))
 	s2 := syncOn(t, started(t, db, "node2", nil))
 	g1 := syncSubscribe(t, s1, "plugin")
@@ -69,9 +66,7 @@ func TestSyncSkipSelfByDefault(t *testing.T) {
 }
 
 func TestSyncPublishTx(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	s1 := syncOn(t, started(t, db, "node1", nil))
 	s2 := syncOn(t, started(t, db, "node2", nil))
 	g1 := syncSubscribe(t, s1, "plugin")
@@ -95,9 +90,7 @@ func TestSyncPublishTx(t *testing.T) {
 }
 
 func TestSyncDebouncedByDefault(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	s1 := syncOn(t, started(t, db, "node1", nil))
 	s2 := syncOn(t, started(t, db, "node2", nil))
 	g1 := syncSubscribe(t, s1, "plugin")
@@ -123,9 +116,7 @@ func TestSyncDebouncedByDefault(t *testing.T) {
 // TestSyncNotCalledAfterStop: a stopped node runs no sync handler, not even
 // a debounced call that was pending when it stopped.
 func TestSyncNotCalledAfterStop(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := setup(t)
 	s1 := syncOn(t, started(t, db, "node1", nil))
 	ps2 := started(t, db, "node2", nil)
 	s2, err := NewSyncMessages(ps2, &SyncConfig{Debounce: time.Hour})
