@@ -13,10 +13,12 @@ import (
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
-// Each lock instrument moves when its event happens: grants (one to a
-// waiter of this instance, one designated by another instance's release), a takeover, contention, acquisitions by outcome (with their spans), hold
-// time, leases lost by expiry and by the liveness session's end, and the
-// liveness reconnect.
+// Each lock instrument moves when its event happens: grants (one handed
+// over to a waiter of this instance, one designated by another instance's
+// release), a takeover, contention, acquisitions by outcome (with their
+// spans), hold time, leases lost by expiry, by a release from outside
+// (not_held: Extend finds the grant gone) and by the liveness session's
+// end, and the liveness reconnect.
 func TestInstruments(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
@@ -47,6 +49,7 @@ func TestInstruments(t *testing.T) {
 	l := <-second
 	require.NotNil(t, l)
 	require.NoError(t, l.Release(ctx))
+	require.Equal(t, int64(1), a.Stats().Handoffs, "the first release handed the key to the second caller")
 
 	// Across instances: b's release designates a, first in the key's FIFO
 	// (a's failed attempt, counted as contention, put it there).
@@ -73,6 +76,16 @@ func TestInstruments(t *testing.T) {
 	require.NoError(t, err)
 	<-taken.Done()
 
+	// An operator frees a's grant (ForceRelease): a's next Extend finds it
+	// gone at the server, and the lease is lost with cause not_held.
+	forced, err := a.Acquire(ctx, "forced", time.Hour)
+	require.NoError(t, err)
+	ok, err := advisorylock.ForceRelease(ctx, db.Pool, nil, "forced", forced.Token())
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.ErrorIs(t, forced.Extend(ctx, time.Hour), advisorylock.ErrNotHeld)
+	require.True(t, isClosed(forced.Done()))
+
 	// The liveness session ends: the held lease is lost, the session comes back.
 	lost, err := a.Acquire(ctx, "lost", time.Hour)
 	require.NoError(t, err)
@@ -81,31 +94,29 @@ func TestInstruments(t *testing.T) {
 	<-lost.Done()
 	require.Eventually(t, func() bool { return metrics.Value(t, "pgcoord.lock.liveness.reconnects") == 1 }, 20*time.Second, 5*time.Millisecond)
 
-	outcome := func(o string) attribute.KeyValue { return attribute.String("pgcoord.lock.outcome", o) }
-	cause := func(c string) attribute.KeyValue { return attribute.String("pgcoord.lock.cause", c) }
-	got := metrics.Collect(t)
-	for _, c := range []struct {
-		name string
-		attr []attribute.KeyValue
-		want int64
-	}{
-		{"pgcoord.lock.grants", nil, 5},
-		{"pgcoord.lock.designated", nil, 1},
-		{"pgcoord.lock.handoffs", nil, a.Stats().Handoffs},
-		{"pgcoord.lock.takeovers", nil, 1},
-		{"pgcoord.lock.acquire.duration", []attribute.KeyValue{outcome("granted")}, 5},
-		{"pgcoord.lock.acquire.duration", []attribute.KeyValue{outcome("locked")}, 1},
-		{"pgcoord.lock.acquire.duration", []attribute.KeyValue{outcome("timed_out")}, 1},
-		{"pgcoord.lock.hold.duration", nil, 5},
-		{"pgcoord.lock.lost", []attribute.KeyValue{cause("expired")}, 1},
-		{"pgcoord.lock.lost", []attribute.KeyValue{cause("liveness")}, 1},
-	} {
-		require.Equal(t, c.want, otelxtest.Value(got[c.name], c.attr...), "%s %v", c.name, c.attr)
+	outcome := func(o string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("pgcoord.lock.outcome", o)}
 	}
+	cause := func(c string) []attribute.KeyValue {
+		return []attribute.KeyValue{attribute.String("pgcoord.lock.cause", c)}
+	}
+	got := metrics.Require(t,
+		otelxtest.Want{Name: "pgcoord.lock.grants", Value: 6},
+		otelxtest.Want{Name: "pgcoord.lock.designated", Value: 1},
+		otelxtest.Want{Name: "pgcoord.lock.handoffs", Value: 1},
+		otelxtest.Want{Name: "pgcoord.lock.takeovers", Value: 1},
+		otelxtest.Want{Name: "pgcoord.lock.acquire.duration", Attrs: outcome("granted"), Value: 6},
+		otelxtest.Want{Name: "pgcoord.lock.acquire.duration", Attrs: outcome("locked"), Value: 1},
+		otelxtest.Want{Name: "pgcoord.lock.acquire.duration", Attrs: outcome("timed_out"), Value: 1},
+		otelxtest.Want{Name: "pgcoord.lock.hold.duration", Value: 6},
+		otelxtest.Want{Name: "pgcoord.lock.lost", Attrs: cause("expired"), Value: 1},
+		otelxtest.Want{Name: "pgcoord.lock.lost", Attrs: cause("not_held"), Value: 1},
+		otelxtest.Want{Name: "pgcoord.lock.lost", Attrs: cause("liveness"), Value: 1},
+	)
 	require.GreaterOrEqual(t, otelxtest.Value(got["pgcoord.lock.contended"]), int64(2))
 
 	spans := traces.Spans("pgcoord.lock.acquire")
-	require.Len(t, spans, 7)
+	require.Len(t, spans, 8)
 	require.Equal(t, codes.Error, spans[0].Status.Code, "the locked TryAcquire")
 	require.Equal(t, codes.Unset, spans[2].Status.Code)
 }
