@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgcoord/pgcoord/internal/lockkey"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
@@ -177,4 +178,40 @@ func TestFairnessEveryWaiterServed(t *testing.T) {
 	}
 	require.Positive(t, designated)
 	t.Logf("served %v, longest wait %d grants, designated %d, in-instance handoffs %d", served, maxGap, designated, handoffs)
+}
+
+// An application's own two-int advisory locks (pg_advisory_lock(int4,
+// int4)) live apart from every bigint key pgcoord takes: even with the same
+// (classid, objid) as a pgcoord key, PostgreSQL stores them with objsubid 2
+// (bigint: 1), so both are granted at once to different sessions.
+func TestTwoIntKeysNeverMeetBigintKeys(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	key := lockkey.Key(db.Schema, "test.twoint")
+	hi, lo := int32(uint64(key)>>32), int32(uint32(key))
+	conns := make([]*pgxpool.Conn, 2)
+	for i := range conns {
+		c, err := db.Pool.Acquire(ctx)
+		require.NoError(t, err)
+		t.Cleanup(func() { _, _ = c.Exec(context.Background(), `SELECT pg_advisory_unlock_all()`); c.Release() })
+		conns[i] = c
+	}
+	var ok bool
+	require.NoError(t, conns[0].QueryRow(ctx, `SELECT pg_try_advisory_lock($1::bigint)`, key).Scan(&ok))
+	require.True(t, ok)
+	require.NoError(t, conns[1].QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, hi, lo).Scan(&ok))
+	require.True(t, ok, "the two-int lock with the same (classid, objid) is another lock")
+	var subs []int16
+	rows, err := db.Pool.Query(ctx, `SELECT objsubid FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND classid = $1::int4::oid AND objid = $2::int4::oid ORDER BY objsubid`, hi, lo)
+	require.NoError(t, err)
+	for rows.Next() {
+		var s int16
+		require.NoError(t, rows.Scan(&s))
+		subs = append(subs, s)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []int16{1, 2}, subs)
 }
