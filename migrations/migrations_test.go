@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -23,6 +24,29 @@ func emptyDB(t *testing.T) *pgxpool.Pool {
 	_, err := migrations.Down(context.Background(), db.Pool, nil)
 	require.NoError(t, err)
 	return db.Pool
+}
+
+// migrated marks t parallel and gives it a context and a database with
+// every migration applied.
+func migrated(t *testing.T) (context.Context, *pgxpool.Pool) {
+	t.Helper()
+	t.Parallel()
+	return context.Background(), pgtest.NewDB(t).Pool
+}
+
+// empty marks t parallel and gives it a context and a database without
+// pgcoord's migrations; withSchema also creates the empty pgcoord schema,
+// as a goose CLI user does first.
+func empty(t *testing.T, withSchema bool) (context.Context, *pgxpool.Pool) {
+	t.Helper()
+	t.Parallel()
+	ctx := context.Background()
+	pool := emptyDB(t)
+	if withSchema {
+		_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
+		require.NoError(t, err)
+	}
+	return ctx, pool
 }
 
 // known is the number of migrations this build knows (River's and the SQL files).
@@ -50,9 +74,7 @@ func schemaExists(t *testing.T, pool *pgxpool.Pool, schema string) bool {
 }
 
 func TestUpCreatesSchemaAndRiver(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
+	ctx, pool := empty(t, false)
 	require.False(t, schemaExists(t, pool, "pgcoord"))
 
 	res, err := migrations.Up(ctx, pool, nil)
@@ -65,8 +87,7 @@ func TestUpCreatesSchemaAndRiver(t *testing.T) {
 	require.False(t, tableExists(t, pool, "public", "river_job"), "nothing lands in public")
 
 	// River itself agrees its schema is complete.
-	m, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
-	require.NoError(t, err)
+	m := riverMigrator(t, pool)
 	vr, err := m.Validate(ctx, nil)
 	require.NoError(t, err)
 	require.True(t, vr.OK, "river validate: %v", vr.Messages)
@@ -85,65 +106,57 @@ func TestUpCreatesSchemaAndRiver(t *testing.T) {
 }
 
 func TestDownToZeroRemovesEverything(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	require.True(t, tableExists(t, db.Pool, "pgcoord", "river_job"))
+	ctx, pool := migrated(t)
+	require.True(t, tableExists(t, pool, "pgcoord", "river_job"))
 
-	n := known(t, db.Pool)
-	res, err := migrations.Down(ctx, db.Pool, nil)
+	n := known(t, pool)
+	res, err := migrations.Down(ctx, pool, nil)
 	require.NoError(t, err)
 	require.Len(t, res, n)
-	require.False(t, schemaExists(t, db.Pool, "pgcoord"))
+	require.False(t, schemaExists(t, pool, "pgcoord"))
 
 	// Down on nothing is a no-op; Version reports 0.
-	_, err = migrations.Down(ctx, db.Pool, nil)
+	_, err = migrations.Down(ctx, pool, nil)
 	require.NoError(t, err)
-	v, err := migrations.Version(ctx, db.Pool, nil)
+	v, err := migrations.Version(ctx, pool, nil)
 	require.NoError(t, err)
 	require.Zero(t, v)
 }
 
 func TestDownKeepsSchemaWithForeignObjects(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	_, err := db.Pool.Exec(ctx, `CREATE TABLE pgcoord.users_own_table (id int)`)
+	ctx, pool := migrated(t)
+	_, err := pool.Exec(ctx, `CREATE TABLE pgcoord.users_own_table (id int)`)
 	require.NoError(t, err)
-	_, err = migrations.Down(ctx, db.Pool, nil)
+	_, err = migrations.Down(ctx, pool, nil)
 	require.NoError(t, err)
-	require.True(t, tableExists(t, db.Pool, "pgcoord", "users_own_table"))
-	require.False(t, tableExists(t, db.Pool, "pgcoord", "river_job"))
+	require.True(t, tableExists(t, pool, "pgcoord", "users_own_table"))
+	require.False(t, tableExists(t, pool, "pgcoord", "river_job"))
 }
 
 func TestDownToTargetAndBackUp(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 1})
+	ctx, pool := migrated(t)
+	_, err := migrations.Down(ctx, pool, &migrations.Options{TargetVersion: 1})
 	require.NoError(t, err)
-	v, err := migrations.Version(ctx, db.Pool, nil)
+	v, err := migrations.Version(ctx, pool, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, v)
-	require.True(t, tableExists(t, db.Pool, "pgcoord", "river_migration"))
-	require.False(t, tableExists(t, db.Pool, "pgcoord", "river_job"))
+	require.True(t, tableExists(t, pool, "pgcoord", "river_migration"))
+	require.False(t, tableExists(t, pool, "pgcoord", "river_job"))
 
-	_, err = migrations.Up(ctx, db.Pool, &migrations.Options{TargetVersion: 4})
+	_, err = migrations.Up(ctx, pool, &migrations.Options{TargetVersion: 4})
 	require.NoError(t, err)
-	st, err := migrations.Status(ctx, db.Pool, nil)
+	st, err := migrations.Status(ctx, pool, nil)
 	require.NoError(t, err)
-	require.Len(t, st, known(t, db.Pool))
+	require.Len(t, st, known(t, pool))
 	for _, s := range st {
 		require.Equal(t, s.Version <= 4, s.Applied, "version %d (%s)", s.Version, s.Name)
 	}
-	_, err = migrations.Up(ctx, db.Pool, nil)
+	_, err = migrations.Up(ctx, pool, nil)
 	require.NoError(t, err)
 }
 
 func TestCustomSchemaAndAppGooseTableUntouched(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
+	ctx, pool := empty(t, false)
 	// The application's own goose table, in public.
 	_, err := pool.Exec(ctx, `CREATE TABLE public.goose_db_version (id serial primary key, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp DEFAULT now());
 		INSERT INTO public.goose_db_version (version_id, is_applied) VALUES (0, true), (20240101, true)`)
@@ -170,9 +183,7 @@ func TestCustomSchemaAndAppGooseTableUntouched(t *testing.T) {
 }
 
 func TestConcurrentUp(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
+	ctx, pool := empty(t, false)
 	errs := make(chan error, 3)
 	for range 3 {
 		go func() { _, err := migrations.Up(ctx, pool, nil); errs <- err }()
@@ -215,20 +226,10 @@ func TestInvalidSchemaRejectedBeforeSQL(t *testing.T) {
 // tool ends up with the same objects, and can switch to migrations.Up later:
 // it records River's versions without re-running them.
 func TestGooseCLIStyleThenUp(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
-	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
-	require.NoError(t, err)
+	ctx, pool := empty(t, true)
 
 	// What `goose -dir migrations/sql -table pgcoord.goose_db_version postgres "…?search_path=pgcoord" up` does.
-	cfg := pool.Config().ConnConfig.Copy()
-	cfg.RuntimeParams["search_path"] = "pgcoord"
-	sqlDB := stdlib.OpenDB(*cfg)
-	defer sqlDB.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
-		goose.WithTableName("pgcoord.goose_db_version"), goose.WithDisableGlobalRegistry(true))
-	require.NoError(t, err)
+	p := gooseCLI(t, pool)
 	res, err := p.Up(ctx)
 	require.NoError(t, err)
 	require.NotEmpty(t, res, "the SQL files apply on their own")
@@ -237,10 +238,7 @@ func TestGooseCLIStyleThenUp(t *testing.T) {
 	}
 
 	// What River's own migrator does (`river migrate-up` with the schema).
-	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
-	require.NoError(t, err)
-	_, err = rm.Migrate(ctx, rivermigrate.DirectionUp, nil)
-	require.NoError(t, err)
+	riverUp(t, pool)
 
 	// Switching to the Go API: River's goose versions are recorded, nothing breaks.
 	mres, err := migrations.Up(ctx, pool, nil)
@@ -273,6 +271,32 @@ func gooseCLI(t *testing.T, pool *pgxpool.Pool) *goose.Provider {
 	return p
 }
 
+// riverMigrator is River's own migrator on the pgcoord schema.
+func riverMigrator(t *testing.T, pool *pgxpool.Pool) *rivermigrate.Migrator[pgx.Tx] {
+	t.Helper()
+	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
+	require.NoError(t, err)
+	return rm
+}
+
+// riverUp runs River's own migrator up (`river migrate-up` with the schema).
+func riverUp(t *testing.T, pool *pgxpool.Pool) *rivermigrate.Migrator[pgx.Tx] {
+	t.Helper()
+	rm := riverMigrator(t, pool)
+	_, err := rm.Migrate(context.Background(), rivermigrate.DirectionUp, nil)
+	require.NoError(t, err)
+	return rm
+}
+
+// downAll runs migrations.Down to the end: goose's table and the then empty
+// pgcoord schema are gone.
+func downAll(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	_, err := migrations.Down(context.Background(), pool, nil)
+	require.NoError(t, err)
+	require.False(t, schemaExists(t, pool, "pgcoord"))
+}
+
 // gooseCLIVersion is the version the goose CLI reports (`goose version`): the
 // applied row with the highest id, which is the order rows were written in.
 func gooseCLIVersion(t *testing.T, pool *pgxpool.Pool) int64 {
@@ -285,8 +309,7 @@ func gooseCLIVersion(t *testing.T, pool *pgxpool.Pool) int64 {
 
 func riverVersions(t *testing.T, pool *pgxpool.Pool) []int {
 	t.Helper()
-	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
-	require.NoError(t, err)
+	rm := riverMigrator(t, pool)
 	ms, err := rm.ExistingVersions(context.Background())
 	require.NoError(t, err)
 	out := []int{}
@@ -309,17 +332,10 @@ func upTo(n int) []int {
 // back must still go in version order, with migrations.Down and with the goose
 // CLI.
 func TestGooseCLIThenUpThenDown(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
-	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
+	ctx, pool := empty(t, true)
+	_, err := gooseCLI(t, pool).Up(ctx)
 	require.NoError(t, err)
-	_, err = gooseCLI(t, pool).Up(ctx)
-	require.NoError(t, err)
-	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
-	require.NoError(t, err)
-	_, err = rm.Migrate(ctx, rivermigrate.DirectionUp, nil)
-	require.NoError(t, err)
+	riverUp(t, pool)
 	_, err = migrations.Up(ctx, pool, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 14, gooseCLIVersion(t, pool), "the goose CLI sees the latest version")
@@ -356,26 +372,17 @@ func TestGooseCLIThenUpThenDown(t *testing.T) {
 	require.False(t, tableExists(t, pool, "pgcoord", "messages"))
 
 	// And migrations.Down removes the rest.
-	_, err = migrations.Down(ctx, pool, nil)
-	require.NoError(t, err)
-	require.False(t, schemaExists(t, pool, "pgcoord"))
+	downAll(t, pool)
 }
 
 // A user who never switches (goose CLI for the SQL files, River's migrator for
 // River's tables) goes down with the same two tools.
 func TestGooseCLIAndRiverMigratorDown(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
-	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
-	require.NoError(t, err)
+	ctx, pool := empty(t, true)
 	cli := gooseCLI(t, pool)
-	_, err = cli.Up(ctx)
+	_, err := cli.Up(ctx)
 	require.NoError(t, err)
-	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
-	require.NoError(t, err)
-	_, err = rm.Migrate(ctx, rivermigrate.DirectionUp, nil)
-	require.NoError(t, err)
+	rm := riverUp(t, pool)
 
 	_, err = cli.DownTo(ctx, 10)
 	require.NoError(t, err)
@@ -388,20 +395,14 @@ func TestGooseCLIAndRiverMigratorDown(t *testing.T) {
 	require.False(t, tableExists(t, pool, "pgcoord", "river_job"))
 
 	// migrations.Down then removes goose's table and the empty schema.
-	_, err = migrations.Down(ctx, pool, nil)
-	require.NoError(t, err)
-	require.False(t, schemaExists(t, pool, "pgcoord"))
+	downAll(t, pool)
 }
 
 // The goose CLI run without ?search_path=<schema> must not put pgcoord's tables
 // in public (where pgcoord never looks), nor drop an application's own
 // public.messages on the way down.
 func TestGooseCLIWithoutSearchPathRefuses(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
-	_, err := pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
-	require.NoError(t, err)
+	ctx, pool := empty(t, true)
 	noPath := func() *goose.Provider {
 		sqlDB := stdlib.OpenDB(*pool.Config().ConnConfig.Copy())
 		t.Cleanup(func() { _ = sqlDB.Close() })
@@ -410,7 +411,7 @@ func TestGooseCLIWithoutSearchPathRefuses(t *testing.T) {
 		require.NoError(t, err)
 		return p
 	}
-	_, err = noPath().Up(ctx)
+	_, err := noPath().Up(ctx)
 	require.ErrorContains(t, err, "search_path must start with pgcoord's schema")
 	for _, table := range []string{"messages", "cache_entries", "locks"} {
 		require.False(t, tableExists(t, pool, "public", table), table)
@@ -430,11 +431,8 @@ func TestGooseCLIWithoutSearchPathRefuses(t *testing.T) {
 // River's own migrator and rivermigrate.Validate agree with pgcoord's record
 // after every single step up and down.
 func TestRiverAgreesAtEveryStep(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := emptyDB(t)
-	rm, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: "pgcoord"})
-	require.NoError(t, err)
+	ctx, pool := empty(t, false)
+	rm := riverMigrator(t, pool)
 	latest := migrations.LatestVersion()
 	agree := func(v int64) {
 		t.Helper()
