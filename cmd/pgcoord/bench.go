@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pgcoord/pgcoord/internal/bench"
-	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -25,16 +23,7 @@ var suites = []struct {
 	{"lock", bench.Lock},
 }
 
-func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pgcoord bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var flags dbflag.Flags
-	flags.Register(fs)
-	asJSON := fs.Bool("json", false, `one JSON object per line: {"name","pgcoord","baseline","baseline_name","unit","cost_ratio"}`)
-	ops := fs.Int("ops", 0, "operations per measurement (default: each suite's own)")
-	fast := fs.Bool("fast-server", false, "run the throwaway server with fsync, synchronous_commit and full_page_writes off (faster, not what production runs; default: production durability)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: pgcoord bench [cache|listen|queue|lock|all] [--json] [flags]
+const benchUsage = `Usage: pgcoord bench [cache|listen|queue|lock|all] [--json] [flags]
 
 Measures each pgcoord operation side by side with the raw PostgreSQL primitive
 it is built on, in the same run on the same server, and prints both figures
@@ -45,9 +34,13 @@ durability (fsync, synchronous_commit and full_page_writes on); --fast-server
 turns all three off. The server's settings are printed with the results.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, flags := newCommand("bench", benchUsage, stderr)
+	asJSON := fs.Bool("json", false, `one JSON object per line: {"name","pgcoord","baseline","baseline_name","unit","cost_ratio"}`)
+	ops := fs.Int("ops", 0, "operations per measurement (default: each suite's own)")
+	fast := fs.Bool("fast-server", false, "run the throwaway server with fsync, synchronous_commit and full_page_writes off (faster, not what production runs; default: production durability)")
 	which := "all"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		which, args = args[0], args[1:]

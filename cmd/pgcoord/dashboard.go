@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,17 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/dashboard"
-	"github.com/pgcoord/pgcoord/internal/dbflag"
 )
 
-func cmdDashboard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pgcoord dashboard", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var flags dbflag.Flags
-	flags.Register(fs)
-	addr := fs.String("addr", "127.0.0.1:8080", "address to serve the dashboard on (loopback by default)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: pgcoord dashboard [--addr 127.0.0.1:8080] [flags]
+const dashboardUsage = `Usage: pgcoord dashboard [--addr 127.0.0.1:8080] [flags]
 
 Serves the cluster dashboard of a live database until interrupted: Cluster
 (instances, schema, PostgreSQL, NOTIFY queue), Channels (rates, latest
@@ -35,15 +26,13 @@ authentication: keep it on a loopback address or behind your own
 authenticating proxy.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+`
+
+func cmdDashboard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, flags := newCommand("dashboard", dashboardUsage, stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to serve the dashboard on (loopback by default)")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	db, err := flags.Open(ctx, false, stderr)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,17 +36,7 @@ const demoNodes = 3
 // demoTimeout bounds the whole demo.
 const demoTimeout = 90 * time.Second
 
-// cmdDemo migrates, starts three node processes and acts out the cluster
-// guide's four scenarios, narrating what each instance does, then prints a
-// summary table.
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pgcoord demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var flags dbflag.Flags
-	flags.Register(fs)
-	dash := fs.String("dashboard", "", "also serve the cluster dashboard on this address (e.g. 127.0.0.1:8080) while the demo runs, and keep it open afterwards until interrupted")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: pgcoord demo [flags]
+const demoUsage = `Usage: pgcoord demo [flags]
 
 Starts three instances of one app as separate processes on one database and
 acts out the four scenarios of NocoBase's cluster plugin guide with the
@@ -62,15 +51,16 @@ PostgreSQL and removes it at exit. With a database it migrates it, works in a
 schema of its own (dropped at exit) and an app name of its own.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+`
+
+// cmdDemo migrates, starts three node processes and acts out the cluster
+// guide's four scenarios, narrating what each instance does, then prints a
+// summary table.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, flags := newCommand("demo", demoUsage, stderr)
+	dash := fs.String("dashboard", "", "also serve the cluster dashboard on this address (e.g. 127.0.0.1:8080) while the demo runs, and keep it open afterwards until interrupted")
+	if err := parseNoArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
 	}
 	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, demoTimeout)
@@ -86,7 +76,7 @@ Flags:
 		}
 	}()
 
-	d := &demo{out: stdout, errOut: stderr, pool: db.Pool, db: flags, events: newEventLog()}
+	d := &demo{out: stdout, errOut: stderr, pool: db.Pool, db: *flags, events: newEventLog()}
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
 	d.appName = "demo-" + hex.EncodeToString(suffix[:])

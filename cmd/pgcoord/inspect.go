@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/connname"
-	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -91,14 +89,7 @@ type ListenerRow struct {
 	Since           string `json:"since"`
 }
 
-func cmdInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pgcoord inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var flags dbflag.Flags
-	flags.Register(fs)
-	asJSON := fs.Bool("json", false, "print one JSON document instead of tables")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: pgcoord inspect [--json] [flags]
+const inspectUsage = `Usage: pgcoord inspect [--json] [flags]
 
 Shows, from a live database: the schema version, the instance registry
 (live and dead instances), pgcoord's connections by application_name
@@ -108,9 +99,11 @@ expired rows awaiting the sweeper), pub/sub (messages per channel in the
 last hour) and the sessions listening for pgcoord notifications.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`
+
+func cmdInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, flags := newCommand("inspect", inspectUsage, stderr)
+	asJSON := fs.Bool("json", false, "print one JSON document instead of tables")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

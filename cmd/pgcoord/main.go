@@ -22,6 +22,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/pgcoord/pgcoord/internal/dbflag"
 )
 
 const usage = `pgcoord: cluster coordination on the PostgreSQL you already run.
@@ -97,3 +99,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 var errUsage = errors.New("usage")
+
+// newCommand returns the flag set of `pgcoord name`, printing to stderr,
+// with the database flags registered; its Usage prints usage (which ends
+// with "Flags:\n") and then the flags' defaults.
+func newCommand(name, usage string, stderr io.Writer) (*flag.FlagSet, *dbflag.Flags) {
+	fs := flag.NewFlagSet("pgcoord "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var flags dbflag.Flags
+	flags.Register(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	return fs, &flags
+}
+
+// parseNoArgs parses args into fs; a positional argument is a usage error.
+func parseNoArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}

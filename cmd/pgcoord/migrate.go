@@ -17,20 +17,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
-func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pgcoord migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var flags dbflag.Flags
-	flags.Register(fs)
-	to := fs.Int64("to", -1, "down: roll back to this version (0 removes everything, including the schema if it is empty); up: migrate up to it")
-	asJSON := fs.Bool("json", false, "status: print JSON instead of a table")
-	outDir := fs.String("out", "", "sql: directory to write pgcoord's goose SQL files to (created if missing)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: pgcoord migrate up|down|status [flags]
+const migrateUsage = `Usage: pgcoord migrate up|down|status [flags]
 
   up       apply every pending migration (River's tables and pgcoord's)
   down     roll back: needs --to N (0 removes everything pgcoord created)
@@ -39,9 +29,13 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
   sql      write pgcoord's goose SQL files (versions 9+) to --out DIR, for the goose CLI
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`
+
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, flags := newCommand("migrate", migrateUsage, stderr)
+	to := fs.Int64("to", -1, "down: roll back to this version (0 removes everything, including the schema if it is empty); up: migrate up to it")
+	asJSON := fs.Bool("json", false, "status: print JSON instead of a table")
+	outDir := fs.String("out", "", "sql: directory to write pgcoord's goose SQL files to (created if missing)")
 	if len(args) == 0 {
 		fs.Usage()
 		return errUsage

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -111,23 +110,18 @@ func (n *node) event(m nodeMsg) {
 	n.send(m)
 }
 
+const nodeUsage = "Usage: pgcoord node --instance N [flags]\n\nOne instance of `pgcoord demo`, driven over stdin/stdout; not for direct use.\n\nFlags:\n"
+
 // cmdNode runs one demo instance (hidden: started by `pgcoord demo`).
 func cmdNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runNode(ctx, args, os.Stdin, stdout, stderr)
 }
 
 func runNode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pgcoord node", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var flags dbflag.Flags
-	flags.Register(fs)
+	fs, flags := newCommand("node", nodeUsage, stderr)
 	instance := fs.Int("instance", 1, "instance number")
 	appName := fs.String("app", "demo", "app name")
 	demoSchema := fs.String("demo-schema", "public", "schema of the example plugins' tables")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: pgcoord node --instance N [flags]\n\nOne instance of `pgcoord demo`, driven over stdin/stdout; not for direct use.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -135,7 +129,7 @@ func runNode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return dbflag.ErrNoDatabase
 	}
 	n := &node{name: fmt.Sprintf("node-%d", *instance), out: json.NewEncoder(stdout)}
-	if err := n.build(ctx, flags, *appName, *demoSchema, stderr); err != nil {
+	if err := n.build(ctx, *flags, *appName, *demoSchema, stderr); err != nil {
 		return err
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"runtime"
 
 	"github.com/pgcoord/pgcoord/internal/buildinfo"
-	"github.com/pgcoord/pgcoord/internal/dbflag"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -27,22 +25,17 @@ type versionInfo struct {
 	Database *int64 `json:"database,omitempty"`
 }
 
-func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("pgcoord version", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var flags dbflag.Flags
-	flags.Register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: pgcoord version [--json] [flags]
+const versionUsage = `Usage: pgcoord version [--json] [flags]
 
 Prints pgcoord's module version and the schema version it expects; with a
 database URL, also the schema version of that database.
 
 Flags:
-`)
-		fs.PrintDefaults()
-	}
+`
+
+func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, flags := newCommand("version", versionUsage, stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
