@@ -20,20 +20,14 @@ func (a *App) build() error {
 	c := a.cfg
 	var err error
 
-	var ps listen.Config
-	if c.PubSub != nil {
-		ps = *c.PubSub
-	}
+	ps := copyOf(c.PubSub)
 	ps.AppName, ps.InstanceID, ps.Schema, ps.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "listen")
 	ps.MeterProvider, ps.TracerProvider = c.providers(ps.MeterProvider, ps.TracerProvider)
 	if a.pubsub, err = listen.New(a.sessionPool(), &ps); err != nil {
 		return fmt.Errorf("app: pub/sub: %w", err)
 	}
 
-	var sc listen.SyncConfig
-	if c.Sync != nil {
-		sc = *c.Sync
-	}
+	sc := copyOf(c.Sync)
 	if sc.Logger == nil {
 		sc.Logger = componentLogger(a.base, "sync")
 	}
@@ -41,30 +35,21 @@ func (a *App) build() error {
 		return fmt.Errorf("app: sync messages: %w", err)
 	}
 
-	var mc pgcache.ManagerConfig
-	if c.Cache != nil {
-		mc = *c.Cache
-	}
+	mc := copyOf(c.Cache)
 	mc.AppName, mc.Schema, mc.Logger, mc.PubSub = c.Name, c.Schema, componentLogger(a.base, "pgcache"), a.pubsub
 	mc.MeterProvider, mc.TracerProvider = c.providers(mc.MeterProvider, mc.TracerProvider)
 	if a.caches, err = pgcache.NewManager(a.pool, &mc); err != nil {
 		return fmt.Errorf("app: cache: %w", err)
 	}
 
-	var qc queue.Config
-	if c.Queue != nil {
-		qc = *c.Queue
-	}
+	qc := copyOf(c.Queue)
 	qc.AppName, qc.InstanceID, qc.Schema, qc.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "queue")
 	qc.MeterProvider, qc.TracerProvider = c.providers(qc.MeterProvider, qc.TracerProvider)
 	if a.queue, err = queue.New(a.sessionPool(), &qc); err != nil {
 		return fmt.Errorf("app: event queue: %w", err)
 	}
 
-	var lc advisorylock.Config
-	if c.Lock != nil {
-		lc = *c.Lock
-	}
+	lc := copyOf(c.Lock)
 	lc.AppName, lc.InstanceID, lc.Schema, lc.Logger = c.Name, c.InstanceID, c.Schema, componentLogger(a.base, "advisorylock")
 	lc.MeterProvider, lc.TracerProvider = c.providers(lc.MeterProvider, lc.TracerProvider)
 	if a.locks, err = advisorylock.New(a.sessionPool(), &lc); err != nil {
@@ -97,4 +82,14 @@ func (c Config) providers(mp metric.MeterProvider, tp trace.TracerProvider) (met
 		tp = c.TracerProvider
 	}
 	return mp, tp
+}
+
+// copyOf returns a copy of *p, or the zero config when p is nil, so that
+// build never changes a caller's sub-config.
+func copyOf[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
 }
