@@ -41,15 +41,21 @@ GRANT USAGE ON SCHEMA public TO %[1]s;
 GRANT SELECT, INSERT, UPDATE ON ` + counterTable + `, ` + counterLog + ` TO %[1]s;
 `
 
-// hardenDB starts from a database where PUBLIC may do nothing and pgcoord's
-// schema does not exist, so only the explicit GRANTs count.
-func hardenDB(t *testing.T, db *pgtest.DB, admin *pgxpool.Pool) {
+// hardenedDB marks t parallel and gives it a database where PUBLIC may do
+// nothing and pgcoord's schema does not exist, so only the explicit GRANTs
+// count, with a superuser pool on it.
+func hardenedDB(t *testing.T) (context.Context, *pgtest.DB, *pgxpool.Pool) {
 	t.Helper()
-	_, err := admin.Exec(context.Background(), `
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	admin := adminPool(t, db)
+	_, err := admin.Exec(ctx, `
 		DROP SCHEMA pgcoord CASCADE;
 		REVOKE ALL ON DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` FROM PUBLIC;
 		REVOKE ALL ON SCHEMA public FROM PUBLIC;`)
 	require.NoError(t, err)
+	return ctx, db, admin
 }
 
 // newRole creates a LOGIN role with no other attribute (not a superuser, no
@@ -119,11 +125,7 @@ func poolAs(t *testing.T, u string) *pgxpool.Pool {
 // TestPrivilegeSchemaOwner: a role that owns only the pgcoord schema runs the
 // migrations itself and then the whole cluster workload.
 func TestPrivilegeSchemaOwner(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	admin := adminPool(t, db)
-	hardenDB(t, db, admin)
+	ctx, db, admin := hardenedDB(t)
 	role := newRole(t, db, admin, "it_owner")
 	grant(t, admin, ownerGrants, role, db.Name)
 	setupCounter(t, db)
@@ -159,11 +161,7 @@ func TestPrivilegeSchemaOwner(t *testing.T) {
 // TestPrivilegeRuntimeRole: an owner role migrates; a second role that owns
 // nothing runs the cluster workload with DML grants only.
 func TestPrivilegeRuntimeRole(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	admin := adminPool(t, db)
-	hardenDB(t, db, admin)
+	ctx, db, admin := hardenedDB(t)
 	owner := newRole(t, db, admin, "it_mig")
 	grant(t, admin, ownerGrants, owner, db.Name)
 	migrateAs(t, db, owner)
@@ -198,11 +196,7 @@ func TestPrivilegeRuntimeRole(t *testing.T) {
 // to migrate (and re-run migrations at every start) without CREATE on the
 // database, since the schema already exists.
 func TestPrivilegeMigrateWithoutDatabaseCreate(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
-	admin := adminPool(t, db)
-	hardenDB(t, db, admin)
+	ctx, db, admin := hardenedDB(t)
 	role := newRole(t, db, admin, "it_nocreate")
 	grant(t, admin, ownerGrants, role, db.Name)
 	_, err := migrations.Up(ctx, poolAs(t, urlAs(t, db.URL, role)), nil)
