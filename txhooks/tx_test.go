@@ -46,6 +46,13 @@ func newTable(t *testing.T) *pgxpool.Pool {
 	return db.Pool
 }
 
+// withTable marks t parallel and gives it a context and newTable's pool.
+func withTable(t *testing.T) (context.Context, *pgxpool.Pool) {
+	t.Helper()
+	t.Parallel()
+	return context.Background(), newTable(t)
+}
+
 func count(t *testing.T, pool *pgxpool.Pool) int {
 	t.Helper()
 	var n int
@@ -74,9 +81,7 @@ func (r *recorder) hookOutcomes(tx *txhooks.Tx) {
 }
 
 func TestCommitRunsCommitHooksInOrderAfterCommit(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	tx, rec := begin(t, ctx, pool, 1)
 	var seenByOthers int
 	tx.AfterCommit(func(ctx context.Context) error {
@@ -97,9 +102,7 @@ func TestCommitRunsCommitHooksInOrderAfterCommit(t *testing.T) {
 }
 
 func TestRollbackRunsRollbackHooks(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	tx, rec := begin(t, ctx, pool, 1)
 	tx.AfterCommit(rec.hook("c1"))
 	tx.AfterRollback(rec.hook("r1"))
@@ -112,9 +115,7 @@ func TestRollbackRunsRollbackHooks(t *testing.T) {
 }
 
 func TestCommitTurnedIntoRollback(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	tx, rec := begin(t, ctx, pool)
 	tx.AfterCommit(rec.hook("c1"))
 	tx.AfterRollback(rec.hook("r1"))
@@ -126,9 +127,7 @@ func TestCommitTurnedIntoRollback(t *testing.T) {
 }
 
 func TestFailingAndPanickingHooksAreLoggedAndLaterHooksRun(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
@@ -191,9 +190,7 @@ func TestHooksGetUncancelledContext(t *testing.T) {
 }
 
 func TestSavepointHooksMoveToParentOnRelease(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	tx, rec := begin(t, ctx, pool)
 	tx.AfterCommit(rec.hook("outer-1"))
 	sp, err := tx.Savepoint(ctx)
@@ -208,9 +205,7 @@ func TestSavepointHooksMoveToParentOnRelease(t *testing.T) {
 }
 
 func TestReleasedSavepointRollbackHooksRunWhenParentRollsBack(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	tx, rec := begin(t, ctx, pool)
 	nested, err := tx.Begin(ctx) // the pgx.Tx interface form
 	require.NoError(t, err)
@@ -223,9 +218,7 @@ func TestReleasedSavepointRollbackHooksRunWhenParentRollsBack(t *testing.T) {
 }
 
 func TestSavepointRollbackDropsItsCommitHooks(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	tx, rec := begin(t, ctx, pool, 1)
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
@@ -247,9 +240,7 @@ func TestSavepointRollbackDropsItsCommitHooks(t *testing.T) {
 }
 
 func TestRun(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	rec := &recorder{}
 
 	err := txhooks.Run(ctx, pool, func(ctx context.Context, tx *txhooks.Tx) error {
@@ -299,9 +290,7 @@ func TestCancelledContextRollsBackAndRunsRollbackHooks(t *testing.T) {
 }
 
 func TestWrapAndHookAfterEnd(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	raw, err := pool.Begin(ctx)
 	require.NoError(t, err)
 	tx := txhooks.Wrap(raw)
@@ -371,9 +360,7 @@ func TestCommitNeverSentRunsRollbackHooks(t *testing.T) {
 // A COMMIT refused by the server with an ERROR (here a deferred constraint
 // checked at commit) rolled the transaction back: rollback hooks run.
 func TestCommitErrorRunsRollbackHooks(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	_, err := pool.Exec(ctx, `CREATE TABLE u (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)`)
 	require.NoError(t, err)
 	tx, rec := begin(t, ctx, pool)
@@ -390,9 +377,7 @@ func TestCommitErrorRunsRollbackHooks(t *testing.T) {
 // A savepoint whose RELEASE was never sent is still part of the outer
 // transaction: its hooks follow the outer transaction's outcome.
 func TestSavepointReleaseNeverSentFollowsParent(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	tx, rec := begin(t, ctx, pool)
 	sp, err := tx.Savepoint(ctx)
 	require.NoError(t, err)
@@ -413,9 +398,7 @@ func TestSavepointReleaseNeverSentFollowsParent(t *testing.T) {
 // savepoint's before-commit hooks follow it like commit hooks; those
 // registered on Outermost run whatever the savepoint does.
 func TestBeforeCommitRunsBeforeAndCanVeto(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	pool := newTable(t)
+	ctx, pool := withTable(t)
 	// Runs before COMMIT, inside the transaction, in order.
 	tx, rec := begin(t, ctx, pool)
 	tx.BeforeCommit(func(ctx context.Context) error {
