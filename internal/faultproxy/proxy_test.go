@@ -31,12 +31,20 @@ func backendPID(t *testing.T, conn *pgx.Conn) int {
 	return pid
 }
 
-func TestCutEndsOpenFlowsOnly(t *testing.T) {
+// proxied marks t parallel and gives it a proxy in front of a database of
+// its own, the proxy's URL, and one connection through it that has answered
+// a statement (so its flow is open).
+func proxied(t *testing.T) (*faultproxy.Proxy, string, *pgx.Conn) {
+	t.Helper()
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	p, url := faultproxy.StartFor(t, db.URL)
+	p, url := faultproxy.StartFor(t, pgtest.NewDB(t).URL)
 	conn := connect(t, url)
 	backendPID(t, conn)
+	return p, url, conn
+}
+
+func TestCutEndsOpenFlowsOnly(t *testing.T) {
+	p, url, conn := proxied(t)
 	require.Equal(t, 1, p.Flows())
 	accepted := p.Accepted()
 
@@ -49,11 +57,7 @@ func TestCutEndsOpenFlowsOnly(t *testing.T) {
 }
 
 func TestFreezeHoldsBytesUntilThaw(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	p, url := faultproxy.StartFor(t, db.URL)
-	frozen := connect(t, url)
-	backendPID(t, frozen)
+	p, url, frozen := proxied(t)
 	require.Equal(t, 1, p.Freeze())
 
 	// A frozen flow can never answer: a statement with a deadline fails.
