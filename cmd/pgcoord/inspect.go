@@ -146,7 +146,7 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 	// A lease is held when it has not expired (no expiry, or later than the
 	// database clock) and its owner's liveness session still holds its
 	// identity lock (an exclusive advisory lock whose second key is owner_id).
-	rows, err := pool.Query(ctx, `
+	if rep.Locks, err = collect(ctx, pool, "locks", `
 		SELECT app, key, owner, token,
 		       CASE WHEN expires_at IS NULL THEN NULL ELSE (expires_at - now())::text END
 		FROM `+t("locks")+` l
@@ -154,63 +154,35 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 		  AND EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND p.granted
 		              AND p.mode = 'ExclusiveLock' AND p.objsubid = 2 AND p.objid = l.owner_id::oid
 		              AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-		ORDER BY app, key`)
-	if err != nil {
-		return nil, fmt.Errorf("inspect locks: %w", err)
-	}
-	rep.Locks, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (LockRow, error) {
-		var l LockRow
-		return l, r.Scan(&l.App, &l.Key, &l.Owner, &l.Token, &l.ExpiresIn)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inspect locks: %w", err)
+		ORDER BY app, key`,
+		func(l *LockRow) []any { return []any{&l.App, &l.Key, &l.Owner, &l.Token, &l.ExpiresIn} }); err != nil {
+		return nil, err
 	}
 
-	rows, err = pool.Query(ctx, `
+	if rep.Queues, err = collect(ctx, pool, "queues", `
 		SELECT queue, coalesce(args->>'channel', kind), state::text, count(*)
 		FROM `+t("river_job")+`
-		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`)
-	if err != nil {
-		return nil, fmt.Errorf("inspect queues: %w", err)
-	}
-	rep.Queues, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (QueueRow, error) {
-		var q QueueRow
-		return q, r.Scan(&q.Queue, &q.Channel, &q.State, &q.Count)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inspect queues: %w", err)
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
+		func(q *QueueRow) []any { return []any{&q.Queue, &q.Channel, &q.State, &q.Count} }); err != nil {
+		return nil, err
 	}
 
-	rows, err = pool.Query(ctx, `
+	if rep.Caches, err = collect(ctx, pool, "caches", `
 		SELECT app, prefix, count(*), coalesce(sum(octet_length(value)), 0)::bigint,
 		       count(*) FILTER (WHERE expires_at <= now())
 		FROM `+t("cache_entries")+`
-		GROUP BY 1, 2 ORDER BY 1, 2`)
-	if err != nil {
-		return nil, fmt.Errorf("inspect caches: %w", err)
-	}
-	rep.Caches, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (CacheRow, error) {
-		var c CacheRow
-		return c, r.Scan(&c.App, &c.Prefix, &c.Entries, &c.Bytes, &c.Expired)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inspect caches: %w", err)
+		GROUP BY 1, 2 ORDER BY 1, 2`,
+		func(c *CacheRow) []any { return []any{&c.App, &c.Prefix, &c.Entries, &c.Bytes, &c.Expired} }); err != nil {
+		return nil, err
 	}
 
-	rows, err = pool.Query(ctx, `
+	if rep.Channels, err = collect(ctx, pool, "messages", `
 		SELECT app, channel, count(*), max(published_at), count(DISTINCT sender)
 		FROM `+t("messages")+`
 		WHERE published_at > now() - interval '1 hour' AND sender <> '' -- not listen's retention markers
-		GROUP BY 1, 2 ORDER BY 1, 2`)
-	if err != nil {
-		return nil, fmt.Errorf("inspect messages: %w", err)
-	}
-	rep.Channels, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ChannelRow, error) {
-		var c ChannelRow
-		return c, r.Scan(&c.App, &c.Channel, &c.Messages, &c.Last, &c.Senders)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inspect messages: %w", err)
+		GROUP BY 1, 2 ORDER BY 1, 2`,
+		func(c *ChannelRow) []any { return []any{&c.App, &c.Channel, &c.Messages, &c.Last, &c.Senders} }); err != nil {
+		return nil, err
 	}
 
 	// Listener sessions: PostgreSQL shows no other session's LISTENs, but
@@ -222,6 +194,23 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 		}
 	}
 	return rep, nil
+}
+
+// collect runs query and scans each row into the fields of a T that fields
+// lists; errors say which part of the report (what) failed.
+func collect[T any](ctx context.Context, pool *pgxpool.Pool, what, query string, fields func(*T) []any) ([]T, error) {
+	rows, err := pool.Query(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", what, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) {
+		var v T
+		return v, r.Scan(fields(&v)...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inspect %s: %w", what, err)
+	}
+	return out, nil
 }
 
 // registryVersion is the migration that created the instance registry.
