@@ -2,6 +2,7 @@ package listen
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -526,11 +527,21 @@ func fetchMessages(ctx context.Context, q querier, ps *PubSub, ids []int64) ([]e
 		var (
 			e       envelope
 			payload string
+			headers *string
 		)
-		if err := rows.Scan(&e.msg.ID, &e.xid, &e.msg.Channel, &e.msg.Sender, &e.skipSelf, &e.onlySelf, &payload, &e.msg.PublishedAt); err != nil {
+		if err := rows.Scan(&e.msg.ID, &e.xid, &e.msg.Channel, &e.msg.Sender, &e.skipSelf, &e.onlySelf, &payload, &e.msg.PublishedAt, &headers); err != nil {
 			return nil, fmt.Errorf("fetch messages: %w", err)
 		}
 		e.msg.Payload = []byte(payload)
+		if headers != nil {
+			// The column's CHECK keeps it an object; a value that is not
+			// one of strings (written by hand) is ignored, not fatal.
+			if json.Unmarshal([]byte(*headers), &e.headers) == nil && len(e.headers) > 0 {
+				e.msg.Headers = e.headers
+			} else {
+				e.headers = nil
+			}
+		}
 		envs = append(envs, e)
 	}
 	if err := rows.Err(); err != nil {

@@ -141,7 +141,7 @@ func (ps *PubSub) publishBatch(batch []*pubReq) {
 			// the notification's round trip. Deduplication by id makes the
 			// notification a no-op when it arrives.
 			e := envs[i]
-			e.msg.Channel, e.msg.Payload, e.msg.Sender = r.args.channel, r.args.payload, ps.cfg.InstanceID
+			e.msg.Channel, e.msg.Payload, e.msg.Sender, e.msg.Headers = r.args.channel, r.args.payload, ps.cfg.InstanceID, r.args.headers
 			e.skipSelf, e.onlySelf = r.args.skipSelf, r.args.onlySelf
 			local = append(local, e)
 		}
@@ -164,6 +164,7 @@ func (ps *PubSub) publishMany(ctx context.Context, batch []*pubReq, envs []envel
 	skip := make([]bool, len(batch))
 	only := make([]bool, len(batch))
 	payloads := make([]string, len(batch))
+	var headers []string // nil (NULL) when no message has headers
 	rests := make([]string, len(batch))
 	sender := ps.cfg.InstanceID
 	ws := make([]wireOut, len(batch))
@@ -176,6 +177,12 @@ func (ps *PubSub) publishMany(ctx context.Context, batch []*pubReq, envs []envel
 	for i, r := range batch {
 		a := r.args
 		channels[i], skip[i], only[i], payloads[i] = a.channel, a.skipSelf, a.onlySelf, string(a.payload)
+		if len(a.headers) > 0 {
+			if headers == nil {
+				headers = make([]string, len(batch))
+			}
+			headers[i] = encodeHeaders(a.headers)
+		}
 		if inline {
 			rests[i] = entryRest(kind, ws[i])
 			size += len(rests[i]) + entryOverhead
@@ -187,7 +194,7 @@ func (ps *PubSub) publishMany(ctx context.Context, batch []*pubReq, envs []envel
 	}
 	rows, err := ps.pool.Query(ctx, ps.sql.publishMany,
 		ps.cfg.AppName, sender, channels, skip, only, payloads,
-		ps.physChannel, head, inlineLimit, rests, inline)
+		ps.physChannel, head, inlineLimit, rests, inline, headers)
 	if err != nil {
 		return err
 	}

@@ -107,10 +107,11 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 	// TracerProvider receives a producer span per Publish / PublishTx
 	// ("send <channel>") and a consumer span per handler call ("process
-	// <channel>"). Publish carries the producer span's W3C trace context in
-	// the message's headers, and the handler's span on every receiving
-	// instance is its child; a message found by a catch-up, or published
-	// with PublishTx, carries none. Defaults to otel.GetTracerProvider().
+	// <channel>"). Publish and PublishTx carry the producer span's W3C
+	// trace context in the message's headers (in its notification and its
+	// log row), and the handler's span on every receiving instance is its
+	// child, however the message reached it. Defaults to
+	// otel.GetTracerProvider().
 	TracerProvider trace.TracerProvider
 }
 
@@ -199,9 +200,11 @@ type Message struct {
 	// PublishedAt is the database time of the publishing transaction.
 	PublishedAt time.Time
 	// Headers is metadata sent beside the payload: the publisher's W3C trace
-	// context (traceparent, tracestate) when it published inside a recording
-	// span. Only a message delivered from its notification has them: the
-	// log stores no headers, so a message found by a catch-up has none.
+	// context (traceparent, tracestate) when it published (Publish or
+	// PublishTx) inside a recording span. The log stores them too (schema
+	// version 15), so a message read from the log by a catch-up or by id
+	// has the same headers as one carried by its notification. nil when
+	// there are none.
 	Headers map[string]string
 }
 
@@ -329,11 +332,13 @@ func buildStatements(t string) statements {
 		// Several concurrent Publish calls of this instance in one
 		// statement: one commit and one notification carrying all of them
 		// (or a wake-up when they do not fit). The rows are inserted in
-		// argument order, so their ids ascend in that order.
+		// argument order, so their ids ascend in that order. $12 is the
+		// messages' headers ('' for none), or NULL when none has any: the
+		// column stays NULL.
 		publishMany: `WITH m AS (
-				INSERT INTO ` + t + ` (app, channel, sender, skip_self, only_self, payload)
-				SELECT $1, u.c, $2, u.s, u.o, u.p::json
-				FROM unnest($3::text[], $4::bool[], $5::bool[], $6::text[]) WITH ORDINALITY AS u(c, s, o, p, n)
+				INSERT INTO ` + t + ` (app, channel, sender, skip_self, only_self, payload, headers)
+				SELECT $1, u.c, $2, u.s, u.o, u.p::json, NULLIF(u.h, '')::jsonb
+				FROM unnest($3::text[], $4::bool[], $5::bool[], $6::text[], $12::text[]) WITH ORDINALITY AS u(c, s, o, p, h, n)
 				ORDER BY u.n
 				RETURNING id, xid, published_at
 			), b AS (
@@ -345,8 +350,11 @@ func buildStatements(t string) statements {
 			SELECT m.id, m.xid, m.published_at FROM m, n ORDER BY m.id`,
 		// In a caller's transaction the notification is a constant wake-up:
 		// PostgreSQL folds identical notifications of one transaction, so a
-		// transaction that publishes many messages sends one NOTIFY.
-		publishTx: `WITH m AS (` + fmt.Sprintf(insert, t) + `)
+		// transaction that publishes many messages sends one NOTIFY. $8
+		// is the message's headers, '' for none (NULL in the row).
+		publishTx: `WITH m AS (INSERT INTO ` + t + ` (app, channel, sender, skip_self, only_self, payload, headers)
+				VALUES ($1, $2, $3, $4, $5, $6, NULLIF($8::text, '')::jsonb)
+				RETURNING id, xid, published_at)
 			SELECT id, xid, published_at, pg_notify($7, 'W') FROM m`,
 		// Every read of the log returns, in the same statement (so the
 		// same snapshot), the snapshot, the server's identity and the
@@ -393,7 +401,7 @@ func buildStatements(t string) statements {
 					AND (m.xid, m.id) > ($5::text::xid8, $6::bigint)` + routing + `
 				ORDER BY m.xid, m.id LIMIT $7
 			) p`,
-		fetch: `SELECT id, xid, channel, sender, skip_self, only_self, payload::text, published_at
+		fetch: `SELECT id, xid, channel, sender, skip_self, only_self, payload::text, published_at, headers::text
 			FROM ` + t + ` WHERE app = $1 AND id = ANY($2) ORDER BY xid, id`,
 		// Retention counts from the commit, which no column records
 		// (published_at is the transaction's start). A marker row (see
@@ -636,7 +644,7 @@ func (ps *PubSub) encodePayload(payload any) ([]byte, error) {
 type publishArgs struct {
 	channel            string
 	payload            []byte
-	headers            map[string]string // metadata (see wire.go); none yet from the public API
+	headers            map[string]string // metadata (see wire.go): the trace context set by telemetry.send
 	skipSelf, onlySelf bool
 }
 
@@ -712,18 +720,19 @@ func (ps *PubSub) PublishTx(ctx context.Context, tx pgx.Tx, channel string, payl
 	if err != nil {
 		return err
 	}
-	ctx, span := ps.tel.send(ctx, nil)
+	ctx, span := ps.tel.send(ctx, &a)
 	defer span.End()
 	var env envelope
 	err = tx.QueryRow(ctx, ps.sql.publishTx,
 		ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload), ps.physChannel,
+		encodeHeaders(a.headers),
 	).Scan(&env.msg.ID, &env.xid, &env.msg.PublishedAt, nil)
 	if err != nil {
 		return fmt.Errorf("listen: publish %q: %w", channel, err)
 	}
 	ps.count(&ps.stats.published, 1)
 	if ht, ok := tx.(*txhooks.Tx); ok && !a.skipSelf {
-		env.msg.Channel, env.msg.Payload, env.msg.Sender = a.channel, a.payload, ps.cfg.InstanceID
+		env.msg.Channel, env.msg.Payload, env.msg.Sender, env.msg.Headers = a.channel, a.payload, ps.cfg.InstanceID, a.headers
 		env.skipSelf, env.onlySelf = a.skipSelf, a.onlySelf
 		ht.AfterCommit(func(context.Context) error {
 			ps.dispatchLocal(env)

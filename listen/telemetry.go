@@ -28,17 +28,12 @@ type telemetry struct {
 // propagator carries W3C trace context in message headers.
 var propagator = propagation.TraceContext{}
 
-// send starts the producer span of a publish of a (a nil a: PublishTx,
-// whose message carries no headers) and, when the span's context is valid,
-// puts it in a's headers.
+// send starts the producer span of a publish of a and, when the span's
+// context is valid, puts it in a's headers.
 func (t *telemetry) send(ctx context.Context, a *publishArgs) (context.Context, trace.Span) {
-	channel := ""
-	if a != nil {
-		channel = a.channel
-	}
-	ctx, span := t.tracer.Start(ctx, "send "+channel, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(otelx.SystemAttr, otelx.KeyDestination.String(channel), otelx.KeyOperationType.String(otelx.OpSend)))
-	if a != nil && span.SpanContext().IsValid() {
+	ctx, span := t.tracer.Start(ctx, "send "+a.channel, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(otelx.SystemAttr, otelx.KeyDestination.String(a.channel), otelx.KeyOperationType.String(otelx.OpSend)))
+	if span.SpanContext().IsValid() {
 		h := propagation.MapCarrier{}
 		propagator.Inject(ctx, h)
 		a.headers = h

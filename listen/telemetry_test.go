@@ -3,11 +3,14 @@ package listen
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgcoord/pgcoord/internal/otelxtest"
@@ -67,9 +70,7 @@ func TestTraceCrossesInstances(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
 	traces := otelxtest.NewTraces(t) // one collector for every instance
-	// No poll: a poll may find the message in the log first, and the log
-	// keeps no headers (see Message.Headers).
-	cfg := &Config{TracerProvider: traces.Provider, PollInterval: time.Hour}
+	cfg := &Config{TracerProvider: traces.Provider}
 	a := started(t, db, "inst-a", cfg)
 	var inboxes []*inbox
 	for _, name := range []string{"inst-b", "inst-c"} {
@@ -97,5 +98,59 @@ func TestTraceCrossesInstances(t *testing.T) {
 	for _, p := range traces.Spans("process ch") {
 		require.Equal(t, want, p.SpanContext.TraceID())
 		require.Equal(t, sends[0].SpanContext.SpanID(), p.Parent.SpanID())
+	}
+}
+
+// The publisher's trace continues in the handler however the message
+// arrives: published with PublishTx (the notification is a wake-up, the
+// message is read from the log), with Publish but too large to travel
+// inline (read from the log by a catch-up), or delivered locally to the
+// publisher (IncludeSelf). The handler's process span is a child of the
+// send span.
+func TestTraceThroughLog(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	traces := otelxtest.NewTraces(t)
+	cfg := &Config{TracerProvider: traces.Provider, PollInterval: time.Hour}
+	a := started(t, db, "inst-a", cfg)
+	b := started(t, db, "inst-b", cfg)
+	// Each handler answers with its trace id and its span's parent.
+	parents := func(ps *PubSub, channel string) *inbox {
+		got := &inbox{}
+		_, err := ps.Subscribe(ctx, channel, func(ctx context.Context, m Message) error {
+			span := trace.SpanFromContext(ctx).(sdktrace.ReadOnlySpan)
+			m.Payload = []byte(span.SpanContext().TraceID().String() + "/" + span.Parent().SpanID().String())
+			return got.handle(ctx, m)
+		}, nil)
+		require.NoError(t, err)
+		return got
+	}
+	large := `"` + strings.Repeat("x", inlineLimit) + `"`
+	for name, tc := range map[string]struct {
+		on      *PubSub // receives
+		publish func(ctx context.Context, channel string) error
+	}{
+		"PublishTx": {b, func(ctx context.Context, channel string) error {
+			return pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return a.PublishTx(ctx, tx, channel, 1, nil) })
+		}},
+		"Publish read from the log": {b, func(ctx context.Context, channel string) error {
+			return a.Publish(ctx, channel, []byte(large), nil)
+		}},
+		"Publish delivered locally": {a, func(ctx context.Context, channel string) error {
+			return a.Publish(ctx, channel, 1, &PublishOpts{OnlySelf: true})
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			channel := strings.ReplaceAll(name, " ", "-")
+			got := parents(tc.on, channel)
+			parent, span := traces.Provider.Tracer("test").Start(ctx, "request")
+			require.NoError(t, tc.publish(parent, channel))
+			span.End()
+			sends := traces.Spans("send " + channel)
+			require.Len(t, sends, 1)
+			require.Equal(t, span.SpanContext().SpanID(), sends[0].Parent.SpanID())
+			got.waitPayload(t, span.SpanContext().TraceID().String()+"/"+sends[0].SpanContext.SpanID().String())
+		})
 	}
 }

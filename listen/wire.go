@@ -33,8 +33,9 @@ import (
 // through the log, delayed by at most a catch-up, never lost. Listeners
 // before version 2 ignore unknown kinds and read those messages at their
 // next poll. A publisher therefore sends version 1 kinds unless a message
-// carries headers. Rows in the log carry no headers (the messages table has
-// no column for them): a message found by a catch-up or by id has none.
+// carries headers. Rows in the log carry the same headers (the messages
+// table's headers column, NULL when there are none, schema version 15): a
+// message found by a catch-up or by id has them too.
 const (
 	kindWake   = 'W'
 	kindRef    = 'R'

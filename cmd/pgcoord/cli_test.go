@@ -66,7 +66,7 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.Equal(t, 3, code, "pending migrations fail CI")
 	require.Contains(t, out, "pending")
 	require.NotContains(t, out, "20") // no applied timestamps
-	require.Contains(t, errOut, "is at version 0, this pgcoord needs version 14")
+	require.Contains(t, errOut, "is at version 0, this pgcoord needs version 15")
 	code, out, _ = runCLI(t, "migrate", "status", "--json", "--database-url", db.URL)
 	require.Equal(t, 3, code)
 	var st struct {
@@ -78,8 +78,8 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 	require.Equal(t, "pending", st.State)
 	require.EqualValues(t, 0, st.DatabaseVersion)
-	require.EqualValues(t, 14, st.ExpectedVersion)
-	require.Len(t, st.Pending, 14)
+	require.EqualValues(t, 15, st.ExpectedVersion)
+	require.Len(t, st.Pending, 15)
 
 	code, out, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL)
 	require.Zero(t, code, errOut)
@@ -95,17 +95,17 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.Zero(t, code)
 	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 	require.Equal(t, "current", st.State)
-	require.EqualValues(t, 14, st.DatabaseVersion)
+	require.EqualValues(t, 15, st.DatabaseVersion)
 	require.Empty(t, st.Pending)
 
 	// A newer pgcoord's migration: status fails too.
-	_, err := db.Pool.Exec(context.Background(), `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (15, true)`)
+	_, err := db.Pool.Exec(context.Background(), `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (16, true)`)
 	require.NoError(t, err)
 	code, out, _ = runCLI(t, "migrate", "status", "--json", "--database-url", db.URL)
 	require.Equal(t, 3, code)
 	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 	require.Equal(t, "too_new", st.State)
-	require.EqualValues(t, 15, st.DatabaseVersion)
+	require.EqualValues(t, 16, st.DatabaseVersion)
 
 	code, _, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL, "--schema", "Bad;Schema")
 	require.Equal(t, 1, code)
