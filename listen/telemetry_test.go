@@ -14,16 +14,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pgcoord/pgcoord/internal/otelxtest"
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 // Each listen instrument moves when its event happens: messages published
 // and delivered, a handler error, handler durations and publish→deliver lags
 // per channel, log reads, a listener reconnect, and the healthy gauge.
 func TestInstruments(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := context.Background()
+	ctx, db := setup(t)
 	metrics := otelxtest.NewMetrics(t)
 	a := started(t, db, "inst-a", nil)
 	b := started(t, db, "inst-b", &Config{MeterProvider: metrics.Provider})
@@ -66,9 +63,7 @@ func TestInstruments(t *testing.T) {
 // publisher's send span, in the publisher's trace; the handler's ctx
 // carries it.
 func TestTraceCrossesInstances(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := context.Background()
+	ctx, db := setup(t)
 	traces := otelxtest.NewTraces(t) // one collector for every instance
 	cfg := &Config{TracerProvider: traces.Provider}
 	a := started(t, db, "inst-a", cfg)
@@ -108,9 +103,7 @@ func TestTraceCrossesInstances(t *testing.T) {
 // publisher (IncludeSelf). The handler's process span is a child of the
 // send span.
 func TestTraceThroughLog(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := context.Background()
+	ctx, db := setup(t)
 	traces := otelxtest.NewTraces(t)
 	cfg := &Config{TracerProvider: traces.Provider, PollInterval: time.Hour}
 	a := started(t, db, "inst-a", cfg)
