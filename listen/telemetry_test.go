@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,4 +147,87 @@ func TestTraceThroughLog(t *testing.T) {
 			got.waitPayload(t, span.SpanContext().TraceID().String()+"/"+sends[0].SpanContext.SpanID().String())
 		})
 	}
+}
+
+// The instruments of rarer events move when each happens, read back as
+// Stats counts them: rows found by a catch-up (a PublishTx), messages dropped by a full buffer and recovered from the log,
+// and dropped messages lost because retention pruned their rows before
+// they were recovered.
+func TestInstrumentsDroppedRecoveredLost(t *testing.T) {
+	ctx, db := setup(t)
+	metrics := otelxtest.NewMetrics(t)
+	pub := started(t, db, "inst-pub", &Config{Retention: time.Microsecond, PruneInterval: -1})
+	sub := started(t, db, "inst-sub", &Config{MeterProvider: metrics.Provider, PruneInterval: -1})
+	// blocked subscribes a handler that holds its first message until
+	// released, with room for one more.
+	blocked := func(channel string) (*inbox, chan struct{}) {
+		got, release := &inbox{}, make(chan struct{})
+		var first sync.Once
+		_, err := sub.Subscribe(ctx, channel, func(ctx context.Context, m Message) error {
+			first.Do(func() { <-release })
+			return got.handle(ctx, m)
+		}, &SubscribeOpts{BufferSize: 1})
+		require.NoError(t, err)
+		return got, release
+	}
+	publish := func(channel string, n int) {
+		for i := range n {
+			require.NoError(t, pub.Publish(ctx, channel, i, nil))
+		}
+	}
+
+	woken := subscribe(t, sub, "tx", nil) // a PublishTx's notification is a wake-up: a catch-up reads it
+	require.NoError(t, pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error { return pub.PublishTx(ctx, tx, "tx", 1, nil) }))
+	woken.waitLen(t, 1)
+
+	got, release := blocked("recovered")
+	publish("recovered", 6)
+	waitState(t, sub, waitFor, func() bool { return sub.Stats().Dropped > 0 })
+	close(release)
+	got.waitLen(t, 6)
+	waitState(t, sub, waitFor, func() bool { return sub.Stats().Recovered == sub.Stats().Dropped })
+
+	dropped := sub.Stats().Dropped
+	_, release = blocked("lost")
+	publish("lost", 6)
+	waitState(t, sub, waitFor, func() bool { return sub.Stats().Dropped > dropped })
+	for _, step := range []string{"marker", "prune"} { // the second run finds the first's marker older than Retention
+		_, err := pub.prune(ctx)
+		require.NoError(t, err, step)
+	}
+	close(release)
+	waitState(t, sub, waitFor, func() bool { return sub.Stats().Lost > 0 })
+
+	st := sub.Stats()
+	require.Positive(t, st.CaughtUp)
+	require.Positive(t, st.Recovered)
+	metrics.Require(t,
+		otelxtest.Want{Name: "pgcoord.listen.catchup.rows", Value: st.CaughtUp},
+		otelxtest.Want{Name: "pgcoord.listen.dropped", Value: st.Dropped},
+		otelxtest.Want{Name: "pgcoord.listen.recovered", Value: st.Recovered},
+		otelxtest.Want{Name: "pgcoord.listen.lost", Value: st.Lost},
+	)
+}
+
+// A switchover (the listener finds its watermark above the server's
+// transaction ids, as after a point-in-time restore) moves
+// pgcoord.listen.switchovers; the listener stays healthy. (A reconnect is
+// in TestInstruments.)
+func TestInstrumentsSwitchover(t *testing.T) {
+	ctx, db := setup(t)
+	metrics := otelxtest.NewMetrics(t)
+	pub := started(t, db, "inst-pub", nil)
+	sub := started(t, db, "inst-sub", &Config{MeterProvider: metrics.Provider})
+	got := subscribe(t, sub, "ch", nil)
+	barrier(t, pub, got, "ch")
+	require.Zero(t, metrics.Value(t, "pgcoord.listen.switchovers"))
+
+	sub.led.shiftXmax(1 << 32) // as if the transaction ids had gone back
+	waitState(t, sub, switchoverWait, func() bool { return sub.Stats().Switchovers == 1 && sub.Healthy() })
+	require.NoError(t, pub.Publish(ctx, "ch", "after", nil))
+	got.waitPayload(t, `"after"`)
+	metrics.Require(t,
+		otelxtest.Want{Name: "pgcoord.listen.switchovers", Value: 1},
+		otelxtest.Want{Name: "pgcoord.listen.healthy", Value: 1},
+	)
 }

@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,31 +53,23 @@ func TestInstruments(t *testing.T) {
 	waitState(t, db, bad, "discarded")
 	waitState(t, db, cancelled, "cancelled")
 
-	dest := func(ch string) attribute.KeyValue { return attribute.String("messaging.destination.name", ch) }
-	got := metrics.Collect(t)
-	for _, c := range []struct {
-		name, channel string
-		want          int64
-	}{
-		{"pgcoord.queue.published", "ok", 1},
-		{"pgcoord.queue.published", "bad", 1},
-		{"pgcoord.queue.started", "ok", 1},
-		{"pgcoord.queue.completed", "ok", 1},
-		{"pgcoord.queue.process.duration", "ok", 1},
-		{"pgcoord.queue.started", "bad", 2},
-		{"pgcoord.queue.failed", "bad", 2},
-		{"pgcoord.queue.retried", "bad", 1},
-		{"pgcoord.queue.discarded", "bad", 1},
-		{"pgcoord.queue.completed", "bad", 0},
-		{"pgcoord.queue.cancelled", "cancel", 1},
-		{"pgcoord.queue.failed", "cancel", 0},
+	// Per channel, each instrument's value ("depth/<state>": the depth gauge
+	// in that state).
+	var wants []otelxtest.Want
+	for channel, values := range map[string]map[string]int64{
+		"ok":     {"published": 1, "started": 1, "completed": 1, "process.duration": 1, "depth/completed": 1},
+		"bad":    {"published": 1, "started": 2, "failed": 2, "retried": 1, "discarded": 1, "completed": 0, "depth/discarded": 1},
+		"cancel": {"cancelled": 1, "failed": 0, "depth/cancelled": 1},
 	} {
-		require.Equal(t, c.want, otelxtest.Value(got[c.name], dest(c.channel), attribute.String("messaging.system", "pgcoord")), "%s %s", c.name, c.channel)
+		for what, value := range values {
+			attrs := []attribute.KeyValue{attribute.String("messaging.system", "pgcoord"), attribute.String("messaging.destination.name", channel)}
+			if name, state, ok := strings.Cut(what, "/"); ok {
+				what, attrs = name, append(attrs, attribute.String("pgcoord.queue.state", state))
+			}
+			wants = append(wants, otelxtest.Want{Name: "pgcoord.queue." + what, Attrs: attrs, Value: value})
+		}
 	}
-	state := func(s string) attribute.KeyValue { return attribute.String("pgcoord.queue.state", s) }
-	require.Equal(t, int64(1), otelxtest.Value(got["pgcoord.queue.depth"], dest("ok"), state("completed")))
-	require.Equal(t, int64(1), otelxtest.Value(got["pgcoord.queue.depth"], dest("bad"), state("discarded")))
-	require.Equal(t, int64(1), otelxtest.Value(got["pgcoord.queue.depth"], dest("cancel"), state("cancelled")))
+	got := metrics.Require(t, wants...)
 	require.Positive(t, otelxtest.Value(got["river.work_count"]), "otelriver's metrics")
 
 	// otelriver: the insert span is a child of the publisher's span, and the
