@@ -84,6 +84,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("river: %w", err)
 		}
 		for _, row := range r {
+			if row.Name == "queue.throughput_envelope" {
+				// River against River (pgcoord's row shape vs a minimal
+				// one): a pgcoord bench row, not a peer comparison.
+				continue
+			}
 			row.Name = "river." + strings.TrimPrefix(row.Name, "queue.")
 			row.BaselineName = "River v0.51.2, its defaults"
 			if !strings.HasSuffix(row.Name, "_defaults") {

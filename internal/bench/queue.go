@@ -32,7 +32,14 @@ const queueBatch = 1000
 //     back-to-back messages (each published once the previous one started),
 //     identical settings;
 //   - queue.throughput_defaults / queue.latency_p50_defaults: the same with
-//     each side's defaults (River: FetchCooldown 100 ms, FetchPollInterval 1 s).
+//     each side's defaults (River: FetchCooldown 100 ms, FetchPollInterval 1 s);
+//   - queue.throughput_envelope: no pgcoord code at all: raw River burning
+//     down jobs whose args have pgcoord's envelope ({"channel", "payload",
+//     "timeout_ms", "max_retries"}, 312-byte rows) against the same River
+//     with {"i"} args (232-byte rows), same settings, sides alternating. It
+//     isolates what the job row's shape costs River's fetch and completion
+//     (every state change rewrites the row and its args GIN entries), the
+//     part of queue.throughput's gap the envelope's contract fixes.
 func Queue(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error) {
 	opts = opts.WithDefaults()
 	n := opts.Ops
@@ -63,6 +70,24 @@ func Queue(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Row, error)
 		}
 		rows = append(rows, Throughput(m.name, "river", p, r))
 	}
+
+	// Alternate which shape runs first, so neither always meets the table
+	// the other just filled.
+	var env, plain []float64
+	for rep := range 2 {
+		for _, envelope := range []bool{rep == 0, rep != 0} {
+			tp, err := riverBurnDownArgs(ctx, pool, opts, fmt.Sprintf("env%d%t", rep, envelope), n, same, envelope)
+			if err != nil {
+				return nil, err
+			}
+			if envelope {
+				env = append(env, tp)
+			} else {
+				plain = append(plain, tp)
+			}
+		}
+	}
+	rows = append(rows, Throughput("queue.throughput_envelope", "River, {\"i\"} args instead of pgcoord's envelope", mean(env), mean(plain)))
 
 	p, r, err := interleavedLatency(ctx, pool, opts, "lat", latN, same)
 	if err != nil {
@@ -147,6 +172,26 @@ type benchArgs struct {
 
 func (benchArgs) Kind() string { return "pgcoord_bench_noop" }
 
+// envelopeArgs has the shape of package queue's river_job.args (a message
+// published with default options), under benchArgs' kind: River's worker
+// for benchArgs runs it (the extra fields are ignored).
+type envelopeArgs struct {
+	Channel    string `json:"channel"`
+	Payload    int    `json:"payload"`
+	TimeoutMS  int64  `json:"timeout_ms"`
+	MaxRetries int    `json:"max_retries"`
+}
+
+func (envelopeArgs) Kind() string { return "pgcoord_bench_noop" }
+
+func mean(xs []float64) float64 {
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
+}
+
 func newRiver(pool *pgxpool.Pool, opts Options, tag string, s *riverSettings, work func()) (*river.Client[pgx.Tx], string, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[benchArgs]) error {
@@ -179,6 +224,12 @@ func stopRiver(c *river.Client[pgx.Tx]) {
 
 // riverBurnDown is pgcoordBurnDown with a raw River client.
 func riverBurnDown(ctx context.Context, pool *pgxpool.Pool, opts Options, tag string, n int, s *riverSettings) (float64, error) {
+	return riverBurnDownArgs(ctx, pool, opts, tag, n, s, false)
+}
+
+// riverBurnDownArgs is riverBurnDown; envelope queues jobs whose args have
+// pgcoord's shape (envelopeArgs) and pgcoord's max_attempts.
+func riverBurnDownArgs(ctx context.Context, pool *pgxpool.Pool, opts Options, tag string, n int, s *riverSettings, envelope bool) (float64, error) {
 	var processed atomic.Int64
 	done := make(chan struct{})
 	c, name, err := newRiver(pool, opts, sanitizeTag(tag), s, func() {
@@ -192,7 +243,12 @@ func riverBurnDown(ctx context.Context, pool *pgxpool.Pool, opts Options, tag st
 	for lo := 0; lo < n; lo += queueBatch {
 		batch := make([]river.InsertManyParams, 0, queueBatch)
 		for i := lo; i < min(lo+queueBatch, n); i++ {
-			batch = append(batch, river.InsertManyParams{Args: benchArgs{I: i}, InsertOpts: &river.InsertOpts{Queue: name}})
+			p := river.InsertManyParams{Args: benchArgs{I: i}, InsertOpts: &river.InsertOpts{Queue: name}}
+			if envelope {
+				p.Args = envelopeArgs{Channel: "noop", Payload: i, TimeoutMS: queue.DefaultTimeout.Milliseconds()}
+				p.InsertOpts.MaxAttempts = 1 + queue.DefaultMaxRescues
+			}
+			batch = append(batch, p)
 		}
 		if _, err := c.InsertMany(ctx, batch); err != nil {
 			return 0, err

@@ -4,7 +4,7 @@ import "testing"
 
 func TestQueueSuiteRows(t *testing.T) {
 	t.Parallel()
-	want := map[string]string{"queue.throughput": "ops/s", "queue.throughput_defaults": "ops/s"}
+	want := map[string]string{"queue.throughput": "ops/s", "queue.throughput_defaults": "ops/s", "queue.throughput_envelope": "ops/s"}
 	for _, name := range []string{"queue.latency_p50", "queue.latency_p99", "queue.latency_p50_defaults"} {
 		want[name] = "us"
 	}
