@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,7 +32,14 @@ const listenScaleInstances = 48
 //   - listen.scale.n48: deliveries per second (messages × 48, until the last
 //     delivery) while listenPublishers goroutines publish;
 //   - listen.scale_p50.n48: p50 of every delivery's latency, from the start
-//     of the publish, with one message in flight.
+//     of the publish, with one message in flight;
+//   - listen.scale_server_cpu.n48: the server's CPU time (every process of
+//     the PostgreSQL instance) per delivery during the throughput runs,
+//     when the server runs on this machine and its data directory is
+//     readable ([serverCPU]); docs/scaling.md derives deliveries/s per core
+//     from it;
+//   - listen.scale_client_cpu.n48: this process's CPU time per delivery in
+//     the same runs (the publishers and all 48 instances live in it).
 //
 // The sides alternate in listenRounds rounds.
 func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, p *pgxpool.Pool, opts Options) ([]Row, error) {
@@ -112,6 +123,9 @@ func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, 
 
 	var oursLat, rawLat Sample
 	var oursRate, rawRate []float64
+	// CPU seconds and deliveries of the throughput runs, per side.
+	var oursCPU, rawCPU struct{ server, client, deliveries float64 }
+	_, serverOK := serverCPU(ctx, p)
 	id := 0 // every message of the run has its own id
 	for range listenRounds {
 		for _, x := range []struct {
@@ -119,7 +133,8 @@ func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, 
 			recv    chan int
 			lat     *Sample
 			rate    *[]float64
-		}{{rawPublish, raw, &rawLat, &rawRate}, {oursPublish, ours, &oursLat, &oursRate}} {
+			cpu     *struct{ server, client, deliveries float64 }
+		}{{rawPublish, raw, &rawLat, &rawRate, &rawCPU}, {oursPublish, ours, &oursLat, &oursRate, &oursCPU}} {
 			for range latMsgs {
 				l, err := fanoutTrip(ctx, x.publish, x.recv, id, n)
 				if err != nil {
@@ -128,18 +143,101 @@ func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, 
 				*x.lat = append(*x.lat, l...)
 				id++
 			}
+			server0, _ := serverCPU(ctx, p)
+			client0 := processCPU()
 			r, err := fanoutThroughput(ctx, x.publish, x.recv, id, tputMsgs, n)
 			if err != nil {
 				return nil, fmt.Errorf("bench listen.scale: throughput: %w", err)
 			}
+			server1, _ := serverCPU(ctx, p)
+			x.cpu.server += server1 - server0
+			x.cpu.client += processCPU() - client0
+			x.cpu.deliveries += float64(tputMsgs * n)
 			*x.rate = append(*x.rate, r)
 			id += tputMsgs
 		}
 	}
-	return []Row{
+	rows := []Row{
 		Throughput(fmt.Sprintf("listen.scale.n%d", n), fmt.Sprintf("autocommit pg_notify → %d LISTEN conns, %d senders (deliveries/s)", n, listenPublishers), best(oursRate), best(rawRate)),
 		Latency(fmt.Sprintf("listen.scale_p50.n%d", n), fmt.Sprintf("pg_notify → %d LISTEN conns p50", n), oursLat.Percentile(50), rawLat.Percentile(50)),
-	}, nil
+	}
+	perDelivery := func(sec, deliveries float64) time.Duration {
+		return time.Duration(sec / deliveries * float64(time.Second))
+	}
+	if serverOK {
+		rows = append(rows, Latency(fmt.Sprintf("listen.scale_server_cpu.n%d", n), fmt.Sprintf("server CPU per delivery, pg_notify → %d LISTEN conns", n),
+			perDelivery(oursCPU.server, oursCPU.deliveries), perDelivery(rawCPU.server, rawCPU.deliveries)))
+	}
+	rows = append(rows, Latency(fmt.Sprintf("listen.scale_client_cpu.n%d", n), fmt.Sprintf("client CPU per delivery, pg_notify → %d LISTEN conns", n),
+		perDelivery(oursCPU.client, oursCPU.deliveries), perDelivery(rawCPU.client, rawCPU.deliveries)))
+	return rows, nil
+}
+
+// serverCPU returns the CPU seconds used so far by the PostgreSQL instance
+// behind p (the postmaster, its live children, and the children it has
+// reaped), read from /proc; ok is false unless the server runs on this
+// machine and its data directory is readable (a local superuser
+// connection, as the throwaway server's). Clock ticks are USER_HZ, 100 on
+// Linux.
+func serverCPU(ctx context.Context, p *pgxpool.Pool) (sec float64, ok bool) {
+	var dir string
+	if err := p.QueryRow(ctx, `SELECT current_setting('data_directory')`).Scan(&dir); err != nil {
+		return 0, false
+	}
+	pidFile, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	first, _, _ := strings.Cut(string(pidFile), "\n")
+	postmaster, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return 0, false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, false
+	}
+	const userHZ = 100
+	ticks := 0.0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after "(comm) ": state ppid … utime(12) stime(13)
+		// cutime(14) cstime(15), counted from state as 1.
+		s := string(stat)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		last := 12
+		switch {
+		case pid == postmaster:
+			last = 14 // and what its exited children used
+		case ppid != postmaster:
+			continue
+		}
+		for _, v := range f[11 : last+1] {
+			n, _ := strconv.ParseFloat(v, 64)
+			ticks += n
+		}
+	}
+	return ticks / userHZ, true
+}
+
+// processCPU returns the CPU seconds this process has used.
+func processCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // fanoutTrip publishes id and returns the latency of each of its fanout
