@@ -20,9 +20,7 @@ import (
 // limit, and that message is never rerun; its delayed publication and its
 // retry run on the database's time, not an hour late.
 func TestSkewedClockDecidesNothing(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := ctxT(t)
+	db, ctx := open(t), ctxT(t)
 	ahead := func() time.Time { return time.Now().Add(time.Hour) }
 
 	// The skewed instance starts first and becomes the rescuer.
@@ -193,8 +191,7 @@ func waitScans(t *testing.T, need int64, a, b *queue.EventQueue) {
 // running instances may not share one: the second Start is refused, and
 // nothing is left running.
 func TestDuplicateInstanceIDRefused(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	first := newQueue(t, db, nil, &queue.Config{InstanceID: "twin"})
 	start(t, first)
 	second := newQueue(t, db, nil, &queue.Config{InstanceID: "twin"})

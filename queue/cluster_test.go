@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/pgtest"
@@ -50,7 +51,16 @@ func TestClusterProcessesEachMessageExactlyOnce(t *testing.T) {
 	ids, err := qs[0].PublishMany(ctxT(t), pubs)
 	require.NoError(t, err)
 	require.Len(t, ids, n)
+	// River sends a completion event once the completed state is written.
+	completed := make(chan *river.Event, n)
 	for _, q := range qs {
+		events, unsubscribe := q.JobEvents(river.EventKindJobCompleted)
+		t.Cleanup(unsubscribe)
+		go func() {
+			for e := range events {
+				completed <- e
+			}
+		}()
 		start(t, q)
 	}
 	select {
@@ -58,11 +68,12 @@ func TestClusterProcessesEachMessageExactlyOnce(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("not all messages were processed")
 	}
-	require.Eventually(t, func() bool {
-		var completed int
-		require.NoError(t, db.Pool.QueryRow(ctxT(t), `SELECT count(*) FROM pgcoord.river_job WHERE state = 'completed'`).Scan(&completed))
-		return completed == n
-	}, waitFor, 20*time.Millisecond)
+	for range n {
+		receive(t, completed)
+	}
+	var written int
+	require.NoError(t, db.Pool.QueryRow(ctxT(t), `SELECT count(*) FROM pgcoord.river_job WHERE state = 'completed'`).Scan(&written))
+	require.Equal(t, n, written)
 
 	mu.Lock()
 	defer mu.Unlock()

@@ -17,6 +17,22 @@ import (
 
 const waitFor = 20 * time.Second
 
+// open is every test's opening: it runs t in parallel and gives it its own
+// database.
+func open(t *testing.T) *pgtest.DB {
+	t.Helper()
+	t.Parallel()
+	return pgtest.NewDB(t)
+}
+
+// openQueue is open plus an EventQueue with the default Config on the
+// database's pool, not started.
+func openQueue(t *testing.T) (*pgtest.DB, *queue.EventQueue) {
+	t.Helper()
+	db := open(t)
+	return db, newQueue(t, db, nil, nil)
+}
+
 // newQueue starts an EventQueue on pool (db.Pool when nil), stopped at cleanup.
 func newQueue(t *testing.T, db *pgtest.DB, pool *pgxpool.Pool, cfg *queue.Config) *queue.EventQueue {
 	t.Helper()

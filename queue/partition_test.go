@@ -23,9 +23,7 @@ import (
 // acknowledging, so the test ends them), another instance reruns the
 // message, not charged as a failure.
 func TestSilentPartitionCancelsProcessBeforeRescue(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := ctxT(t)
+	db, ctx := open(t), ctxT(t)
 	proxy, url := faultproxy.StartFor(t, db.URL)
 	cfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)

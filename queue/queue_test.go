@@ -22,9 +22,7 @@ import (
 // NocoBase: subscribe before connect, then publish → called once with
 // (message, {id, retried: 0, options}).
 func TestSubscribeBeforeStartDeliversOnce(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	got := make(chan queue.Message, 10)
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, m queue.Message) error {
 		if _, ok := ctx.Deadline(); !ok {
@@ -50,9 +48,7 @@ func TestSubscribeBeforeStartDeliversOnce(t *testing.T) {
 
 // NocoBase: subscribe after connect → same as before connect.
 func TestSubscribeAfterStart(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	start(t, q)
 	got := make(chan queue.Message, 10)
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
@@ -69,9 +65,7 @@ func TestSubscribeAfterStart(t *testing.T) {
 // NocoBase ignores a second subscribe with a warning; here it is an error
 // and the first consumer stays: the message is processed exactly once, by it.
 func TestSubscribeTwiceIsAnError(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	var first, second atomic.Int32
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { first.Add(1); return nil }}))
 	err := q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { second.Add(1); return nil }})
@@ -87,9 +81,7 @@ func TestSubscribeTwiceIsAnError(t *testing.T) {
 // NocoBase rejects publish while not connected; a durable queue accepts it
 // and the message is processed once the consumer starts.
 func TestPublishBeforeStartIsKeptUntilStart(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	var calls atomic.Int32
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", counting(&calls)))
 	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
@@ -103,9 +95,7 @@ func TestPublishBeforeStartIsKeptUntilStart(t *testing.T) {
 // NocoBase "closed": after close, publish rejects. Every call after Stop
 // returns ErrClosed; Stop is idempotent and safe before Start.
 func TestCallsAfterStopReturnErrClosed(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Process: func(context.Context, queue.Message) error { return nil }}))
 	start(t, q)
 	ctx := ctxT(t)
@@ -147,8 +137,7 @@ func TestStartFailsFastWithoutDatabase(t *testing.T) {
 
 // Bad input is an error and nothing is written.
 func TestBadInputWritesNothing(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	q := newQueue(t, db, nil, &queue.Config{MaxPayloadBytes: 64})
 	ctx := ctxT(t)
 	_, err := q.Publish(ctx, "", 1, nil)
@@ -197,9 +186,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 // keys kept; numbers keep every digit; a \u0000 escape, which jsonb cannot
 // hold, round-trips byte for byte.
 func TestPayloadRoundTrips(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	_, q := openQueue(t)
 	got := make(chan json.RawMessage, 10)
 	require.NoError(t, q.Subscribe(ctxT(t), "c", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error { got <- m.Payload; return nil }}))
 	start(t, q)
@@ -226,8 +213,7 @@ func TestPayloadRoundTrips(t *testing.T) {
 // NocoBase: "idle() always false → never called". The message stays queued,
 // unclaimed and uncharged; another instance that is idle takes it.
 func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	busy := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "busy"}), &queue.Config{InstanceID: "busy"})
 	var busyCalls atomic.Int32
 	asked := make(chan struct{}, 1)
@@ -275,9 +261,7 @@ func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
 // false while processing, so two messages run one after the other, in
 // publish order.
 func TestIdleFalseWhileProcessingIsSequentialFIFO(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	var processing, overlap atomic.Int32
 	var mu sync.Mutex
 	var order []string
@@ -315,9 +299,7 @@ func TestIdleFalseWhileProcessingIsSequentialFIFO(t *testing.T) {
 // the first finishes (River fetches again when a slot frees after a full
 // fetch), in FIFO order.
 func TestNextMessageStartsAfterCompletionWithoutPolling(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	_, q := openQueue(t)
 	release := make(chan struct{})
 	got := make(chan string, 2)
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{
@@ -351,8 +333,7 @@ func TestNextMessageStartsAfterCompletionWithoutPolling(t *testing.T) {
 // NocoBase "retry": process always throws, maxRetries 3 → 4 calls; then the
 // message is discarded and kept with its 4 errors.
 func TestRetriesExhaustedDiscards(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	q := newQueue(t, db, nil, &queue.Config{RetryBackoff: 10 * time.Millisecond})
 	var mu sync.Mutex
 	var retried []int
@@ -401,9 +382,7 @@ func TestRetriesExhaustedDiscards(t *testing.T) {
 // failed attempt too. NocoBase "failure with concurrency": the other
 // message still completes.
 func TestFailureAndPanicWithConcurrency(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	var calls atomic.Int32
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 2, Process: func(_ context.Context, m queue.Message) error {
 		calls.Add(1)
@@ -432,8 +411,7 @@ func TestFailureAndPanicWithConcurrency(t *testing.T) {
 // failed attempt; {timeout, maxRetries: 1} → 2 calls. A message with a
 // longer timeout completes.
 func TestTimeoutCancelsContextAndCountsAsFailure(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	q := newQueue(t, db, nil, &queue.Config{RetryBackoff: 10 * time.Millisecond})
 	var calls atomic.Int32
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 2, PollInterval: 20 * time.Millisecond, Process: func(ctx context.Context, m queue.Message) error {
@@ -471,9 +449,7 @@ func TestConcurrencyDefaultAndMax(t *testing.T) {
 		peak        int32
 	}{{"zero is one", 0, 1}, {"max runs all", queue.MaxConcurrency, 3}} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			db := pgtest.NewDB(t)
-			q := newQueue(t, db, nil, nil)
+			_, q := openQueue(t)
 			var active, peak atomic.Int32
 			all := make(chan struct{})
 			var once sync.Once
@@ -505,9 +481,7 @@ func TestConcurrencyDefaultAndMax(t *testing.T) {
 // NocoBase "concurrency: 2 with 5 messages" and "staggered publishes": never
 // more than 2 run at once, all 5 complete.
 func TestConcurrencyLimit(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	_, q := openQueue(t)
 	var active, peak atomic.Int32
 	done := make(chan struct{}, 5)
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 2, Process: func(context.Context, queue.Message) error {
@@ -538,8 +512,7 @@ func TestConcurrencyLimit(t *testing.T) {
 // Only instances that subscribe a channel consume it; a publisher need not
 // subscribe (NocoBase's WORKER_MODE split).
 func TestPublisherNeedNotSubscribe(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	pub := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "pub"}), nil)
 	start(t, pub)
 	worker := newQueue(t, db, nil, nil)
@@ -553,8 +526,7 @@ func TestPublisherNeedNotSubscribe(t *testing.T) {
 
 // A channel is namespaced by app unless Shared.
 func TestAppNamespacingAndShared(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	a := newQueue(t, db, nil, &queue.Config{AppName: "a"})
 	b := newQueue(t, db, nil, &queue.Config{AppName: "b"})
 	got := make(chan string, 10)
@@ -588,8 +560,7 @@ func TestAppNamespacingAndShared(t *testing.T) {
 // NocoBase "persistence": publish then close before processing; the message
 // is processed once when an instance starts again.
 func TestMessagesSurviveStop(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	first := newQueue(t, db, nil, nil)
 	require.NoError(t, first.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return errors.New("must not run") }}))
 	start(t, first)
@@ -608,9 +579,7 @@ func TestMessagesSurviveStop(t *testing.T) {
 // NocoBase "graceful shutdown waits": Stop does not return while a message
 // runs; the message can still use the database, and completes.
 func TestStopWaitsForRunningMessage(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	started := make(chan struct{})
 	release := make(chan struct{})
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
@@ -644,9 +613,7 @@ func TestStopWaitsForRunningMessage(t *testing.T) {
 // Stop's ctx ending cancels the running message's ctx; the message goes back
 // to the queue without being charged an attempt.
 func TestStopDeadlineCancelsAndRequeues(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	started := make(chan struct{})
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
 		close(started)
@@ -672,8 +639,7 @@ func TestStopDeadlineCancelsAndRequeues(t *testing.T) {
 // attempt), and another instance runs it. The abandoned Process returning
 // later changes nothing.
 func TestStopPastDeadlineAbandonsHungMessage(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	q := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "hung"}), &queue.Config{InstanceID: "hung"})
 	started := make(chan struct{})
 	release := make(chan struct{})
@@ -728,8 +694,7 @@ func TestStopPastDeadlineAbandonsHungMessage(t *testing.T) {
 // Cancel of a running message from another instance cancels its ctx, and it
 // ends cancelled.
 func TestCancelRunningFromAnotherInstance(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	runner := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "runner"}), nil)
 	started := make(chan struct{})
 	cause := make(chan error, 1)
@@ -766,9 +731,7 @@ func TestCancelledRunningEndsCancelledWhateverProcessReturns(t *testing.T) {
 		ret  error
 	}{{"nil", nil}, {"error", errors.New("stopped early")}} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			db := pgtest.NewDB(t)
-			q := newQueue(t, db, nil, nil)
+			db, q := openQueue(t)
 			started := make(chan struct{})
 			require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(ctx context.Context, _ queue.Message) error {
 				close(started)
@@ -776,11 +739,13 @@ func TestCancelledRunningEndsCancelledWhateverProcessReturns(t *testing.T) {
 				return tc.ret
 			}}))
 			start(t, q)
+			cancelled, unsubscribe := q.JobEvents(river.EventKindJobCancelled)
+			defer unsubscribe()
 			id, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{MaxRetries: 2})
 			require.NoError(t, err)
 			<-started
 			require.NoError(t, q.Cancel(ctxT(t), id))
-			require.Eventually(t, func() bool { s, _, _ := jobState(t, db, id); return s != "running" }, waitFor, 10*time.Millisecond)
+			require.Equal(t, id, receive(t, cancelled).Job.ID) // written as cancelled
 			s, _, _ := jobState(t, db, id)
 			require.Equal(t, "cancelled", s)
 		})
@@ -789,9 +754,7 @@ func TestCancelledRunningEndsCancelledWhateverProcessReturns(t *testing.T) {
 
 // Cancel of a queued message: it never runs. Unknown ids are ErrNotFound.
 func TestCancelQueued(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	var calls atomic.Int32
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return calls.Load() >= 0 }, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
 	id, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{Delay: time.Hour})
@@ -813,9 +776,7 @@ func TestCancelQueued(t *testing.T) {
 // UniqueKey: while a message with the key is queued, publishing it again
 // returns the same id and stores nothing; once finished, a new one is allowed.
 func TestUniqueKey(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	a, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{UniqueKey: "k"})
 	require.NoError(t, err)
 	b, err := q.Publish(ctxT(t), "test1", 2, &queue.PublishOpts{UniqueKey: "k"})
@@ -841,9 +802,7 @@ func TestUniqueKey(t *testing.T) {
 // Unsubscribe stops consuming without losing queued messages, and waits for
 // the running one.
 func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	started := make(chan struct{}, 1)
 	release := make(chan struct{})
 	var calls atomic.Int32
@@ -885,9 +844,7 @@ func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
 // its own channel (the "monitor full, re-publish" pattern), and the
 // re-published message runs too.
 func TestAsyncTaskManagerPattern(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	_, q := openQueue(t)
 	var running, peak atomic.Int32
 	done := make(chan struct{}, 4)
 	var republished atomic.Bool
@@ -937,8 +894,7 @@ func (s *syncBuffer) String() string {
 // Failures are logged with channel, message_id and attempt; Stats counts
 // queued and running messages.
 func TestLogsAndStats(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db := open(t)
 	var buf syncBuffer
 	q := newQueue(t, db, nil, &queue.Config{Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	started := make(chan struct{})

@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/queue"
 )
@@ -18,9 +17,7 @@ import (
 // filter on. A payload jsonb cannot hold (\u0000) keeps its exact text in
 // args.payload_text.
 func TestRiverJobRowIsReadable(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := ctxT(t)
+	db, ctx := open(t), ctxT(t)
 	q := newQueue(t, db, nil, &queue.Config{AppName: "main"})
 	id, err := q.Publish(ctx, "send_email", map[string]any{"to": "a@example.com", "n": 7}, &queue.PublishOpts{MaxRetries: 2})
 	require.NoError(t, err)
@@ -58,9 +55,7 @@ func TestRiverJobRowIsReadable(t *testing.T) {
 // names become readable where the channel allows, so a new instance
 // consumes them. Down restores the old form; up again converts again.
 func TestMigrationMakesStoredMessagesReadable(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := ctxT(t)
+	db, ctx := open(t), ctxT(t)
 	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 11})
 	require.NoError(t, err)
 

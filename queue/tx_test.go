@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/queue"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
@@ -16,9 +15,7 @@ import (
 // PublishTx: invisible until commit, processed after it; gone on rollback
 // and never processed. Both with a *txhooks.Tx and a plain pgx.Tx.
 func TestPublishTxCommitAndRollback(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	q := newQueue(t, db, nil, nil)
+	db, q := openQueue(t)
 	var calls atomic.Int32
 	seen := make(chan string, 10)
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(_ context.Context, m queue.Message) error {
