@@ -91,6 +91,7 @@ func (m *Manager) adopt(key string, token int64, owner int32, ttl time.Duration,
 		l = newLock(m, key, token, owner, sent, ttl)
 	}
 	m.held[l] = struct{}{}
+	m.hot[key] = struct{}{} // designated: others may be queued behind (see Manager.hot)
 	w.claimed = true
 	m.mu.Unlock()
 	m.acquired.Add(1)

@@ -177,6 +177,11 @@ type Manager struct {
 	queues  map[string]*waitQueue
 	byHash  map[uint64][]*waitQueue
 	liveGen chan struct{} // closed (and replaced) whenever liveness or state changes
+	// hot holds keys this instance last saw contended (a failed attempt, a
+	// release that designated): their grants and releases skip the
+	// uncontended statements, which would only fail first. Bounded by
+	// hotKeys (cleared when full: it is only a hint).
+	hot map[string]struct{}
 
 	acquired, waited, contended, handoffs, designated, takeovers, lostN, released atomic.Int64
 
@@ -219,6 +224,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
 		queues:  make(map[string]*waitQueue),
 		byHash:  make(map[uint64][]*waitQueue),
 		liveGen: make(chan struct{}),
+		hot:     make(map[string]struct{}),
 	}
 	m.tel = newTelemetry(m, c.MeterProvider, c.TracerProvider)
 	m.life.Errors(ErrClosed, ErrAlreadyStarted)
@@ -490,6 +496,8 @@ type attemptInfo struct {
 func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration, q *waitQueue) (*Lock, attemptInfo, error) {
 	m.mu.Lock()
 	live, owner, st := m.live, m.ownerID, m.state
+	_, hot := m.hot[key]
+	fast := !hot && (q == nil || len(q.waiters) <= 1)
 	sent := time.Now()
 	if q != nil && q.enqSent.IsZero() {
 		// Set before sending: a designation made right after this statement
@@ -510,17 +518,33 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration, q 
 		us          int64
 		info        attemptInfo
 	)
-	err := m.grantRow(ctx, m.q.acquire, []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class, q != nil},
-		&token, &mine, &fresh, &takenFrom, &us, &info.first)
+	err := pgx.ErrNoRows
+	if fast {
+		// The uncontended grant: one short statement; no row when the key is
+		// new, held, or has a queue, and then the full one decides.
+		err = m.grantRow(ctx, m.q.acquireFree, []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl)}, &token, &takenFrom)
+		mine, fresh = err == nil, err == nil
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, attemptInfo{remaining: -1}, nil // held; nothing changed (no q)
+		err = m.grantRow(ctx, m.q.acquire, []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class, q != nil},
+			&token, &mine, &fresh, &takenFrom, &us, &info.first)
+		if err == nil && !(mine && fresh) {
+			m.setHot(key, true)
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			m.setHot(key, true)
+			return nil, attemptInfo{remaining: -1}, nil // held; nothing changed (no q)
+		}
+		if err != nil {
+			return nil, attemptInfo{}, err
+		}
+		info.remaining = -1
+		if us >= 0 {
+			info.remaining = time.Duration(us) * time.Microsecond
+		}
 	}
 	if err != nil {
 		return nil, attemptInfo{}, err
-	}
-	info.remaining = -1
-	if us >= 0 {
-		info.remaining = time.Duration(us) * time.Microsecond
 	}
 	if !mine || !fresh {
 		// Held (by another instance, by a grant of this one, or designated
@@ -741,8 +765,18 @@ func (m *Manager) release(ctx context.Context, l *Lock) error {
 			q.enqSent = time.Now() // the statement may append this instance to the FIFO (see attempt)
 		}
 	}
+	_, hot := m.hot[l.key]
 	sent := time.Now()
 	m.mu.Unlock()
+	if rejoin == nil && !hot {
+		// The uncontended release: one short statement when nobody is
+		// queued; otherwise no row, and the designating release follows.
+		var one int
+		err := m.pool.QueryRow(ctx, m.q.releaseFree, m.cfg.AppName, l.key, l.token).Scan(&one)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+	}
 	if rejoin != nil && m.onQueued != nil {
 		m.onQueued()
 	}
@@ -762,6 +796,7 @@ func (m *Manager) release(ctx context.Context, l *Lock) error {
 	if err != nil {
 		return err
 	}
+	m.setHot(l.key, !freed)
 	if freed {
 		return nil // forget wakes this instance's head, if any
 	}
@@ -770,6 +805,23 @@ func (m *Manager) release(ctx context.Context, l *Lock) error {
 		m.adopt(l.key, token, l.owner, time.Duration(us)*time.Microsecond, sent, true)
 	}
 	return nil
+}
+
+// hotKeys bounds Manager.hot.
+const hotKeys = 1024
+
+// setHot records whether key was last seen contended (see Manager.hot).
+func (m *Manager) setHot(key string, hot bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !hot {
+		delete(m.hot, key)
+		return
+	}
+	if len(m.hot) >= hotKeys {
+		clear(m.hot)
+	}
+	m.hot[key] = struct{}{}
 }
 
 // payload names key in NOTIFY payloads: keys may be longer than a payload.

@@ -18,6 +18,7 @@ import (
 // identities are never reused.) It is O(1), unlike a scan of pg_locks.
 type queries struct {
 	acquire, release, releasePlain, leave, releaseAll, extend, checkTx, recheckTx, sweep string
+	acquireFree, releaseFree                                                             string
 	newOwner, lockOwner, listen, sessionTimeouts, endOldSession, endOldSession13         string
 	keyOfToken                                                                           string
 }
@@ -97,6 +98,36 @@ RETURNING l.token,
           l.taken_from,
           ` + remaining + `,
           l.queue[1] IS NOT DISTINCT FROM $3`,
+
+		// $1 app, $2 key, $3 owner_id, $4 owner, $5 ttl in µs (0: no expiry).
+		// The uncontended grant (see Manager.attempt): the key's row exists,
+		// its lease was released or has expired, and nobody is queued. It
+		// makes the same grant as acquire on that row (new token drawn under
+		// the row lock) and nothing else; no row when any condition fails
+		// (then acquire decides). A lease of a dead owner that has not
+		// expired is left to acquire. o locks the row FOR UPDATE, so the
+		// grant waits for CheckTx's FOR KEY SHARE like every grant (a plain
+		// UPDATE that assigns the key its own value is not a key update: it
+		// would not wait; acquire's ON CONFLICT locks by the columns set).
+		acquireFree: `UPDATE ` + locks + ` AS l SET token = nextval(` + tokens + `),
+    owner_id = $3, owner = $4,
+    expires_at = CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END,
+    wanted_by = CASE WHEN l.wanted_by = $3 THEN 0 ELSE l.wanted_by END,
+    taken_from = CASE WHEN l.expires_at = '-infinity' THEN NULL ELSE l.owner END,
+    acquired_at = now(), updated_at = now()
+FROM (SELECT 1 FROM ` + locks + ` WHERE app = $1 AND key = $2 FOR UPDATE) o
+WHERE l.app = $1 AND l.key = $2 AND l.expires_at <= now() AND cardinality(l.queue) = 0
+RETURNING l.token, l.taken_from`,
+
+		// $1 app, $2 key, $3 token. The uncontended release (see
+		// Manager.release): frees the lease when nobody is queued for it and
+		// no instance of the previous release marked it wanted, so there is
+		// no one to designate or notify. Like releasePlain it assigns no key
+		// column (it never waits for CheckTx); behind a concurrent enqueue it
+		// sees the enqueued row and returns none (then release decides).
+		releaseFree: `UPDATE ` + locks + ` AS l SET expires_at = '-infinity', last_wanted = 0, updated_at = now()
+WHERE l.app = $1 AND l.key = $2 AND l.token = $3 AND cardinality(l.queue) = 0 AND l.wanted_by = 0
+RETURNING 1`,
 
 		// $1 app, $2 key, $3 token being released (NULL: whichever grant holds
 		// the key: ForceRelease), $4 releasing owner_id (0: none), $5 class,
