@@ -618,3 +618,63 @@ func TestReleaseInsideOwnCheckedTx(t *testing.T) {
 	require.Greater(t, l2.Token(), l.Token())
 	require.NoError(t, l2.Release(ctx))
 }
+
+// A releasing instance with another local waiter keeps its turn also when
+// its release falls back to the plain one (a transaction holds the lease
+// row: here the holder's own CheckTx): it rejoins the key's FIFO in that
+// release, behind the instances already waiting, not only when its next
+// waiter's own attempt gets the row (which waits for that transaction, and
+// under contention for every statement queued on the row before it).
+func TestPlainReleaseKeepsReleasersTurn(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	ctx := testCtx(t)
+	a := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
+	b := instance(t, db, "inst-b", &advisorylock.Config{PollInterval: time.Hour})
+	c := instance(t, db, "inst-c", &advisorylock.Config{PollInterval: time.Hour})
+	acquire := func(m *advisorylock.Manager) <-chan *advisorylock.Lock {
+		got := make(chan *advisorylock.Lock, 1)
+		go func() {
+			l, err := m.Acquire(ctx, "k", time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- l
+		}()
+		return got
+	}
+	queue := func() []string {
+		var q []string
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT queue_name FROM pgcoord.locks WHERE key = 'k'`).Scan(&q))
+		return q
+	}
+
+	held, err := b.Acquire(ctx, "k", time.Minute)
+	require.NoError(t, err)
+	a1 := acquire(a) // a's head: its attempt puts a in the FIFO
+	waitContended(t, a, 1)
+	a2 := acquire(a) // a's second waiter waits behind a1, locally
+	require.Eventually(t, func() bool { return a.Stats().Waiting == 2 }, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, held.Release(ctx)) // designates a: a1 holds, a left the FIFO
+	l1 := <-a1
+	require.NotNil(t, l1)
+	c1 := acquire(c)
+	waitContended(t, c, 1)
+	require.Equal(t, []string{"inst-c"}, queue())
+
+	tx, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	require.NoError(t, l1.CheckTx(ctx, tx))
+	require.NoError(t, l1.Release(ctx)) // the row is held by tx: the plain release
+	require.Equal(t, []string{"inst-c", "inst-a"}, queue(), "a rejoins behind c in its release")
+	require.NoError(t, tx.Commit(ctx))
+
+	lc := <-c1
+	require.NotNil(t, lc)
+	require.NoError(t, lc.Release(ctx))
+	l2 := <-a2
+	require.NotNil(t, l2)
+	require.Greater(t, l2.Token(), lc.Token())
+	require.NoError(t, l2.Release(ctx))
+}

@@ -66,7 +66,7 @@ func ForceRelease(ctx context.Context, pool *pgxpool.Pool, cfg *Config, key stri
 			broadcast bool
 			n         int64
 		)
-		err = pool.QueryRow(ctx, q.releasePlain, c.AppName, key, tok, int32(0), class, channel, payload, true).Scan(&broadcast, &n)
+		err = pool.QueryRow(ctx, q.releasePlain, c.AppName, key, tok, int32(0), class, channel, payload, true, nil, nil).Scan(&broadcast, &n)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil

@@ -790,8 +790,9 @@ func (m *Manager) release(ctx context.Context, l *Lock) error {
 		&next, &token, &freed, &us, &notified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// A transaction holds the row (CheckTx, or an enqueue in flight), or
-		// the lease moved on: a plain release, which never waits for CheckTx.
-		return m.releaseRow(ctx, l)
+		// the lease moved on: a plain release, which never waits for CheckTx
+		// (and rejoins the FIFO like this one).
+		return m.releasePlain(ctx, l, rejoin)
 	}
 	if err != nil {
 		return err
@@ -833,11 +834,18 @@ func (m *Manager) payload(key string) string {
 // the instance first in the key's FIFO (and every instance when one running
 // the previous release marked the key wanted).
 func (m *Manager) releaseRow(ctx context.Context, l *Lock) error {
+	return m.releasePlain(ctx, l, nil)
+}
+
+// releasePlain is releaseRow that also appends this instance to the key's
+// FIFO when rejoin (the ttl µs of its next local waiter) is not nil.
+func (m *Manager) releasePlain(ctx context.Context, l *Lock, rejoin any) error {
 	var (
 		broadcast bool
 		notified  int64
 	)
-	err := m.pool.QueryRow(ctx, m.q.releasePlain, m.cfg.AppName, l.key, l.token, l.owner, m.class, m.channel, m.payload(l.key), false).Scan(&broadcast, &notified)
+	err := m.pool.QueryRow(ctx, m.q.releasePlain, m.cfg.AppName, l.key, l.token, l.owner, m.class, m.channel, m.payload(l.key), false,
+		rejoin, m.cfg.InstanceID).Scan(&broadcast, &notified)
 	if errors.Is(err, pgx.ErrNoRows) {
 		m.log.Debug("release: lease already gone", slog.String("lock_key", l.key), slog.Int64("token", l.token))
 		return nil

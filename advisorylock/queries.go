@@ -187,14 +187,24 @@ RETURNING l.owner_id, l.token, l.expires_at IS NOT DISTINCT FROM '-infinity',
           END`,
 
 		// $1 app, $2 key, $3 token (NULL: any), $4 releasing owner_id, $5
-		// class, $6 channel, $7 payload, $8 only a lease not released yet. The fallback of release when the row
+		// class, $6 channel, $7 payload, $8 only a lease not released yet,
+		// $9 ttl µs of the releaser's next local waiter (NULL: none), $10
+		// releaser's instance name. The fallback of release when the row
 		// is held by a transaction: frees the lease (assigning no key column,
-		// it does not wait for CheckTx's FOR KEY SHARE), NOTIFYs the first
-		// live queued instance ("<hash>:0": try now; its acquire waits for
-		// that transaction as a grant must) and, as before, every instance
-		// when one of the previous release marked the key wanted.
+		// it does not wait for CheckTx's FOR KEY SHARE), appends the releaser
+		// to the FIFO when it has local waiters and is not queued (its turn is
+		// kept, as in release: its next waiter's own attempt would wait for
+		// that transaction and every statement queued on the row), NOTIFYs
+		// the first live queued instance ("<hash>:0": try now; its acquire
+		// waits for that transaction as a grant must) and, as before, every
+		// instance when one of the previous release marked the key wanted.
 		releasePlain: `UPDATE ` + locks + ` AS l
-SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now()
+SET expires_at = '-infinity', last_wanted = l.wanted_by, wanted_by = 0, updated_at = now(),
+    (queue, queue_ttl, queue_name) = (
+        SELECT CASE WHEN j THEN l.queue || $4::int4 ELSE l.queue END,
+               CASE WHEN j THEN l.queue_ttl || $9::bigint ELSE l.queue_ttl END,
+               CASE WHEN j THEN l.queue_name || $10::text ELSE l.queue_name END
+        FROM (SELECT $9::bigint IS NOT NULL AND NOT $4 = ANY(l.queue) AS j) r)
 WHERE l.app = $1 AND l.key = $2 AND l.token = coalesce($3::bigint, l.token)
   AND (NOT $8::bool OR l.expires_at IS DISTINCT FROM '-infinity')
 RETURNING l.last_wanted NOT IN (0, $4) AND pg_notify($6, $7)::text IS NOT NULL,

@@ -110,12 +110,13 @@ func TestKeyHashAndChannel(t *testing.T) {
 
 // Fairness under load: 6 instances (one with two waiters, so in-instance
 // handoffs mix with designations) loop on one key until 140 grants are made:
-// every waiter is served, and the longest wait is logged in grants to other
-// instances between an instance joining the key's FIFO (the onQueued hook)
-// and its grant. (Strict FIFO order is asserted by
-// TestInstancesServedInArrivalOrderRoundRobin; here the longest wait is
-// usually at most one grant per other instance, but runs of up to 3× that
-// were seen and are not explained yet, so it is not asserted.)
+// every waiter is served, and an instance's wait, counted in grants between
+// it joining the key's FIFO (the onQueued hook) and its grant, is at most
+// one grant per other instance ahead of it, plus the grant that may be
+// made but not yet recorded when it joins: 6. (Strict FIFO order is
+// asserted by TestInstancesServedInArrivalOrderRoundRobin.) Waits of 7 to 18
+// were seen while a release that fell back to the plain one did not rejoin
+// the FIFO (TestPlainReleaseKeepsReleasersTurn).
 func TestFairnessEveryWaiterServed(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
@@ -178,6 +179,7 @@ func TestFairnessEveryWaiterServed(t *testing.T) {
 	}
 	require.Positive(t, designated)
 	t.Logf("served %v, longest wait %d grants, designated %d, in-instance handoffs %d", served, maxGap, designated, handoffs)
+	require.LessOrEqual(t, maxGap, instances, "longest wait in grants after joining the FIFO")
 }
 
 // An application's own two-int advisory locks (pg_advisory_lock(int4,
