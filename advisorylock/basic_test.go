@@ -124,10 +124,7 @@ func TestAcquireWaitsForRelease(t *testing.T) {
 // lease's TTL passes; the late release of the first does not disturb it.
 func TestAcquireTTLExpiresAndLateReleaseIsNoop(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
+	ctx, db, a, b := twoInstances(t, nil)
 
 	l1, err := a.Acquire(ctx, "test", 300*time.Millisecond)
 	require.NoError(t, err)
@@ -160,10 +157,7 @@ func TestAcquireTTLExpiresAndLateReleaseIsNoop(t *testing.T) {
 // its TTL.
 func TestRunExclusiveSerialisesAndTTLDoesNotPreempt(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
+	ctx, db, a, b := twoInstances(t, nil)
 	var ev events
 	const ttl = 2 * time.Second // NocoBase uses 200 ms; renewals get room on a loaded machine (500 ms flaked at load 40 on 2 cores)
 
@@ -334,10 +328,7 @@ func TestTryAcquireRaceExactlyOneWins(t *testing.T) {
 // times out otherwise.
 func TestTryAcquireWait(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
+	ctx, _, a, b := twoInstances(t, nil)
 
 	l1, err := a.Acquire(ctx, "test", time.Minute)
 	require.NoError(t, err)

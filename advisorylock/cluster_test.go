@@ -145,10 +145,7 @@ func TestCheckTxBlocksTakeoverUntilTxEnds(t *testing.T) {
 // leave the connection checked out).
 func heldInTx(t *testing.T) (context.Context, *pgtest.DB, *advisorylock.Manager, *advisorylock.Lock, *txhooks.Tx) {
 	t.Helper()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
+	ctx, db, a, b := twoInstances(t, nil)
 	l, err := a.Acquire(ctx, "k", time.Minute)
 	require.NoError(t, err)
 	tx, err := txhooks.Begin(ctx, db.Pool)
@@ -162,14 +159,7 @@ func heldInTx(t *testing.T) (context.Context, *pgtest.DB, *advisorylock.Manager,
 // waits for a row lock. The channel yields b's lock once it is granted.
 func takeoverBlocked(t *testing.T, ctx context.Context, db *pgtest.DB, b *advisorylock.Manager) <-chan *advisorylock.Lock {
 	t.Helper()
-	got := make(chan *advisorylock.Lock, 1)
-	go func() {
-		l2, err := b.Acquire(ctx, "k", time.Minute)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l2
-	}()
+	got := acquireAsync(t, ctx, b, "k", time.Minute)
 	require.Eventually(t, func() bool {
 		var waiting bool
 		err := db.Pool.QueryRow(ctx, `
@@ -194,10 +184,7 @@ func requireNextGrant(t *testing.T, ctx context.Context, got <-chan *advisoryloc
 // A release wakes a waiter of another instance through NOTIFY, not the poll.
 func TestReleaseWakesRemoteWaiterByNotify(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
-	b := instance(t, db, "inst-b", &advisorylock.Config{PollInterval: time.Hour})
+	ctx, _, a, b := twoInstances(t, &advisorylock.Config{PollInterval: time.Hour})
 
 	l, err := a.Acquire(ctx, "k", time.Hour)
 	require.NoError(t, err)
@@ -220,10 +207,7 @@ func TestReleaseWakesRemoteWaiterByNotify(t *testing.T) {
 // and the instance reconnects with a new identity and can lock again.
 func TestTerminatedHolderLosesLocks(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
+	ctx, db, a, b := twoInstances(t, nil)
 
 	plain, err := a.Acquire(ctx, "plain", time.Hour)
 	require.NoError(t, err)
@@ -331,10 +315,7 @@ func TestThousandLocksFewConnections(t *testing.T) {
 // calls return ErrClosed, and every later call ErrClosed.
 func TestCloseReleasesAndStopsWaiters(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
-	b := instance(t, db, "inst-b", &advisorylock.Config{PollInterval: time.Hour})
+	ctx, _, a, b := twoInstances(t, &advisorylock.Config{PollInterval: time.Hour})
 
 	held, err := a.Acquire(ctx, "held-by-a", time.Hour)
 	require.NoError(t, err)
@@ -374,10 +355,7 @@ func TestCloseReleasesAndStopsWaiters(t *testing.T) {
 // the key during fn although fn outlives the TTL many times.
 func TestRunExclusiveRenewsLease(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
+	ctx, db, a, b := twoInstances(t, nil)
 	const ttl = 2 * time.Second // renewed every ttl/3: 500 ms flaked at load 40 on 2 cores
 	err := a.RunExclusive(ctx, "long", ttl, func(ctx context.Context, l *advisorylock.Lock) error {
 		start := dbNow(t, db)
@@ -549,10 +527,7 @@ func TestLocalWaitersFIFOWithHandoff(t *testing.T) {
 // as it waits, releases free the key instead of handing it on.
 func TestHandoffsDoNotStarveOtherInstances(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", nil)
-	b := instance(t, db, "inst-b", nil)
+	ctx, _, a, b := twoInstances(t, nil)
 	stop := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	var iterations atomic.Int64
@@ -627,22 +602,9 @@ func TestReleaseInsideOwnCheckedTx(t *testing.T) {
 // under contention for every statement queued on the row before it).
 func TestPlainReleaseKeepsReleasersTurn(t *testing.T) {
 	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	a := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
-	b := instance(t, db, "inst-b", &advisorylock.Config{PollInterval: time.Hour})
+	ctx, db, a, b := twoInstances(t, &advisorylock.Config{PollInterval: time.Hour})
 	c := instance(t, db, "inst-c", &advisorylock.Config{PollInterval: time.Hour})
-	acquire := func(m *advisorylock.Manager) <-chan *advisorylock.Lock {
-		got := make(chan *advisorylock.Lock, 1)
-		go func() {
-			l, err := m.Acquire(ctx, "k", time.Minute)
-			if err != nil {
-				t.Error(err)
-			}
-			got <- l
-		}()
-		return got
-	}
+	acquire := func(m *advisorylock.Manager) <-chan *advisorylock.Lock { return acquireAsync(t, ctx, m, "k", time.Minute) }
 	queue := func() []string {
 		var q []string
 		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT queue_name FROM pgcoord.locks WHERE key = 'k'`).Scan(&q))

@@ -68,3 +68,26 @@ func isClosed(ch <-chan struct{}) bool {
 		return false
 	}
 }
+
+// twoInstances starts instances inst-a and inst-b (both with cfg; nil:
+// defaults) on a fresh database: the opening of most cluster tests.
+func twoInstances(t *testing.T, cfg *advisorylock.Config) (context.Context, *pgtest.DB, *advisorylock.Manager, *advisorylock.Manager) {
+	t.Helper()
+	db := pgtest.NewDB(t)
+	return testCtx(t), db, instance(t, db, "inst-a", cfg), instance(t, db, "inst-b", cfg)
+}
+
+// acquireAsync starts m.Acquire(ctx, key, ttl) in a goroutine; the channel
+// yields the lock (nil after an error, which fails the test).
+func acquireAsync(t *testing.T, ctx context.Context, m *advisorylock.Manager, key string, ttl time.Duration) <-chan *advisorylock.Lock {
+	t.Helper()
+	got := make(chan *advisorylock.Lock, 1)
+	go func() {
+		l, err := m.Acquire(ctx, key, ttl)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- l
+	}()
+	return got
+}
