@@ -23,6 +23,7 @@ type telemetry struct {
 	reg          metric.Registration
 	system       metric.ObserveOption
 	tracer       trace.Tracer
+	off          bool // otelx.Off: no OpenTelemetry call on the hot paths
 }
 
 // propagator carries W3C trace context in message headers.
@@ -31,6 +32,9 @@ var propagator = propagation.TraceContext{}
 // send starts the producer span of a publish of a and, when the span's
 // context is valid, puts it in a's headers.
 func (t *telemetry) send(ctx context.Context, a *publishArgs) (context.Context, trace.Span) {
+	if t.off {
+		return ctx, otelx.NoSpan
+	}
 	ctx, span := t.tracer.Start(ctx, "send "+a.channel, trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(otelx.SystemAttr, otelx.KeyDestination.String(a.channel), otelx.KeyOperationType.String(otelx.OpSend)))
 	if span.SpanContext().IsValid() {
@@ -44,6 +48,9 @@ func (t *telemetry) send(ctx context.Context, a *publishArgs) (context.Context, 
 // process starts the consumer span of a handler call of s on msg, a child of
 // the publisher's span when msg carries its trace context.
 func (t *telemetry) process(ctx context.Context, s *Subscription, msg Message) (context.Context, trace.Span) {
+	if t.off {
+		return ctx, otelx.NoSpan
+	}
 	if len(msg.Headers) > 0 {
 		ctx = propagator.Extract(ctx, propagation.MapCarrier(msg.Headers))
 	}
@@ -98,6 +105,7 @@ func newTelemetry(ps *PubSub, mp metric.MeterProvider, tp trace.TracerProvider) 
 		healthy: m.ObservableGauge("healthy", "1", "1 while the listener connection is up and caught up (PubSub.Healthy), else 0."),
 		system:  otelx.Attrs(otelx.SystemAttr),
 		tracer:  otelx.Tracer(tp, "listen"),
+		off:     otelx.IsOff(mp),
 	}
 	observables := []metric.Observable{t.healthy}
 	for _, c := range statsCounters {
@@ -140,7 +148,7 @@ func (t *telemetry) called(s *Subscription, msg Message, begin time.Time) {
 // begin is the start of a handler call to time: the zero time when the
 // handler histogram is disabled (no SDK), so the clock is not read.
 func (t *telemetry) begin() time.Time {
-	if t.handler.Enabled(context.Background()) {
+	if !t.off && t.handler.Enabled(context.Background()) {
 		return time.Now()
 	}
 	return time.Time{}

@@ -35,6 +35,7 @@ type telemetry struct {
 	// sweptOther is the attribute set of expired rows of prefixes without a
 	// cache on this Manager.
 	sweptOther metric.ObserveOption
+	off        bool // otelx.Off (pgcoord bench's otel.* rows): opStart reads nothing
 }
 
 // cacheAttrs are one cache's precomputed attribute sets.
@@ -57,6 +58,7 @@ func newTelemetry(m *Manager, mp metric.MeterProvider, tp trace.TracerProvider) 
 		flushes:       meter.ObservableCounter("near.flushes", "{flush}", "Whole near-cache flushes (Reset anywhere, listener reconnects)."),
 		swept:         meter.ObservableCounter("swept", "{entry}", "Entries deleted by the sweeper (pgcoord.cache.reason: expired, max_entries; max_entries includes the memory store's LRU evictions)."),
 		sweptOther:    metric.WithAttributeSet(attribute.NewSet(keyReason.String("expired"))),
+		off:           otelx.IsOff(mp),
 	}
 	t.reg = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		t.observe(m, o)
@@ -112,7 +114,7 @@ func (t *telemetry) observe(m *Manager, o metric.Observer) {
 // opStart is the start of an operation to time: the zero time when the
 // operation histogram is disabled (no SDK), so the clock is not read.
 func (c *Cache) opStart(ctx context.Context) time.Time {
-	if c.m.tel.op.Enabled(ctx) {
+	if !c.m.tel.off && c.m.tel.op.Enabled(ctx) {
 		return time.Now()
 	}
 	return time.Time{}

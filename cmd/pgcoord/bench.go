@@ -21,9 +21,10 @@ var suites = []struct {
 	{"listen", bench.Listen},
 	{"queue", bench.Queue},
 	{"lock", bench.Lock},
+	{"otel", bench.Otel},
 }
 
-const benchUsage = `Usage: pgcoord bench [cache|listen|queue|lock|all] [--json] [flags]
+const benchUsage = `Usage: pgcoord bench [cache|listen|queue|lock|otel|all] [--json] [flags]
 
 Measures each pgcoord operation side by side with the raw PostgreSQL primitive
 it is built on, in the same run on the same server, and prints both figures
@@ -58,7 +59,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(selected) == 0 {
 		fs.Usage()
-		return fmt.Errorf("unknown suite %q: want cache, listen, queue, lock or all", which)
+		return fmt.Errorf("unknown suite %q: want cache, listen, queue, lock, otel or all", which)
 	}
 
 	flags.Local.Durable = !*fast

@@ -35,7 +35,7 @@ Usage:
   pgcoord inspect [--json] [flags]         show locks, queues, caches and messages of a live database
   pgcoord dashboard [--addr 127.0.0.1:8080] [flags]
                                            serve the cluster dashboard (read-only; loopback by default)
-  pgcoord bench [cache|listen|queue|lock|all] [--json]
+  pgcoord bench [cache|listen|queue|lock|otel|all] [--json]
                                            pgcoord vs the raw PostgreSQL primitive, side by side
   pgcoord version [--json] [flags]         module version and schema version (and the database's)
 

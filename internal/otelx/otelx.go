@@ -19,7 +19,9 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // ScopePrefix prefixes every meter's and tracer's instrumentation scope name.
@@ -152,3 +154,31 @@ func handle(err error) {
 		otel.Handle(err)
 	}
 }
+
+// Off is the internal switch that turns a component's instrumentation off
+// entirely: given as a Config's MeterProvider (and TracerProvider, see
+// [OffTracer]), the component skips even the calls a no-op provider would
+// answer (tracer.Start, Enabled, the propagator). It exists for `pgcoord
+// bench`'s otel.* rows, which measure what instrumentation costs with a
+// no-op provider against the path without it. It is not a public knob:
+// only pgcoord's own packages can name it (the package is internal);
+// applications get the no-op provider's cost, which those rows show.
+var Off metric.MeterProvider = offMeter{}
+
+// OffTracer is [Off]'s TracerProvider.
+var OffTracer trace.TracerProvider = offTracer{}
+
+type offMeter struct{ metricnoop.MeterProvider }
+
+type offTracer struct{ tracenoop.TracerProvider }
+
+// IsOff reports whether mp is [Off]: the component built with it records
+// and traces nothing, without calling into OpenTelemetry on its hot paths.
+func IsOff(mp metric.MeterProvider) bool {
+	_, ok := mp.(offMeter)
+	return ok
+}
+
+// NoSpan is the span a switched-off component uses where it would start
+// one: ending it does nothing.
+var NoSpan trace.Span = tracenoop.Span{}
