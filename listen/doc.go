@@ -56,6 +56,10 @@
 //     Start failed). Publishing works before Start.
 //   - Transactions: PublishTx delivers if and only if the transaction commits,
 //     and only after the commit.
+//   - Durability: an autocommit Publish commits with synchronous_commit off
+//     (its own transaction only), so a server crash may lose the last
+//     acknowledged Publish calls (at most about 3 × wal_writer_delay), even
+//     delivered ones; PublishTx has the caller's transaction's durability.
 //   - Order: messages from one publisher that publishes sequentially are
 //     delivered in commit order (a catch-up orders by transaction id, then
 //     id). While a catch-up of several pages (500 messages each) is under

@@ -120,7 +120,7 @@ func (ps *PubSub) publishBatch(batch []*pubReq) {
 		err = ps.pool.QueryRow(ctx, ps.sql.publish,
 			ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload),
 			ps.physChannel, inlineRest(a.wire(), ps.cfg.InstanceID),
-		).Scan(&envs[0].msg.ID, &envs[0].xid, &envs[0].msg.PublishedAt, nil)
+		).Scan(&envs[0].msg.ID, &envs[0].xid, &envs[0].msg.PublishedAt, nil, nil)
 	} else {
 		err = ps.publishMany(ctx, batch, envs)
 	}

@@ -314,6 +314,16 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 	return ps, nil
 }
 
+// asyncCommit, in an autocommit Publish statement, makes its implicit
+// transaction commit without waiting for its WAL record to be flushed
+// (synchronous_commit off, local to that transaction: the session's setting
+// is unchanged after it). The message is delivered at commit as before; a
+// server crash may lose the last autocommit publishes not yet flushed (at
+// most about 3 × wal_writer_delay, 600 ms by default), even after they were
+// delivered. PublishTx never uses it: the caller's transaction keeps its own
+// durability. See docs/failure-model.md.
+const asyncCommit = `set_config('synchronous_commit', 'off', true)`
+
 func buildStatements(t string) statements {
 	const insert = `INSERT INTO %s (app, channel, sender, skip_self, only_self, payload)
 		VALUES ($1, $2, $3, $4, $5, $6)
@@ -324,10 +334,11 @@ func buildStatements(t string) statements {
 	return statements{
 		// One statement: the row and the notification commit together. A
 		// small message travels inline in the notification; a large one by
-		// id (the listener reads the row).
+		// id (the listener reads the row). Its own (implicit) transaction
+		// commits without waiting for the WAL flush (see asyncCommit).
 		publish: `WITH m AS (` + fmt.Sprintf(insert, t) + `)
 			SELECT id, xid, published_at, pg_notify($7, CASE WHEN $8::text = '' THEN ` + sqlRef + `
-				ELSE 'I' || ` + sqlHead + ` || $8::text END)
+				ELSE 'I' || ` + sqlHead + ` || $8::text END), ` + asyncCommit + `
 			FROM m`,
 		// Several concurrent Publish calls of this instance in one
 		// statement: one commit and one notification carrying all of them
@@ -346,8 +357,10 @@ func buildStatements(t string) statements {
 				FROM (SELECT id, xid, published_at, row_number() OVER (ORDER BY id) AS rn FROM m) q
 			), n AS (
 				SELECT pg_notify($7, CASE WHEN $11 AND octet_length(b.body) <= $9 THEN $8::text || b.body ELSE 'W' END) FROM b
+			), a AS (
+				SELECT ` + asyncCommit + `
 			)
-			SELECT m.id, m.xid, m.published_at FROM m, n ORDER BY m.id`,
+			SELECT m.id, m.xid, m.published_at FROM m, n, a ORDER BY m.id`,
 		// In a caller's transaction the notification is a constant wake-up:
 		// PostgreSQL folds identical notifications of one transaction, so a
 		// transaction that publishes many messages sends one NOTIFY. $8
@@ -671,7 +684,11 @@ func (ps *PubSub) prepare(ctx context.Context, channel string, payload any, opts
 }
 
 // Publish writes a message to the log and notifies the app's instances, in
-// one autocommit statement. By default every other instance of the app
+// one autocommit statement, which commits without waiting for its WAL flush
+// (synchronous_commit off for that transaction only): a server crash may
+// lose the last acknowledged Publish calls (at most about 3 ×
+// wal_writer_delay), delivered ones too. [PubSub.PublishTx] has the
+// durability of the caller's transaction. By default every other instance of the app
 // receives it and the publisher does not; see [PublishOpts]. Concurrent
 // Publish calls of one instance are grouped into one statement (one commit,
 // one NOTIFY), which is what keeps NOTIFY's commit serialisation cheap.
