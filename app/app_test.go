@@ -26,12 +26,42 @@ import (
 type journal struct {
 	mu     sync.Mutex
 	events []string
+	added  chan struct{} // closed (and dropped) at the next add
 }
 
 func (j *journal) add(format string, args ...any) {
 	j.mu.Lock()
 	j.events = append(j.events, fmt.Sprintf(format, args...))
+	if j.added != nil {
+		close(j.added)
+		j.added = nil
+	}
 	j.mu.Unlock()
+}
+
+// waitFor waits, without polling, until event is in the journal, failing
+// the test after within.
+func (j *journal) waitFor(t *testing.T, event string, within time.Duration) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		j.mu.Lock()
+		if slices.Contains(j.events, event) {
+			j.mu.Unlock()
+			return
+		}
+		if j.added == nil {
+			j.added = make(chan struct{})
+		}
+		added := j.added
+		j.mu.Unlock()
+		select {
+		case <-added:
+		case <-deadline.C:
+			require.FailNow(t, "journal: event not recorded", "want %q, have %v", event, j.list())
+		}
+	}
 }
 
 func (j *journal) list() []string {
@@ -166,7 +196,7 @@ func TestStopDrainsQueueWithDatabaseOpenDespiteFailingHook(t *testing.T) {
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Stop(ctx) }()
-	require.Eventually(t, func() bool { return slices.Contains(j.list(), "worker:beforeStop") }, 10*time.Second, 5*time.Millisecond)
+	j.waitFor(t, "worker:beforeStop", 10*time.Second)
 	select {
 	case <-stopped:
 		t.Fatal("Stop returned while a message was running")

@@ -19,10 +19,11 @@ import (
 
 // inbox collects what one instance received, per primitive.
 type inbox struct {
-	mu    sync.Mutex // guards the slices
-	ps    []string
-	sync  []string
-	queue []string
+	mu      sync.Mutex // guards the slices
+	ps      []string
+	sync    []string
+	queue   []string
+	changed *pgtest.Signal // notified after each add
 }
 
 func (b *inbox) add(list *[]string, payload json.RawMessage) {
@@ -33,6 +34,7 @@ func (b *inbox) add(list *[]string, payload json.RawMessage) {
 	b.mu.Lock()
 	*list = append(*list, body.App)
 	b.mu.Unlock()
+	b.changed.Notify()
 }
 
 func (b *inbox) snapshot() (ps, syn, q []string) {
@@ -79,8 +81,9 @@ func TestAppIsolation(t *testing.T) {
 		p  *isoPlugin
 		in *inbox
 	}
+	var changed pgtest.Signal // any instance received something
 	start := func(name, id string) inst {
-		in := &inbox{}
+		in := &inbox{changed: &changed}
 		p := &isoPlugin{in: in}
 		a, err := app.New(ctx, app.Config{
 			Name: name, InstanceID: id, Plugins: []app.Plugin{p},
@@ -115,8 +118,8 @@ func TestAppIsolation(t *testing.T) {
 			return len(p) >= ps && len(s) >= syn
 		}
 	}
-	require.Eventually(t, received(a2, 2, 2), 30*time.Second, 20*time.Millisecond)
-	require.Eventually(t, received(b2, 1, 1), 30*time.Second, 20*time.Millisecond)
+	changed.WaitUntil(t, 30*time.Second, received(a2, 2, 2), "alpha-2: pub/sub and sync messages")
+	changed.WaitUntil(t, 30*time.Second, received(b2, 1, 1), "beta-2: pub/sub and sync messages")
 	queueDone := func() bool {
 		var n int
 		for _, i := range []inst{a1, a2, b1, b2} {
@@ -125,7 +128,7 @@ func TestAppIsolation(t *testing.T) {
 		}
 		return n >= 3
 	}
-	require.Eventually(t, queueDone, 30*time.Second, 20*time.Millisecond)
+	changed.WaitUntil(t, 30*time.Second, queueDone, "queue messages")
 	for _, c := range []struct {
 		i    inst
 		want string

@@ -165,7 +165,12 @@ func TestCancelFromAnotherInstance(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, id, <-c.ctxDone, "the running task's ctx was cancelled")
 	waitStatus(t, plugins[runner], id, asynctasks.StatusCanceled)
-	require.Eventually(t, func() bool { return plugins[runner].Stats().Cancelled == 1 }, 30*time.Second, 5*time.Millisecond)
+	// The runner counts the cancel, then says so in a "cancelled" event.
+	e := waitEvent(t, c.events, "cancelled")
+	require.Equal(t, id, e.TaskID)
+	require.Equal(t, apps[canceller].InstanceID(), e.RequestedBy)
+	require.Equal(t, apps[runner].InstanceID(), e.Instance)
+	require.EqualValues(t, 1, plugins[runner].Stats().Cancelled)
 	for e := range drain(c.events) {
 		if e.Kind == "cancelled" {
 			require.Equal(t, apps[canceller].InstanceID(), e.RequestedBy)
@@ -196,6 +201,24 @@ func TestCancelFromAnotherInstance(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, id2, <-c.ctxDone)
 	waitStatus(t, plugins[0], id2, asynctasks.StatusCanceled)
+}
+
+// waitEvent returns the next event of kind from ch (dropping the others
+// before it), failing the test after 30 s.
+func waitEvent(t *testing.T, ch chan asynctasks.Event, kind string) asynctasks.Event {
+	t.Helper()
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for {
+		select {
+		case e := <-ch:
+			if e.Kind == kind {
+				return e
+			}
+		case <-deadline.C:
+			require.FailNow(t, "no event", "want a %q event", kind)
+		}
+	}
 }
 
 func drain(ch chan asynctasks.Event) func(func(asynctasks.Event) bool) {

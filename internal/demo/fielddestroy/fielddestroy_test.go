@@ -34,11 +34,16 @@ func (c *critical) enter(context.Context, string, string) {
 	c.inside.Add(-1)
 }
 
-func startInstances(t *testing.T, db *pgtest.DB, n int, c *critical) ([]*app.App, []*fielddestroy.Plugin) {
+// startInstances starts n instances of the plugin; synced, when not nil, is
+// notified each time an instance applied another's sync message.
+func startInstances(t *testing.T, db *pgtest.DB, n int, c *critical, synced *pgtest.Signal) ([]*app.App, []*fielddestroy.Plugin) {
 	return demotest.Start(t, db, "fielddemo", n, func(string) (*fielddestroy.Plugin, error) {
 		p, err := fielddestroy.New("")
 		if p != nil {
 			p.InCriticalSection = c.enter
+			if synced != nil {
+				p.OnSync = func(fielddestroy.Message, string) { synced.Notify() }
+			}
 		}
 		return p, err
 	})
@@ -49,7 +54,8 @@ func TestConcurrentRemovalsAreSerializedAndAnnounced(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
 	c := &critical{}
-	apps, plugins := startInstances(t, db, 3, c)
+	var synced pgtest.Signal
+	apps, plugins := startInstances(t, db, 3, c, &synced)
 
 	const perInstance = 4
 	var all []string
@@ -58,7 +64,7 @@ func TestConcurrentRemovalsAreSerializedAndAnnounced(t *testing.T) {
 	}
 	require.NoError(t, plugins[0].AddFields(ctx, "posts", all...))
 	for _, p := range plugins {
-		require.Eventually(t, func() bool { return len(p.Fields("posts")) == len(all) }, 30*time.Second, 5*time.Millisecond)
+		synced.WaitUntil(t, 30*time.Second, func() bool { return len(p.Fields("posts")) == len(all) }, "%s has %v", p.App().InstanceID(), p.Fields("posts"))
 	}
 
 	// Every instance removes its share of the fields, all at once.
@@ -83,7 +89,7 @@ func TestConcurrentRemovalsAreSerializedAndAnnounced(t *testing.T) {
 
 	// Every instance dropped every field: its own at commit, the others' by sync message.
 	for _, p := range plugins {
-		require.Eventually(t, func() bool { return len(p.Fields("posts")) == 0 }, 30*time.Second, 5*time.Millisecond)
+		synced.WaitUntil(t, 30*time.Second, func() bool { return len(p.Fields("posts")) == 0 }, "%s has %v", p.App().InstanceID(), p.Fields("posts"))
 	}
 	var left int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM fields`).Scan(&left))
@@ -115,7 +121,7 @@ func TestBadInput(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	_, plugins := startInstances(t, db, 1, &critical{})
+	_, plugins := startInstances(t, db, 1, &critical{}, nil)
 	_, err := plugins[0].RemoveField(ctx, "", "x")
 	require.Error(t, err)
 	require.Error(t, plugins[0].AddFields(ctx, "posts", ""))
