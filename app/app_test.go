@@ -26,42 +26,21 @@ import (
 type journal struct {
 	mu     sync.Mutex
 	events []string
-	added  chan struct{} // closed (and dropped) at the next add
+	added  pgtest.Signal // notified after each add
 }
 
 func (j *journal) add(format string, args ...any) {
 	j.mu.Lock()
 	j.events = append(j.events, fmt.Sprintf(format, args...))
-	if j.added != nil {
-		close(j.added)
-		j.added = nil
-	}
 	j.mu.Unlock()
+	j.added.Notify()
 }
 
 // waitFor waits, without polling, until event is in the journal, failing
 // the test after within.
 func (j *journal) waitFor(t *testing.T, event string, within time.Duration) {
 	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	for {
-		j.mu.Lock()
-		if slices.Contains(j.events, event) {
-			j.mu.Unlock()
-			return
-		}
-		if j.added == nil {
-			j.added = make(chan struct{})
-		}
-		added := j.added
-		j.mu.Unlock()
-		select {
-		case <-added:
-		case <-deadline.C:
-			require.FailNow(t, "journal: event not recorded", "want %q, have %v", event, j.list())
-		}
-	}
+	j.added.WaitUntil(t, within, func() bool { return slices.Contains(j.list(), event) }, "want %q", event)
 }
 
 func (j *journal) list() []string {

@@ -62,17 +62,14 @@ func started(t *testing.T, db *pgtest.DB, name string, cfg *Config) *PubSub {
 type inbox struct {
 	mu      sync.Mutex
 	msgs    []Message
-	arrived chan struct{} // closed (and dropped) at the next message
+	arrived pgtest.Signal // notified after each message
 }
 
 func (b *inbox) handle(_ context.Context, m Message) error {
 	b.mu.Lock()
 	b.msgs = append(b.msgs, m)
-	if b.arrived != nil {
-		close(b.arrived)
-		b.arrived = nil
-	}
 	b.mu.Unlock()
+	b.arrived.Notify()
 	return nil
 }
 
@@ -80,25 +77,11 @@ func (b *inbox) handle(_ context.Context, m Message) error {
 // received so far.
 func (b *inbox) waitUntil(t *testing.T, cond func([]Message) bool, msgAndArgs ...any) {
 	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	for {
+	b.arrived.WaitUntil(t, waitFor, func() bool {
 		b.mu.Lock()
-		if cond(b.msgs) {
-			b.mu.Unlock()
-			return
-		}
-		if b.arrived == nil {
-			b.arrived = make(chan struct{})
-		}
-		arrived := b.arrived
-		b.mu.Unlock()
-		select {
-		case <-arrived:
-		case <-deadline.C:
-			require.FailNow(t, "inbox: condition not met", msgAndArgs...)
-		}
-	}
+		defer b.mu.Unlock()
+		return cond(b.msgs)
+	}, append([]any{"inbox: condition not met"}, msgAndArgs...)...)
 }
 
 func (b *inbox) len() int {
@@ -169,19 +152,7 @@ func barrier(t *testing.T, from *PubSub, to *inbox, channel string) {
 // catch-up, or what ps's handlers and OnResync callbacks recorded.
 func waitState(t *testing.T, ps *PubSub, within time.Duration, cond func() bool, msgAndArgs ...any) {
 	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	for {
-		changed := ps.watch.next()
-		if cond() {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			require.FailNow(t, "condition not met", msgAndArgs...)
-		}
-	}
+	pgtest.WaitUntil(t, within, ps.watch.next, cond, msgAndArgs...)
 }
 
 // setup marks t parallel and gives it a background context and a database

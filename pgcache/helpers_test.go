@@ -91,19 +91,7 @@ func requireNoTTL(t *testing.T, c *pgcache.Cache, key string) {
 // fails after waitFor.
 func waitSignal(t *testing.T, changed func() <-chan struct{}, cond func() bool, msgAndArgs ...any) {
 	t.Helper()
-	deadline := time.NewTimer(waitFor)
-	defer deadline.Stop()
-	for {
-		ch := changed()
-		if cond() {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			require.Fail(t, "the signalled condition did not hold in time", msgAndArgs...)
-		}
-	}
+	pgtest.WaitUntil(t, waitFor, changed, cond, msgAndArgs...)
 }
 
 // receive waits for one value from ch, failing after waitFor.

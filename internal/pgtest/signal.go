@@ -8,10 +8,31 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// WaitUntil waits, without polling, until cond holds: it takes the channel
+// changed returns, checks cond, and when cond is false waits for that
+// channel to close before it checks again (a change between the check and
+// the wait is not missed). It fails t when within passes first.
+func WaitUntil(t testing.TB, within time.Duration, changed func() <-chan struct{}, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		next := changed()
+		if cond() {
+			return
+		}
+		select {
+		case <-next:
+		case <-deadline.C:
+			require.FailNow(t, "condition not met", msgAndArgs...)
+		}
+	}
+}
+
 // Signal tells a waiting test that what it watches may have changed: the
-// test calls Notify from a plugin's hook (OnSync, OnEvent, ...), and
-// WaitUntil re-checks its condition at each notification, without polling.
-// The zero Signal is ready to use.
+// test calls Notify from a hook (a handler, OnSync, OnEvent, ...), and
+// WaitUntil re-checks its condition at each notification. The zero Signal
+// is ready to use.
 type Signal struct {
 	mu sync.Mutex
 	ch chan struct{} // closed (and dropped) at the next Notify
@@ -27,7 +48,8 @@ func (s *Signal) Notify() {
 	s.mu.Unlock()
 }
 
-func (s *Signal) next() <-chan struct{} {
+// Next returns a channel that the next Notify closes.
+func (s *Signal) Next() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ch == nil {
@@ -36,21 +58,8 @@ func (s *Signal) next() <-chan struct{} {
 	return s.ch
 }
 
-// WaitUntil waits until cond holds, checking it now and after each Notify;
-// it fails t when within passes first.
+// WaitUntil is [WaitUntil] on s's notifications.
 func (s *Signal) WaitUntil(t testing.TB, within time.Duration, cond func() bool, msgAndArgs ...any) {
 	t.Helper()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	for {
-		changed := s.next()
-		if cond() {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			require.FailNow(t, "condition not met", msgAndArgs...)
-		}
-	}
+	WaitUntil(t, within, s.Next, cond, msgAndArgs...)
 }
