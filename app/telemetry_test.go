@@ -22,9 +22,7 @@ import (
 // Config.MeterProvider reaches every component: what they record lands in
 // the App's provider.
 func TestMeterProviderReachesComponents(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	metrics := otelxtest.NewMetrics(t)
 	a, err := app.New(ctx, app.Config{Name: "otel", Pool: db.Pool, InstanceID: "i1", MeterProvider: metrics.Provider})
 	require.NoError(t, err)

@@ -27,9 +27,7 @@ import (
 // cluster: both instances, a published message, a held lock with its
 // holder, a cache's entries.
 func TestPages(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t, nil)
+	ctx, e := setup(t)
 	e.publish(t, 0, "orders.created", map[string]any{"order": 42})
 	lock := e.hold(t, 1, "report:daily")
 	require.NoError(t, e.cluster.App(0).Cache().Set(ctx, "greeting", "hello", 0))
@@ -228,9 +226,7 @@ func TestLiveTail(t *testing.T) {
 // A message whose transaction commits after more than 64 later messages
 // (ids are assigned at insert, not at commit) still reaches the live tail.
 func TestLiveTailLateCommit(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t, nil)
+	ctx, e := setup(t)
 	e.publish(t, 0, "before", 1) // the app has a log: the tail listens on its channel
 	events := e.openTail(t, "")
 	nextEvent(t, events, "ready")
@@ -263,9 +259,7 @@ func TestLiveTailLateCommit(t *testing.T) {
 // Hostile payloads, channel names, lock keys and cache prefixes render as
 // text on every page and in every JSON document, never as markup.
 func TestHostileValuesAreEscaped(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t, nil)
+	ctx, e := setup(t)
 	const (
 		channel = `<script>alert("channel")</script>`
 		key     = `"><img src=x onerror=alert('key')>`
@@ -306,9 +300,7 @@ func TestHostileValuesAreEscaped(t *testing.T) {
 // Read-only by default: no mutating request reaches River UI or the lock
 // table, whatever it carries.
 func TestReadOnlyByDefault(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	e := newEnv(t, nil)
+	ctx, e := setup(t)
 	l := e.hold(t, 0, "held")
 	id, err := e.cluster.App(0).EventQueue().Publish(ctx, "jobs", map[string]any{"a": 1}, nil)
 	require.NoError(t, err)

@@ -40,6 +40,13 @@ func newEnv(t *testing.T, cfg *dashboard.Config) *env {
 	return newEnvWith(t, cfg, nil)
 }
 
+// setup marks t parallel and gives it a background context and newEnv(t, nil).
+func setup(t *testing.T) (context.Context, *env) {
+	t.Helper()
+	t.Parallel()
+	return context.Background(), newEnv(t, nil)
+}
+
 // newEnvWith is newEnv with configure applied to each instance's config.
 func newEnvWith(t *testing.T, cfg *dashboard.Config, configure func(i int, cfg *app.Config)) *env {
 	t.Helper()

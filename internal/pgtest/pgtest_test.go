@@ -11,9 +11,8 @@ import (
 )
 
 func TestNewDBIsMigratedAndIsolated(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	a, b := pgtest.NewDB(t), pgtest.NewDB(t)
+	ctx, a := pgtest.Setup(t)
+	b := pgtest.NewDB(t)
 	require.NotEqual(t, a.Name, b.Name)
 
 	v, err := migrations.Version(ctx, a.Pool, nil)
@@ -28,9 +27,7 @@ func TestNewDBIsMigratedAndIsolated(t *testing.T) {
 }
 
 func TestSecondPoolAndTerminateBackends(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	other := db.NewPool(t, &pgtest.PoolOptions{AppName: "instance-b", MaxConns: 2})
 	require.EqualValues(t, 2, other.Config().MaxConns)
 

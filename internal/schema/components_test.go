@@ -20,9 +20,7 @@ import (
 // Every component's Start checks the schema once and fails with the typed
 // error, not a raw "relation does not exist" later.
 func TestEveryStartChecksSchema(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 10})
 	require.NoError(t, err)
 
