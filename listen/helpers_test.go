@@ -24,7 +24,6 @@ func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // unless cfg says otherwise. It is closed when the test ends.
 func instance(t *testing.T, db *pgtest.DB, name string, cfg *Config) *PubSub {
 	t.Helper()
-	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 6})
 	var c Config
 	if cfg != nil {
 		c = *cfg
@@ -32,23 +31,7 @@ func instance(t *testing.T, db *pgtest.DB, name string, cfg *Config) *PubSub {
 	if c.InstanceID == "" {
 		c.InstanceID = name
 	}
-	if c.AppName == "" {
-		c.AppName = "app"
-	}
-	if c.Logger == nil {
-		c.Logger = quietLogger()
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = 200 * time.Millisecond
-	}
-	ps, err := New(pool, &c)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		require.NoError(t, ps.Close(ctx))
-	})
-	return ps
+	return psWith(t, db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 6}), c)
 }
 
 func started(t *testing.T, db *pgtest.DB, name string, cfg *Config) *PubSub {

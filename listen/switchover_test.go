@@ -59,9 +59,20 @@ func switchoverDBs(t *testing.T) (string, string) {
 // loaded machine (cold caches), and this is a wait on a signal, not a pause.
 const switchoverWait = time.Minute
 
-func psOn(t *testing.T, pool *pgxpool.Pool, id string) *PubSub {
+// psWith creates a PubSub over pool with cfg, app "app", a quiet logger and
+// a 200 ms poll unless cfg says otherwise. It is closed when the test ends.
+func psWith(t *testing.T, pool *pgxpool.Pool, c Config) *PubSub {
 	t.Helper()
-	ps, err := New(pool, &Config{AppName: "app", InstanceID: id, Logger: quietLogger(), PollInterval: 100 * time.Millisecond, ReconnectMaxDelay: 200 * time.Millisecond})
+	if c.AppName == "" {
+		c.AppName = "app"
+	}
+	if c.Logger == nil {
+		c.Logger = quietLogger()
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 200 * time.Millisecond
+	}
+	ps, err := New(pool, &c)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -69,6 +80,11 @@ func psOn(t *testing.T, pool *pgxpool.Pool, id string) *PubSub {
 		require.NoError(t, ps.Close(ctx))
 	})
 	return ps
+}
+
+func psOn(t *testing.T, pool *pgxpool.Pool, id string) *PubSub {
+	t.Helper()
+	return psWith(t, pool, Config{InstanceID: id, PollInterval: 100 * time.Millisecond, ReconnectMaxDelay: 200 * time.Millisecond})
 }
 
 // TestSwitchoverToAnotherCluster moves the subscriber's connections, through
