@@ -98,9 +98,7 @@ func newApp(t *testing.T, pool *pgxpool.Pool, name, instance string, plugins ...
 }
 
 func TestLifecycleOrder(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	j := &journal{}
 	p1 := &hookPlugin{name: "one", j: j}
 	p2 := &hookPlugin{name: "two", j: j, loadCheck: func(a *app.App) error {
@@ -148,9 +146,7 @@ func TestStopBeforeStart(t *testing.T) {
 // The queue waits for a running message while the database is still open,
 // and a failing BeforeStop does not prevent the rest of the shutdown.
 func TestStopDrainsQueueWithDatabaseOpenDespiteFailingHook(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	j := &journal{}
 	started, release := make(chan struct{}), make(chan struct{})
 	var dbErrInProcess error
@@ -274,9 +270,7 @@ func TestNewValidatesPlugins(t *testing.T) {
 }
 
 func TestPluginSyncMessagesAcrossInstances(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	j := &journal{}
 	var plugins []*hookPlugin
 	var apps []*app.App
@@ -352,9 +346,7 @@ func TestConfigFromEnv(t *testing.T) {
 }
 
 func TestOwnPoolFromDatabaseURLIsClosedAtStop(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	a, err := app.New(ctx, app.Config{Name: "own", DatabaseURL: db.URL, AutoMigrate: true})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
@@ -367,9 +359,7 @@ func TestOwnPoolFromDatabaseURLIsClosedAtStop(t *testing.T) {
 // plugin's BeforeStop runs (a plugin before the failing one may have
 // subscribed resources) and every component is closed.
 func TestStartFailureStopsEverything(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	j := &journal{}
 	ok := &hookPlugin{name: "ok", j: j}
 	bad := &hookPlugin{name: "bad", j: j, loadCheck: func(*app.App) error { return errors.New("load failed") }}

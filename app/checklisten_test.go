@@ -48,9 +48,7 @@ func (c *cutCheck) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndDa
 // the connection's error, not with ErrListenUnsupported: nothing says a
 // pooler is in the way.
 func TestListenCheckCutIsNotAPooler(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	cut := &cutCheck{t: t, db: db, name: connname.Name("cut", "c1", connname.RoleCheck)}
 	cfg := db.Pool.Config().Copy()
 	cfg.ConnConfig.Tracer = cut

@@ -51,9 +51,7 @@ func TestNilLoggerIsSlogDefault(t *testing.T) {
 // starts and one line when it ends (bounded), not one per failed poll,
 // reconnect or election (River's included).
 func TestOutageLogLinesBounded(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	proxy, url := faultproxy.StartFor(t, db.URL)
 	rec := &obslogtest.Capture{}
 	a, err := app.New(ctx, app.Config{Name: "outage", DatabaseURL: url, InstanceID: "o1", Logger: slog.New(rec)})

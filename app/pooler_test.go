@@ -97,9 +97,7 @@ logfile = %s
 }
 
 func TestStartBehindTransactionPoolerNeedsDirectURL(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	pooledURL := startPgBouncer(t, db)
 
 	// Through the pooler alone, LISTEN cannot work: Start says what to set.

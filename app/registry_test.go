@@ -54,9 +54,7 @@ func waitInstances(t *testing.T, a *app.App, bound time.Duration, cond func([]ap
 }
 
 func TestInstanceRegistry(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	a := newApp(t, db.Pool, "reg", "inst-a")
 	b := newApp(t, db.Pool, "reg", "inst-b")
 	other := newApp(t, db.Pool, "reg-other", "inst-c")
@@ -100,9 +98,7 @@ func TestInstanceRegistry(t *testing.T) {
 // A heartbeat refreshes the row and sweeps the rows of dead instances once
 // they missed three heartbeats; a dead row is shown dead until then.
 func TestInstanceRegistrySweepsDead(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	a, err := app.New(ctx, app.Config{Name: "sweep", Pool: db.Pool, InstanceID: "live", HeartbeatInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Stop(context.Background()) })
@@ -160,9 +156,7 @@ func TestRegistryChildProcess(t *testing.T) {
 // A SIGKILLed instance shows as dead within the liveness bound: its liveness
 // session's backend ends when the kernel closes the dead process's socket.
 func TestInstanceRegistryKilled(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	observer := newApp(t, db.Pool, "killed", "observer")
 	require.NoError(t, observer.Start(ctx))
 
@@ -204,9 +198,7 @@ func TestInstanceRegistryKilled(t *testing.T) {
 // a pool the user configured keeps the user's name, pgcoord's dedicated
 // connections still carry theirs.
 func TestConnectionsNamed(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	roles := func(t *testing.T, instance string) map[string]bool {
 		rows, err := db.Pool.Query(ctx, `SELECT application_name FROM pg_stat_activity WHERE datname = current_database()`)
 		require.NoError(t, err)
@@ -245,9 +237,7 @@ func TestConnectionsNamed(t *testing.T) {
 // The health handler answers 503 while the listener is cut off and 200 once
 // it has reconnected.
 func TestHealthHandlerListenerCut(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	proxy, url := faultproxy.StartFor(t, db.URL)
 	a, err := app.New(ctx, app.Config{Name: "health", Pool: db.Pool, DirectDatabaseURL: url, InstanceID: "h1",
 		Lock: &advisorylock.Config{HealthCheckInterval: 200 * time.Millisecond}})
@@ -376,9 +366,7 @@ func refusingPool(t *testing.T, db *pgtest.DB, name string) (*pgxpool.Pool, *ato
 // its listener lag: a few hundred milliseconds at most while the listener
 // is up, growing while it is cut off, back down once it reconnects.
 func TestRegistryStatsSnapshot(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	listener := connname.Name("snap", "s2", connname.RoleListen)
 	pool, refuse := refusingPool(t, db, listener)
 	start := func(p *pgxpool.Pool, id string) *app.App {

@@ -28,9 +28,7 @@ func (p *stopperPlugin) HandleSyncMessage(ctx context.Context, _ listen.Message)
 // TestStopFromHandleSyncMessage: app.Stop called from a plugin's
 // HandleSyncMessage (with its context) returns, and the app is stopped.
 func TestStopFromHandleSyncMessage(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	target := &stopperPlugin{stopped: make(chan error, 1)}
 	a := newApp(t, db.Pool, "stopper", "i1", target)
 	target.a = a

@@ -73,9 +73,7 @@ func (p *isoPlugin) HandleSyncMessage(_ context.Context, m listen.Message) error
 // same cache keys, channel names, queue channel and lock key, never see each
 // other's data in any primitive.
 func TestAppIsolation(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	type inst struct {
 		a  *app.App
 		p  *isoPlugin

@@ -46,9 +46,7 @@ GRANT SELECT, INSERT, UPDATE ON ` + counterTable + `, ` + counterLog + ` TO %[1]
 // count, with a superuser pool on it.
 func hardenedDB(t *testing.T) (context.Context, *pgtest.DB, *pgxpool.Pool) {
 	t.Helper()
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	admin := adminPool(t, db)
 	_, err := admin.Exec(ctx, `
 		DROP SCHEMA pgcoord CASCADE;

@@ -197,9 +197,7 @@ func TestConcurrentUp(t *testing.T) {
 }
 
 func TestInvalidSchemaRejectedBeforeSQL(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	for _, bad := range []string{"Pgcoord", "x; DROP TABLE y", `a"b`, "1abc", "pg_catalog", "public", "has space", string(make([]byte, 64))} {
 		for name, fn := range map[string]func() error{
 			"up":      func() error { _, err := migrations.Up(ctx, db.Pool, &migrations.Options{Schema: bad}); return err },

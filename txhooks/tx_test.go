@@ -313,9 +313,7 @@ func TestWrapAndHookAfterEnd(t *testing.T) {
 // neither commit nor rollback hooks, only outcome-unknown hooks: the caller
 // gets the error and decides.
 func TestCommitWithLostConnectionRunsOnlyUnknownHooks(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	_, err := db.Pool.Exec(ctx, `CREATE TABLE t (v int)`)
 	require.NoError(t, err)
 	victim := db.NewPool(t, &pgtest.PoolOptions{AppName: "txhooks-victim"})

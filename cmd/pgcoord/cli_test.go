@@ -115,9 +115,7 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 // migrate up on a database where River's own migrator installed River's
 // tables says it only recorded River's versions, not that it applied them.
 func TestMigrateUpSaysRecordedOnly(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	_, err := migrations.Down(ctx, db.Pool, nil)
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, `CREATE SCHEMA pgcoord`)
@@ -164,9 +162,7 @@ func TestNoDatabaseSaysWhatToDo(t *testing.T) {
 }
 
 func TestInspectShowsLiveState(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 
 	locks, err := advisorylock.New(db.Pool, &advisorylock.Config{AppName: "shop", InstanceID: "node-a"})
 	require.NoError(t, err)

@@ -1,7 +1,6 @@
 package schema_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -32,9 +31,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	require.NoError(t, schema.Check(ctx, db.Pool, schema.Default))
 	require.ErrorIs(t, schema.Check(ctx, db.Pool, "Bad"), schema.ErrInvalid)
 
@@ -63,9 +60,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCheckTooNew(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	// What a newer pgcoord with one more migration leaves behind.
 	_, err := db.Pool.Exec(ctx, `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES ($1, true)`, schema.Version+1)
 	require.NoError(t, err)
@@ -77,9 +72,7 @@ func TestCheckTooNew(t *testing.T) {
 
 // River's own CLI rolled River back behind pgcoord's record.
 func TestCheckRiverBehind(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	rm, err := rivermigrate.New(riverpgxv5.New(db.Pool), &rivermigrate.Config{Schema: schema.Default})
 	require.NoError(t, err)
 	_, err = rm.Migrate(ctx, rivermigrate.DirectionDown, &rivermigrate.MigrateOpts{MaxSteps: 1})

@@ -93,9 +93,7 @@ func waitStatus(t *testing.T, p *asynctasks.Plugin, id int64, status string) asy
 // Six tasks that only finish once six run at once, with two slots per
 // instance: each instance runs exactly two, then more tasks each run once.
 func TestTasksSpreadOverInstancesEachRunsOnce(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	c := newCluster(6)
 	_, plugins := startInstances(t, db, c, 2)
 
@@ -140,9 +138,7 @@ func TestTasksSpreadOverInstancesEachRunsOnce(t *testing.T) {
 // A long task is cancelled from an instance that does not run it: its ctx is
 // cancelled on the instance running it and it ends CANCELED.
 func TestCancelFromAnotherInstance(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	c := newCluster(0)
 	apps, plugins := startInstances(t, db, c, 1)
 
@@ -239,9 +235,7 @@ func drain(ch chan asynctasks.Event) func(func(asynctasks.Event) bool) {
 // A task created in a rolled-back transaction neither exists nor runs; a
 // failing task ends FAILED with its error; bad input writes nothing.
 func TestRollbackFailureAndBadInput(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	c := newCluster(0)
 	apps, plugins := startInstances(t, db, c, 1)
 
@@ -285,9 +279,7 @@ func TestRollbackFailureAndBadInput(t *testing.T) {
 // concurrency 3, exactly 3 run and 1 stays PENDING; when one ends the fourth
 // starts.
 func TestConcurrencyLimitOnOneInstance(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	c := newCluster(0)
 	_, plugins := startN(t, db, c, 1, 3)
 	p := plugins[0]
@@ -343,9 +335,7 @@ func TestConcurrencyLimitOnOneInstance(t *testing.T) {
 // A task interrupted because its instance stops (the stop's grace period
 // ran out) goes back to PENDING and runs again on another instance.
 func TestTaskInterruptedByStopRunsElsewhere(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	c := newCluster(0)
 	apps, plugins := startN(t, db, c, 2, 1)
 

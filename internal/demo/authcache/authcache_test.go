@@ -1,7 +1,6 @@
 package authcache_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -29,9 +28,7 @@ func totalLoads(plugins []*authcache.Plugin) int64 {
 }
 
 func TestPolicySharedThroughPostgres(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	_, plugins := startInstances(t, db, 3)
 
 	want := authcache.TokenPolicy{ID: authcache.DefaultPolicyID, TokenExpiry: 24 * time.Hour, RenewWindow: time.Hour}
@@ -73,9 +70,7 @@ func TestPolicySharedThroughPostgres(t *testing.T) {
 }
 
 func TestPolicyErrors(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	_, plugins := startInstances(t, db, 1)
 	_, _, err := plugins[0].Policy(ctx)
 	require.ErrorIs(t, err, authcache.ErrNoPolicy, "no row: the loader's error is returned, nothing cached")

@@ -50,9 +50,7 @@ func startInstances(t *testing.T, db *pgtest.DB, n int, c *critical, synced *pgt
 }
 
 func TestConcurrentRemovalsAreSerializedAndAnnounced(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	c := &critical{}
 	var synced pgtest.Signal
 	apps, plugins := startInstances(t, db, 3, c, &synced)
@@ -118,9 +116,7 @@ func TestConcurrentRemovalsAreSerializedAndAnnounced(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	_, plugins := startInstances(t, db, 1, &critical{}, nil)
 	_, err := plugins[0].RemoveField(ctx, "", "x")
 	require.Error(t, err)

@@ -1,7 +1,6 @@
 package schemasync_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -41,9 +40,7 @@ func receive(t *testing.T, ch <-chan string, n int) []string {
 }
 
 func TestRollbackNeverAnnouncedCommitConverges(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	reloads := make(chan string, 64)
 	apps, plugins := startInstances(t, db, 3, reloads)
 
@@ -83,9 +80,7 @@ func TestRollbackNeverAnnouncedCommitConverges(t *testing.T) {
 }
 
 func TestLoadReadsExistingAndBadInput(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := pgtest.NewDB(t)
+	ctx, db := pgtest.Setup(t)
 	require.NoError(t, schemasync.EnsureSchema(ctx, db.Pool, ""))
 	_, err := db.Pool.Exec(ctx, `INSERT INTO collections (name, fields) VALUES ('users', '{id,email}')`)
 	require.NoError(t, err)
