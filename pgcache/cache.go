@@ -146,8 +146,9 @@ type Cache struct {
 	m     *Manager
 	spec  cacheSpec
 	st    store
-	pg    *pgStore  // nil for the memory store
-	mem   *memStore // nil for the postgres store
+	pg    *pgStore     // nil for the memory store
+	reads *readBatcher // the postgres store's point reads (coalesce.go); nil for the memory store
+	mem   *memStore    // nil for the postgres store
 	near  *nearCache
 	sf    singleflight.Group
 	stats stats
@@ -165,6 +166,7 @@ func newCache(ctx context.Context, m *Manager, spec cacheSpec) (*Cache, error) {
 	case StorePostgres:
 		c.pg = &pgStore{db: m.pool, sql: m.sql, app: m.cfg.AppName, prefix: spec.prefix}
 		c.st = c.pg
+		c.reads = &readBatcher{s: c.pg, withTTL: spec.near, lanes: max(1, int(m.pool.Config().MaxConns))}
 	case StoreMemory:
 		c.mem = newMemStore(spec.maxEntries, &c.stats.evictions)
 		c.st = c.mem
@@ -237,7 +239,17 @@ func (c *Cache) getEncoded(ctx context.Context, key string) (encoded, bool, erro
 	if c.near != nil {
 		return c.near.get(ctx, key)
 	}
-	e, _, ok, err := c.st.get(ctx, key)
+	var (
+		e   encoded
+		ok  bool
+		err error
+	)
+	if c.reads != nil {
+		r := c.reads.get(ctx, key)
+		e, ok, err = r.e, r.ok, r.err
+	} else {
+		e, _, ok, err = c.st.get(ctx, key)
+	}
 	if err != nil {
 		return encoded{}, false, opErr("get", key, err)
 	}

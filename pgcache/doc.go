@@ -48,7 +48,14 @@
 //
 // # Atomicity
 //
-// Every read is one statement (one round trip), MGet included; every write
+// Every read is one statement (one round trip), MGet included. Concurrent
+// Gets of one postgres-store cache share statements, as group commit
+// shares commits: a Get that finds a free lane (fewer reads of the cache in
+// flight than the pool has connections) runs its own point SELECT at once;
+// Gets that find every lane busy queue, and the first read to end reads
+// them all with one SELECT … key = ANY. Each Get keeps its contract: its
+// ctx ends only its wait, a statement error reaches only the Gets of that
+// statement, expiry is the statement's. Every write
 // to a prefix no near cache holds is one round trip, MSet and MDel included
 // (see Near cache for the registry check it carries, and for the
 // transaction of a write to a near-cached prefix). [Cache.SetValueInObject] and [Cache.DelValueInObject] merge the

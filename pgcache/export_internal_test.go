@@ -30,3 +30,14 @@ func (m *Manager) RenewNearRegistrations(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SetReadHooks sets the lanes and test hooks of c's read coalescing
+// (postgres store; before any Get): onRead runs before each read statement
+// with its keys, onQueued after a Get queued for the next batch, with the
+// number waiting.
+func (c *Cache) SetReadHooks(lanes int, onRead func(keys []string), onQueued func(pending int)) {
+	c.reads.lanes, c.reads.testHookRead, c.reads.testHookQueued = lanes, onRead, onQueued
+}
+
+// ReadStatements is the number of read statements c's Gets ran.
+func (c *Cache) ReadStatements() uint64 { return c.reads.statements.Load() }

@@ -202,15 +202,16 @@ func (n *nearCache) get(ctx context.Context, key string) (encoded, bool, error) 
 	}
 	n.c.stats.nearMisses.Add(1)
 	gen := n.gen.Load()
-	e, rem, ok, err := n.c.pg.getTTL(ctx, key)
-	if err != nil {
-		return encoded{}, false, opErr("get", key, err)
+	// gen is read before the read is queued, so before its statement starts.
+	r := n.c.reads.get(ctx, key)
+	if r.err != nil {
+		return encoded{}, false, opErr("get", key, r.err)
 	}
-	n.c.count(ok)
-	if ok {
-		n.put(key, e, rem, gen)
+	n.c.count(r.ok)
+	if r.ok {
+		n.put(key, r.e, r.ttl, gen)
 	}
-	return e, ok, nil
+	return r.e, r.ok, nil
 }
 
 func (n *nearCache) mget(ctx context.Context, keys []string) ([]encoded, []bool, error) {
