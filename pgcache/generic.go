@@ -22,15 +22,15 @@ func MGet[T any](ctx context.Context, c *Cache, keys ...string) ([]*T, error) {
 		return nil, err
 	}
 	out := make([]*T, len(keys))
+	dst := make([]T, len(keys)) // one allocation for every value
 	for i := range keys {
 		if !found[i] {
 			continue
 		}
-		v := new(T)
-		if err := decodeInto(vals[i].raw, vals[i].kind, v); err != nil {
+		if err := decodeInto(vals[i].raw, vals[i].kind, &dst[i]); err != nil {
 			return nil, err
 		}
-		out[i] = v
+		out[i] = &dst[i]
 	}
 	return out, nil
 }

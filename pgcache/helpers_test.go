@@ -12,7 +12,7 @@ import (
 	"github.com/pgcoord/pgcoord/pgcache"
 )
 
-func newManager(t *testing.T, pool *pgxpool.Pool, cfg *pgcache.ManagerConfig) *pgcache.Manager {
+func newManager(t testing.TB, pool *pgxpool.Pool, cfg *pgcache.ManagerConfig) *pgcache.Manager {
 	t.Helper()
 	m, err := pgcache.NewManager(pool, cfg)
 	require.NoError(t, err)
@@ -24,7 +24,7 @@ func newManager(t *testing.T, pool *pgxpool.Pool, cfg *pgcache.ManagerConfig) *p
 	return m
 }
 
-func newCache(t *testing.T, m *pgcache.Manager, cfg pgcache.CacheConfig) *pgcache.Cache {
+func newCache(t testing.TB, m *pgcache.Manager, cfg pgcache.CacheConfig) *pgcache.Cache {
 	t.Helper()
 	c, err := m.CreateCache(context.Background(), cfg)
 	require.NoError(t, err)

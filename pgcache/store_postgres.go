@@ -173,24 +173,18 @@ func (s *pgStore) getTTL(ctx context.Context, key string) (encoded, time.Duratio
 
 func (s *pgStore) mget(ctx context.Context, keys []string) ([]encoded, []bool, error) {
 	vals, found := make([]encoded, len(keys)), make([]bool, len(keys))
-	pos := make(map[string][]int, len(keys))
-	for i, k := range keys {
-		pos[k] = append(pos[k], i)
-	}
+	idx := newKeyIndex(keys)
 	rows, err := s.db.Query(ctx, s.sql.mget, s.app, s.prefix, keys)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var (
-			k string
-			e encoded
-		)
-		if err := rows.Scan(&k, &e.raw, &e.kind); err != nil {
+		var e encoded
+		if err := rows.Scan(nil, &e.raw, &e.kind); err != nil {
 			return nil, nil, err
 		}
-		for _, i := range pos[k] {
+		for i := idx.first(rows.RawValues()[0]); i >= 0; i = idx.next[i] {
 			vals[i], found[i] = e, true
 		}
 	}
@@ -203,10 +197,7 @@ func (s *pgStore) mget(ctx context.Context, keys []string) ([]encoded, []bool, e
 // mgetTTL is mget that also returns each remaining time (see getTTL).
 func (s *pgStore) mgetTTL(ctx context.Context, keys []string) ([]encoded, []time.Duration, []bool, error) {
 	vals, ttls, found := make([]encoded, len(keys)), make([]time.Duration, len(keys)), make([]bool, len(keys))
-	pos := make(map[string][]int, len(keys))
-	for i, k := range keys {
-		pos[k] = append(pos[k], i)
-	}
+	idx := newKeyIndex(keys)
 	rows, err := s.db.Query(ctx, s.sql.mgetTTL, s.app, s.prefix, keys)
 	if err != nil {
 		return nil, nil, nil, err
@@ -214,18 +205,17 @@ func (s *pgStore) mgetTTL(ctx context.Context, keys []string) ([]encoded, []time
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			k  string
 			e  encoded
 			us int64
 		)
-		if err := rows.Scan(&k, &e.raw, &e.kind, &us); err != nil {
+		if err := rows.Scan(nil, &e.raw, &e.kind, &us); err != nil {
 			return nil, nil, nil, err
 		}
 		ttl := noTTL
 		if us >= 0 {
 			ttl = time.Duration(us) * time.Microsecond
 		}
-		for _, i := range pos[k] {
+		for i := idx.first(rows.RawValues()[0]); i >= 0; i = idx.next[i] {
 			vals[i], ttls[i], found[i] = e, ttl, true
 		}
 	}
@@ -233,6 +223,34 @@ func (s *pgStore) mgetTTL(ctx context.Context, keys []string) ([]encoded, []time
 		return nil, nil, nil, err
 	}
 	return vals, ttls, found, nil
+}
+
+// keyIndex maps a key read back to its positions in the keys asked for
+// (a key may be asked for twice), without allocating per key.
+type keyIndex struct {
+	pos  map[string]int // first position of each key
+	next []int          // next position of the same key, -1 after the last
+}
+
+func newKeyIndex(keys []string) keyIndex {
+	x := keyIndex{pos: make(map[string]int, len(keys)), next: make([]int, len(keys))}
+	for i := len(keys) - 1; i >= 0; i-- {
+		x.next[i] = -1
+		if j, ok := x.pos[keys[i]]; ok {
+			x.next[i] = j
+		}
+		x.pos[keys[i]] = i
+	}
+	return x
+}
+
+// first is the first position of a key read back as the raw bytes of a
+// text column (the same in text and binary format), -1 if not asked for.
+func (x keyIndex) first(key []byte) int {
+	if i, ok := x.pos[string(key)]; ok {
+		return i
+	}
+	return -1
 }
 
 func (s *pgStore) set(ctx context.Context, q querier, key string, e encoded, ttl time.Duration) error {
