@@ -648,7 +648,8 @@ func (c *Cache) DelValueInObject(ctx context.Context, key, field string) error {
 // Invalidation follows the data: when a near cache anywhere may hold this
 // cache's prefix (this cache has one, or the registry says so, see
 // near_registry.go), the write and the publication of its invalidation
-// commit together in one transaction, and this Manager's near caches of the
+// commit together in one transaction (one pipelined round trip when the
+// write needs no results, see near_pipe.go), and this Manager's near caches of the
 // prefix are invalidated before and after, so a reader on this instance
 // never sees the old value once write returns. Otherwise fn runs guarded:
 // one round trip that writes only if no near cache registered the prefix.
@@ -672,12 +673,16 @@ func (c *Cache) write(ctx context.Context, keys []string, reset bool, fn func(ct
 		return c.m.errNoPubSub(c.spec.prefix)
 	}
 	c.m.invalidateNear(c.spec.prefix, keys, reset)
-	err := txhooks.Run(ctx, c.m.pool, func(ctx context.Context, tx *txhooks.Tx) error {
-		if err := fn(ctx, tx); err != nil {
-			return err
-		}
-		return c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset, true)
-	})
+	err := c.writePipelined(ctx, keys, reset, fn) // one round trip (near_pipe.go)
+	if errors.Is(err, errNotPipelined) {
+		// The write needs its statements' results: a transaction.
+		err = txhooks.Run(ctx, c.m.pool, func(ctx context.Context, tx *txhooks.Tx) error {
+			if err := fn(ctx, tx); err != nil {
+				return err
+			}
+			return c.m.publishNear(ctx, tx, c.spec.prefix, keys, reset, true)
+		})
+	}
 	c.m.invalidateNear(c.spec.prefix, keys, reset)
 	return err
 }

@@ -111,8 +111,14 @@
 // pipelined round trip (one implicit transaction): that is the whole cost
 // of a write to a prefix no near cache holds. When a registration exists
 // nothing is written by that round trip and the write is redone with its
-// invalidation (a transaction: a few round trips, as a near cache's own
-// writes), and the cache skips the check for a minute. Registering takes
+// invalidation, as a near cache's own writes are, and the cache skips the
+// check for a minute. A write with its invalidation is one pipelined round
+// trip too (one implicit transaction: the write, the invalidation's
+// message, committed together) with synchronous_commit off for that
+// transaction only: cache_entries is UNLOGGED, so a crash empties it
+// anyway, and near caches flush when their listener reconnects. Writes that
+// need their results (counters, object fields, bloom filters) take a
+// transaction of a few round trips instead. Registering takes
 // the lock exclusively, so it waits for writes in flight and every later
 // write sees it; CreateCache of a near cache therefore waits for open
 // transactions that wrote the prefix through SetTx/DelTx. A Manager without

@@ -39,8 +39,9 @@ type cacheValue struct {
 //   - cache.mget100.c1: MGet of 100 keys vs a raw SELECT … = ANY($3);
 //   - cache.mget100_bytes.c1: the same read as []byte (no JSON decoding),
 //     which isolates the library's own cost from decoding;
-//   - cache.near_set.c1: Set on a near-cache cache (a transaction with the
-//     upsert and the invalidation message) vs the raw upsert;
+//   - cache.near_set.c1: Set on a near-cache cache (the upsert and the
+//     invalidation message pipelined in one implicit transaction) vs the
+//     raw upsert;
 //   - cache.near_hit.c1: a near-cache hit (JSON decoded) vs the raw point
 //     SELECT, and cache.near_hit_bytes.c1 the same hit read as []byte. These
 //     two are measured in separate phases (each side in steady state): an
