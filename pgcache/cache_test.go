@@ -52,16 +52,12 @@ func TestSetGetDel(t *testing.T) {
 }
 
 func TestTypedGetAndBytes(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
 	ctx := context.Background()
 	type user struct {
 		ID   int    `json:"id"`
 		Name string `json:"name"`
 	}
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
+	perStoreOf(t, nil, pgcache.CacheConfig{}, func(t *testing.T, m *pgcache.Manager, c *pgcache.Cache) {
 		require.NoError(t, c.Set(ctx, "u", user{ID: 7, Name: "ann"}, 0))
 		u, ok, err := pgcache.Get[user](ctx, c, "u")
 		require.NoError(t, err)
@@ -92,7 +88,7 @@ func TestTypedGetAndBytes(t *testing.T) {
 		require.Equal(t, &user{ID: 7, Name: "ann"}, out[0])
 		require.Nil(t, out[1])
 		require.Equal(t, &user{ID: 7, Name: "ann"}, out[2])
-	}
+	})
 }
 
 // NocoBase cache.test.ts 3-4: mset/mget positional; mdel.
@@ -130,13 +126,9 @@ func TestMSetMGetMDel(t *testing.T) {
 
 // NocoBase cache.test.ts 5, plus LIKE metacharacters and glob escapes.
 func TestKeys(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
 	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
-		other := newCache(t, m, pgcache.CacheConfig{Name: "other-" + st, Store: st})
+	perStoreOf(t, nil, pgcache.CacheConfig{}, func(t *testing.T, m *pgcache.Manager, c *pgcache.Cache) {
+		other := newCache(t, m, pgcache.CacheConfig{Name: "other-" + c.Store(), Store: c.Store()})
 		require.NoError(t, c.MSet(ctx, []pgcache.Item{{Key: "key1", Value: 1}, {Key: "key2", Value: 2}}, 0))
 		require.NoError(t, other.Set(ctx, "key3", 3, 0))
 		keys, err := c.Keys(ctx, "")
@@ -162,9 +154,9 @@ func TestKeys(t *testing.T) {
 		} {
 			got, err := c.Keys(ctx, pattern)
 			require.NoError(t, err)
-			require.Equal(t, want, got, "pattern %q on %s", pattern, st)
+			require.Equal(t, want, got, "pattern %q on %s", pattern, c.Store())
 		}
-	}
+	})
 }
 
 // NocoBase cache.test.ts 6-7, atomic and keeping the TTL.
@@ -315,10 +307,7 @@ func TestWrap(t *testing.T) {
 
 // Concurrent Wraps of one key in one instance run the loader once.
 func TestWrapSingleFlight(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
-	c := newCache(t, m, pgcache.CacheConfig{Name: "c"})
+	_, _, c := openCache(t, nil, pgcache.CacheConfig{})
 	ctx := context.Background()
 	var (
 		mu    sync.Mutex
@@ -392,12 +381,8 @@ func TestWrapClusterSingleFlight(t *testing.T) {
 }
 
 func TestCounter(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
 	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st})
+	perStoreOf(t, nil, pgcache.CacheConfig{}, func(t *testing.T, m *pgcache.Manager, c *pgcache.Cache) {
 		k := c.Counter()
 		n, err := k.Incr(ctx, "n")
 		require.NoError(t, err)
@@ -441,9 +426,9 @@ func TestCounter(t *testing.T) {
 
 		// The cache's TTL is set when an increment creates the counter, an
 		// existing counter keeps its expiry, an expired one restarts.
-		hour, err := m.CreateCounter(ctx, pgcache.CounterConfig{Name: "hour-" + st, Store: st, TTL: time.Hour})
+		hour, err := m.CreateCounter(ctx, pgcache.CounterConfig{Name: "hour-" + c.Store(), Store: c.Store(), TTL: time.Hour})
 		require.NoError(t, err)
-		hc, err := m.Cache("hour-" + st)
+		hc, err := m.Cache("hour-" + c.Store())
 		require.NoError(t, err)
 		_, err = hour.Incr(ctx, "t")
 		require.NoError(t, err)
@@ -454,7 +439,7 @@ func TestCounter(t *testing.T) {
 		require.EqualValues(t, 2, n)
 		require.LessOrEqual(t, ttlOf(t, hc, "t"), 10*time.Minute, "an existing counter keeps its expiry")
 
-		short, err := m.CreateCounter(ctx, pgcache.CounterConfig{Name: "short-" + st, Store: st, TTL: 30 * time.Millisecond})
+		short, err := m.CreateCounter(ctx, pgcache.CounterConfig{Name: "short-" + c.Store(), Store: c.Store(), TTL: 30 * time.Millisecond})
 		require.NoError(t, err)
 		_, err = short.Incr(ctx, "short")
 		require.NoError(t, err)
@@ -465,7 +450,7 @@ func TestCounter(t *testing.T) {
 		n, err = short.Incr(ctx, "short")
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
-	}
+	})
 }
 
 // 3 instances x 1000 concurrent Incr leave exactly 3000.
@@ -474,10 +459,8 @@ func TestCounterAcrossInstances(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
 	var counters []*pgcache.Counter
-	for _, inst := range []string{"inst-a", "inst-b", "inst-c"} {
-		pool := db.NewPool(t, &pgtest.PoolOptions{AppName: inst, MaxConns: 4})
-		m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app"})
-		counters = append(counters, newCache(t, m, pgcache.CacheConfig{Name: "c"}).Counter())
+	for _, c := range instanceCaches(t, db, 4, "inst-a", "inst-b", "inst-c") {
+		counters = append(counters, c.Counter())
 	}
 	const perInstance = 1000
 	var wg sync.WaitGroup
@@ -500,12 +483,7 @@ func TestInstancesShareValues(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
-	var caches []*pgcache.Cache
-	for _, inst := range []string{"inst-a", "inst-b", "inst-c"} {
-		pool := db.NewPool(t, &pgtest.PoolOptions{AppName: inst, MaxConns: 2})
-		m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app"})
-		caches = append(caches, newCache(t, m, pgcache.CacheConfig{Name: "c"}))
-	}
+	caches := instanceCaches(t, db, 2, "inst-a", "inst-b", "inst-c")
 	require.NoError(t, caches[0].Set(ctx, "k", "from-a", 0))
 	for _, c := range caches {
 		v, ok, err := c.Get(ctx, "k")
@@ -605,10 +583,7 @@ func TestTTLAndExpiry(t *testing.T) {
 // The database clock decides expiry: an entry whose expires_at is in the
 // past by the server's clock is never returned.
 func TestExpiryUsesDatabaseClock(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app"})
-	c := newCache(t, m, pgcache.CacheConfig{Name: "c"})
+	db, _, c := openCache(t, &pgcache.ManagerConfig{AppName: "app"}, pgcache.CacheConfig{})
 	ctx := context.Background()
 	require.NoError(t, c.Set(ctx, "k", 1, time.Hour))
 	_, err := db.Pool.Exec(ctx, `UPDATE pgcoord.cache_entries SET expires_at = now() - interval '1 millisecond' WHERE key = 'k'`)
@@ -619,11 +594,8 @@ func TestExpiryUsesDatabaseClock(t *testing.T) {
 }
 
 func TestSweeper(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db, m, c := openCache(t, &pgcache.ManagerConfig{AppName: "app", SweepBatchSize: 3}, pgcache.CacheConfig{})
 	ctx := context.Background()
-	m := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app", SweepBatchSize: 3})
-	c := newCache(t, m, pgcache.CacheConfig{Name: "c"})
 	for i := range 10 {
 		require.NoError(t, c.Set(ctx, "exp"+string(rune('a'+i)), i, time.Millisecond))
 	}
@@ -672,11 +644,8 @@ func TestSweeperRunsAfterStart(t *testing.T) {
 }
 
 func TestMaxEntriesEvictsOldestFirst(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	_, m, c := openCache(t, &pgcache.ManagerConfig{AppName: "app", SweepBatchSize: 2}, pgcache.CacheConfig{MaxEntries: 5})
 	ctx := context.Background()
-	m := newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app", SweepBatchSize: 2})
-	c := newCache(t, m, pgcache.CacheConfig{Name: "c", MaxEntries: 5})
 	unbounded := newCache(t, m, pgcache.CacheConfig{Name: "u"})
 	for i := range 12 {
 		require.NoError(t, c.Set(ctx, string(rune('a'+i)), i, 0))
@@ -748,12 +717,8 @@ func TestMemoryStoreBounded(t *testing.T) {
 }
 
 func TestLargeAndBadValues(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
 	ctx := context.Background()
-	for _, st := range stores {
-		c := newCache(t, m, pgcache.CacheConfig{Name: "c-" + st, Store: st, MaxValueBytes: 2 << 20})
+	perStoreOf(t, nil, pgcache.CacheConfig{MaxValueBytes: 2 << 20}, func(t *testing.T, m *pgcache.Manager, c *pgcache.Cache) {
 		big := strings.Repeat("x", 1<<20)
 		require.NoError(t, c.Set(ctx, "big", big, 0))
 		got, ok, err := pgcache.Get[string](ctx, c, "big")
@@ -802,15 +767,12 @@ func TestLargeAndBadValues(t *testing.T) {
 		_, ok, err = c.Get(ctx, "cancelled")
 		require.NoError(t, err)
 		require.False(t, ok)
-	}
+	})
 }
 
 func TestTxForms(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	m := newManager(t, db.Pool, nil)
+	db, m, c := openCache(t, nil, pgcache.CacheConfig{Name: "pg"})
 	ctx := context.Background()
-	c := newCache(t, m, pgcache.CacheConfig{Name: "pg"})
 
 	// Plain pgx.Tx: visible only after commit, gone on rollback.
 	tx, err := db.Pool.Begin(ctx)

@@ -64,9 +64,17 @@ func eachStore(t *testing.T, m *pgcache.Manager, cfg pgcache.CacheConfig, f func
 // Manager of app "app" on it, and eachStore.
 func perStore(t *testing.T, cfg pgcache.CacheConfig, f func(t *testing.T, c *pgcache.Cache)) {
 	t.Helper()
+	perStoreOf(t, &pgcache.ManagerConfig{AppName: "app"}, cfg, func(t *testing.T, _ *pgcache.Manager, c *pgcache.Cache) { f(t, c) })
+}
+
+// perStoreOf is perStore with a Manager from mcfg (nil: the defaults),
+// which f also gets.
+func perStoreOf(t *testing.T, mcfg *pgcache.ManagerConfig, cfg pgcache.CacheConfig, f func(t *testing.T, m *pgcache.Manager, c *pgcache.Cache)) {
+	t.Helper()
 	t.Parallel()
 	db := pgtest.NewDB(t)
-	eachStore(t, newManager(t, db.Pool, &pgcache.ManagerConfig{AppName: "app"}), cfg, f)
+	m := newManager(t, db.Pool, mcfg)
+	eachStore(t, m, cfg, func(t *testing.T, c *pgcache.Cache) { f(t, m, c) })
 }
 
 // ttlOf returns the TTL of key, which must be there.
@@ -104,4 +112,31 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 		require.FailNow(t, "timed out waiting: "+what)
 		panic("unreachable")
 	}
+}
+
+// openCache opens a parallel test on one cache: a database of its own, a
+// Manager on it (mcfg; nil: the defaults) and a cache created from cfg
+// (Name defaults to "c").
+func openCache(t *testing.T, mcfg *pgcache.ManagerConfig, cfg pgcache.CacheConfig) (*pgtest.DB, *pgcache.Manager, *pgcache.Cache) {
+	t.Helper()
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	m := newManager(t, db.Pool, mcfg)
+	if cfg.Name == "" {
+		cfg.Name = "c"
+	}
+	return db, m, newCache(t, m, cfg)
+}
+
+// instanceCaches opens cache "c" of app "app" once per instance name, each
+// on a Manager with a pool of its own (maxConns connections).
+func instanceCaches(t *testing.T, db *pgtest.DB, maxConns int32, names ...string) []*pgcache.Cache {
+	t.Helper()
+	caches := make([]*pgcache.Cache, 0, len(names))
+	for _, inst := range names {
+		pool := db.NewPool(t, &pgtest.PoolOptions{AppName: inst, MaxConns: maxConns})
+		m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app"})
+		caches = append(caches, newCache(t, m, pgcache.CacheConfig{Name: "c"}))
+	}
+	return caches
 }
