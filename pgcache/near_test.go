@@ -94,11 +94,8 @@ func waitNear(t *testing.T, c *pgcache.Cache, cond func() bool, msgAndArgs ...an
 }
 
 func TestNearCacheInvalidation(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db, a, b := nearPair(t, pgcache.CacheConfig{})
 	ctx := context.Background()
-	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{})
-	b := newNearInstance(t, db, "inst-b", pgcache.CacheConfig{})
 	c := newNearInstance(t, db, "inst-c", pgcache.CacheConfig{})
 
 	require.NoError(t, a.cache.Set(ctx, "k", "v1", 0))
@@ -187,11 +184,8 @@ func TestNearCacheInvalidation(t *testing.T) {
 }
 
 func TestNearCacheTx(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	_, a, b := nearPair(t, pgcache.CacheConfig{})
 	ctx := context.Background()
-	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{})
-	b := newNearInstance(t, db, "inst-b", pgcache.CacheConfig{})
 	require.NoError(t, a.cache.Set(ctx, "k", "old", 0))
 	waitInvalidations(t, b, 1)
 	for _, inst := range []*nearInstance{a, b} {
@@ -240,11 +234,8 @@ func TestNearCacheTx(t *testing.T) {
 // nothing from memory, and after it reconnects it never serves a value
 // overwritten meanwhile.
 func TestNearCacheListenerKilled(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	db, a, b := nearPair(t, pgcache.CacheConfig{})
 	ctx := context.Background()
-	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{})
-	b := newNearInstance(t, db, "inst-b", pgcache.CacheConfig{})
 	require.NoError(t, a.cache.Set(ctx, "k", "v1", 0))
 	waitInvalidations(t, b, 1)
 	v, _ := getString(t, b.cache, "k")
@@ -320,11 +311,8 @@ func TestNearCacheNeedsHealthyPubSub(t *testing.T) {
 // Readers on B race with a stream of writes on A; once B has received every
 // invalidation, B serves the last value, never an older one.
 func TestNearCacheConcurrentReadersNeverKeepStale(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	_, a, b := nearPair(t, pgcache.CacheConfig{})
 	ctx := context.Background()
-	a := newNearInstance(t, db, "inst-a", pgcache.CacheConfig{})
-	b := newNearInstance(t, db, "inst-b", pgcache.CacheConfig{})
 	require.NoError(t, a.cache.Set(ctx, "k", 0, 0))
 	waitInvalidations(t, b, 1)
 	base := invalCount(b)
@@ -379,4 +367,13 @@ func TestNearCacheTTLBoundsCopies(t *testing.T) {
 		v, _ := getString(t, a.cache, "k")
 		return v == "v2"
 	}, waitFor, tick)
+}
+
+// nearPair opens a parallel test on two instances, inst-a and inst-b, each
+// with a near cache from cfg, on a database of its own.
+func nearPair(t *testing.T, cfg pgcache.CacheConfig) (*pgtest.DB, *nearInstance, *nearInstance) {
+	t.Helper()
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	return db, newNearInstance(t, db, "inst-a", cfg), newNearInstance(t, db, "inst-b", cfg)
 }
