@@ -16,10 +16,7 @@ import (
 // delivered twice.
 func TestModelRestartedNode(t *testing.T) {
 	t.Parallel()
-	c := &cluster{t: t, nodes: map[string]*nodeProc{}, m: model{
-		sync: newStream(), ps: newStream(),
-		qPub: map[string]int64{}, qPubErr: map[string]bool{}, qRun: map[string][]string{},
-	}}
+	c := &cluster{t: t, nodes: map[string]*nodeProc{}, m: newModel()}
 	for _, id := range []string{"n2", "n3", "n4"} {
 		c.nodes[id] = &nodeProc{id: id, late: id == "n4"}
 		c.order = append(c.order, id)
@@ -63,3 +60,41 @@ func TestModelRestartedNode(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestModelLivenessLostRerun: a node whose queue liveness session stays lost
+// for longer than queue.CancelAfterLoss (a connection cut whose reconnect is
+// slow) cancels its running Process with queue.ErrLivenessLost, and the
+// message runs again, uncharged, on any node: the documented contract
+// (queue package doc, "Connection cut"). The model must allow that rerun,
+// and still refuse a second run on live nodes that nothing explains.
+func TestModelLivenessLostRerun(t *testing.T) {
+	t.Parallel()
+	c := &cluster{t: t, nodes: map[string]*nodeProc{}, m: newModel()}
+	for _, id := range []string{"n2", "n3"} {
+		c.nodes[id] = &nodeProc{id: id}
+	}
+	feed := func(id, line string) {
+		var ev event
+		require.NoError(t, json.Unmarshal([]byte(line), &ev))
+		c.record(id, ev)
+	}
+	feed("n2", `{"ev":"q_pub","key":"n2:1","id":1}`)
+	feed("n3", `{"ev":"q_run","key":"n2:1","inc":1}`)
+	feed("n3", `{"ev":"q_lost","key":"n2:1","inc":1}`)
+	feed("n2", `{"ev":"q_run","key":"n2:1","inc":1}`)
+	feed("n2", `{"ev":"q_pub","key":"n2:2","id":2}`)
+	feed("n3", `{"ev":"q_run","key":"n2:2","inc":1}`)
+
+	c.mu.Lock()
+	reruns, violations := c.queueReruns()
+	c.mu.Unlock()
+	require.Empty(t, violations)
+	require.Equal(t, 1, reruns)
+
+	// The same second run without the loss is a violation.
+	feed("n2", `{"ev":"q_run","key":"n2:2","inc":1}`)
+	c.mu.Lock()
+	_, violations = c.queueReruns()
+	c.mu.Unlock()
+	require.Equal(t, []string{"queue: n2:2 ran 2 times ([n3 n2]) on live nodes, none cancelled by a lost liveness session"}, violations)
+}

@@ -105,6 +105,7 @@ const (
 	evQPub      = "q_pub"
 	evQPubErr   = "q_pub_err"
 	evQRun      = "q_run"
+	evQLost     = "q_lost" // the run's ctx was cancelled with queue.ErrLivenessLost
 	evCtrOK     = "ctr_ok"
 	evCtrErr    = "ctr_err"
 	evCacheSet  = "cache_set" // Acked false: Set failed, may or may not be committed
@@ -230,6 +231,9 @@ func (p *probe) Load(ctx context.Context, a *app.App) error {
 			// Some work, so that a SIGKILL finds messages running.
 			select {
 			case <-ctx.Done():
+				if errors.Is(context.Cause(ctx), queue.ErrLivenessLost) {
+					n.out.emit(event{Ev: evQLost, Key: body.Key, ID: msg.ID, Inc: n.inc})
+				}
 				return ctx.Err()
 			case <-time.After(queueWork):
 				return nil
