@@ -604,7 +604,9 @@ func TestPlainReleaseKeepsReleasersTurn(t *testing.T) {
 	t.Parallel()
 	ctx, db, a, b := twoInstances(t, &advisorylock.Config{PollInterval: time.Hour})
 	c := instance(t, db, "inst-c", &advisorylock.Config{PollInterval: time.Hour})
-	acquire := func(m *advisorylock.Manager) <-chan *advisorylock.Lock { return acquireAsync(t, ctx, m, "k", time.Minute) }
+	acquire := func(m *advisorylock.Manager) <-chan *advisorylock.Lock {
+		return acquireAsync(t, ctx, m, "k", time.Minute)
+	}
 	queue := func() []string {
 		var q []string
 		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT queue_name FROM pgcoord.locks WHERE key = 'k'`).Scan(&q))
