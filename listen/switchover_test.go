@@ -39,11 +39,13 @@ func migratedPool(t *testing.T, url, name string) *pgxpool.Pool {
 // throwaway server (whose transaction ids are low, being new).
 func switchoverDBs(t *testing.T) (string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	dbA := pgtest.NewDB(t)
 	srvB := pgtest.NewPrivateServer(t)
-	// NewPrivateServer returns once the server accepts connections.
+	// NewPrivateServer returns once the server accepts connections. The
+	// deadline starts only now: creating the server (initdb) may take most of
+	// a minute on a loaded machine and has a deadline of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	admin, err := pgx.Connect(ctx, srvB.AdminURL())
 	require.NoError(t, err)
 	defer admin.Close(ctx) //nolint:errcheck
