@@ -157,6 +157,42 @@ func (ls *Server) Restart(ctx context.Context) error {
 	return ls.start(ctx)
 }
 
+// Crash stops PostgreSQL the way a crash does: an immediate shutdown
+// (SIGQUIT to the postmaster), so WAL not yet written by the WAL writer (the
+// commits of transactions run with synchronous_commit off) is lost, and the
+// next start runs crash recovery and empties UNLOGGED tables. The data
+// directory stays; start the server again with StartAgain.
+func (ls *Server) Crash(ctx context.Context) error {
+	ls.mu.Lock()
+	cmd, done := ls.cmd, ls.done
+	ls.cmd = nil
+	ls.mu.Unlock()
+	if cmd == nil {
+		return errors.New("pglocal: crash: the server is not running")
+	}
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("pglocal: crash: postgres did not exit after SIGQUIT: %w", ctx.Err())
+	}
+}
+
+// StartAgain starts a server stopped by Crash on the same port and data
+// directory, and returns once it accepts connections (after crash recovery).
+func (ls *Server) StartAgain(ctx context.Context) error {
+	ls.mu.Lock()
+	running := ls.cmd != nil
+	ls.mu.Unlock()
+	if running {
+		return errors.New("pglocal: start again: the server is running")
+	}
+	return ls.start(ctx)
+}
+
 func (ls *Server) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(ls.binDir, name), args...)
 	cmd.Dir = ls.dir

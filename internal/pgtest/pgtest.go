@@ -245,12 +245,26 @@ func (d *DB) TerminateBackends(ctx context.Context, appName string) (int, error)
 // shared server is not local and no local binaries exist.
 func NewPrivateServer(tb testing.TB) *Server {
 	tb.Helper()
+	return newPrivateServer(tb, nil)
+}
+
+// NewDurablePrivateServer is NewPrivateServer with production durability
+// (fsync, synchronous_commit and full_page_writes on), for crash tests: a
+// commit that waited for its WAL flush survives [Server.Crash], one made with
+// synchronous_commit off may not.
+func NewDurablePrivateServer(tb testing.TB) *Server {
+	tb.Helper()
+	return newPrivateServer(tb, &pglocal.Options{Durable: true})
+}
+
+func newPrivateServer(tb testing.TB, opts *pglocal.Options) *Server {
+	tb.Helper()
 	if _, err := pglocal.FindBinDir(); err != nil {
 		tb.Skipf("pgtest: restarting PostgreSQL needs local binaries: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := StartLocal(ctx)
+	s, err := startLocal(ctx, opts)
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}

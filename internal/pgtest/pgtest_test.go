@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/pgtest"
@@ -68,4 +69,34 @@ func TestPrivateServerRestart(t *testing.T) {
 	v, err := migrations.Version(ctx, db.Pool, nil)
 	require.NoError(t, err)
 	require.Equal(t, migrations.LatestVersion(), v)
+}
+
+// TestDurablePrivateServerCrash: Crash is an immediate shutdown, so the next
+// Start runs crash recovery: a durable commit survives, an UNLOGGED table is
+// emptied (after a clean stop it would keep its rows).
+func TestDurablePrivateServerCrash(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := pgtest.NewDurablePrivateServer(t)
+	db := srv.NewDB(t)
+	var fsync string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT current_setting('fsync')`).Scan(&fsync))
+	require.Equal(t, "on", fsync)
+	_, err := db.Pool.Exec(ctx, `CREATE TABLE logged (v int); CREATE UNLOGGED TABLE unlogged (v int);
+		INSERT INTO logged VALUES (1); INSERT INTO unlogged VALUES (1)`)
+	require.NoError(t, err)
+	require.ErrorContains(t, srv.Start(ctx), "running")
+
+	require.NoError(t, srv.Crash(ctx))
+	require.ErrorContains(t, srv.Crash(ctx), "not running")
+	require.NoError(t, srv.Start(ctx))
+
+	// A new session: the pool's sessions ended with the server.
+	conn, err := pgx.Connect(ctx, db.URL)
+	require.NoError(t, err)
+	defer conn.Close(ctx) //nolint:errcheck
+	var logged, unlogged int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM logged), (SELECT count(*) FROM unlogged)`).Scan(&logged, &unlogged))
+	require.Equal(t, 1, logged, "a durable commit survives the crash")
+	require.Equal(t, 0, unlogged, "crash recovery empties UNLOGGED tables")
 }

@@ -51,6 +51,26 @@ func (s *Server) Restart(ctx context.Context) error {
 	return s.local.Restart(ctx)
 }
 
+// Crash stops PostgreSQL the way a crash does (an immediate shutdown: WAL
+// the WAL writer has not written yet is lost, UNLOGGED tables are emptied at
+// the next start), keeping its data directory; Start brings it back.
+func (s *Server) Crash(ctx context.Context) error {
+	if s.local == nil {
+		return fmt.Errorf("pgtest: crash needs a local server started by pgtest; this one is %q", s.Kind)
+	}
+	return s.local.Crash(ctx)
+}
+
+// Start starts a server stopped by Crash again (on the same port and data
+// directory) and returns once crash recovery is done and it accepts
+// connections.
+func (s *Server) Start(ctx context.Context) error {
+	if s.local == nil {
+		return fmt.Errorf("pgtest: start needs a local server started by pgtest; this one is %q", s.Kind)
+	}
+	return s.local.StartAgain(ctx)
+}
+
 // Stop stops the server (a no-op for a server pgtest did not start) and
 // drops the template database it created.
 func (s *Server) Stop(ctx context.Context) error {
@@ -149,7 +169,11 @@ func randomSuffix() string {
 
 // StartLocal starts a throwaway local server (see package pglocal).
 func StartLocal(ctx context.Context) (*Server, error) {
-	ls, err := pglocal.Start(ctx)
+	return startLocal(ctx, nil)
+}
+
+func startLocal(ctx context.Context, opts *pglocal.Options) (*Server, error) {
+	ls, err := pglocal.StartWith(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
