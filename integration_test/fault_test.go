@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgcoord/pgcoord/internal/faultproxy"
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
@@ -76,4 +77,32 @@ func TestClusterFaults(t *testing.T) {
 	require.Positive(t, kills)
 	require.Positive(t, restarts)
 	require.GreaterOrEqual(t, len(c.live()), 3)
+}
+
+// TestNodeStartWaitsForTheServer: a node whose database is unreachable while
+// it starts (PostgreSQL restarting under a slow machine, as in
+// TestClusterFaults) keeps trying, backing off like an orchestrator would,
+// and is ready once the server answers again: a run fails when an invariant
+// breaks, not because a start raced a restart.
+func TestNodeStartWaitsForTheServer(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	proxy, url := faultproxy.StartFor(t, db.URL)
+	target, err := faultproxy.HostPort(db.URL)
+	require.NoError(t, err)
+	proxy.SetTarget("127.0.0.1:1") // refused: the server is down for the node
+	c := startCluster(t, db, clusterOpts{URL: url, AdminURL: db.Server.AdminURL(), Nodes: 0, Run: time.Minute})
+	id := c.startNode(false)
+	// Ten failed attempts: more than a restart under load used to allow.
+	require.True(t, c.waitFor(2*time.Minute, "ten failed start attempts", func() bool {
+		p := c.nodes[id]
+		select {
+		case <-p.exited:
+			return true // fails below
+		default:
+		}
+		return p.inc > 10
+	}))
+	proxy.SetTarget(target)
+	c.waitReady()
 }

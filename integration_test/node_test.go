@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -296,6 +297,9 @@ func (n *node) learn(key string) {
 	}
 }
 
+// startBudget is how long a node keeps starting again after failed starts.
+const startBudget = 2 * time.Minute
+
 func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 	ctx := context.Background()
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
@@ -311,26 +315,32 @@ func runNode(cfg nodeConfig, out *emitter, stdin *os.File) error {
 	defer pool.Close()
 
 	// A fault injected while the node starts (the injector terminating its
-	// connections in the middle of Start) fails Start, as it should; an
-	// orchestrator would then start the process again, and so does the
-	// node, a few times, with a fresh App. One terminateAll can fail two
-	// attempts (the next one may get a pooled connection it killed), and
-	// FailFirstStart takes one.
+	// connections in the middle of Start, PostgreSQL restarting) fails
+	// Start, as it should; an orchestrator would then start the process
+	// again, backing off, and so does the node, with a fresh App, for up to
+	// startBudget. One terminateAll can fail two attempts (the next one may
+	// get a pooled connection it killed), FailFirstStart takes one, and a
+	// restart of PostgreSQL on a loaded machine fails every attempt until
+	// the server is back (TestNodeStartWaitsForTheServer).
 	var (
 		n *node
 		p *probe
 		a *app.App
 	)
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = 100*time.Millisecond, 2*time.Second
+	began := time.Now()
 	for attempt := 1; ; attempt++ {
 		n, p, a, err = startNode(ctx, cfg, attempt, out, pool)
 		if err == nil {
 			break
 		}
-		if attempt == 10 {
-			return fmt.Errorf("start (attempt %d): %w", attempt, err)
+		if time.Since(began) > startBudget {
+			return fmt.Errorf("start (attempt %d, %s): %w", attempt, time.Since(began).Round(time.Second), err)
 		}
 		fmt.Fprintf(os.Stderr, "node %s: start attempt %d failed, starting again: %v\n", cfg.ID, attempt, err)
 		out.emit(event{Ev: evRestart, N: int64(attempt), Err: err.Error()})
+		<-time.After(bo.NextBackOff()) // an orchestrator's restart delay, not a wait for a condition
 	}
 	out.emit(event{Ev: evReady})
 
