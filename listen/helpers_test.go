@@ -135,7 +135,7 @@ func barrier(t *testing.T, from *PubSub, to *inbox, channel string) {
 // catch-up, or what ps's handlers and OnResync callbacks recorded.
 func waitState(t *testing.T, ps *PubSub, within time.Duration, cond func() bool, msgAndArgs ...any) {
 	t.Helper()
-	pgtest.WaitUntil(t, within, ps.watch.next, cond, msgAndArgs...)
+	pgtest.WaitUntil(t, within, ps.watch.Next, cond, msgAndArgs...)
 }
 
 // setup marks t parallel and gives it a background context and a database

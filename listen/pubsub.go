@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pgcoord/pgcoord/internal/broadcast"
 	"github.com/pgcoord/pgcoord/internal/ident"
 
 	"github.com/jackc/pgx/v5"
@@ -267,7 +268,7 @@ type PubSub struct {
 	readTimeout time.Duration
 
 	healthy     atomic.Bool                // set through setHealthy
-	watch       watch                      // see watch.go
+	watch       broadcast.Signal           // see watch.go
 	listenerPID atomic.Uint32              // backend pid of the current listener connection (for tests)
 	pubMu       sync.Mutex                 // guards pubQ
 	pubQ        publishQueue               // Publish group commit, see publisher.go

@@ -367,7 +367,7 @@ func (s *Subscription) resync() {
 		}
 	}()
 	s.onResync(s.handlerCtx())
-	s.ps.watch.changed()
+	s.ps.watch.Notify()
 }
 
 // recoverDropped reads dropped messages back from the log and delivers them, after

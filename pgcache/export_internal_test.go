@@ -5,11 +5,11 @@ import "context"
 // StatsChanged returns a channel closed at the next near invalidation, near
 // flush or cluster wait this cache counts (Stats.NearInvalidations,
 // Stats.NearFlushes, Stats.ClusterWaits).
-func (c *Cache) StatsChanged() <-chan struct{} { return c.stats.changed.wait() }
+func (c *Cache) StatsChanged() <-chan struct{} { return c.stats.changed.Next() }
 
 // SweptChanged returns a channel closed after the next committed sweep batch
 // of this Manager that deleted expired rows.
-func (m *Manager) SweptChanged() <-chan struct{} { return m.swept.wait() }
+func (m *Manager) SweptChanged() <-chan struct{} { return m.swept.Next() }
 
 // LapseNearRegistrations makes this Manager's near-cache registrations look
 // unrenewed for longer than their lease allows, as after 90 s of failed

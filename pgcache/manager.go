@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/broadcast"
 	"github.com/pgcoord/pgcoord/internal/ident"
 	"github.com/pgcoord/pgcoord/internal/lifecycle"
 	"github.com/pgcoord/pgcoord/internal/schema"
@@ -147,7 +148,7 @@ type Manager struct {
 	// swept counts expired rows deleted for prefixes this manager has no cache for.
 	sweptOther atomic.Uint64
 	// swept fires after every committed sweep batch that deleted rows.
-	swept signal
+	swept broadcast.Signal
 
 	// wrapLocks holds the ClusterSingleFlight locks on a connection outside
 	// the pool (see wraplock.go).

@@ -1,8 +1,9 @@
 package pgcache
 
 import (
-	"sync"
 	"sync/atomic"
+
+	"github.com/pgcoord/pgcoord/internal/broadcast"
 )
 
 // Stats are counters of one cache since it was created on this instance.
@@ -41,7 +42,7 @@ type stats struct {
 	clusterWaits, clusterLocksLost                                            atomic.Uint64
 	// changed fires after every count of nearInvalidations, nearFlushes
 	// or clusterWaits (tests wait on it instead of polling).
-	changed signal
+	changed broadcast.Signal
 }
 
 // nearCounted counts n near invalidations (or a flush when n is 0).
@@ -51,31 +52,7 @@ func (s *stats) nearCounted(n uint64) {
 	} else {
 		s.nearInvalidations.Add(n)
 	}
-	s.changed.fire()
-}
-
-// signal is a broadcast: wait returns a channel that the next fire closes.
-type signal struct {
-	mu sync.Mutex    // guards ch
-	ch chan struct{} // nil until someone waits
-}
-
-func (s *signal) wait() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ch == nil {
-		s.ch = make(chan struct{})
-	}
-	return s.ch
-}
-
-func (s *signal) fire() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ch != nil {
-		close(s.ch)
-		s.ch = nil
-	}
+	s.changed.Notify()
 }
 
 func (s *stats) snapshot() Stats {

@@ -73,7 +73,7 @@ func (m *Manager) Sweep(ctx context.Context) error {
 			return fmt.Errorf("pgcache: sweep expired: %w", err)
 		}
 		if n > 0 {
-			m.swept.fire()
+			m.swept.Notify()
 			m.logger.DebugContext(ctx, "pgcache: swept expired entries", slog.Int("entries", n))
 		}
 		if !got || n < m.cfg.SweepBatchSize {

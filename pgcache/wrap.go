@@ -154,7 +154,7 @@ func (c *Cache) clusterLoad(ctx context.Context, key string, ttl time.Duration, 
 		if !waited {
 			waited = true
 			c.stats.clusterWaits.Add(1)
-			c.stats.changed.fire()
+			c.stats.changed.Notify()
 		}
 		t := time.NewTimer(delay)
 		select {

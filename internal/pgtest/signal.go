@@ -1,11 +1,12 @@
 package pgtest
 
 import (
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/broadcast"
 )
 
 // WaitUntil waits, without polling, until cond holds: it takes the channel
@@ -31,31 +32,11 @@ func WaitUntil(t testing.TB, within time.Duration, changed func() <-chan struct{
 
 // Signal tells a waiting test that what it watches may have changed: the
 // test calls Notify from a hook (a handler, OnSync, OnEvent, ...), and
-// WaitUntil re-checks its condition at each notification. The zero Signal
-// is ready to use.
+// WaitUntil re-checks its condition at each notification. It is the
+// library's [broadcast.Signal] with WaitUntil; the zero Signal is ready to
+// use.
 type Signal struct {
-	mu sync.Mutex
-	ch chan struct{} // closed (and dropped) at the next Notify
-}
-
-// Notify wakes every waiter.
-func (s *Signal) Notify() {
-	s.mu.Lock()
-	if s.ch != nil {
-		close(s.ch)
-		s.ch = nil
-	}
-	s.mu.Unlock()
-}
-
-// Next returns a channel that the next Notify closes.
-func (s *Signal) Next() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ch == nil {
-		s.ch = make(chan struct{})
-	}
-	return s.ch
+	broadcast.Signal
 }
 
 // WaitUntil is [WaitUntil] on s's notifications.
