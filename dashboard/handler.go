@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -313,9 +312,6 @@ func (h *Handler) forceFree(w http.ResponseWriter, r *http.Request) {
 		slog.String("app", app), slog.Int("lock_key_bytes", len(key)), slog.Bool("freed", freed))
 	http.Redirect(w, r, h.cfg.Prefix+"/locks", http.StatusSeeOther)
 }
-
-// ident quotes a table of the schema.
-func ident(schema, table string) string { return pgx.Identifier{schema, table}.Sanitize() }
 
 // pageNames are the dashboard's own pages, in navigation order.
 var pageNames = []string{"cluster", "channels", "locks", "caches"}

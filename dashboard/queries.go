@@ -14,12 +14,9 @@ import (
 
 	"github.com/pgcoord/pgcoord/advisorylock"
 	"github.com/pgcoord/pgcoord/app"
+	"github.com/pgcoord/pgcoord/internal/inspectq"
 	"github.com/pgcoord/pgcoord/migrations"
 )
-
-// registryVersion is the schema version that added the instance registry
-// (app.App.Instances); an older schema shows sessions only.
-const registryVersion = 13
 
 // errBadInput marks a request whose form values are not acceptable.
 var errBadInput = errors.New("dashboard: bad input")
@@ -27,46 +24,24 @@ var errBadInput = errors.New("dashboard: bad input")
 // latestLimit is how many messages the Channels page lists.
 const latestLimit = 50
 
-// querier is a pool or a connection.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+// collect and each are inspectq's, shared with `pgcoord inspect`.
+func collect[T any](ctx context.Context, db inspectq.Querier, what, sql string, scan pgx.RowToFunc[T], args ...any) ([]T, error) {
+	return inspectq.Collect(ctx, db, what, sql, scan, args...)
 }
 
-// collect runs sql and scans every row; errors name what was read.
-func collect[T any](ctx context.Context, db querier, what, sql string, scan pgx.RowToFunc[T], args ...any) ([]T, error) {
-	rows, err := db.Query(ctx, sql, args...)
-	if err == nil {
-		var out []T
-		if out, err = pgx.CollectRows(rows, scan); err == nil {
-			return out, nil
-		}
-	}
-	return nil, fmt.Errorf("%s: %w", what, err)
-}
-
-// each runs sql and calls fn after scanning each row into dest.
-func each(ctx context.Context, db querier, what, sql string, dest []any, fn func() error, args ...any) error {
-	rows, err := db.Query(ctx, sql, args...)
-	if err == nil {
-		_, err = pgx.ForEachRow(rows, dest, fn)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
+func each(ctx context.Context, db inspectq.Querier, what, sql string, dest []any, fn func() error, args ...any) error {
+	return inspectq.Each(ctx, db, what, sql, dest, fn, args...)
 }
 
 type queries struct {
-	pool    *pgxpool.Pool
-	schema  string
-	msgs    string // quoted messages table
-	locksT  string
-	cachesT string
+	pool   *pgxpool.Pool
+	schema string
+	msgs   string // quoted messages table
+	locksT string
 }
 
 func newQueries(pool *pgxpool.Pool, schema string) *queries {
-	return &queries{pool: pool, schema: schema,
-		msgs: ident(schema, "messages"), locksT: ident(schema, "locks"), cachesT: ident(schema, "cache_entries")}
+	return &queries{pool: pool, schema: schema, msgs: inspectq.Table(schema, "messages"), locksT: inspectq.Table(schema, "locks")}
 }
 
 // Cluster is the Cluster page's data.
@@ -176,7 +151,7 @@ func (q *queries) cluster(ctx context.Context) (*Cluster, error) {
 			in.Roles = append(in.Roles, parts[3])
 		}
 	}
-	if c.SchemaVersion < registryVersion {
+	if c.SchemaVersion < inspectq.RegistryVersion { // an older schema shows sessions only
 		return c, nil
 	}
 	reg, err := app.ListInstances(ctx, q.pool, q.schema, nil)
@@ -368,17 +343,14 @@ type Lease struct {
 
 func (q *queries) locks(ctx context.Context) (*Locks, error) {
 	// live is true while the owner's liveness session holds its identity
-	// lock (the exclusive two-key advisory lock whose second key is
-	// owner_id), as in advisorylock's own queries.
+	// lock (inspectq.OwnerLive).
 	query := `
 		SELECT app, key, owner, token,
 		       CASE WHEN expires_at IS NULL THEN -1
 		            ELSE greatest(0, extract(epoch FROM expires_at - now()) * 1000)::bigint END,
 		       wanted_by, (extract(epoch FROM now() - acquired_at) * 1000)::bigint, coalesce(taken_from, ''),
 		       (expires_at IS NULL OR expires_at > now()) AS unexpired,
-		       EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND p.granted
-		               AND p.mode = 'ExclusiveLock' AND p.objsubid = 2 AND p.objid = l.owner_id::oid
-		               AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS live,
+		       ` + inspectq.OwnerLive + ` AS live,
 		       (extract(epoch FROM now() - updated_at) * 1000)::bigint
 		FROM ` + q.locksT + ` l
 		WHERE expires_at IS DISTINCT FROM '-infinity'
@@ -487,11 +459,7 @@ type CacheStats struct {
 }
 
 func (q *queries) caches(ctx context.Context) (*Caches, error) {
-	cs, err := collect(ctx, q.pool, "caches", `
-		SELECT app, prefix, count(*), coalesce(sum(octet_length(value)), 0)::bigint,
-		       count(*) FILTER (WHERE expires_at <= now())
-		FROM `+q.cachesT+`
-		GROUP BY 1, 2 ORDER BY 1, 2`, pgx.RowToStructByPos[CacheStats])
+	cs, err := inspectq.Caches[CacheStats](ctx, q.pool, q.schema)
 	if err != nil {
 		return nil, err
 	}

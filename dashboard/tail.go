@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgcoord/pgcoord/internal/inspectq"
 	"github.com/pgcoord/pgcoord/listen"
 )
 
@@ -63,7 +64,7 @@ type tailSub struct {
 }
 
 func newTail(pool *pgxpool.Pool, schema string, logger *slog.Logger) *tail {
-	return &tail{pool: pool, schema: schema, msgs: ident(schema, "messages"), logger: logger, subs: map[*tailSub]struct{}{}}
+	return &tail{pool: pool, schema: schema, msgs: inspectq.Table(schema, "messages"), logger: logger, subs: map[*tailSub]struct{}{}}
 }
 
 // subscribe adds a stream, starting the connection loop for the first one.

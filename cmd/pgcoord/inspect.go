@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/connname"
+	"github.com/pgcoord/pgcoord/internal/inspectq"
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
@@ -132,9 +133,9 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 	if v == 0 {
 		return nil, fmt.Errorf("schema %q has no pgcoord migrations: run pgcoord migrate up", schema)
 	}
-	t := func(name string) string { return pgx.Identifier{schema, name}.Sanitize() }
+	t := func(name string) string { return inspectq.Table(schema, name) }
 	rep := &Report{Schema: schema, SchemaVersion: v, ExpectedSchemaVersion: migrations.LatestVersion()}
-	if v >= registryVersion { // the registry came with this migration
+	if v >= inspectq.RegistryVersion { // the registry came with this migration
 		if rep.Instances, err = app.ListInstances(ctx, pool, schema, nil); err != nil {
 			return nil, err
 		}
@@ -145,15 +146,12 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 
 	// A lease is held when it has not expired (no expiry, or later than the
 	// database clock) and its owner's liveness session still holds its
-	// identity lock (an exclusive advisory lock whose second key is owner_id).
+	// identity lock (inspectq.OwnerLive).
 	if rep.Locks, err = collect(ctx, pool, "locks", `
 		SELECT app, key, owner, token,
 		       CASE WHEN expires_at IS NULL THEN NULL ELSE (expires_at - now())::text END
 		FROM `+t("locks")+` l
-		WHERE (l.expires_at IS NULL OR l.expires_at > now())
-		  AND EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND p.granted
-		              AND p.mode = 'ExclusiveLock' AND p.objsubid = 2 AND p.objid = l.owner_id::oid
-		              AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+		WHERE (l.expires_at IS NULL OR l.expires_at > now()) AND `+inspectq.OwnerLive+`
 		ORDER BY app, key`,
 		func(l *LockRow) []any { return []any{&l.App, &l.Key, &l.Owner, &l.Token, &l.ExpiresIn} }); err != nil {
 		return nil, err
@@ -167,13 +165,8 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 		return nil, err
 	}
 
-	if rep.Caches, err = collect(ctx, pool, "caches", `
-		SELECT app, prefix, count(*), coalesce(sum(octet_length(value)), 0)::bigint,
-		       count(*) FILTER (WHERE expires_at <= now())
-		FROM `+t("cache_entries")+`
-		GROUP BY 1, 2 ORDER BY 1, 2`,
-		func(c *CacheRow) []any { return []any{&c.App, &c.Prefix, &c.Entries, &c.Bytes, &c.Expired} }); err != nil {
-		return nil, err
+	if rep.Caches, err = inspectq.Caches[CacheRow](ctx, pool, schema); err != nil {
+		return nil, fmt.Errorf("inspect %w", err)
 	}
 
 	if rep.Channels, err = collect(ctx, pool, "messages", `
@@ -199,22 +192,8 @@ func inspect(ctx context.Context, pool *pgxpool.Pool, schema string) (*Report, e
 // collect runs query and scans each row into the fields of a T that fields
 // lists; errors say which part of the report (what) failed.
 func collect[T any](ctx context.Context, pool *pgxpool.Pool, what, query string, fields func(*T) []any) ([]T, error) {
-	rows, err := pool.Query(ctx, query)
-	if err != nil {
-		return nil, fmt.Errorf("inspect %s: %w", what, err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) {
-		var v T
-		return v, r.Scan(fields(&v)...)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("inspect %s: %w", what, err)
-	}
-	return out, nil
+	return inspectq.Collect(ctx, pool, "inspect "+what, query, inspectq.Fields(fields))
 }
-
-// registryVersion is the migration that created the instance registry.
-const registryVersion = 13
 
 // roles are the roles of pgcoord's connections (see internal/connname).
 var roles = []string{connname.RolePool, connname.RoleDirect, connname.RoleListen, connname.RoleLockLiveness,
