@@ -20,21 +20,13 @@ import (
 // ErrInvalidKey and writes nothing to the lease table. A lock of another app
 // held meanwhile is never disturbed.
 func FuzzLockKey(f *testing.F) {
-	for _, k := range []string{
+	for _, k := range append(pgtest.HostileNames(),
 		"k",
-		"",
 		"'; DROP TABLE pgcoord.locks; --",
-		"'; DROP TABLE pgcoord.cache_entries; --",
-		`"quoted" and 'single'`,
-		"nul\x00key",
-		"bad\xff\xfeutf8",
-		"鍵🔒",
-		"%_*?\\",
 		strings.Repeat("k", advisorylock.MaxKeyBytes),
 		strings.Repeat("k", advisorylock.MaxKeyBytes+1),
 		strings.Repeat("é", 600),
-		"$1",
-	} {
+	) {
 		f.Add(k)
 	}
 	ctx := context.Background()
