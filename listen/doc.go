@@ -60,6 +60,8 @@
 //     (its own transaction only), so a server crash may lose the last
 //     acknowledged Publish calls (at most about 3 × wal_writer_delay), even
 //     delivered ones; PublishTx has the caller's transaction's durability.
+//     Messages committed after the crash are still delivered exactly once
+//     (see the failure model below).
 //   - Order: messages from one publisher that publishes sequentially are
 //     delivered in commit order (a catch-up orders by transaction id, then
 //     id). While a catch-up of several pages (500 messages each) is under
@@ -134,6 +136,15 @@
 // committed on the old server after that read that the new server does not
 // have is lost. A failover to a physical replica keeps the
 // system_identifier and the transaction ids, and is an ordinary reconnection.
+//
+// A crash (or a failover) may lose commits that were not yet flushed (or
+// replicated), autocommit Publishes above all, and the server then hands out
+// their transaction ids and message ids again, possibly past the watermark
+// before the listener reconnects. So a reconnection that finds a new
+// pg_postmaster_start_time looks for the last row the ledger saw: when it is
+// still there, the WAL up to its commit survived, and the listener reads the
+// log again from that row (exactly once); when it is gone, it is handled as
+// a switchover (above).
 //
 // Behind PgBouncer in transaction mode LISTEN does not work: the listener
 // needs a direct session connection.

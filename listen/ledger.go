@@ -91,6 +91,17 @@ type ledger struct {
 	lastRead    time.Time
 	switching   bool
 	switchSince time.Time
+
+	// last is the highest (xid, id) of the log rows the ledger has seen
+	// (claimed, or the newest row of the log at begin), if hasLast. Its
+	// row still being there after a server restart proves that the WAL up
+	// to its commit survived, so the server hands out no transaction id up
+	// to last's again (see rewind). startedAt is the server's
+	// pg_postmaster_start_time at the latest connection.
+	lastXid   uint64
+	lastID    int64
+	hasLast   bool
+	startedAt time.Time
 }
 
 func newLedger() *ledger { return &ledger{delivered: map[int64]uint64{}} }
@@ -116,7 +127,15 @@ func (l *ledger) claimLocked(id int64, xid uint64) bool {
 		return false
 	}
 	l.delivered[id] = xid
+	l.noteLocked(id, xid)
 	return true
+}
+
+// noteLocked raises last to (xid, id).
+func (l *ledger) noteLocked(id int64, xid uint64) {
+	if !l.hasLast || xid > l.lastXid || (xid == l.lastXid && id > l.lastID) {
+		l.lastXid, l.lastID, l.hasLast = xid, id, true
+	}
 }
 
 // claimEach calls fn, under the ledger's lock, for each message of envs
@@ -151,12 +170,59 @@ func (l *ledger) claimUnwanted(rows []logRow, unwanted func(channel string) bool
 }
 
 // begin sets the ledger to a first snapshot (Start): what had ended then is
-// never delivered.
-func (l *ledger) begin(p snapshot, serverID int64, at time.Time) {
+// never delivered. newest holds the log's newest row then, if any.
+func (l *ledger) begin(p snapshot, serverID int64, at time.Time, newest []logRow) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.snap, l.serverID, l.lastRead = p, serverID, at
 	clear(l.delivered)
+	l.hasLast = false
+	for _, r := range newest {
+		l.noteLocked(r.id, r.xid)
+	}
+}
+
+// last returns the last row seen, if any.
+func (l *ledger) last() (id int64, xid uint64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastID, l.lastXid, l.hasLast
+}
+
+// restarted records the server's start time at a new connection and
+// reports whether it differs from the previous connection's (a restart,
+// a crash, a failover).
+func (l *ledger) restarted(startedAt time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	changed := !l.startedAt.IsZero() && !startedAt.Equal(l.startedAt)
+	l.startedAt = startedAt
+	return changed
+}
+
+// rewind lowers the snapshot to the last row seen, after a server restart
+// that kept that row: the transactions after its commit may have been lost
+// (a crash loses the commits not yet flushed, such as autocommit
+// Publishes), and the server then hands out their transaction ids, and
+// message ids above last's, again. Those are read again; the ids delivered
+// that the server may hand out again are forgotten.
+func (l *ledger) rewind() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	top := l.lastXid + 1
+	if !l.hasLast {
+		top = 0
+	}
+	if top < l.snap.xmax {
+		l.snap.xmax = top
+		l.snap.xmin = min(l.snap.xmin, top)
+		l.snap.xip = slices.DeleteFunc(slices.Clone(l.snap.xip), func(x uint64) bool { return x >= top })
+	}
+	for id := range l.delivered {
+		if !l.hasLast || id > l.lastID {
+			delete(l.delivered, id)
+		}
+	}
 }
 
 // complete records a catch-up that started with snapshot p and has read
@@ -183,6 +249,7 @@ func (l *ledger) startSwitch(margin time.Duration) time.Time {
 		l.switchSince = l.lastRead.Add(-margin)
 		l.snap = snapshot{}
 		clear(l.delivered)
+		l.hasLast = false
 	}
 	return l.switchSince
 }

@@ -122,18 +122,40 @@ func (l *listener) connect(ctx context.Context, first bool, resume *catchUp) (*p
 	}
 	ps.listenerPID.Store(conn.PgConn().PID())
 	if first {
-		p, serverID, at, _, err := l.read(cctx, conn, ps.sql.first)
+		p, serverID, at, newest, err := l.read(cctx, conn, ps.sql.first, ps.cfg.AppName)
 		if err != nil {
 			return fail(err)
 		}
-		ps.led.begin(p, serverID, at)
+		ps.led.begin(p, serverID, at, newest)
+		if _, _, err := l.restarted(cctx, conn); err != nil {
+			return fail(err)
+		}
 		return conn, nil, nil
 	}
 	ps.resyncAll()
+	restarted, kept, err := l.restarted(cctx, conn)
+	if err != nil {
+		return fail(err)
+	}
 	c := resume
-	if c == nil {
+	switch {
+	case restarted && kept:
+		// The transactions after the last row seen may have been lost
+		// and their ids handed out again: read from that row.
+		ps.led.rewind()
+		ps.logger.InfoContext(ctx, "listen: the server restarted; reading the log again from the last message seen",
+			slog.String("app", ps.cfg.AppName), slog.String("instance_id", ps.cfg.InstanceID))
 		c = l.newCatchUp()
-	} else {
+	case restarted:
+		// Commits the listener read may be gone (a crash lost the
+		// autocommit Publishes not yet flushed, a failover what the
+		// replica had not received), and their ids may be handed out
+		// again.
+		c = &catchUp{}
+		l.switchover(ctx, c, "the server restarted without the last message read from it (commits lost in a crash or a failover)")
+	case c == nil:
+		c = l.newCatchUp()
+	default:
 		c.resumed = true
 	}
 	rctx, rcancel := context.WithTimeout(ctx, ps.readTimeout)
@@ -149,6 +171,20 @@ func (l *listener) connect(ctx context.Context, first bool, resume *catchUp) (*p
 		c = l.newCatchUp() // for what was committed since the resumed one began
 	}
 	return conn, c, nil
+}
+
+// restarted reads the server's start time on a new connection and reports
+// whether the server restarted (a restart, a crash, a failover) since the
+// previous connection, and if so whether the last row the ledger saw is
+// still in the log: the WAL up to its commit survived.
+func (l *listener) restarted(ctx context.Context, conn *pgx.Conn) (restarted, kept bool, err error) {
+	ps := l.ps
+	var startedAt time.Time
+	lastID, lastXid, hasLast := ps.led.last()
+	if err := conn.QueryRow(ctx, ps.sql.restarted, ps.cfg.AppName, lastID, strconv.FormatUint(lastXid, 10)).Scan(&startedAt, &kept); err != nil {
+		return false, false, fmt.Errorf("read server start: %w", err)
+	}
+	return ps.led.restarted(startedAt), kept && hasLast, nil
 }
 
 // run serves conn until it fails, then reconnects with exponential backoff

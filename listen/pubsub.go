@@ -283,7 +283,7 @@ type PubSub struct {
 }
 
 type statements struct {
-	publish, publishMany, publishTx, first, page, switched, fetch, prune, mark string
+	publish, publishMany, publishTx, first, restarted, page, switched, fetch, prune, mark string
 }
 
 // New returns a PubSub for the instance whose pool is pool. It does not touch
@@ -375,7 +375,16 @@ func buildStatements(t string) statements {
 		// database time as a first row, then a page of rows in (xid, id)
 		// order after the cursor ($5, $6), at most $7 of them (a caller
 		// sorts the two branches' rows and keeps the first $7).
-		first: `SELECT ` + head,
+		// The first read also returns the log's newest row of the app (the
+		// ledger's last row until it sees a newer one).
+		first: `SELECT ` + head + `
+			UNION ALL
+			SELECT NULL, NULL, NULL, m.id, m.xid::text, m.channel FROM (SELECT id, xid, channel FROM ` + t + `
+				WHERE app = $1 ORDER BY xid DESC, id DESC LIMIT 1) m`,
+		// On every connection: the server's start time, and whether the
+		// last row the ledger saw ($2, $3) is still in the log.
+		restarted: `SELECT pg_postmaster_start_time(),
+			EXISTS (SELECT FROM ` + t + ` WHERE app = $1 AND id = $2 AND xid = $3::text::xid8)`,
 		// A catch-up reads the rows of the transactions that had not ended
 		// in the previous snapshot: at or above its xmax, or in its xip
 		// ($4, only those not before the cursor's), one transaction at a
@@ -591,9 +600,10 @@ type Stats struct {
 	Reconnects int64
 	// Switchovers counts the times the listener found itself on another
 	// server than the one its watermark came from (another
-	// system_identifier, or transaction ids below the watermark): a
-	// blue/green or logical-replication switchover, a restore, a DNS name
-	// moved. Each one is logged at WARN with the reason; see the package
+	// system_identifier, or transaction ids below the watermark), or on a
+	// restarted server without the last message it read (commits lost in a
+	// crash or a failover): a blue/green or logical-replication switchover,
+	// a restore, a DNS name moved. Each one is logged at WARN with the reason; see the package
 	// documentation for what is void then.
 	Switchovers int64
 	// LogReads counts the statements that read the log (a catch-up, after a
