@@ -129,14 +129,7 @@ func TestServerCrashAsyncPublishWindow(t *testing.T) {
 	got := make([]*inbox, 2)
 	for i := range subs {
 		name := fmt.Sprintf("inst-sub%d", i)
-		cfg, err := pgxpool.ParseConfig(url)
-		require.NoError(t, err)
-		cfg.ConnConfig.RuntimeParams["application_name"] = name
-		cfg.MaxConns = 2
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		require.NoError(t, err)
-		t.Cleanup(pool.Close)
-		subs[i] = psWith(t, pool, Config{InstanceID: name, PruneInterval: -1, ReconnectMaxDelay: 200 * time.Millisecond})
+		subs[i] = psWith(t, poolFor(t, url, name), Config{InstanceID: name, PruneInterval: -1, ReconnectMaxDelay: 200 * time.Millisecond})
 		got[i] = subscribe(t, subs[i], "ch", nil)
 		require.NoError(t, subs[i].Start(ctx))
 	}

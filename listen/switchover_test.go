@@ -16,20 +16,27 @@ import (
 	"github.com/pgcoord/pgcoord/migrations"
 )
 
-// migratedPool opens a pool on url (application_name name) with pgcoord's
-// migrations applied, closed when the test ends.
-func migratedPool(t *testing.T, url, name string) *pgxpool.Pool {
+// poolFor opens a pool of at most 6 connections on url (application_name
+// name), closed when the test ends.
+func poolFor(t *testing.T, url, name string) *pgxpool.Pool {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	cfg, err := pgxpool.ParseConfig(url)
 	require.NoError(t, err)
 	cfg.ConnConfig.RuntimeParams["application_name"] = name
 	cfg.MaxConns = 6
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	_, err = migrations.Up(ctx, pool, &migrations.Options{Logger: quietLogger()})
+	return pool
+}
+
+// migratedPool is poolFor with pgcoord's migrations applied.
+func migratedPool(t *testing.T, url, name string) *pgxpool.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool := poolFor(t, url, name)
+	_, err := migrations.Up(ctx, pool, &migrations.Options{Logger: quietLogger()})
 	require.NoError(t, err)
 	return pool
 }
