@@ -457,46 +457,78 @@ func (c *Cache) MSet(ctx context.Context, items []Item, ttl time.Duration) error
 // for a missing or expired key (a stored value is never nil: null is not
 // cacheable). Values decode as in Get; see the generic [MGet] for types.
 func (c *Cache) MGet(ctx context.Context, keys ...string) ([]any, error) {
-	vals, found, err := c.mgetEncoded(ctx, keys)
+	out := make([]any, len(keys))
+	err := c.mgetEach(ctx, keys, func(i int, e encoded) (err error) {
+		out[i], err = decodeAny(e.raw, e.kind)
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	out := make([]any, len(keys))
-	for i := range keys {
-		if !found[i] {
-			continue
-		}
-		if out[i], err = decodeAny(vals[i].raw, vals[i].kind); err != nil {
-			return nil, err
-		}
 	}
 	return out, nil
 }
 
-func (c *Cache) mgetEncoded(ctx context.Context, keys []string) ([]encoded, []bool, error) {
+// mgetEach reads keys in one round trip and calls decode with the position
+// and stored value of every key found. On the postgres store without a near
+// cache e.raw points into pgx's row buffer (valid only during the call): a
+// typed MGet decodes each value straight from it. decode's error is
+// returned as it is.
+func (c *Cache) mgetEach(ctx context.Context, keys []string, decode func(i int, e encoded) error) error {
 	if err := c.check(ctx); err != nil {
-		return nil, nil, err
+		return err
 	}
 	for _, k := range keys {
 		if err := validateKey(k); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
 	if len(keys) == 0 {
-		return nil, nil, nil
+		return nil
 	}
 	defer c.opEnd(ctx, c.opStart(ctx), c.attrs.mget)
+	if c.near == nil && c.pg != nil {
+		var hits int
+		var decodeErr error
+		err := c.pg.eachEntry(ctx, c.pg.sql.mget, keys, func(i int, e encoded, _ int64) error {
+			hits++
+			decodeErr = decode(i, e)
+			return decodeErr
+		})
+		c.stats.hits.Add(uint64(hits))
+		c.stats.misses.Add(uint64(len(keys) - hits))
+		switch {
+		case decodeErr != nil:
+			return decodeErr
+		case err != nil:
+			return fmt.Errorf("pgcache: mget: %w", err)
+		}
+		return nil
+	}
+	var (
+		vals  []encoded
+		found []bool
+		err   error
+	)
 	if c.near != nil {
-		return c.near.mget(ctx, keys)
+		vals, found, err = c.near.mget(ctx, keys)
+	} else if vals, found, err = c.st.mget(ctx, keys); err != nil {
+		err = fmt.Errorf("pgcache: mget: %w", err)
+	} else {
+		for _, f := range found {
+			c.count(f)
+		}
 	}
-	vals, found, err := c.st.mget(ctx, keys)
 	if err != nil {
-		return nil, nil, fmt.Errorf("pgcache: mget: %w", err)
+		return err
 	}
-	for _, f := range found {
-		c.count(f)
+	for i, f := range found {
+		if f {
+			if err := decode(i, vals[i]); err != nil {
+				return err
+			}
+		}
 	}
-	return vals, found, nil
+	return nil
 }
 
 // MDel deletes keys in one statement.

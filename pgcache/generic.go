@@ -17,20 +17,17 @@ func Get[T any](ctx context.Context, c *Cache, key string) (T, bool, error) {
 // MGet returns the values of keys decoded into T in one round trip,
 // positionally, with nil for a missing or expired key.
 func MGet[T any](ctx context.Context, c *Cache, keys ...string) ([]*T, error) {
-	vals, found, err := c.mgetEncoded(ctx, keys)
-	if err != nil {
-		return nil, err
-	}
 	out := make([]*T, len(keys))
 	dst := make([]T, len(keys)) // one allocation for every value
-	for i := range keys {
-		if !found[i] {
-			continue
-		}
-		if err := decodeInto(vals[i].raw, vals[i].kind, &dst[i]); err != nil {
-			return nil, err
+	err := c.mgetEach(ctx, keys, func(i int, e encoded) error {
+		if err := decodeInto(e.raw, e.kind, &dst[i]); err != nil {
+			return err
 		}
 		out[i] = &dst[i]
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

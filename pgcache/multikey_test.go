@@ -2,10 +2,13 @@ package pgcache_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sync/errgroup"
 
@@ -73,3 +76,51 @@ func TestMultiKeyWritesDoNotDeadlock(t *testing.T) {
 		})
 	}
 }
+
+// MGet reads values from the wire bytes of its rows: the same values in
+// every pgx query mode, binary (the extended protocol) and text (the simple
+// protocol), with a key asked for twice and a missing one.
+func TestMGetEveryQueryExecMode(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	raw := []byte{0, '\\', 'x', 0xff, '"', '{'}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe,
+		pgx.QueryExecModeDescribeExec, pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			cfg := db.PoolConfig(t, nil)
+			cfg.ConnConfig.DefaultQueryExecMode = mode
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			require.NoError(t, err)
+			t.Cleanup(pool.Close)
+			m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app-" + mode.String()})
+			c := newCache(t, m, pgcache.CacheConfig{Name: "c"})
+			type user struct {
+				ID   int64  `json:"id"`
+				Name string `json:"name"`
+			}
+			require.NoError(t, c.MSet(ctx, []pgcache.Item{
+				{Key: "u1", Value: user{ID: 1<<53 + 1, Name: "ann"}}, {Key: "u2", Value: user{ID: 2, Name: "bo\\b"}},
+				{Key: "raw", Value: raw},
+			}, 0))
+
+			users, err := pgcache.MGet[user](ctx, c, "u2", "nope", "u1", "u2")
+			require.NoError(t, err)
+			require.Equal(t, []*user{{ID: 2, Name: "bo\\b"}, nil, {ID: 1<<53 + 1, Name: "ann"}, {ID: 2, Name: "bo\\b"}}, users)
+
+			bs, err := pgcache.MGet[[]byte](ctx, c, "raw", "u2", "nope")
+			require.NoError(t, err)
+			require.Equal(t, []*[]byte{&raw, ptr([]byte(`{"id":2,"name":"bo\\b"}`)), nil}, bs)
+
+			vals, err := c.MGet(ctx, "raw", "u1", "nope", "raw")
+			require.NoError(t, err)
+			require.Equal(t, []any{raw, map[string]any{"id": json.Number("9007199254740993"), "name": "ann"}, nil, raw}, vals)
+
+			_, err = pgcache.MGet[user](ctx, c, "u1", "raw")
+			require.ErrorContains(t, err, "raw bytes")
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,9 +1,15 @@
 package pgcache
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -173,56 +179,124 @@ func (s *pgStore) getTTL(ctx context.Context, key string) (encoded, time.Duratio
 
 func (s *pgStore) mget(ctx context.Context, keys []string) ([]encoded, []bool, error) {
 	vals, found := make([]encoded, len(keys)), make([]bool, len(keys))
-	idx := newKeyIndex(keys)
-	rows, err := s.db.Query(ctx, s.sql.mget, s.app, s.prefix, keys)
+	// One buffer holds every value read; span i of it becomes vals[i].
+	var buf []byte
+	spans := make([][2]int, len(keys))
+	err := s.eachEntry(ctx, s.sql.mget, keys, func(i int, e encoded, _ int64) error {
+		spans[i][0] = len(buf)
+		buf = append(buf, e.raw...)
+		spans[i][1] = len(buf)
+		vals[i].kind, found[i] = e.kind, true
+		return nil
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var e encoded
-		if err := rows.Scan(nil, &e.raw, &e.kind); err != nil {
-			return nil, nil, err
+	for i, sp := range spans {
+		if found[i] {
+			vals[i].raw = buf[sp[0]:sp[1]:sp[1]]
 		}
-		for i := idx.first(rows.RawValues()[0]); i >= 0; i = idx.next[i] {
-			vals[i], found[i] = e, true
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
 	}
 	return vals, found, nil
 }
 
-// mgetTTL is mget that also returns each remaining time (see getTTL).
+// mgetTTL is mget that also returns each remaining time (see getTTL). Each
+// value gets a buffer of its own: the near cache keeps them one by one.
 func (s *pgStore) mgetTTL(ctx context.Context, keys []string) ([]encoded, []time.Duration, []bool, error) {
 	vals, ttls, found := make([]encoded, len(keys)), make([]time.Duration, len(keys)), make([]bool, len(keys))
-	idx := newKeyIndex(keys)
-	rows, err := s.db.Query(ctx, s.sql.mgetTTL, s.app, s.prefix, keys)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			e  encoded
-			us int64
-		)
-		if err := rows.Scan(nil, &e.raw, &e.kind, &us); err != nil {
-			return nil, nil, nil, err
-		}
+	err := s.eachEntry(ctx, s.sql.mgetTTL, keys, func(i int, e encoded, us int64) error {
 		ttl := noTTL
 		if us >= 0 {
 			ttl = time.Duration(us) * time.Microsecond
 		}
-		for i := idx.first(rows.RawValues()[0]); i >= 0; i = idx.next[i] {
-			vals[i], ttls[i], found[i] = e, ttl, true
-		}
-	}
-	if err := rows.Err(); err != nil {
+		vals[i], ttls[i], found[i] = encoded{raw: bytes.Clone(e.raw), kind: e.kind}, ttl, true
+		return nil
+	})
+	if err != nil {
 		return nil, nil, nil, err
 	}
 	return vals, ttls, found, nil
+}
+
+// eachEntry runs sql, a read of (app, prefix, keys) whose rows are key,
+// value, kind and, in mgetTTL, the remaining time in microseconds, and
+// calls fn for every position of keys that a row answers (a key asked for
+// twice, twice). e.raw points into pgx's row buffer: it is valid only
+// during the call, so a caller that decodes needs no copy.
+func (s *pgStore) eachEntry(ctx context.Context, sql string, keys []string, fn func(i int, e encoded, us int64) error) error {
+	idx := getKeyIndex(keys)
+	defer putKeyIndex(idx)
+	rows, err := s.db.Query(ctx, sql, s.app, s.prefix, keys)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var textBuf []byte
+	for rows.Next() {
+		row := rows.RawValues()
+		e, us, err := rawEntry(row, rows.FieldDescriptions(), &textBuf)
+		if err != nil {
+			return err
+		}
+		for i := idx.first(row[0]); i >= 0; i = idx.next[i] {
+			if err := fn(i, e, us); err != nil {
+				return err
+			}
+		}
+	}
+	return rows.Err()
+}
+
+// rawEntry reads a row's value, kind and (when the row has it) remaining
+// time from their wire bytes, without pgx's scanning: binary format, what
+// pgx asks for with the extended protocol, or text, what the simple
+// protocol returns (a bytea value is then decoded into *buf).
+func rawEntry(row [][]byte, fds []pgconn.FieldDescription, buf *[]byte) (encoded, int64, error) {
+	var e encoded
+	if row[1] == nil || row[2] == nil {
+		return e, 0, errors.New("pgcache: read a NULL value or kind")
+	}
+	e.raw = row[1]
+	if fds[1].Format == pgx.TextFormatCode {
+		t := row[1]
+		if len(t) < 2 || t[0] != '\\' || t[1] != 'x' {
+			return e, 0, errors.New("pgcache: read a bytea value in an unknown text form")
+		}
+		n := hex.DecodedLen(len(t) - 2)
+		*buf = slices.Grow((*buf)[:0], n)[:n]
+		if _, err := hex.Decode(*buf, t[2:]); err != nil {
+			return e, 0, fmt.Errorf("pgcache: read a bytea value: %w", err)
+		}
+		e.raw = *buf
+	}
+	k, err := rawInt(row[2], fds[2].Format)
+	if err != nil {
+		return e, 0, err
+	}
+	e.kind = kind(k)
+	var us int64
+	if len(row) > 3 && row[3] != nil {
+		if us, err = rawInt(row[3], fds[3].Format); err != nil {
+			return e, 0, err
+		}
+	}
+	return e, us, nil
+}
+
+// rawInt reads a smallint, integer or bigint column's wire bytes.
+func rawInt(b []byte, format int16) (int64, error) {
+	if format == pgx.TextFormatCode {
+		return strconv.ParseInt(string(b), 10, 64)
+	}
+	switch len(b) {
+	case 2:
+		return int64(int16(binary.BigEndian.Uint16(b))), nil
+	case 4:
+		return int64(int32(binary.BigEndian.Uint32(b))), nil
+	case 8:
+		return int64(binary.BigEndian.Uint64(b)), nil
+	}
+	return 0, fmt.Errorf("pgcache: read an integer of %d bytes", len(b))
 }
 
 // keyIndex maps a key read back to its positions in the keys asked for
@@ -232,8 +306,16 @@ type keyIndex struct {
 	next []int          // next position of the same key, -1 after the last
 }
 
-func newKeyIndex(keys []string) keyIndex {
-	x := keyIndex{pos: make(map[string]int, len(keys)), next: make([]int, len(keys))}
+// keyIndexes keeps keyIndexes between reads: building one allocates its
+// map and slice, which a typed MGet otherwise would do for every call.
+var keyIndexes = sync.Pool{New: func() any { return &keyIndex{pos: map[string]int{}} }}
+
+// getKeyIndex returns an index of keys from keyIndexes (put it back after
+// the read).
+func getKeyIndex(keys []string) *keyIndex {
+	x := keyIndexes.Get().(*keyIndex)
+	clear(x.pos)
+	x.next = slices.Grow(x.next[:0], len(keys))[:len(keys)]
 	for i := len(keys) - 1; i >= 0; i-- {
 		x.next[i] = -1
 		if j, ok := x.pos[keys[i]]; ok {
@@ -244,9 +326,20 @@ func newKeyIndex(keys []string) keyIndex {
 	return x
 }
 
+// putKeyIndex returns x to keyIndexes unless it indexed a read so large
+// that keeping its map would waste memory.
+func putKeyIndex(x *keyIndex) {
+	if len(x.next) <= maxPooledKeys {
+		keyIndexes.Put(x)
+	}
+}
+
+// maxPooledKeys is the largest read whose keyIndex is kept for the next.
+const maxPooledKeys = 1024
+
 // first is the first position of a key read back as the raw bytes of a
 // text column (the same in text and binary format), -1 if not asked for.
-func (x keyIndex) first(key []byte) int {
+func (x *keyIndex) first(key []byte) int {
 	if i, ok := x.pos[string(key)]; ok {
 		return i
 	}
