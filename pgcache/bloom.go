@@ -55,10 +55,7 @@ const bloomHeader = 12
 // positives (0 < errorRate < 1). Reserving an existing filter keeps it.
 func (b *BloomFilter) Reserve(ctx context.Context, key string, errorRate float64, capacity int) error {
 	c := b.c
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	if !(errorRate > 0 && errorRate < 1) || capacity <= 0 {
@@ -128,10 +125,7 @@ func (b *BloomFilter) Add(ctx context.Context, key, value string) error {
 // it does nothing.
 func (b *BloomFilter) MAdd(ctx context.Context, key string, values ...string) error {
 	c := b.c
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	setBits := func(raw []byte) ([]byte, bool) {
@@ -201,10 +195,7 @@ func bloomAddSQL(ctx context.Context, c *Cache, tx querier, key string, setBits 
 // reserved reports false.
 func (b *BloomFilter) Exists(ctx context.Context, key, value string) (bool, error) {
 	c := b.c
-	if err := c.check(ctx); err != nil {
-		return false, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return false, err
 	}
 	var head []byte

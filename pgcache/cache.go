@@ -213,6 +213,20 @@ func (c *Cache) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// checkKeys is check, then validateKey of each key: the opening of every
+// call that takes keys.
+func (c *Cache) checkKeys(ctx context.Context, keys ...string) error {
+	if err := c.check(ctx); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := validateKey(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ttlFor resolves a per-call TTL: 0 is the cache default, negative is none.
 func (c *Cache) ttlFor(ttl time.Duration) time.Duration {
 	switch {
@@ -270,10 +284,7 @@ func (c *Cache) count(hit bool) {
 // it was found. An expired entry is never returned. Use the generic [Get]
 // for a typed value.
 func (c *Cache) Get(ctx context.Context, key string) (any, bool, error) {
-	if err := c.check(ctx); err != nil {
-		return nil, false, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return nil, false, err
 	}
 	e, ok, err := c.getEncoded(ctx, key)
@@ -287,10 +298,7 @@ func (c *Cache) Get(ctx context.Context, key string) (any, bool, error) {
 // GetInto decodes the value of key into dst, a non-nil pointer, and reports
 // whether it was found. *[]byte receives the stored bytes as they are.
 func (c *Cache) GetInto(ctx context.Context, key string, dst any) (bool, error) {
-	if err := c.check(ctx); err != nil {
-		return false, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return false, err
 	}
 	e, ok, err := c.getEncoded(ctx, key)
@@ -308,10 +316,7 @@ func (c *Cache) GetInto(ctx context.Context, key string, dst any) (bool, error) 
 // (or encodes to null, or is larger than MaxValueBytes) returns an error and
 // writes nothing.
 func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	e, err := c.encode(value)
@@ -335,10 +340,7 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 // *txhooks.Tx: the value is stored by its after-commit hook, and never on
 // rollback.
 func (c *Cache) SetTx(ctx context.Context, tx pgx.Tx, key string, value any, ttl time.Duration) error {
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	e, err := c.encode(value)
@@ -356,10 +358,7 @@ func (c *Cache) SetTx(ctx context.Context, tx pgx.Tx, key string, value any, ttl
 
 // Del deletes key. Deleting a missing key is not an error.
 func (c *Cache) Del(ctx context.Context, key string) error {
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	keys := []string{key}
@@ -374,10 +373,7 @@ func (c *Cache) Del(ctx context.Context, key string) error {
 
 // DelTx deletes key inside tx, with the commit and rollback rules of SetTx.
 func (c *Cache) DelTx(ctx context.Context, tx pgx.Tx, key string) error {
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	keys := []string{key}
@@ -474,13 +470,8 @@ func (c *Cache) MGet(ctx context.Context, keys ...string) ([]any, error) {
 // typed MGet decodes each value straight from it. decode's error is
 // returned as it is.
 func (c *Cache) mgetEach(ctx context.Context, keys []string, decode func(i int, e encoded) error) error {
-	if err := c.check(ctx); err != nil {
+	if err := c.checkKeys(ctx, keys...); err != nil {
 		return err
-	}
-	for _, k := range keys {
-		if err := validateKey(k); err != nil {
-			return err
-		}
 	}
 	if len(keys) == 0 {
 		return nil
@@ -533,13 +524,8 @@ func (c *Cache) mgetEach(ctx context.Context, keys []string, decode func(i int, 
 
 // MDel deletes keys in one statement.
 func (c *Cache) MDel(ctx context.Context, keys ...string) error {
-	if err := c.check(ctx); err != nil {
+	if err := c.checkKeys(ctx, keys...); err != nil {
 		return err
-	}
-	for _, k := range keys {
-		if err := validateKey(k); err != nil {
-			return err
-		}
 	}
 	if len(keys) == 0 {
 		return nil
@@ -582,10 +568,7 @@ func (c *Cache) Keys(ctx context.Context, pattern string) ([]string, error) {
 // whether key is there: a missing or expired key is (0, false, nil), as Get
 // reports a miss.
 func (c *Cache) TTL(ctx context.Context, key string) (time.Duration, bool, error) {
-	if err := c.check(ctx); err != nil {
-		return 0, false, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return 0, false, err
 	}
 	d, ok, err := c.st.ttl(ctx, key)
@@ -606,10 +589,7 @@ func (c *Cache) GetValueInObject(ctx context.Context, key, field string) (any, b
 
 // getField decodes field of the object stored under key into dst.
 func (c *Cache) getField(ctx context.Context, key, field string, dst any) (bool, error) {
-	if err := c.check(ctx); err != nil {
-		return false, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return false, err
 	}
 	e, ok, err := c.getEncoded(ctx, key)
@@ -639,10 +619,7 @@ func (c *Cache) getField(ctx context.Context, key, field string, dst any) (bool,
 // cache's TTL; an existing entry keeps its expiry. A stored value that is not
 // an object returns an error wrapping ErrNotObject and is left alone.
 func (c *Cache) SetValueInObject(ctx context.Context, key, field string, value any) error {
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	e, err := encode(value, c.spec.maxValueBytes)
@@ -661,10 +638,7 @@ func (c *Cache) SetValueInObject(ctx context.Context, key, field string, value a
 // DelValueInObject removes field from the JSON object stored under key,
 // atomically and keeping the entry's expiry. A missing key is not an error.
 func (c *Cache) DelValueInObject(ctx context.Context, key, field string) error {
-	if err := c.check(ctx); err != nil {
-		return err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return err
 	}
 	if err := c.write(ctx, []string{key}, false, func(ctx context.Context, q querier) error {

@@ -57,10 +57,7 @@ func (k *Counter) Incr(ctx context.Context, key string) (int64, error) {
 // error wrapping ErrNotInteger.
 func (k *Counter) IncrBy(ctx context.Context, key string, n int64) (int64, error) {
 	c := k.c
-	if err := c.check(ctx); err != nil {
-		return 0, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return 0, err
 	}
 	var v int64
@@ -78,10 +75,7 @@ func (k *Counter) IncrBy(ctx context.Context, key string, n int64) (int64, error
 // Get returns the value of key, 0 when it is missing or expired.
 func (k *Counter) Get(ctx context.Context, key string) (int64, error) {
 	c := k.c
-	if err := c.check(ctx); err != nil {
-		return 0, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return 0, err
 	}
 	// Counters bypass the near cache: they change too often to be worth it.

@@ -121,3 +121,87 @@ func TestClusterSingleFlightHolderKilled(t *testing.T) {
 	}
 	require.True(t, loaded.Load())
 }
+
+// A write to a near-cached prefix commits with synchronous_commit off. A
+// server crash right after it (its WAL not yet written: the WAL writer is
+// made lazy here, and the server is durable, so nothing else flushes it) may
+// lose the write and its invalidation's messages row after the other
+// instance saw it. After the restart no instance serves a near entry from
+// before the crash (the UNLOGGED table is empty: misses, never a value), and
+// writes after the restart invalidate the other instance again: its
+// listener does not skip them as already seen.
+func TestNearCacheServerCrashAfterAsyncWrite(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	srv := pgtest.NewDurablePrivateServer(t)
+	db := srv.NewDB(t)
+	a, b := nearPairOn(t, db, pgcache.CacheConfig{})
+	// The WAL writer writes async commits out every 10 s (the maximum)
+	// instead of 200 ms.
+	_, err := db.Pool.Exec(ctx, `ALTER SYSTEM SET wal_writer_delay = '10s'`)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `SELECT pg_reload_conf()`)
+	require.NoError(t, err)
+
+	before := b.cache.Stats().NearInvalidations
+	require.NoError(t, a.cache.MSet(ctx, []pgcache.Item{{Key: "k", Value: "v1"}, {Key: "other", Value: "o1"}}, 0))
+	waitNear(t, b.cache, func() bool { return b.cache.Stats().NearInvalidations >= before+2 }, "b sees the first write")
+	// A synchronous commit flushes the WAL so far: the first write survives.
+	_, err = db.Pool.Exec(ctx, `SELECT pg_current_xact_id()`)
+	require.NoError(t, err)
+	var logged int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.messages`).Scan(&logged))
+
+	// The write in the window: b sees its invalidation and caches its value.
+	before = b.cache.Stats().NearInvalidations
+	require.NoError(t, a.cache.Set(ctx, "k", "v2", 0))
+	waitNear(t, b.cache, func() bool { return b.cache.Stats().NearInvalidations > before }, "b sees the write in the window")
+	for _, inst := range []*nearInstance{a, b} {
+		for key, want := range map[string]string{"k": "v2", "other": "o1"} {
+			hits := inst.cache.Stats().NearHits
+			for range 2 {
+				v, ok := getString(t, inst.cache, key)
+				require.True(t, ok)
+				require.Equal(t, want, v)
+			}
+			require.Equal(t, hits+1, inst.cache.Stats().NearHits, "%s: %s is near-cached", inst.name, key)
+		}
+	}
+	flushes := map[*nearInstance]uint64{a: a.cache.Stats().NearFlushes, b: b.cache.Stats().NearFlushes}
+
+	var xmaxBefore, xmaxAfter string
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`).Scan(&xmaxBefore))
+	require.NoError(t, srv.Crash(ctx))
+	require.NoError(t, srv.Start(ctx))
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text`).Scan(&xmaxAfter))
+
+	var after int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.messages`).Scan(&after))
+	t.Logf("messages rows: %d before the write in the window, %d after the crash (equal: its invalidation was lost); xmax %s before, %s after",
+		logged, after, xmaxBefore, xmaxAfter)
+	for _, inst := range []*nearInstance{a, b} {
+		// The listener reconnected and flushed the near cache (OnResync).
+		waitNear(t, inst.cache, func() bool { return inst.cache.Stats().NearFlushes > flushes[inst] }, "%s flushes", inst.name)
+		for _, key := range []string{"k", "other"} {
+			v, ok := getString(t, inst.cache, key)
+			require.False(t, ok, "%s: %s after the crash: %q", inst.name, key, v)
+		}
+	}
+	t.Logf("after the crash: reconnects a=%d b=%d, switchovers a=%d b=%d", a.ps.Stats().Reconnects,
+		b.ps.Stats().Reconnects, a.ps.Stats().Switchovers, b.ps.Stats().Switchovers)
+
+	// Writes after the restart invalidate the other instance's copy, each
+	// way: its listener delivers them.
+	for i, w := range []struct{ from, to *nearInstance }{{a, b}, {a, b}, {b, a}, {b, a}} {
+		want := "after-" + string(rune('0'+i))
+		before := w.to.cache.Stats().NearInvalidations
+		require.NoError(t, w.from.cache.Set(ctx, "k", want, 0))
+		waitNear(t, w.to.cache, func() bool { return w.to.cache.Stats().NearInvalidations > before },
+			"%s sees write %d of %s after the crash", w.to.name, i, w.from.name)
+		for range 2 {
+			v, ok := getString(t, w.to.cache, "k")
+			require.True(t, ok)
+			require.Equal(t, want, v, "%s after write %d", w.to.name, i)
+		}
+	}
+}

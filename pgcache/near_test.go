@@ -375,5 +375,12 @@ func nearPair(t *testing.T, cfg pgcache.CacheConfig) (*pgtest.DB, *nearInstance,
 	t.Helper()
 	t.Parallel()
 	db := pgtest.NewDB(t)
-	return db, newNearInstance(t, db, "inst-a", cfg), newNearInstance(t, db, "inst-b", cfg)
+	a, b := nearPairOn(t, db, cfg)
+	return db, a, b
+}
+
+// nearPairOn opens inst-a and inst-b, each with a near cache from cfg, on db.
+func nearPairOn(t *testing.T, db *pgtest.DB, cfg pgcache.CacheConfig) (*nearInstance, *nearInstance) {
+	t.Helper()
+	return newNearInstance(t, db, "inst-a", cfg), newNearInstance(t, db, "inst-b", cfg)
 }

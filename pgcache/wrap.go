@@ -73,10 +73,7 @@ func Wrap[T any](ctx context.Context, c *Cache, key string, fn func(ctx context.
 var errNilLoader = errors.New("pgcache: wrap: nil loader")
 
 func (c *Cache) wrap(ctx context.Context, key string, ttl time.Duration, fn func(ctx context.Context) (any, error)) (wrapResult, error) {
-	if err := c.check(ctx); err != nil {
-		return wrapResult{}, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return wrapResult{}, err
 	}
 	if fn == nil {
@@ -234,10 +231,7 @@ func wrapWithCondition[T any](ctx context.Context, c *Cache, key string, fn func
 	if opts != nil {
 		o = *opts
 	}
-	if err := c.check(ctx); err != nil {
-		return zero, err
-	}
-	if err := validateKey(key); err != nil {
+	if err := c.checkKeys(ctx, key); err != nil {
 		return zero, err
 	}
 	if fn == nil {
