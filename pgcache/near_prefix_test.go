@@ -3,9 +3,7 @@ package pgcache_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -27,18 +25,7 @@ func newPlainInstance(t *testing.T, db *pgtest.DB, name string, noPubSub bool) p
 	t.Helper()
 	cfg := &pgcache.ManagerConfig{AppName: "app"}
 	if !noPubSub {
-		lpool := db.NewPool(t, &pgtest.PoolOptions{AppName: name + "-listen", MaxConns: 2})
-		ps, err := listen.New(lpool, &listen.Config{
-			AppName: "app", InstanceID: name, Logger: slog.New(slog.DiscardHandler), PollInterval: 200 * time.Millisecond,
-		})
-		require.NoError(t, err)
-		require.NoError(t, ps.Start(context.Background()))
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			require.NoError(t, ps.Close(ctx))
-		})
-		cfg.PubSub = ps
+		cfg.PubSub = startPubSub(t, db.NewPool(t, &pgtest.PoolOptions{AppName: name + "-listen", MaxConns: 2}), name, listen.Config{})
 	}
 	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 4})
 	return plainInstance{Manager: newManager(t, pool, cfg), pool: pool, ps: cfg.PubSub}
@@ -78,20 +65,23 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 	c := newPlainInstance(t, db, "inst-c", false)
 	c1 := newCache(t, c.Manager, pgcache.CacheConfig{Name: "c1", Prefix: "p", NearCache: true})
 
-	require.NoError(t, a1.Set(ctx, "k", "v1", 0))
-	waitNear(t, c1, func() bool { v, _ := getString(t, c1, "k"); return v == "v1" })
-	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
-		cachedNear(t, nc, "k", "v1")
+	// settled waits until c1 (another instance) reads want, then checks that
+	// every near cache serves want from memory.
+	settled := func(want string) {
+		t.Helper()
+		waitNear(t, c1, func() bool { v, _ := getString(t, c1, "k"); return v == want })
+		for _, nc := range []*pgcache.Cache{a1, a2, c1} {
+			cachedNear(t, nc, "k", want)
+		}
 	}
+	require.NoError(t, a1.Set(ctx, "k", "v1", 0))
+	settled("v1")
 
 	// A write through one near cache reaches its twin on the same instance at once.
 	require.NoError(t, a1.Set(ctx, "k", "v2", 0))
 	v, _ := getString(t, a2, "k")
 	require.Equal(t, "v2", v, "same-instance near cache with the same prefix")
-	waitNear(t, c1, func() bool { v, _ := getString(t, c1, "k"); return v == "v2" })
-	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
-		cachedNear(t, nc, "k", "v2")
-	}
+	settled("v2")
 
 	// A plain cache on the same instance: every near cache of the prefix at once.
 	require.NoError(t, aPlain.Set(ctx, "k", "v3", 0))
@@ -99,10 +89,7 @@ func TestNearCacheSharedPrefix(t *testing.T) {
 		v, _ := getString(t, nc, "k")
 		require.Equal(t, "v3", v, "plain write on the same instance")
 	}
-	waitNear(t, c1, func() bool { v, _ := getString(t, c1, "k"); return v == "v3" })
-	for _, nc := range []*pgcache.Cache{a1, a2, c1} {
-		cachedNear(t, nc, "k", "v3")
-	}
+	settled("v3")
 
 	// A plain cache on an instance with no near cache at all, every write kind.
 	require.NoError(t, bPlain.Set(ctx, "k", "v4", 0))

@@ -43,18 +43,7 @@ func newNearInstance(t *testing.T, db *pgtest.DB, name string, cfg pgcache.Cache
 // Manager.
 func newNearInstanceWith(t *testing.T, db *pgtest.DB, name string, cfg pgcache.CacheConfig, mcfg pgcache.ManagerConfig) *nearInstance {
 	t.Helper()
-	ctx := context.Background()
-	lpool := db.NewPool(t, &pgtest.PoolOptions{AppName: name + "-listen", MaxConns: 2})
-	ps, err := listen.New(lpool, &listen.Config{
-		AppName: "app", InstanceID: name, Logger: slog.New(slog.DiscardHandler), PollInterval: 200 * time.Millisecond,
-	})
-	require.NoError(t, err)
-	require.NoError(t, ps.Start(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		require.NoError(t, ps.Close(ctx))
-	})
+	ps := startPubSub(t, db.NewPool(t, &pgtest.PoolOptions{AppName: name + "-listen", MaxConns: 2}), name, listen.Config{})
 	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: name, MaxConns: 4})
 	// Registered after the PubSub's cleanup, so it runs before it.
 	mcfg.AppName, mcfg.PubSub = "app", ps
@@ -64,6 +53,26 @@ func newNearInstanceWith(t *testing.T, db *pgtest.DB, name string, cfg pgcache.C
 	}
 	cfg.NearCache = true
 	return &nearInstance{name: name, pool: pool, ps: ps, m: m, cache: newCache(t, m, cfg)}
+}
+
+// startPubSub starts a PubSub of app "app" as instance name on pool, with
+// cfg's other fields (PollInterval: 200 ms unless set), closed when the
+// test ends.
+func startPubSub(t *testing.T, pool *pgxpool.Pool, name string, cfg listen.Config) *listen.PubSub {
+	t.Helper()
+	cfg.AppName, cfg.InstanceID, cfg.Logger = "app", name, slog.New(slog.DiscardHandler)
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 200 * time.Millisecond
+	}
+	ps, err := listen.New(pool, &cfg)
+	require.NoError(t, err)
+	require.NoError(t, ps.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		require.NoError(t, ps.Close(ctx))
+	})
+	return ps
 }
 
 func getString(t *testing.T, c *pgcache.Cache, key string) (string, bool) {

@@ -32,17 +32,7 @@ func switchoverPool(t *testing.T, url string) *pgxpool.Pool {
 // listener) all go to url.
 func nearOn(t *testing.T, url, name string) *nearInstance {
 	t.Helper()
-	ps, err := listen.New(switchoverPool(t, url), &listen.Config{
-		AppName: "app", InstanceID: name, Logger: slog.New(slog.DiscardHandler),
-		PollInterval: 100 * time.Millisecond, ReconnectMaxDelay: 200 * time.Millisecond,
-	})
-	require.NoError(t, err)
-	require.NoError(t, ps.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		require.NoError(t, ps.Close(ctx))
-	})
+	ps := startPubSub(t, switchoverPool(t, url), name, listen.Config{PollInterval: 100 * time.Millisecond, ReconnectMaxDelay: 200 * time.Millisecond})
 	pool := switchoverPool(t, url)
 	m := newManager(t, pool, &pgcache.ManagerConfig{AppName: "app", PubSub: ps})
 	return &nearInstance{name: name, pool: pool, ps: ps, m: m,
