@@ -49,7 +49,7 @@
 //     is MaxRetries + 1 + MaxRescues: a message published with the default
 //     MaxRetries 0 shows max_attempts 4 in river_job, yet its first failure
 //     discards it; the other 3 attempts are reserved for rescues
-//     (args->>'max_retries' holds MaxRetries).
+//     (args->>'max_retries' holds MaxRetries; absent means 0).
 //   - Cancel: [EventQueue.Cancel] from any instance stops a queued message
 //     from ever running and cancels a running one's ctx.
 //   - Ordering: messages of a channel are claimed in publish order (FIFO,
@@ -171,7 +171,10 @@
 // separated by single underscores or hyphens, short enough); other channels
 // (dots, capitals, unicode) get a sanitized prefix and a hash. river_job.args
 // holds {"channel", "payload", "timeout_ms", "max_retries", "unique_key"},
-// the payload as a JSON value, so SQL can filter on it:
+// the payload as a JSON value, so SQL can filter on it. An option at its
+// package default is left out (timeout_ms absent means [DefaultTimeout],
+// max_retries absent means 0): a message published with default options is
+// {"channel", "payload"}, a smaller row to rewrite at every state change.
 //
 //	SELECT id, state FROM pgcoord.river_job WHERE args->'payload'->>'user_id' = '42'
 //

@@ -64,12 +64,7 @@ func (q *EventQueue) Inspect(ctx context.Context, id int64) (*MessageStatus, err
 		Payload:  args.payload(),
 		State:    string(job.State),
 		Attempts: job.Attempt,
-		Options: MessageOptions{
-			Timeout:     time.Duration(args.TimeoutMS) * time.Millisecond,
-			MaxRetries:  args.MaxRetries,
-			UniqueKey:   args.UniqueKey,
-			PublishedAt: job.CreatedAt,
-		},
+		Options:  args.options(job.CreatedAt),
 	}
 	if job.FinalizedAt != nil {
 		st.FinalizedAt = *job.FinalizedAt

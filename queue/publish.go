@@ -214,7 +214,7 @@ func (q *EventQueue) insertParams(channel string, payload any, opts *PublishOpts
 	}
 	args := messageArgs{
 		Channel:    channel,
-		TimeoutMS:  max(timeout.Milliseconds(), 1),
+		TimeoutMS:  timeoutMS(timeout),
 		MaxRetries: o.MaxRetries,
 		UniqueKey:  o.UniqueKey,
 	}

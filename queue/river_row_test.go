@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -15,7 +16,8 @@ import (
 // River's own tools read a pgcoord message: the queue is named after the
 // channel and the payload is a JSON value in river_job.args that SQL can
 // filter on. A payload jsonb cannot hold (\u0000) keeps its exact text in
-// args.payload_text.
+// args.payload_text. Options at their defaults are left out of args (a
+// smaller row and fewer args index entries for every state change).
 func TestRiverJobRowIsReadable(t *testing.T) {
 	db, ctx := open(t), ctxT(t)
 	q := newQueue(t, db, nil, &queue.Config{AppName: "main"})
@@ -36,7 +38,7 @@ func TestRiverJobRowIsReadable(t *testing.T) {
 	require.Equal(t, "main-send_email", name)
 	require.Equal(t, "a@example.com", to)
 	require.Equal(t, 2+1+queue.DefaultMaxRescues, maxAttempts, "max_attempts = MaxRetries + 1 + MaxRescues")
-	require.JSONEq(t, `{"channel":"send_email","payload":{"n":7,"to":"a@example.com"},"timeout_ms":15000,"max_retries":2}`, args)
+	require.JSONEq(t, `{"channel":"send_email","payload":{"n":7,"to":"a@example.com"},"max_retries":2}`, args, "the default timeout is left out")
 
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT args->>'payload_text' FROM pgcoord.river_job WHERE id = $1`, nul).Scan(&to))
 	require.Equal(t, `"nul \u0000"`, to)
@@ -130,4 +132,50 @@ func TestMigrationMakesStoredMessagesReadable(t *testing.T) {
 	require.NoError(t, q.Subscribe(ctx, "test1", queue.Consumer{Process: func(_ context.Context, m queue.Message) error { got <- m; return nil }}))
 	start(t, q)
 	require.JSONEq(t, `{"x": 1, "b": [1]}`, string(receive(t, got).Payload))
+}
+
+// Options at the package defaults (DefaultTimeout, MaxRetries 0) are left
+// out of args, and an absent option means the package default, not the
+// consuming instance's Config: a consumer whose Config.DefaultTimeout is 1 s
+// still gives such a message 15 s. A publisher's own Config.DefaultTimeout
+// is stored.
+func TestDefaultOptionsLeftOutOfArgs(t *testing.T) {
+	db, ctx := open(t), ctxT(t)
+	pub := newQueue(t, db, nil, &queue.Config{AppName: "main"})
+	dflt, err := pub.Publish(ctx, "c", 1, &queue.PublishOpts{Timeout: queue.DefaultTimeout})
+	require.NoError(t, err)
+	pub30 := newQueue(t, db, nil, &queue.Config{AppName: "main", DefaultTimeout: 30 * time.Second})
+	long, err := pub30.Publish(ctx, "c", 2, nil)
+	require.NoError(t, err)
+
+	argsOf := func(id int64) string {
+		var args string
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT args::text FROM pgcoord.river_job WHERE id = $1`, id).Scan(&args))
+		return args
+	}
+	require.JSONEq(t, `{"channel":"c","payload":1}`, argsOf(dflt))
+	require.JSONEq(t, `{"channel":"c","payload":2,"timeout_ms":30000}`, argsOf(long))
+	st, err := pub.Inspect(ctx, dflt)
+	require.NoError(t, err)
+	require.Equal(t, queue.DefaultTimeout, st.Options.Timeout)
+	require.Equal(t, 0, st.Options.MaxRetries)
+
+	type got struct {
+		msg  queue.Message
+		left time.Duration
+	}
+	ran := make(chan got, 2)
+	con := newQueue(t, db, nil, &queue.Config{AppName: "main", DefaultTimeout: time.Second})
+	require.NoError(t, con.Subscribe(ctx, "c", queue.Consumer{Process: func(ctx context.Context, m queue.Message) error {
+		deadline, _ := ctx.Deadline()
+		ran <- got{m, time.Until(deadline)}
+		return nil
+	}}))
+	start(t, con)
+	for _, want := range []time.Duration{queue.DefaultTimeout, 30 * time.Second} {
+		g := receive(t, ran)
+		require.Equal(t, want, g.msg.Options.Timeout)
+		require.Equal(t, 0, g.msg.Options.MaxRetries)
+		require.Greater(t, g.left, 2*time.Second, "the message's own timeout, not the consumer's Config.DefaultTimeout")
+	}
 }

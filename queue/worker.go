@@ -34,9 +34,37 @@ type messageArgs struct {
 	// PayloadText holds, instead of Payload, a payload jsonb cannot hold
 	// (a \u0000 escape), as its exact JSON text.
 	PayloadText string `json:"payload_text,omitempty"`
-	TimeoutMS   int64  `json:"timeout_ms"`
-	MaxRetries  int    `json:"max_retries"`
-	UniqueKey   string `json:"unique_key,omitempty" river:"unique"`
+	// TimeoutMS and MaxRetries are left out at the package defaults
+	// (DefaultTimeout, 0): every state change of a job rewrites its row and
+	// its args index entries, and a message published with default options
+	// is the common one. Absent means the package default, never the
+	// consuming instance's Config.
+	TimeoutMS  int64  `json:"timeout_ms,omitempty"`
+	MaxRetries int    `json:"max_retries,omitempty"`
+	UniqueKey  string `json:"unique_key,omitempty" river:"unique"`
+}
+
+// timeoutMS returns the stored timeout_ms of a message whose attempts time
+// out after d: none (0) for DefaultTimeout, at least 1 ms otherwise.
+func timeoutMS(d time.Duration) int64 {
+	if d == DefaultTimeout {
+		return 0
+	}
+	return max(d.Milliseconds(), 1)
+}
+
+// timeout is the message's processing timeout.
+func (a *messageArgs) timeout() time.Duration {
+	if a.TimeoutMS == 0 {
+		return DefaultTimeout
+	}
+	return time.Duration(a.TimeoutMS) * time.Millisecond
+}
+
+// options returns the message's resolved options; publishedAt is the job's
+// created_at.
+func (a *messageArgs) options(publishedAt time.Time) MessageOptions {
+	return MessageOptions{Timeout: a.timeout(), MaxRetries: a.MaxRetries, UniqueKey: a.UniqueKey, PublishedAt: publishedAt}
 }
 
 // payload returns the message's JSON as the consumer sees it: compact.
@@ -59,7 +87,7 @@ type worker struct {
 }
 
 func (w *worker) Timeout(job *river.Job[messageArgs]) time.Duration {
-	return time.Duration(job.Args.TimeoutMS) * time.Millisecond
+	return job.Args.timeout()
 }
 
 func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
@@ -80,12 +108,7 @@ func (w *worker) Work(ctx context.Context, job *river.Job[messageArgs]) error {
 		Channel: job.Args.Channel,
 		Payload: job.Args.payload(),
 		Retried: failed,
-		Options: MessageOptions{
-			Timeout:     time.Duration(job.Args.TimeoutMS) * time.Millisecond,
-			MaxRetries:  job.Args.MaxRetries,
-			UniqueKey:   job.Args.UniqueKey,
-			PublishedAt: job.CreatedAt,
-		},
+		Options: job.Args.options(job.CreatedAt),
 	}
 	tel := q.otel.channel(msg.Channel)
 	q.otel.started.Add(ctx, 1, tel.process)
