@@ -135,3 +135,11 @@ func requireProcessedOnce(t *testing.T, db *pgtest.DB, id int64, calls *atomic.I
 	waitState(t, db, id, "completed")
 	require.Equal(t, int32(1), calls.Load())
 }
+
+// publish publishes payload to channel on q and returns the message's id.
+func publish(t *testing.T, q *queue.EventQueue, channel string, payload any, opts *queue.PublishOpts) int64 {
+	t.Helper()
+	id, err := q.Publish(ctxT(t), channel, payload, opts)
+	require.NoError(t, err)
+	return id
+}

@@ -32,8 +32,7 @@ func TestSubscribeBeforeStartDeliversOnce(t *testing.T) {
 		return nil
 	}}))
 	start(t, q)
-	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
-	require.NoError(t, err)
+	id := publish(t, q, "test1", "message1", nil)
 	m := <-got
 	require.Equal(t, id, m.ID)
 	require.Equal(t, "test1", m.Channel)
@@ -55,8 +54,7 @@ func TestSubscribeAfterStart(t *testing.T) {
 		got <- m
 		return nil
 	}}))
-	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
-	require.NoError(t, err)
+	id := publish(t, q, "test1", "message1", nil)
 	require.Equal(t, id, (<-got).ID)
 	waitState(t, db, id, "completed")
 	require.Empty(t, got)
@@ -71,8 +69,7 @@ func TestSubscribeTwiceIsAnError(t *testing.T) {
 	err := q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Process: func(context.Context, queue.Message) error { second.Add(1); return nil }})
 	require.ErrorIs(t, err, queue.ErrAlreadySubscribed)
 	start(t, q)
-	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
-	require.NoError(t, err)
+	id := publish(t, q, "test1", "message1", nil)
 	waitState(t, db, id, "completed")
 	require.Equal(t, int32(1), first.Load())
 	require.Equal(t, int32(0), second.Load())
@@ -84,8 +81,7 @@ func TestPublishBeforeStartIsKeptUntilStart(t *testing.T) {
 	db, q := openQueue(t)
 	var calls atomic.Int32
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", counting(&calls)))
-	id, err := q.Publish(ctxT(t), "test1", "message1", nil)
-	require.NoError(t, err)
+	id := publish(t, q, "test1", "message1", nil)
 	requireQueued(t, db, id)
 	require.Equal(t, int32(0), calls.Load())
 	start(t, q)
@@ -197,16 +193,14 @@ func TestPayloadRoundTrips(t *testing.T) {
 		{`12345678901234567890.123`, `12345678901234567890.123`},
 		{`null`, `null`},
 	} {
-		_, err := q.Publish(ctxT(t), "c", json.RawMessage(p.in), nil)
-		require.NoError(t, err)
+		publish(t, q, "c", json.RawMessage(p.in), nil)
 		require.Equal(t, p.out, string(receive(t, got)))
 	}
 	type obj struct {
 		N int    `json:"n"`
 		S string `json:"s"`
 	}
-	_, err := q.Publish(ctxT(t), "c", obj{N: 7, S: "x"}, nil)
-	require.NoError(t, err)
+	publish(t, q, "c", obj{N: 7, S: "x"}, nil)
 	require.Equal(t, `{"n":7,"s":"x"}`, string(receive(t, got)))
 }
 
@@ -232,8 +226,7 @@ func TestIdleGatingMovesWorkToOtherInstances(t *testing.T) {
 	start(t, busy)
 	ids := make([]int64, 3)
 	for i := range ids {
-		id, err := busy.Publish(ctxT(t), "test1", i, nil)
-		require.NoError(t, err)
+		id := publish(t, busy, "test1", i, nil)
 		ids[i] = id
 	}
 	// The busy instance keeps being asked and keeps declining.
@@ -283,10 +276,8 @@ func TestIdleFalseWhileProcessingIsSequentialFIFO(t *testing.T) {
 			return nil
 		},
 	}))
-	a, err := q.Publish(ctxT(t), "test1", "message1", nil)
-	require.NoError(t, err)
-	b, err := q.Publish(ctxT(t), "test1", "message2", nil)
-	require.NoError(t, err)
+	a := publish(t, q, "test1", "message1", nil)
+	b := publish(t, q, "test1", "message2", nil)
 	start(t, q)
 	waitState(t, db, a, "completed")
 	waitState(t, db, b, "completed")
@@ -316,11 +307,9 @@ func TestNextMessageStartsAfterCompletionWithoutPolling(t *testing.T) {
 		},
 	}))
 	start(t, q)
-	_, err := q.Publish(ctxT(t), "test1", "message1", nil)
-	require.NoError(t, err)
+	publish(t, q, "test1", "message1", nil)
 	require.Equal(t, "message1", <-got)
-	_, err = q.Publish(ctxT(t), "test1", "message2", nil)
-	require.NoError(t, err)
+	publish(t, q, "test1", "message2", nil)
 	close(release)
 	select {
 	case s := <-got:
@@ -345,8 +334,7 @@ func TestRetriesExhaustedDiscards(t *testing.T) {
 		return errors.New("boom")
 	}}))
 	start(t, q)
-	id, err := q.Publish(ctxT(t), "test1", "m", &queue.PublishOpts{MaxRetries: 3})
-	require.NoError(t, err)
+	id := publish(t, q, "test1", "m", &queue.PublishOpts{MaxRetries: 3})
 	waitState(t, db, id, "discarded")
 	s, attempt, errs := jobState(t, db, id)
 	require.Equal(t, "discarded", s)
@@ -426,10 +414,8 @@ func TestTimeoutCancelsContextAndCountsAsFailure(t *testing.T) {
 		return nil
 	}}))
 	start(t, q)
-	slow, err := q.Publish(ctxT(t), "test1", "slow", &queue.PublishOpts{Timeout: 100 * time.Millisecond, MaxRetries: 1})
-	require.NoError(t, err)
-	fast, err := q.Publish(ctxT(t), "test1", "fast", &queue.PublishOpts{Timeout: 10 * time.Second})
-	require.NoError(t, err)
+	slow := publish(t, q, "test1", "slow", &queue.PublishOpts{Timeout: 100 * time.Millisecond, MaxRetries: 1})
+	fast := publish(t, q, "test1", "fast", &queue.PublishOpts{Timeout: 10 * time.Second})
 	waitState(t, db, slow, "discarded")
 	waitState(t, db, fast, "completed")
 	_, attempt, errs := jobState(t, db, slow)
@@ -494,8 +480,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	completed, unsubscribe := q.JobEvents(river.EventKindJobCompleted)
 	defer unsubscribe()
 	for i := range 5 {
-		_, err := q.Publish(ctxT(t), "test1", i, nil)
-		require.NoError(t, err)
+		publish(t, q, "test1", i, nil)
 	}
 	for range 5 {
 		receive(t, done)
@@ -519,8 +504,7 @@ func TestPublisherNeedNotSubscribe(t *testing.T) {
 	var calls atomic.Int32
 	require.NoError(t, worker.Subscribe(ctxT(t), "jobs", counting(&calls)))
 	start(t, worker)
-	id, err := pub.Publish(ctxT(t), "jobs", 1, nil)
-	require.NoError(t, err)
+	id := publish(t, pub, "jobs", 1, nil)
 	requireProcessedOnce(t, db, id, &calls)
 }
 
@@ -542,14 +526,11 @@ func TestAppNamespacingAndShared(t *testing.T) {
 	start(t, b)
 
 	// b publishes to its own "local": a does not consume it.
-	notForA, err := b.Publish(ctxT(t), "local", 1, nil)
-	require.NoError(t, err)
+	notForA := publish(t, b, "local", 1, nil)
 	// b publishes to the shared "global": a consumes it.
-	shared, err := b.Publish(ctxT(t), "global", 2, &queue.PublishOpts{Shared: true})
-	require.NoError(t, err)
+	shared := publish(t, b, "global", 2, &queue.PublishOpts{Shared: true})
 	// a's own "local".
-	mine, err := a.Publish(ctxT(t), "local", 3, nil)
-	require.NoError(t, err)
+	mine := publish(t, a, "local", 3, nil)
 	waitState(t, db, shared, "completed")
 	waitState(t, db, mine, "completed")
 	s, _, _ := jobState(t, db, notForA)
@@ -564,8 +545,7 @@ func TestMessagesSurviveStop(t *testing.T) {
 	first := newQueue(t, db, nil, nil)
 	require.NoError(t, first.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return false }, Process: func(context.Context, queue.Message) error { return errors.New("must not run") }}))
 	start(t, first)
-	id, err := first.Publish(ctxT(t), "test1", "message1", nil)
-	require.NoError(t, err)
+	id := publish(t, first, "test1", "message1", nil)
 	require.NoError(t, first.Stop(ctxT(t)))
 	requireQueued(t, db, id)
 
@@ -592,8 +572,7 @@ func TestStopWaitsForRunningMessage(t *testing.T) {
 		return err
 	}}))
 	start(t, q)
-	id, err := q.Publish(ctxT(t), "test1", 1, nil)
-	require.NoError(t, err)
+	id := publish(t, q, "test1", 1, nil)
 	<-started
 	stopped := make(chan error, 1)
 	go func() { stopped <- q.Stop(ctxT(t)) }()
@@ -603,8 +582,7 @@ func TestStopWaitsForRunningMessage(t *testing.T) {
 	default:
 	}
 	// A message that runs during Stop may still publish.
-	_, err = q.Publish(ctxT(t), "test1", 2, nil)
-	require.NoError(t, err)
+	publish(t, q, "test1", 2, nil)
 	close(release)
 	require.NoError(t, <-stopped)
 	waitState(t, db, id, "completed")
@@ -621,8 +599,7 @@ func TestStopDeadlineCancelsAndRequeues(t *testing.T) {
 		return errors.New("gave up") // not the ctx error: still not charged
 	}}))
 	start(t, q)
-	id, err := q.Publish(ctxT(t), "test1", 1, nil)
-	require.NoError(t, err)
+	id := publish(t, q, "test1", 1, nil)
 	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -658,12 +635,11 @@ func TestStopPastDeadlineAbandonsHungMessage(t *testing.T) {
 			close(release)
 		}
 	})
-	id, err := q.Publish(ctxT(t), "test1", 1, nil)
-	require.NoError(t, err)
+	id := publish(t, q, "test1", 1, nil)
 	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	err = q.Stop(ctx)
+	err := q.Stop(ctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	select {
 	case <-returned:
@@ -706,8 +682,7 @@ func TestCancelRunningFromAnotherInstance(t *testing.T) {
 	}}))
 	start(t, runner)
 	other := newQueue(t, db, db.NewPool(t, &pgtest.PoolOptions{AppName: "other"}), nil)
-	id, err := other.Publish(ctxT(t), "test1", 1, nil)
-	require.NoError(t, err)
+	id := publish(t, other, "test1", 1, nil)
 	<-started
 	require.NoError(t, other.Cancel(ctxT(t), id))
 	select {
@@ -741,8 +716,7 @@ func TestCancelledRunningEndsCancelledWhateverProcessReturns(t *testing.T) {
 			start(t, q)
 			cancelled, unsubscribe := q.JobEvents(river.EventKindJobCancelled)
 			defer unsubscribe()
-			id, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{MaxRetries: 2})
-			require.NoError(t, err)
+			id := publish(t, q, "test1", 1, &queue.PublishOpts{MaxRetries: 2})
 			<-started
 			require.NoError(t, q.Cancel(ctxT(t), id))
 			require.Equal(t, id, receive(t, cancelled).Job.ID) // written as cancelled
@@ -757,8 +731,7 @@ func TestCancelQueued(t *testing.T) {
 	db, q := openQueue(t)
 	var calls atomic.Int32
 	require.NoError(t, q.Subscribe(ctxT(t), "test1", queue.Consumer{Concurrency: 1, Idle: func() bool { return calls.Load() >= 0 }, Process: func(context.Context, queue.Message) error { calls.Add(1); return nil }}))
-	id, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{Delay: time.Hour})
-	require.NoError(t, err)
+	id := publish(t, q, "test1", 1, &queue.PublishOpts{Delay: time.Hour})
 	s, _, _ := jobState(t, db, id)
 	require.Equal(t, "scheduled", s)
 	require.NoError(t, q.Cancel(ctxT(t), id))
@@ -767,8 +740,7 @@ func TestCancelQueued(t *testing.T) {
 	require.ErrorIs(t, q.Cancel(ctxT(t), id+1000), queue.ErrNotFound)
 	start(t, q)
 	// A later message runs; the cancelled one never does.
-	next, err := q.Publish(ctxT(t), "test1", 2, nil)
-	require.NoError(t, err)
+	next := publish(t, q, "test1", 2, nil)
 	waitState(t, db, next, "completed")
 	require.Equal(t, int32(1), calls.Load())
 }
@@ -777,13 +749,10 @@ func TestCancelQueued(t *testing.T) {
 // returns the same id and stores nothing; once finished, a new one is allowed.
 func TestUniqueKey(t *testing.T) {
 	db, q := openQueue(t)
-	a, err := q.Publish(ctxT(t), "test1", 1, &queue.PublishOpts{UniqueKey: "k"})
-	require.NoError(t, err)
-	b, err := q.Publish(ctxT(t), "test1", 2, &queue.PublishOpts{UniqueKey: "k"})
-	require.NoError(t, err)
+	a := publish(t, q, "test1", 1, &queue.PublishOpts{UniqueKey: "k"})
+	b := publish(t, q, "test1", 2, &queue.PublishOpts{UniqueKey: "k"})
 	require.Equal(t, a, b)
-	other, err := q.Publish(ctxT(t), "test2", 2, &queue.PublishOpts{UniqueKey: "k"})
-	require.NoError(t, err)
+	other := publish(t, q, "test2", 2, &queue.PublishOpts{UniqueKey: "k"})
 	require.NotEqual(t, a, other)
 	require.Equal(t, 2, countJobs(t, db))
 
@@ -793,8 +762,7 @@ func TestUniqueKey(t *testing.T) {
 	m := <-got
 	require.Equal(t, "k", m.Options.UniqueKey)
 	waitState(t, db, a, "completed")
-	c, err := q.Publish(ctxT(t), "test1", 3, &queue.PublishOpts{UniqueKey: "k"})
-	require.NoError(t, err)
+	c := publish(t, q, "test1", 3, &queue.PublishOpts{UniqueKey: "k"})
 	require.NotEqual(t, a, c)
 	waitState(t, db, c, "completed")
 }
@@ -813,13 +781,11 @@ func TestUnsubscribeKeepsQueuedMessages(t *testing.T) {
 		return nil
 	}}))
 	start(t, q)
-	first, err := q.Publish(ctxT(t), "test1", 1, nil)
-	require.NoError(t, err)
+	first := publish(t, q, "test1", 1, nil)
 	<-started
 	unsubscribed := make(chan error, 1)
 	go func() { unsubscribed <- q.Unsubscribe(ctxT(t), "test1") }()
-	second, err := q.Publish(ctxT(t), "test1", 2, nil)
-	require.NoError(t, err)
+	second := publish(t, q, "test1", 2, nil)
 	select {
 	case err := <-unsubscribed:
 		t.Fatalf("Unsubscribe returned while a message was running: %v", err)
@@ -863,8 +829,7 @@ func TestAsyncTaskManagerPattern(t *testing.T) {
 		},
 	}))
 	for i := range 4 {
-		_, err := q.Publish(ctxT(t), "async-task-manager.task", json.RawMessage(fmt.Sprintf(`{"id":"t%d"}`, i)), nil)
-		require.NoError(t, err)
+		publish(t, q, "async-task-manager.task", json.RawMessage(fmt.Sprintf(`{"id":"t%d"}`, i)), nil)
 	}
 	start(t, q)
 	for range 4 {
@@ -907,8 +872,7 @@ func TestLogsAndStats(t *testing.T) {
 		<-release
 		return nil
 	}}))
-	failed, err := q.Publish(ctxT(t), "logged", "fail", nil)
-	require.NoError(t, err)
+	failed := publish(t, q, "logged", "fail", nil)
 	start(t, q)
 	waitState(t, db, failed, "discarded")
 	out := buf.String()
@@ -917,11 +881,9 @@ func TestLogsAndStats(t *testing.T) {
 	require.Contains(t, out, `"attempt":1`)
 	require.Contains(t, out, `it failed`)
 
-	running, err := q.Publish(ctxT(t), "logged", "block", nil)
-	require.NoError(t, err)
+	running := publish(t, q, "logged", "block", nil)
 	<-started
-	_, err = q.Publish(ctxT(t), "logged", "queued", nil)
-	require.NoError(t, err)
+	publish(t, q, "logged", "queued", nil)
 	st, err := q.Stats(ctxT(t))
 	require.NoError(t, err)
 	require.Equal(t, queue.ChannelStats{Queued: 1, Running: 1, Discarded: 1, Retried: 1}, st["logged"])
