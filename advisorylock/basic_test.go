@@ -57,9 +57,7 @@ func dbNow(t *testing.T, db *pgtest.DB) time.Time {
 }
 
 func TestAcquireReleaseSmoke(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 
 	l1, err := m.Acquire(ctx, "k", time.Minute)
@@ -74,7 +72,7 @@ func TestAcquireReleaseSmoke(t *testing.T) {
 	require.Equal(t, "k", lae.Key)
 
 	require.NoError(t, l1.Release(ctx))
-	require.True(t, isClosed(l1.Done()))
+	require.True(t, pgtest.Closed(l1.Done()))
 	require.NoError(t, l1.Release(ctx))
 
 	l2, err := m.TryAcquire(ctx, "k", 0)
@@ -92,9 +90,7 @@ func TestAcquireReleaseSmoke(t *testing.T) {
 // nocobase §6.3 "Acquire/release ordering": the second acquire is obtained
 // only after the first is released.
 func TestAcquireWaitsForRelease(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 	var ev events
 
@@ -205,9 +201,7 @@ func TestRunExclusiveSerialisesAndTTLDoesNotPreempt(t *testing.T) {
 
 // RunExclusive returns fn's error and releases; a panic releases too.
 func TestRunExclusiveErrorAndPanicRelease(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 	boom := errors.New("boom")
 	var held *advisorylock.Lock
@@ -216,7 +210,7 @@ func TestRunExclusiveErrorAndPanicRelease(t *testing.T) {
 		return boom
 	})
 	require.ErrorIs(t, err, boom)
-	require.True(t, isClosed(held.Done()))
+	require.True(t, pgtest.Closed(held.Done()))
 
 	require.Panics(t, func() {
 		_ = m.RunExclusive(ctx, "k", time.Second, func(ctx context.Context, l *advisorylock.Lock) error {
@@ -224,7 +218,7 @@ func TestRunExclusiveErrorAndPanicRelease(t *testing.T) {
 			panic("fn panicked")
 		})
 	})
-	require.True(t, isClosed(held.Done()))
+	require.True(t, pgtest.Closed(held.Done()))
 	l, err := m.TryAcquire(ctx, "k", 0)
 	require.NoError(t, err, "released after the panic")
 	require.NoError(t, l.Release(ctx))
@@ -232,9 +226,7 @@ func TestRunExclusiveErrorAndPanicRelease(t *testing.T) {
 
 // nocobase §6.3 tryAcquire "Basic" and the handle form.
 func TestTryAcquireBasicAndHandle(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 
 	l1, err := m.Acquire(ctx, "test", time.Minute)
@@ -281,9 +273,7 @@ func TestTryAcquireBasicAndHandle(t *testing.T) {
 // plugin-backups / plugin-workflow: instances racing for a key, exactly one
 // wins each round; a later run on another instance succeeds.
 func TestTryAcquireRaceExactlyOneWins(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	ms := []*advisorylock.Manager{instance(t, db, "node-1", nil), instance(t, db, "node-2", nil), instance(t, db, "node-3", nil)}
 	for round := range 10 {
 		key := "race-test"
@@ -353,9 +343,7 @@ func TestTryAcquireWait(t *testing.T) {
 
 // nocobase §6.3 "Sequential", "Extend" and "release() abandons the reservation".
 func TestTryAcquireSequentialExtendAbandon(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 
 	// Sequential.
@@ -376,7 +364,7 @@ func TestTryAcquireSequentialExtendAbandon(t *testing.T) {
 	_, err = m.TryAcquire(ctx, "ext", 0)
 	var lae *advisorylock.LockAcquireError
 	require.ErrorAs(t, err, &lae)
-	require.False(t, isClosed(l.Done()))
+	require.False(t, pgtest.Closed(l.Done()))
 	require.NoError(t, l.Release(ctx))
 	r, err = m.TryAcquire(ctx, "ext", 0)
 	require.NoError(t, err)
@@ -399,9 +387,7 @@ func TestTryAcquireSequentialExtendAbandon(t *testing.T) {
 }
 
 func TestTwoAppsDoNotContend(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	a := instance(t, db, "inst-a", &advisorylock.Config{AppName: "app-a"})
 	b := instance(t, db, "inst-b", &advisorylock.Config{AppName: "app-b"})
 	la, err := a.TryAcquire(ctx, "same", 0)
@@ -415,9 +401,7 @@ func TestTwoAppsDoNotContend(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 
 	_, err := advisorylock.New(db.Pool, &advisorylock.Config{Schema: "Bad-Schema"})
 	require.Error(t, err)
@@ -480,9 +464,7 @@ func TestBadInput(t *testing.T) {
 // A lease shorter than a round trip is granted and ends at once; nothing
 // stays registered.
 func TestTinyTTL(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 	for range 5 {
 		l, err := m.Acquire(ctx, "tiny", time.Microsecond)

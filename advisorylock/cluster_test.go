@@ -21,9 +21,7 @@ import (
 // 3 instances × 4 goroutines × 60 iterations increment one counter row under
 // RunExclusive + CheckTx: the total is exact and no two critical sections overlap.
 func TestCounterExactUnderRunExclusive(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	_, err := db.Pool.Exec(ctx, `CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL, last_token bigint NOT NULL)`)
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, `INSERT INTO counter VALUES (1, 0, 0)`)
@@ -77,9 +75,7 @@ func TestCounterExactUnderRunExclusive(t *testing.T) {
 // instance, which gets a larger token; the old holder's Release is a no-op,
 // its CheckTx fails, and a write fenced with its stale token is rejected.
 func TestHungHolderTakenOverAfterTTLAndFenced(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	_, err := db.Pool.Exec(ctx, `CREATE TABLE resource (id int PRIMARY KEY, v text, fence bigint NOT NULL)`)
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, `INSERT INTO resource VALUES (1, '', 0)`)
@@ -188,14 +184,7 @@ func TestReleaseWakesRemoteWaiterByNotify(t *testing.T) {
 
 	l, err := a.Acquire(ctx, "k", time.Hour)
 	require.NoError(t, err)
-	got := make(chan error, 1)
-	go func() {
-		l2, err := b.Acquire(ctx, "k", time.Minute)
-		if err == nil {
-			err = l2.Release(ctx)
-		}
-		got <- err
-	}()
+	got := acquireErrAsync(ctx, b, "k", true)
 	waitContended(t, b, 1) // its failed attempt put b in the key's FIFO
 	require.NoError(t, l.Release(ctx))
 	require.NoError(t, <-got) // with an hour-long poll, only the NOTIFY can have woken b
@@ -269,9 +258,7 @@ func TestTerminatedHolderLosesLocks(t *testing.T) {
 
 // One instance holds 1,000 locks with its pool capped at 5 connections.
 func TestThousandLocksFewConnections(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: "inst-big", MaxConns: 5})
 	m := newManager(t, pool, &advisorylock.Config{InstanceID: "inst-big"})
 	other := instance(t, db, "inst-other", nil)
@@ -302,7 +289,7 @@ func TestThousandLocksFewConnections(t *testing.T) {
 	// Close releases them all, in one statement.
 	require.NoError(t, m.Close(ctx))
 	for _, l := range locks {
-		require.True(t, isClosed(l.Done()))
+		require.True(t, pgtest.Closed(l.Done()))
 	}
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pgcoord.locks WHERE expires_at = '-infinity'`).Scan(&rows))
 	require.Equal(t, n, rows)
@@ -319,26 +306,15 @@ func TestCloseReleasesAndStopsWaiters(t *testing.T) {
 
 	held, err := a.Acquire(ctx, "held-by-a", time.Hour)
 	require.NoError(t, err)
-	bWaits := make(chan error, 1)
-	go func() {
-		l, err := b.Acquire(ctx, "held-by-a", time.Minute)
-		if err == nil {
-			err = l.Release(ctx)
-		}
-		bWaits <- err
-	}()
+	bWaits := acquireErrAsync(ctx, b, "held-by-a", true)
 	blocker, err := b.Acquire(ctx, "held-by-b", time.Hour)
 	require.NoError(t, err)
-	aWaits := make(chan error, 1)
-	go func() {
-		_, err := a.Acquire(ctx, "held-by-b", time.Minute)
-		aWaits <- err
-	}()
+	aWaits := acquireErrAsync(ctx, a, "held-by-b", false)
 	waitContended(t, a, 1)
 	waitContended(t, b, 1)
 
 	require.NoError(t, a.Close(ctx))
-	require.True(t, isClosed(held.Done()))
+	require.True(t, pgtest.Closed(held.Done()))
 	require.ErrorIs(t, <-aWaits, advisorylock.ErrClosed)
 	require.NoError(t, <-bWaits, "b was woken by a's release at Close")
 	_, err = a.Acquire(ctx, "x", time.Second)
@@ -373,9 +349,7 @@ func TestRunExclusiveRenewsLease(t *testing.T) {
 
 // Tokens strictly increase across grants of a key, whoever gets them.
 func TestTokensStrictlyIncrease(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	ms := []*advisorylock.Manager{instance(t, db, "inst-a", nil), instance(t, db, "inst-b", nil)}
 	var (
 		mu     sync.Mutex
@@ -410,14 +384,12 @@ func TestTokensStrictlyIncrease(t *testing.T) {
 // The idle liveness session is pinged every HealthCheckInterval without
 // disturbing the locks it backs.
 func TestHealthCheckKeepsLocks(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := instance(t, db, "inst-a", &advisorylock.Config{HealthCheckInterval: 10 * time.Millisecond})
 	l, err := m.TryAcquire(ctx, "k", 0)
 	require.NoError(t, err)
 	dbTimePasses(t, db, dbNow(t, db), 300*time.Millisecond) // many health checks
-	require.False(t, isClosed(l.Done()))
+	require.False(t, pgtest.Closed(l.Done()))
 	require.Zero(t, m.Stats().Lost)
 	require.NoError(t, l.Extend(ctx, time.Minute))
 	require.NoError(t, l.Release(ctx))
@@ -425,9 +397,7 @@ func TestHealthCheckKeepsLocks(t *testing.T) {
 
 // Close while a RunExclusive function runs cancels its context and releases.
 func TestCloseCancelsRunningFunction(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	pool := db.NewPool(t, &pgtest.PoolOptions{AppName: "inst-a"})
 	m, err := advisorylock.New(pool, &advisorylock.Config{InstanceID: "inst-a"})
 	require.NoError(t, err)
@@ -490,9 +460,7 @@ func TestServerRestart(t *testing.T) {
 // Waiters of one instance get the key in FIFO order, each straight from
 // the previous holder's Release (a handoff).
 func TestLocalWaitersFIFOWithHandoff(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := instance(t, db, "inst-a", &advisorylock.Config{PollInterval: time.Hour})
 	l0, err := m.Acquire(ctx, "k", time.Minute)
 	require.NoError(t, err)
@@ -561,20 +529,11 @@ func TestHandoffsDoNotStarveOtherInstances(t *testing.T) {
 // Release while the holder's own CheckTx transaction is still open neither
 // blocks nor lets the next holder in before that transaction ends.
 func TestReleaseInsideOwnCheckedTx(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := instance(t, db, "inst-a", nil)
 	l, err := m.Acquire(ctx, "k", time.Minute)
 	require.NoError(t, err)
-	got := make(chan *advisorylock.Lock, 1)
-	go func() {
-		l2, err := m.Acquire(ctx, "k", time.Minute)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l2
-	}()
+	got := acquireAsync(t, ctx, m, "k", time.Minute)
 	waitContended(t, m, 1) // a local waiter is queued: Release would hand over
 	tx, err := db.Pool.Begin(ctx)
 	require.NoError(t, err)

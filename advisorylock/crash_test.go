@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
 // The test binary re-executes itself as a lock holder when helperEnv is set.
@@ -60,9 +59,7 @@ func runHelper() {
 // in another process gets it while the dead holder's lease still had most
 // of its hour to run.
 func TestHolderProcessKilledReleasesAtOnce(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	waiter := instance(t, db, "waiter", nil)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -90,14 +87,7 @@ func TestHolderProcessKilledReleasesAtOnce(t *testing.T) {
 	var oldExpires time.Time
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT expires_at FROM pgcoord.locks WHERE key = 'crash-key'`).Scan(&oldExpires))
 
-	got := make(chan *advisorylock.Lock, 1)
-	go func() {
-		l, err := waiter.Acquire(ctx, "crash-key", time.Minute)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquireAsync(t, ctx, waiter, "crash-key", time.Minute)
 	waitContended(t, waiter, 1)
 	require.Empty(t, got)
 

@@ -70,9 +70,7 @@ func line(t *testing.T, ctx context.Context, holder *advisorylock.Manager, waite
 // waiters rejoins the tail: a's second waiter, queued behind its first,
 // comes after b and c.
 func TestInstancesServedInArrivalOrderRoundRobin(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	a, b, c := quiet(t, db, "a"), quiet(t, db, "b"), quiet(t, db, "c")
 	l, g := line(t, ctx, quiet(t, db, "holder"), a, b, c)
 	g.wait(ctx, a, "k", "a2")
@@ -149,9 +147,7 @@ func TestFIFOFaults(t *testing.T) {
 // wakes (its poll is an hour away); a wrong token changes nothing. (And
 // TryAcquire with no wait does not join the FIFO.)
 func TestForceReleaseHandsKeyToWaiter(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	waiter := quiet(t, db, "waiter")
 	l, g := line(t, ctx, quiet(t, db, "holder"), waiter)
 	_, err := quiet(t, db, "trier").TryAcquire(ctx, "k", 0)

@@ -53,20 +53,28 @@ func instance(t *testing.T, db *pgtest.DB, name string, cfg *advisorylock.Config
 	return newManager(t, pool, &c)
 }
 
+// setup marks t parallel and gives it a database of its own and a context
+// that ends with the test (at most 60 s): the opening of most tests here.
+func setup(t *testing.T) (context.Context, *pgtest.DB) {
+	t.Helper()
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	return testCtx(t), db
+}
+
+// newLocal returns a Local closed when the test ends.
+func newLocal(t *testing.T) *advisorylock.Local {
+	t.Helper()
+	lc := advisorylock.NewLocal()
+	t.Cleanup(func() { require.NoError(t, lc.Close(context.Background())) })
+	return lc
+}
+
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // twoInstances starts instances inst-a and inst-b (both with cfg; nil:
@@ -90,4 +98,19 @@ func acquireAsync(t *testing.T, ctx context.Context, m *advisorylock.Manager, ke
 		got <- l
 	}()
 	return got
+}
+
+// acquireErrAsync starts lk.Acquire(ctx, key, time.Minute) in a goroutine,
+// releasing the lock at once when release is set; the channel yields the
+// error of the two.
+func acquireErrAsync(ctx context.Context, lk advisorylock.Locker, key string, release bool) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		l, err := lk.Acquire(ctx, key, time.Minute)
+		if err == nil && release {
+			err = l.Release(ctx)
+		}
+		done <- err
+	}()
+	return done
 }

@@ -17,11 +17,8 @@ import (
 // the transaction ends, after expiry or Release alike; with a plain pgx.Tx
 // it is a point-in-time check.
 func TestLocalCheckTxPinsUntilTxEnds(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	lc := advisorylock.NewLocal()
-	t.Cleanup(func() { require.NoError(t, lc.Close(context.Background())) })
+	ctx, db := setup(t)
+	lc := newLocal(t)
 	locked := func() bool {
 		l, err := lc.TryAcquire(ctx, "k", 0)
 		if err != nil {
@@ -86,9 +83,7 @@ func TestLocalCheckTxPinsUntilTxEnds(t *testing.T) {
 
 // Manager.CheckTx works the same with a *txhooks.Tx (it needs no hooks).
 func TestManagerCheckTxWithTxhooks(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 	err := m.RunExclusive(ctx, "k", time.Second, func(ctx context.Context, l *advisorylock.Lock) error {
 		return txhooks.Run(ctx, db.Pool, func(ctx context.Context, tx *txhooks.Tx) error {
@@ -102,11 +97,8 @@ func TestManagerCheckTxWithTxhooks(t *testing.T) {
 // also when its COMMIT is never sent (context cancelled first) or its
 // outcome is unknown (connection lost): after Release the key is free.
 func TestLocalCheckTxPinEndsWhenCommitFails(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	lc := advisorylock.NewLocal()
-	t.Cleanup(func() { require.NoError(t, lc.Close(context.Background())) })
+	ctx, db := setup(t)
+	lc := newLocal(t)
 	victim := db.NewPool(t, &pgtest.PoolOptions{AppName: "local-victim"})
 
 	for _, tc := range []string{"never sent", "outcome unknown"} {

@@ -23,8 +23,7 @@ func TestLockerContract(t *testing.T) {
 			return newManager(t, db.Pool, nil), db
 		},
 		"Local": func(t *testing.T) (advisorylock.Locker, *pgtest.DB) {
-			lc := advisorylock.NewLocal()
-			t.Cleanup(func() { require.NoError(t, lc.Close(context.Background())) })
+			lc := newLocal(t)
 			return lc, pgtest.NewDB(t) // the database only provides transactions for CheckTx
 		},
 	}
@@ -46,7 +45,7 @@ func TestLockerContract(t *testing.T) {
 				require.Equal(t, advisorylock.ReasonTimedOut, lae.Reason)
 				require.NoError(t, l1.Release(ctx))
 				require.NoError(t, l1.Release(ctx))
-				require.True(t, isClosed(l1.Done()))
+				require.True(t, pgtest.Closed(l1.Done()))
 				l2, err := lk.TryAcquire(ctx, "k", 0)
 				require.NoError(t, err)
 				require.Greater(t, l2.Token(), l1.Token())
@@ -82,7 +81,7 @@ func TestLockerContract(t *testing.T) {
 				require.NoError(t, err)
 				l2, err := lk.Acquire(ctx, "k", time.Minute)
 				require.NoError(t, err)
-				require.True(t, isClosed(l1.Done()))
+				require.True(t, pgtest.Closed(l1.Done()))
 				require.NoError(t, l1.Release(ctx))
 				require.ErrorIs(t, l1.Extend(ctx, time.Second), advisorylock.ErrNotHeld)
 				err = pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
@@ -90,7 +89,7 @@ func TestLockerContract(t *testing.T) {
 					return l2.CheckTx(ctx, tx)
 				})
 				require.NoError(t, err)
-				require.False(t, isClosed(l2.Done()))
+				require.False(t, pgtest.Closed(l2.Done()))
 				require.NoError(t, l2.Release(ctx))
 			})
 			t.Run("RunExclusiveNotPreempted", func(t *testing.T) {
@@ -169,14 +168,10 @@ func TestLockerContract(t *testing.T) {
 				require.ErrorIs(t, err, advisorylock.ErrInvalidTTL)
 				l, err := lk.Acquire(ctx, "k", time.Minute)
 				require.NoError(t, err)
-				waitErr := make(chan error, 1)
-				go func() {
-					_, err := lk.Acquire(ctx, "k", time.Minute)
-					waitErr <- err
-				}()
+				waitErr := acquireErrAsync(ctx, lk, "k", false)
 				require.NoError(t, lk.Close(ctx))
 				require.NoError(t, lk.Close(ctx))
-				require.True(t, isClosed(l.Done()))
+				require.True(t, pgtest.Closed(l.Done()))
 				require.ErrorIs(t, <-waitErr, advisorylock.ErrClosed)
 				_, err = lk.Acquire(ctx, "k", time.Second)
 				require.ErrorIs(t, err, advisorylock.ErrClosed)

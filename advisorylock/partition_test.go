@@ -62,23 +62,14 @@ func partitionedInstance(t *testing.T, db *pgtest.DB, logs *syncBuffer) (*adviso
 // session, so another instance takes the key — before, the old backend kept
 // the old identity's advisory lock until TCP keepalive ended it (hours).
 func TestSilentPartitionLostLockTakenOverAfterReconnect(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	var logs syncBuffer
 	a, proxy := partitionedInstance(t, db, &logs)
 	b := instance(t, db, "inst-b", nil)
 
 	reservation, err := a.TryAcquire(ctx, "k", 0) // no TTL: only the session's end frees it
 	require.NoError(t, err)
-	got := make(chan *advisorylock.Lock, 1)
-	go func() {
-		l, err := b.Acquire(ctx, "k", time.Minute)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- l
-	}()
+	got := acquireAsync(t, ctx, b, "k", time.Minute)
 	waitContended(t, b, 1)
 
 	frozen := time.Now()
@@ -119,9 +110,7 @@ func TestSilentPartitionLostLockTakenOverAfterReconnect(t *testing.T) {
 // (idle_session_timeout, set on the liveness session), and another instance
 // takes the key.
 func TestSilentPartitionServerEndsOrphanedSession(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	var version int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version))
 	if version < 140000 {
@@ -156,9 +145,7 @@ func TestSilentPartitionServerEndsOrphanedSession(t *testing.T) {
 // says so (WARN); the server's timeout on the liveness session frees the
 // key instead.
 func TestSilentPartitionTerminateNotPermitted(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	var superuser bool
 	var version int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT rolsuper, current_setting('server_version_num')::int FROM pg_roles WHERE rolname = current_user`).Scan(&superuser, &version))

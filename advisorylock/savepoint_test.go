@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/advisorylock"
-	"github.com/pgcoord/pgcoord/internal/pgtest"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
@@ -67,9 +66,7 @@ func TestCheckTxInReleasedSavepointKeepsFence(t *testing.T) {
 // A savepoint of a plain pgx.Tx gives CheckTx no way to learn of the commit:
 // it refuses with ErrSavepoint instead of fencing nothing.
 func TestCheckTxRefusesPlainPgxSavepoint(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	m := newManager(t, db.Pool, nil)
 	l, err := m.Acquire(ctx, "k", time.Minute)
 	require.NoError(t, err)
@@ -90,11 +87,8 @@ func TestCheckTxRefusesPlainPgxSavepoint(t *testing.T) {
 // Local.CheckTx in a *txhooks.Tx savepoint pins the key to the outermost
 // transaction: rolling the savepoint back does not free it.
 func TestLocalCheckTxInSavepointPinsOutermost(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
-	lc := advisorylock.NewLocal()
-	t.Cleanup(func() { require.NoError(t, lc.Close(context.Background())) })
+	ctx, db := setup(t)
+	lc := newLocal(t)
 	l, err := lc.Acquire(ctx, "k", time.Minute)
 	require.NoError(t, err)
 	tx, err := txhooks.Begin(ctx, db.Pool)

@@ -20,9 +20,7 @@ import (
 // (not_held: Extend finds the grant gone) and by the liveness session's
 // end, and the liveness reconnect.
 func TestInstruments(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx := testCtx(t)
+	ctx, db := setup(t)
 	metrics, traces := otelxtest.NewMetrics(t), otelxtest.NewTraces(t)
 	a := instance(t, db, "inst-a", &advisorylock.Config{MeterProvider: metrics.Provider, TracerProvider: traces.Provider})
 	b := instance(t, db, "inst-b", nil)
@@ -84,7 +82,7 @@ func TestInstruments(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.ErrorIs(t, forced.Extend(ctx, time.Hour), advisorylock.ErrNotHeld)
-	require.True(t, isClosed(forced.Done()))
+	require.True(t, pgtest.Closed(forced.Done()))
 
 	// The liveness session ends: the held lease is lost, the session comes back.
 	lost, err := a.Acquire(ctx, "lost", time.Hour)

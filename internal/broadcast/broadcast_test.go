@@ -7,30 +7,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/broadcast"
+	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
-
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
 
 func TestNotifyClosesOnlyTheChannelsTakenBefore(t *testing.T) {
 	t.Parallel()
 	var s broadcast.Signal
 	s.Notify() // no waiter: nothing to close, nothing kept
 	a, b := s.Next(), s.Next()
-	require.False(t, closed(a))
+	require.False(t, pgtest.Closed(a))
 	s.Notify()
-	require.True(t, closed(a), "a waiter taken before Notify is woken")
-	require.True(t, closed(b), "every waiter is woken")
+	require.True(t, pgtest.Closed(a), "a waiter taken before Notify is woken")
+	require.True(t, pgtest.Closed(b), "every waiter is woken")
 	c := s.Next()
-	require.False(t, closed(c), "a channel taken after Notify waits for the next one")
+	require.False(t, pgtest.Closed(c), "a channel taken after Notify waits for the next one")
 	s.Notify()
-	require.True(t, closed(c))
+	require.True(t, pgtest.Closed(c))
 }
 
 func TestConcurrentNotifyAndNext(t *testing.T) {

@@ -44,3 +44,14 @@ func (s *Signal) WaitUntil(t testing.TB, within time.Duration, cond func() bool,
 	t.Helper()
 	WaitUntil(t, within, s.Next, cond, msgAndArgs...)
 }
+
+// Closed reports whether ch is closed (or has a value ready), without
+// waiting.
+func Closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
