@@ -45,7 +45,6 @@ import (
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/demo/demoschema"
 	"github.com/pgcoord/pgcoord/listen"
-	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/queue"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
@@ -159,11 +158,9 @@ type Plugin struct {
 
 // New returns the plugin.
 func New(cfg Config) (*Plugin, error) {
-	if cfg.Schema == "" {
-		cfg.Schema = "public"
-	}
-	if err := migrations.ValidateSchema(cfg.Schema); err != nil {
-		return nil, fmt.Errorf("asynctasks: Config.Schema: %w", err)
+	var err error
+	if cfg.Schema, err = demoschema.Name("asynctasks: Config.Schema", cfg.Schema); err != nil {
+		return nil, err
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = DefaultConcurrency
@@ -186,11 +183,10 @@ func (p *Plugin) Name() string { return PluginName }
 // EnsureSchema creates schema and its tasks table if needed, under an advisory
 // transaction lock so that instances starting at once do not race.
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	p, err := New(Config{Schema: schema, Execute: func(context.Context, Task) (any, error) { return nil, nil }})
-	if err != nil {
-		return err
+	newPlugin := func(schema string) (*Plugin, error) {
+		return New(Config{Schema: schema, Execute: func(context.Context, Task) (any, error) { return nil, nil }})
 	}
-	return p.ensureSchema(ctx, pool)
+	return demoschema.EnsureNew(ctx, pool, schema, newPlugin, (*Plugin).ensureSchema)
 }
 
 func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {

@@ -26,7 +26,6 @@ import (
 
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/demo/demoschema"
-	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/pgcache"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
@@ -70,11 +69,9 @@ type Plugin struct {
 
 // New returns the plugin. schema holds its table; "" means "public".
 func New(schema string) (*Plugin, error) {
-	if schema == "" {
-		schema = "public"
-	}
-	if err := migrations.ValidateSchema(schema); err != nil {
-		return nil, fmt.Errorf("authcache: %w", err)
+	schema, err := demoschema.Name("authcache", schema)
+	if err != nil {
+		return nil, err
 	}
 	return &Plugin{schema: schema, table: pgx.Identifier{schema, "token_policies"}.Sanitize()}, nil
 }
@@ -86,11 +83,7 @@ func (p *Plugin) Name() string { return PluginName }
 // not exist, under an advisory transaction lock so that instances starting at
 // once do not race on CREATE TABLE.
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	p, err := New(schema)
-	if err != nil {
-		return err
-	}
-	return p.ensureSchema(ctx, pool)
+	return demoschema.EnsureNew(ctx, pool, schema, New, (*Plugin).ensureSchema)
 }
 
 func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {

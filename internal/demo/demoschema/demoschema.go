@@ -5,11 +5,13 @@ package demoschema
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/internal/lockkey"
+	"github.com/pgcoord/pgcoord/internal/schema"
 )
 
 // Ensure creates schema if needed and runs ddl (CREATE TABLE IF NOT EXISTS
@@ -23,4 +25,29 @@ func Ensure(ctx context.Context, pool *pgxpool.Pool, schema, plugin, ddl string)
 		_, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{schema}.Sanitize()+`;`+ddl)
 		return err
 	})
+}
+
+// Name returns the schema a plugin's tables go in: name, or "public" when
+// it is empty. An invalid name is refused with an error prefixed by what
+// (the plugin package and field, e.g. "asynctasks: Config.Schema").
+func Name(what, name string) (string, error) {
+	if name == "" {
+		return "public", nil
+	}
+	if err := schema.Validate(name); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return name, nil
+}
+
+// EnsureNew is the body of every plugin's EnsureSchema: it makes the plugin
+// for the schema name with newPlugin (which checks the name) and creates its tables
+// with ensure.
+func EnsureNew[P any](ctx context.Context, pool *pgxpool.Pool, name string, newPlugin func(string) (P, error),
+	ensure func(P, context.Context, *pgxpool.Pool) error) error {
+	p, err := newPlugin(name)
+	if err != nil {
+		return err
+	}
+	return ensure(p, ctx, pool)
 }

@@ -32,7 +32,6 @@ import (
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/demo/demoschema"
 	"github.com/pgcoord/pgcoord/listen"
-	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
@@ -81,11 +80,9 @@ type Plugin struct {
 
 // New returns the plugin. schema holds its tables; "" means "public".
 func New(schema string) (*Plugin, error) {
-	if schema == "" {
-		schema = "public"
-	}
-	if err := migrations.ValidateSchema(schema); err != nil {
-		return nil, fmt.Errorf("fielddestroy: %w", err)
+	schema, err := demoschema.Name("fielddestroy", schema)
+	if err != nil {
+		return nil, err
 	}
 	return &Plugin{
 		schema:   schema,
@@ -102,11 +99,7 @@ func (p *Plugin) Name() string { return PluginName }
 // collection_versions) if needed, under an advisory transaction lock so that
 // instances starting at once do not race.
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	p, err := New(schema)
-	if err != nil {
-		return err
-	}
-	return p.ensureSchema(ctx, pool)
+	return demoschema.EnsureNew(ctx, pool, schema, New, (*Plugin).ensureSchema)
 }
 
 func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {

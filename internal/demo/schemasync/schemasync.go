@@ -28,7 +28,6 @@ import (
 	"github.com/pgcoord/pgcoord/app"
 	"github.com/pgcoord/pgcoord/internal/demo/demoschema"
 	"github.com/pgcoord/pgcoord/listen"
-	"github.com/pgcoord/pgcoord/migrations"
 	"github.com/pgcoord/pgcoord/txhooks"
 )
 
@@ -76,11 +75,9 @@ type Plugin struct {
 
 // New returns the plugin. schema holds its table; "" means "public".
 func New(schema string) (*Plugin, error) {
-	if schema == "" {
-		schema = "public"
-	}
-	if err := migrations.ValidateSchema(schema); err != nil {
-		return nil, fmt.Errorf("schemasync: %w", err)
+	schema, err := demoschema.Name("schemasync", schema)
+	if err != nil {
+		return nil, err
 	}
 	return &Plugin{
 		schema: schema, table: pgx.Identifier{schema, "collections"}.Sanitize(),
@@ -94,11 +91,7 @@ func (p *Plugin) Name() string { return PluginName }
 // EnsureSchema creates the plugin's schema and collections table if needed,
 // under an advisory transaction lock so instances starting at once do not race.
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	p, err := New(schema)
-	if err != nil {
-		return err
-	}
-	return p.ensureSchema(ctx, pool)
+	return demoschema.EnsureNew(ctx, pool, schema, New, (*Plugin).ensureSchema)
 }
 
 func (p *Plugin) ensureSchema(ctx context.Context, pool *pgxpool.Pool) error {
