@@ -51,7 +51,7 @@ func cmdDashboard(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // startDashboard serves the dashboard of schema on addr until stop is
 // called. It warns loudly when addr is not a loopback address.
 func startDashboard(ctx context.Context, pool *pgxpool.Pool, schema, addr string, stdout, stderr io.Writer) (stop func(), err error) {
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := warnLogger(stderr)
 	h, err := dashboard.NewHandler(pool, &dashboard.Config{Schema: schema, Logger: logger})
 	if err != nil {
 		return nil, err

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
@@ -120,7 +119,7 @@ func (d *demo) section(title string) {
 
 func (d *demo) run(ctx context.Context) (err error) {
 	start := time.Now()
-	logger := slog.New(slog.NewTextHandler(d.errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := warnLogger(d.errOut)
 	if _, err := migrations.Up(ctx, d.pool, &migrations.Options{Schema: d.db.Schema, Logger: logger}); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

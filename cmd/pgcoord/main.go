@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -62,26 +63,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	var err error
-	switch args[0] {
-	case "migrate":
-		err = cmdMigrate(ctx, args[1:], stdout, stderr)
-	case "demo":
-		err = cmdDemo(ctx, args[1:], stdout, stderr)
-	case "node":
-		err = cmdNode(ctx, args[1:], stdout, stderr)
-	case "inspect":
-		err = cmdInspect(ctx, args[1:], stdout, stderr)
-	case "dashboard":
-		err = cmdDashboard(ctx, args[1:], stdout, stderr)
-	case "bench":
-		err = cmdBench(ctx, args[1:], stdout, stderr)
-	case "version", "--version":
-		err = cmdVersion(ctx, args[1:], stdout, stderr)
-	default:
+	cmd, ok := commands[args[0]]
+	if !ok {
 		fmt.Fprintf(stderr, "pgcoord: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	err := cmd(ctx, args[1:], stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
@@ -98,7 +85,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// commands are what run dispatches to, by the first argument (node is the
+// demo's child process).
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"migrate": cmdMigrate, "demo": cmdDemo, "node": cmdNode, "inspect": cmdInspect,
+	"dashboard": cmdDashboard, "bench": cmdBench, "version": cmdVersion, "--version": cmdVersion,
+}
+
 var errUsage = errors.New("usage")
+
+// warnLogger is the commands' logger: text on w, warnings and errors only.
+func warnLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
 
 // newCommand returns the flag set of `pgcoord name`, printing to stderr,
 // with the database flags registered; its Usage prints usage (which ends

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -197,7 +196,7 @@ func (n *node) build(ctx context.Context, db dbflag.Flags, appName, demoSchema s
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := warnLogger(stderr)
 	n.app, err = app.New(ctx, app.Config{
 		Name: appName, DatabaseURL: db.URL, InstanceID: n.name, Schema: db.Schema, Logger: logger,
 		Plugins: []app.Plugin{n.auth, n.schema, n.tasks, n.fields},
