@@ -1,11 +1,9 @@
 package advisorylock_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,27 +15,9 @@ import (
 	"github.com/pgcoord/pgcoord/internal/pgtest"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // partitionedInstance starts a Manager whose connections go through a
 // fault proxy, with a 1 s health check.
-func partitionedInstance(t *testing.T, db *pgtest.DB, logs *syncBuffer) (*advisorylock.Manager, *faultproxy.Proxy) {
+func partitionedInstance(t *testing.T, db *pgtest.DB, logs *pgtest.Buffer) (*advisorylock.Manager, *faultproxy.Proxy) {
 	t.Helper()
 	proxy, url := faultproxy.StartFor(t, db.URL)
 	cfg, err := pgxpool.ParseConfig(url)
@@ -63,7 +43,7 @@ func partitionedInstance(t *testing.T, db *pgtest.DB, logs *syncBuffer) (*adviso
 // the old identity's advisory lock until TCP keepalive ended it (hours).
 func TestSilentPartitionLostLockTakenOverAfterReconnect(t *testing.T) {
 	ctx, db := setup(t)
-	var logs syncBuffer
+	var logs pgtest.Buffer
 	a, proxy := partitionedInstance(t, db, &logs)
 	b := instance(t, db, "inst-b", nil)
 
@@ -116,7 +96,7 @@ func TestSilentPartitionServerEndsOrphanedSession(t *testing.T) {
 	if version < 140000 {
 		t.Skip("idle_session_timeout needs PostgreSQL 14")
 	}
-	var logs syncBuffer
+	var logs pgtest.Buffer
 	a, proxy := partitionedInstance(t, db, &logs)
 	b := instance(t, db, "inst-b", nil)
 
@@ -182,7 +162,7 @@ func TestSilentPartitionTerminateNotPermitted(t *testing.T) {
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	var logs syncBuffer
+	var logs pgtest.Buffer
 	a := newManager(t, pool, &advisorylock.Config{
 		InstanceID:          "inst-a",
 		HealthCheckInterval: time.Second,

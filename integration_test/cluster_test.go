@@ -2,7 +2,6 @@ package integration_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -63,7 +62,7 @@ type nodeProc struct {
 	id     string
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *lockedBuffer
+	stderr *pgtest.Buffer
 	late   bool // started after the workload began, or its App restarted
 	inc    int  // the incarnation (start attempt) of its App, from 1
 	begun  time.Time
@@ -72,23 +71,6 @@ type nodeProc struct {
 	idle   bool
 	exited chan struct{}
 	err    error // cmd.Wait's result, set before exited closes
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // stream is what was sent and received on sync messages or on pub/sub.
@@ -225,7 +207,7 @@ func (c *cluster) startNode(late bool) string {
 	require.NoError(t, err)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestNodeProcess$", "-test.count=1", "-test.timeout=10m")
 	cmd.Env = append(os.Environ(), envNode+"="+string(raw), pgtest.EnvDatabaseURL+"="+c.opts.AdminURL)
-	p := &nodeProc{id: id, cmd: cmd, stderr: &lockedBuffer{}, late: late, inc: 1, begun: time.Now(), exited: make(chan struct{})}
+	p := &nodeProc{id: id, cmd: cmd, stderr: &pgtest.Buffer{}, late: late, inc: 1, begun: time.Now(), exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)

@@ -838,29 +838,11 @@ func TestAsyncTaskManagerPattern(t *testing.T) {
 	require.LessOrEqual(t, peak.Load(), int32(3))
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b = append(s.b, p...)
-	return len(p), nil
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return string(s.b)
-}
-
 // Failures are logged with channel, message_id and attempt; Stats counts
 // queued and running messages.
 func TestLogsAndStats(t *testing.T) {
 	db := open(t)
-	var buf syncBuffer
+	var buf pgtest.Buffer
 	q := newQueue(t, db, nil, &queue.Config{Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	started := make(chan struct{})
 	release := make(chan struct{})

@@ -1,0 +1,27 @@
+package pgtest
+
+import (
+	"bytes"
+	"sync"
+)
+
+// Buffer is a log sink a test reads while other goroutines write to it (a
+// logger, a child process's stderr). The zero Buffer is ready to use.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
