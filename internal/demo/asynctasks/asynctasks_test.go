@@ -273,6 +273,8 @@ func TestRollbackFailureAndBadInput(t *testing.T) {
 	require.Error(t, err, "Execute is required")
 	_, err = asynctasks.New(asynctasks.Config{Execute: c.execute, Concurrency: -1})
 	require.Error(t, err)
+	_, err = asynctasks.New(asynctasks.Config{Execute: c.execute, Schema: `x"; DROP`})
+	require.ErrorContains(t, err, "asynctasks: Config.Schema: ", "an invalid schema is refused, naming the field")
 }
 
 // NocoBase's "concurrency 3" test: with 4 queued tasks on one instance of

@@ -80,7 +80,7 @@ func TestPolicyErrors(t *testing.T) {
 	require.Error(t, plugins[0].UpdatePolicy(ctx, authcache.TokenPolicy{}), "a zero expiry is refused")
 
 	_, err = authcache.New("Bad Schema")
-	require.Error(t, err)
+	require.ErrorContains(t, err, "authcache: ")
 	var unloaded authcache.Plugin
 	_, _, err = unloaded.Policy(ctx)
 	require.Error(t, err)

@@ -126,5 +126,5 @@ func TestBadInput(t *testing.T) {
 	_, err = unbound.RemoveField(ctx, "posts", "x")
 	require.ErrorIs(t, err, app.ErrPluginNotBound)
 	_, err = fielddestroy.New("bad schema")
-	require.Error(t, err)
+	require.ErrorContains(t, err, "fielddestroy: ")
 }

@@ -82,6 +82,7 @@ func TestRollbackNeverAnnouncedCommitConverges(t *testing.T) {
 func TestLoadReadsExistingAndBadInput(t *testing.T) {
 	ctx, db := pgtest.Setup(t)
 	require.NoError(t, schemasync.EnsureSchema(ctx, db.Pool, ""))
+	require.ErrorContains(t, schemasync.EnsureSchema(ctx, db.Pool, "Bad Schema"), "schemasync: ", "nothing is created in an invalid schema")
 	_, err := db.Pool.Exec(ctx, `INSERT INTO collections (name, fields) VALUES ('users', '{id,email}')`)
 	require.NoError(t, err)
 
