@@ -163,22 +163,13 @@ func (ls *Server) Restart(ctx context.Context) error {
 // next start runs crash recovery and empties UNLOGGED tables. The data
 // directory stays; start the server again with StartAgain.
 func (ls *Server) Crash(ctx context.Context) error {
-	ls.mu.Lock()
-	cmd, done := ls.cmd, ls.done
-	ls.cmd = nil
-	ls.mu.Unlock()
-	if cmd == nil {
+	switch running, exited := ls.shutdown(ctx, syscall.SIGQUIT, 0); {
+	case !running:
 		return errors.New("pglocal: crash: the server is not running")
-	}
-	_ = cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		<-done
+	case !exited:
 		return fmt.Errorf("pglocal: crash: postgres did not exit after SIGQUIT: %w", ctx.Err())
 	}
+	return nil
 }
 
 // StartAgain starts a server stopped by Crash on the same port and data
@@ -258,23 +249,40 @@ func (ls *Server) start(ctx context.Context) error {
 
 // stop asks for a fast shutdown and waits; after 30 s it kills the server.
 func (ls *Server) stop(ctx context.Context) error {
+	if running, exited := ls.shutdown(ctx, syscall.SIGINT, 30*time.Second); running && !exited {
+		return errors.New("pglocal: postgres did not stop in time and was killed")
+	}
+	return nil
+}
+
+// shutdown takes the running server, sends its postmaster sig and waits for
+// it to exit; when ctx ends first (or within passes, when not zero) it kills
+// it. running is false when no server was running; exited false when it had
+// to be killed.
+func (ls *Server) shutdown(ctx context.Context, sig syscall.Signal, within time.Duration) (running, exited bool) {
 	ls.mu.Lock()
 	cmd, done := ls.cmd, ls.done
 	ls.cmd = nil
 	ls.mu.Unlock()
 	if cmd == nil {
-		return nil
+		return false, false
 	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Process.Signal(sig)
+	var timeout <-chan time.Time
+	if within > 0 {
+		timer := time.NewTimer(within)
+		defer timer.Stop()
+		timeout = timer.C
+	}
 	select {
 	case <-done:
-		return nil
-	case <-time.After(30 * time.Second):
+		return true, true
+	case <-timeout:
 	case <-ctx.Done():
 	}
 	_ = cmd.Process.Kill()
 	<-done
-	return errors.New("pglocal: postgres did not stop in time and was killed")
+	return true, false
 }
 
 func freePort() (int, error) {
