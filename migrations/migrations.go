@@ -176,11 +176,7 @@ func Up(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, error
 // TargetVersion 0 it removes everything pgcoord created, including goose's
 // version table and the schema itself when nothing else is left in it.
 func Down(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, error) {
-	o := opts.withDefaults()
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	exists, err := schemaExists(ctx, pool, o.Schema)
+	o, exists, err := existing(ctx, pool, opts)
 	if err != nil || !exists {
 		return nil, err
 	}
@@ -201,11 +197,7 @@ func Down(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Result, err
 
 // Status lists every known migration in version order with whether it is applied.
 func Status(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]MigrationStatus, error) {
-	o := opts.withDefaults()
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	exists, err := schemaExists(ctx, pool, o.Schema)
+	o, exists, err := existing(ctx, pool, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -240,11 +232,7 @@ func Status(ctx context.Context, pool *pgxpool.Pool, opts *Options) ([]Migration
 
 // Version returns the highest applied migration version, 0 when none is.
 func Version(ctx context.Context, pool *pgxpool.Pool, opts *Options) (int64, error) {
-	o := opts.withDefaults()
-	if err := o.validate(); err != nil {
-		return 0, err
-	}
-	exists, err := schemaExists(ctx, pool, o.Schema)
+	o, exists, err := existing(ctx, pool, opts)
 	if err != nil || !exists {
 		return 0, err
 	}
@@ -265,6 +253,17 @@ func Version(ctx context.Context, pool *pgxpool.Pool, opts *Options) (int64, err
 func LatestVersion() int64 {
 	ms := allMigrations(DefaultSchema)
 	return ms[len(ms)-1].Version
+}
+
+// existing fills opts' defaults, validates them and reports whether the
+// schema exists: the opening of Down, Status and Version, which never create it.
+func existing(ctx context.Context, pool *pgxpool.Pool, opts *Options) (Options, bool, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return o, false, err
+	}
+	exists, err := schemaExists(ctx, pool, o.Schema)
+	return o, exists, err
 }
 
 func schemaExists(ctx context.Context, pool *pgxpool.Pool, schema string) (bool, error) {
