@@ -19,8 +19,7 @@ import (
 // The sweeper deletes rows free for longer than Retention (released,
 // expired, reservations of dead owners) and keeps held or recent ones.
 func TestSweepDeletesOnlyLongFreeRows(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	_, db := pgtest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m := started(t, ctx, db.Pool, &Config{Retention: time.Minute}, nil)
@@ -118,8 +117,7 @@ func TestKeyHashAndChannel(t *testing.T) {
 // were seen while a release that fell back to the plain one did not rejoin
 // the FIFO (TestPlainReleaseKeepsReleasersTurn).
 func TestFairnessEveryWaiterServed(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	_, db := pgtest.Setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const instances, budget = 6, 140

@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,8 +14,7 @@ import (
 // lock-guarded counter) and no faults, then checks every invariant: see
 // cluster.check.
 func TestClusterSteady(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
+	_, db := pgtest.Setup(t)
 	c := runCluster(t, db, clusterOpts{
 		URL:      db.URL,
 		AdminURL: db.Server.AdminURL(),
@@ -24,5 +22,4 @@ func TestClusterSteady(t *testing.T) {
 		Run:      runDuration(20 * time.Second),
 	})
 	require.Len(t, c.live(), 3)
-	_ = context.Background()
 }
