@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"time"
@@ -252,6 +253,12 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 		ps.setHealthy(ctx.Err() == nil)
 	}
 	var held *pgconn.Notification // taken from the buffer, handled after the catch-up
+	// Waits for a notification end at the next poll by the socket's read
+	// deadline, not a context per wait (a timer, a context and a watcher
+	// for every notification); the PubSub closing ends a wait the same way.
+	netConn := conn.PgConn().Conn()
+	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Now()) })
+	defer stop()
 	for {
 		if c == nil && wanted {
 			c, wanted = l.newCatchUp(), false
@@ -291,15 +298,13 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 				wanted = true
 				continue
 			}
-			wctx, cancel := context.WithDeadline(ctx, next)
 			var err error
-			n, err = conn.WaitForNotification(wctx)
-			cancel()
+			n, err = l.wait(ctx, conn, netConn, next)
 			if n == nil {
 				if ctx.Err() != nil {
 					return c, ctx.Err()
 				}
-				if wctx.Err() != nil && !conn.IsClosed() {
+				if pgconn.Timeout(err) && !conn.IsClosed() {
 					continue // poll time
 				}
 				return c, err
@@ -335,6 +340,20 @@ func (l *listener) serve(ctx context.Context, conn *pgx.Conn, c *catchUp) (*catc
 			return c, err
 		}
 	}
+}
+
+// wait returns the next notification on conn (at once when pgx has one
+// buffered), or nil and a timeout error at deadline or once ctx ends
+// (serve's AfterFunc moves the read deadline).
+func (l *listener) wait(ctx context.Context, conn *pgx.Conn, netConn net.Conn, deadline time.Time) (*pgconn.Notification, error) {
+	if err := netConn.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	defer func() { _ = netConn.SetReadDeadline(time.Time{}) }()
+	if err := ctx.Err(); err != nil { // ended before the deadline was set
+		return nil, err
+	}
+	return conn.WaitForNotification(context.Background())
 }
 
 // buffered returns a notification pgx has already received, or nil. It

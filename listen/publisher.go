@@ -62,13 +62,19 @@ func (ps *PubSub) drainPublishes(own *pubReq) {
 			ps.pubQ.reqs[n].taken = true
 			n++
 		}
-		batch := append([]*pubReq(nil), ps.pubQ.reqs[:n]...)
-		clear(ps.pubQ.reqs[:n])
-		ps.pubQ.reqs = ps.pubQ.reqs[n:]
+		var batch []*pubReq
+		if n == len(ps.pubQ.reqs) {
+			// The whole queue: take its array (no copy), the queue starts a new one.
+			batch, ps.pubQ.reqs = ps.pubQ.reqs, nil
+		} else {
+			batch = append([]*pubReq(nil), ps.pubQ.reqs[:n]...)
+			clear(ps.pubQ.reqs[:n])
+			ps.pubQ.reqs = ps.pubQ.reqs[n:]
+		}
 		ps.pubMu.Unlock()
 
 		// Callers that gave up are not published.
-		live := make([]*pubReq, 0, len(batch))
+		live := batch[:0]
 		for _, r := range batch {
 			if err := r.ctx.Err(); err != nil {
 				r.done <- err
@@ -118,8 +124,8 @@ func (ps *PubSub) publishBatch(batch []*pubReq) {
 	if len(batch) == 1 && len(batch[0].args.headers) == 0 {
 		a := batch[0].args
 		err = ps.pool.QueryRow(ctx, ps.sql.publish,
-			ps.cfg.AppName, a.channel, ps.cfg.InstanceID, a.skipSelf, a.onlySelf, string(a.payload),
-			ps.physChannel, inlineRest(a.wire(), ps.cfg.InstanceID),
+			ps.args.app, a.channel, ps.args.sender, a.skipSelf, a.onlySelf, string(a.payload),
+			ps.args.channel, inlineRest(a.wire(), ps.cfg.InstanceID),
 		).Scan(&envs[0].msg.ID, &envs[0].xid, &envs[0].msg.PublishedAt, nil, nil)
 	} else {
 		err = ps.publishMany(ctx, batch, envs)

@@ -250,6 +250,9 @@ type PubSub struct {
 	pruneKey    int64        // the pruner election lock (internal/lockkey)
 	lastMark    atomic.Int64 // unix nanoseconds of this instance's latest retention marker
 	sql         statements
+	// args holds the statement arguments that never change, boxed once
+	// (a string in an interface is an allocation per statement).
+	args struct{ app, sender, channel any }
 
 	// ctx lives until Close; handlers and background goroutines use it.
 	ctx    context.Context
@@ -310,6 +313,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*PubSub, error) {
 		pruneKey:    lockkey.Key(c.Schema, lockkey.ListenPrune, c.AppName),
 	}
 	ps.sql = buildStatements(ps.table)
+	ps.args.app, ps.args.sender, ps.args.channel = c.AppName, c.InstanceID, ps.physChannel
 	ps.ctx, ps.cancel = context.WithCancel(context.Background())
 	ps.tel = newTelemetry(ps, c.MeterProvider, c.TracerProvider)
 	return ps, nil
