@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/pgtest"
@@ -120,10 +121,16 @@ func subscribe(t *testing.T, ps *PubSub, channel string, opts *SubscribeOpts) *i
 	return b
 }
 
-// barrier publishes a marker from `from` and waits until `to` received it on
-// channel. Notifications arrive in commit order, so anything `to` would get
-// from messages committed earlier has been dispatched by then.
-func barrier(t *testing.T, from *PubSub, to *inbox, channel string) {
+// publisher is what PubSub and SyncMessages share: Publish.
+type publisher interface {
+	Publish(ctx context.Context, channel string, payload any, opts *PublishOpts) error
+}
+
+// barrier publishes a marker from `from` (a PubSub or SyncMessages) and
+// waits until `to` received it on channel. Notifications arrive in commit
+// order, so anything `to` would get from messages committed earlier has
+// been dispatched by then.
+func barrier(t *testing.T, from publisher, to *inbox, channel string) {
 	t.Helper()
 	marker := `"barrier-` + randomID() + `"`
 	require.NoError(t, from.Publish(context.Background(), channel, []byte(marker), nil))
@@ -136,6 +143,19 @@ func barrier(t *testing.T, from *PubSub, to *inbox, channel string) {
 func waitState(t *testing.T, ps *PubSub, within time.Duration, cond func() bool, msgAndArgs ...any) {
 	t.Helper()
 	pgtest.WaitUntil(t, within, ps.watch.Next, cond, msgAndArgs...)
+}
+
+// readLog plays l's listener once: a whole catch-up on conn, every page.
+func readLog(t *testing.T, l *listener, conn *pgx.Conn) {
+	t.Helper()
+	c := l.newCatchUp()
+	for {
+		done, err := l.page(context.Background(), conn, c, false)
+		require.NoError(t, err)
+		if done {
+			return
+		}
+	}
 }
 
 // setup marks t parallel and gives it a background context and a database

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgcoord/pgcoord/internal/connname"
 )
@@ -420,30 +421,28 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn, sql string, args ..
 	}
 	defer rs.Close()
 	headSeen := false
+	// Value types, not pointers: a row costs no allocation but its channel.
+	var (
+		snap, xid, channel pgtype.Text
+		sys, id            pgtype.Int8
+		t                  pgtype.Timestamptz
+	)
 	for rs.Next() {
-		var (
-			snap    *string
-			sys     *int64
-			t       *time.Time
-			id      *int64
-			xid     *string
-			channel *string
-		)
 		if err := rs.Scan(&snap, &sys, &t, &id, &xid, &channel); err != nil {
 			return p, 0, at, nil, fmt.Errorf("read log: %w", err)
 		}
-		if snap != nil {
-			if p, err = parseSnapshot(*snap); err != nil {
+		if snap.Valid {
+			if p, err = parseSnapshot(snap.String); err != nil {
 				return p, 0, at, nil, fmt.Errorf("read log: %w", err)
 			}
-			serverID, at, headSeen = *sys, *t, true
+			serverID, at, headSeen = sys.Int64, t.Time, true
 			continue
 		}
-		x, err := strconv.ParseUint(*xid, 10, 64)
+		x, err := strconv.ParseUint(xid.String, 10, 64)
 		if err != nil {
-			return p, 0, at, nil, fmt.Errorf("read log: xid %q: %w", *xid, err)
+			return p, 0, at, nil, fmt.Errorf("read log: xid %q: %w", xid.String, err)
 		}
-		rows = append(rows, logRow{id: *id, xid: x, channel: *channel})
+		rows = append(rows, logRow{id: id.Int64, xid: x, channel: channel.String})
 	}
 	if err := rs.Err(); err != nil {
 		return p, 0, at, nil, fmt.Errorf("read log: %w", err)

@@ -122,25 +122,21 @@ func (c *Config) withDefaults() Config {
 		out = *c
 	}
 	ident.Shared{AppName: &out.AppName, InstanceID: &out.InstanceID, Schema: &out.Schema, Logger: &out.Logger}.Defaults()
-	if out.MaxPayloadBytes == 0 {
-		out.MaxPayloadBytes = DefaultMaxPayloadBytes
-	}
-	if out.Retention == 0 {
-		out.Retention = DefaultRetention
-	}
-	if out.PruneInterval == 0 {
-		out.PruneInterval = DefaultPruneInterval
-	}
-	if out.BufferSize == 0 {
-		out.BufferSize = DefaultBufferSize
-	}
-	if out.PollInterval == 0 {
-		out.PollInterval = DefaultPollInterval
-	}
-	if out.ReconnectMaxDelay == 0 {
-		out.ReconnectMaxDelay = DefaultReconnectMaxDelay
-	}
+	orDefault(&out.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	orDefault(&out.Retention, DefaultRetention)
+	orDefault(&out.PruneInterval, DefaultPruneInterval)
+	orDefault(&out.BufferSize, DefaultBufferSize)
+	orDefault(&out.PollInterval, DefaultPollInterval)
+	orDefault(&out.ReconnectMaxDelay, DefaultReconnectMaxDelay)
 	return out
+}
+
+// orDefault sets *v to def when it is the zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 func (c Config) validate() error {

@@ -210,16 +210,7 @@ func TestCatchUpOutOfOrderCommit(t *testing.T) {
 	require.NoError(t, pub.PublishTx(ctx, slow, "ch", "first-id-commits-last", nil))
 	require.NoError(t, pub.Publish(ctx, "ch", "second-id-commits-first", nil))
 
-	catchUp := func() {
-		c := l.newCatchUp()
-		for {
-			done, err := l.page(ctx, conn, c, false)
-			require.NoError(t, err)
-			if done {
-				return
-			}
-		}
-	}
+	catchUp := func() { readLog(t, l, conn) }
 	catchUp()
 	got.waitLen(t, 1)
 	require.Equal(t, []string{`"second-id-commits-first"`}, got.payloads())

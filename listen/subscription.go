@@ -91,9 +91,7 @@ func (ps *PubSub) Subscribe(ctx context.Context, channel string, h Handler, opts
 	if o.BufferSize < 0 || o.Debounce < 0 {
 		return nil, fmt.Errorf("listen: subscribe %q: negative BufferSize or Debounce", channel)
 	}
-	if o.BufferSize == 0 {
-		o.BufferSize = ps.cfg.BufferSize
-	}
+	orDefault(&o.BufferSize, ps.cfg.BufferSize)
 	s := &Subscription{
 		ps:       ps,
 		channel:  channel,

@@ -58,9 +58,7 @@ func NewSyncMessages(ps *PubSub, cfg *SyncConfig) (*SyncMessages, error) {
 	if cfg != nil {
 		c = *cfg
 	}
-	if c.Debounce == 0 {
-		c.Debounce = DefaultSyncDebounce
-	}
+	orDefault(&c.Debounce, DefaultSyncDebounce)
 	if c.Debounce < 0 {
 		c.Debounce = 0
 	}

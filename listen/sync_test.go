@@ -29,14 +29,6 @@ func syncSubscribe(t *testing.T, sm *SyncMessages, channel string) *inbox {
 	return b
 }
 
-// syncBarrier publishes a unique sync message from `from` and waits for it on `to`.
-func syncBarrier(t *testing.T, from *SyncMessages, to *inbox, channel string) {
-	t.Helper()
-	marker := `"barrier-` + randomID() + `"`
-	require.NoError(t, from.Publish(context.Background(), channel, []byte(marker), nil))
-	to.waitPayload(t, marker)
-}
-
 func TestSyncSkipSelfByDefault(t *testing.T) {
 	ctx, db := setup(t)
 	s1 := syncOn(t, started(t, db, "node1", nil))
@@ -49,13 +41,13 @@ func TestSyncSkipSelfByDefault(t *testing.T) {
 	require.Equal(t, `"message1"`, string(msgs[0].Payload))
 	require.Equal(t, "plugin", msgs[0].Channel)
 	require.Equal(t, "node2", msgs[0].Sender)
-	syncBarrier(t, s1, g2, "plugin")
+	barrier(t, s1, g2, "plugin")
 	require.Empty(t, g2.nonBarrier())
 
 	// The second node sends another: the total is two, the last one message2.
 	require.NoError(t, s1.Publish(ctx, "plugin", "message2", nil))
 	g2.waitPayload(t, `"message2"`)
-	syncBarrier(t, s2, g1, "plugin")
+	barrier(t, s2, g1, "plugin")
 	require.Equal(t, []string{`"message1"`}, g1.nonBarrier())
 	require.Equal(t, []string{`"message2"`}, g2.nonBarrier())
 
@@ -74,7 +66,7 @@ func TestSyncPublishTx(t *testing.T) {
 	tx, err := txhooks.Begin(ctx, s2.ps.pool)
 	require.NoError(t, err)
 	require.NoError(t, s2.PublishTx(ctx, tx, "plugin", "in-tx", nil))
-	syncBarrier(t, s2, g1, "plugin")
+	barrier(t, s2, g1, "plugin")
 	require.Empty(t, g1.nonBarrier(), "delivered before commit")
 	require.NoError(t, tx.Commit(ctx))
 	g1.waitPayload(t, `"in-tx"`)
@@ -85,7 +77,7 @@ func TestSyncPublishTx(t *testing.T) {
 	require.NoError(t, tx.Rollback(ctx))
 	require.NoError(t, s2.Publish(ctx, "plugin", "normal", nil))
 	g1.waitPayload(t, `"normal"`)
-	syncBarrier(t, s2, g1, "plugin")
+	barrier(t, s2, g1, "plugin")
 	require.Equal(t, []string{`"in-tx"`, `"normal"`}, g1.nonBarrier())
 }
 
@@ -104,7 +96,7 @@ func TestSyncDebouncedByDefault(t *testing.T) {
 	}
 	require.NoError(t, tx.Commit(ctx))
 	g1.waitLen(t, 2)
-	syncBarrier(t, s2, g1, "plugin")
+	barrier(t, s2, g1, "plugin")
 	require.ElementsMatch(t, []string{`"reload"`, `"other"`}, g1.nonBarrier())
 
 	sm, err := NewSyncMessages(s1.ps, nil)
@@ -142,6 +134,6 @@ func TestSyncNotCalledAfterStop(t *testing.T) {
 	ps3 := started(t, db, "node3", nil)
 	s3 := syncOn(t, ps3)
 	require.NoError(t, s1.Publish(ctx, "plugin", "after-stop", nil))
-	syncBarrier(t, s3, g1, "plugin")
+	barrier(t, s3, g1, "plugin")
 	require.Zero(t, calls.Load())
 }
