@@ -22,7 +22,8 @@
 //     (Done) can lag behind the table (a paused process learns late);
 //     CheckTx and the token are authoritative.
 //   - Fencing: [Lock.Token] strictly increases with every grant of a key and
-//     is never reused (one non-cycling sequence). [Lock.CheckTx] verifies in
+//     is never reused, also across server crashes and restarts (each lease
+//     row takes blocks of a non-cycling sequence; see below). [Lock.CheckTx] verifies in
 //     the caller's transaction that the grant is still valid and blocks any
 //     takeover until that transaction ends, so writes made in it cannot
 //     interleave with the next holder's — also when CheckTx ran inside a
@@ -62,8 +63,16 @@
 // Acquisition is one statement, INSERT … ON CONFLICT (app, key) DO UPDATE
 // that grants when the lease is free (expired or released or owner dead) and
 // no live instance is queued ahead, and queues this instance otherwise. The conflicting
-// row's lock serialises concurrent grants; the new token is drawn after that
-// lock is taken, so it exceeds the token it replaces. Release sets
+// row's lock serialises concurrent grants; the new token is taken after that
+// lock is taken, so it exceeds the token it replaces. Tokens come in blocks
+// (migration 16): a row draws a block of 1024 from the logged sequence
+// lock_tokens (INCREMENT BY 1024) when it is created and when its block is
+// used up (token = token_end), and every other grant takes token + 1. So a
+// grant writes no WAL (the lease table is UNLOGGED): no commit on the grant
+// path waits for a WAL flush. Blocks are disjoint, so no two keys share a
+// token; a draw forces synchronous_commit on for its transaction, so after a
+// crash (which empties the table) every new row's block is above every token
+// handed out before. Release sets
 // expires_at to -infinity only WHERE token = this grant's token. Renewal
 // (Extend) updates expires_at only while the grant is still valid.
 //
@@ -161,7 +170,8 @@
 //     server's timeouts are the bound.
 //   - Postgres restarts or fails over: every session ends, so every lease is
 //     free; the UNLOGGED table may be emptied (nothing in it outlives the
-//     sessions anyway). The token sequence is logged, so tokens stay unique.
+//     sessions anyway). Every row created after that draws a new block
+//     from the logged sequence, above every earlier token.
 //   - Transaction-mode poolers (PgBouncer) break the liveness session and
 //     LISTEN: connect the Manager's pool directly or in session mode.
 //

@@ -48,7 +48,7 @@ func ForceRelease(ctx context.Context, pool *pgxpool.Pool, cfg *Config, key stri
 		tok = token
 	}
 	channel := channelName(c.Schema)
-	q := buildQueries(c.Schema, channel)
+	q := buildQueries(c.Schema, channel, tokenBlock)
 	class := lockkey.IdentityClass(c.Schema)
 	payload := strconv.FormatUint(keyHash(c.AppName, key), 16)
 	var (

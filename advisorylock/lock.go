@@ -94,8 +94,8 @@ func newLock(b backend, key string, token int64, owner int32, sent time.Time, tt
 func (l *Lock) Key() string { return l.key }
 
 // Token returns the fencing token of this grant: it is strictly larger than
-// the token of every earlier grant of the same key (and of any key: tokens
-// come from one non-cycling sequence), and never reused. A resource protected
+// the token of every earlier grant of the same key, and no other key ever
+// has it (lease rows take disjoint blocks of one non-cycling sequence). A resource protected
 // by the lock can reject writes carrying a token lower than the highest it
 // has seen. Local tokens increase per Local value.
 func (l *Lock) Token() int64 { return l.token }

@@ -217,7 +217,7 @@ func New(pool *pgxpool.Pool, cfg *Config) (*Manager, error) {
 		pool:    pool,
 		cfg:     c,
 		log:     c.Logger.With(slog.String("component", "advisorylock"), slog.String("app", c.AppName), slog.String("instance_id", c.InstanceID)),
-		q:       buildQueries(c.Schema, ch),
+		q:       buildQueries(c.Schema, ch, tokenBlock),
 		class:   lockkey.IdentityClass(c.Schema),
 		channel: ch,
 		held:    make(map[*Lock]struct{}),
@@ -526,8 +526,16 @@ func (m *Manager) attempt(ctx context.Context, key string, ttl time.Duration, q 
 		mine, fresh = err == nil, err == nil
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		err = m.grantRow(ctx, m.q.acquire, []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class, q != nil},
-			&token, &mine, &fresh, &takenFrom, &us, &info.first)
+		args := []any{m.cfg.AppName, key, owner, m.cfg.InstanceID, micros(ttl), m.class, q != nil}
+		if q != nil && !fast {
+			// A waiting call on a key seen contended: its row decides (no
+			// block of tokens is drawn, see queries.acquireRow); no row
+			// when the key has none.
+			err = m.grantRow(ctx, m.q.acquireRow, args[:6], &token, &mine, &fresh, &takenFrom, &us, &info.first)
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = m.grantRow(ctx, m.q.acquire, args, &token, &mine, &fresh, &takenFrom, &us, &info.first)
+		}
 		if err == nil && !(mine && fresh) {
 			m.setHot(key, true)
 		}

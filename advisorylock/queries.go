@@ -18,7 +18,7 @@ import (
 // identities are never reused.) It is O(1), unlike a scan of pg_locks.
 type queries struct {
 	acquire, release, releasePlain, leave, releaseAll, extend, checkTx, recheckTx, sweep string
-	acquireFree, releaseFree                                                             string
+	acquireFree, releaseFree, acquireRow                                                 string
 	newOwner, lockOwner, listen, sessionTimeouts, endOldSession, endOldSession13         string
 	keyOfToken                                                                           string
 }
@@ -32,11 +32,17 @@ func firstLive(arr, class string) string {
  WHERE NOT pg_try_advisory_xact_lock_shared(` + class + `, q.o) ORDER BY q.i LIMIT 1)`
 }
 
-func buildQueries(schema, channel string) queries {
+// tokenBlock is the number of fencing tokens a lease row takes from the
+// lock_tokens sequence at a time: the sequence's increment (migration 16).
+const tokenBlock = 1024
+
+// buildQueries builds the statements for schema and channel. block is the
+// size of a row's block of tokens: tokenBlock, or a divisor of it in tests
+// (a smaller block only draws more often).
+func buildQueries(schema, channel string, block int64) queries {
 	locks := pgx.Identifier{schema, "locks"}.Sanitize()
 	// The schema is validated ([a-z_][a-z0-9_]*), so the sanitized name has no quote to escape.
 	tokens := "'" + pgx.Identifier{schema, "lock_tokens"}.Sanitize() + "'"
-	owners := "'" + pgx.Identifier{schema, "lock_owners"}.Sanitize() + "'"
 	// free: the lease of row l is free (released, expired, or its owner's session gone).
 	free := func(class string) string {
 		return `(l.expires_at <= now() OR pg_try_advisory_xact_lock_shared(` + class + `, l.owner_id))`
@@ -44,6 +50,58 @@ func buildQueries(schema, channel string) queries {
 	remaining := `CASE WHEN l.expires_at IS NULL THEN -1
                WHEN l.expires_at <= now() THEN 0
                ELSE greatest(0, floor(extract(epoch FROM l.expires_at - now()) * 1000000))::bigint END`
+	// draw takes a new block of tokens: the sequence's next value is its
+	// first token. A crash empties the lease table, and every row created
+	// after it draws a block above every block drawn before: that needs the
+	// commit of a nextval that WAL-logs the sequence to wait for the flush,
+	// so draw turns synchronous_commit back on for its (rare) transaction
+	// when the session turned it off.
+	draw := `(SELECT nextval(` + tokens + `) FROM (SELECT CASE WHEN current_setting('synchronous_commit') = 'off'
+        THEN set_config('synchronous_commit', 'on', true) END) c)`
+	last := strconv.FormatInt(block-1, 10)
+	// drawIf is, for a grant (cond) on row l, the first token of a new block
+	// when the row's block is used up (or the row predates migration 16:
+	// token_end 0), else NULL. It is column b of the subquery d below.
+	drawIf := func(cond string) string {
+		return `CASE WHEN ` + cond + ` AND l.token >= l.token_end THEN ` + draw + ` END`
+	}
+	// grantTokens is the new (token, token_end) of row l for a grant (cond):
+	// the next token of its block, or the first of a new one. Under the row
+	// lock, so a grant's token exceeds the one it replaces; blocks are
+	// disjoint, so no other key ever has it. No grant: unchanged.
+	grantTokens := func(cond string) string {
+		return `CASE WHEN ` + cond + ` THEN coalesce(d.b, l.token + 1) ELSE l.token END, coalesce(d.b + ` + last + `, l.token_end)`
+	}
+	ttl := `CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END`
+	// enqueue is the SET list of acquire and acquireRow on the existing row
+	// l ($1 app, $2 key, $3 owner_id, $4 owner, $5 ttl µs, $6 class): grant
+	// (d.g) when the lease is free and no live instance is queued ahead of
+	// this one (d.f: the first live entry of the FIFO; dead entries before
+	// it are dropped); otherwise append this instance to the FIFO (once).
+	enqueue := `(token, token_end, owner_id, owner, expires_at, wanted_by, taken_from, acquired_at, updated_at,
+     queue, queue_ttl, queue_name) = (
+    SELECT ` + grantTokens("d.g") + `,
+           CASE WHEN d.g THEN $3::int4 ELSE l.owner_id END,
+           CASE WHEN d.g THEN $4::text ELSE l.owner END,
+           CASE WHEN d.g THEN ` + ttl + ` ELSE l.expires_at END,
+           CASE WHEN d.g AND l.wanted_by = $3 THEN 0 ELSE l.wanted_by END,
+           CASE WHEN NOT d.g THEN l.taken_from WHEN l.expires_at = '-infinity' THEN NULL ELSE l.owner END,
+           CASE WHEN d.g THEN now() ELSE l.acquired_at END,
+           now(),
+           CASE WHEN d.g THEN l.queue[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue[d.f:] ELSE l.queue[d.f:] || $3::int4 END,
+           CASE WHEN d.g THEN l.queue_ttl[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue_ttl[d.f:] ELSE l.queue_ttl[d.f:] || $5::bigint END,
+           CASE WHEN d.g THEN l.queue_name[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue_name[d.f:] ELSE l.queue_name[d.f:] || $4::text END
+    FROM (SELECT e.f, e.g, ` + drawIf("e.g") + ` AS b
+          FROM (SELECT s.f, ` + free("$6::int4") + ` AND (l.queue[s.f] IS NULL OR l.queue[s.f] = $3) AS g
+                FROM (SELECT coalesce(` + firstLive("l.queue", "$6::int4") + `, cardinality(l.queue) + 1) AS f) s) e) d)`
+	// acquired is the RETURNING list of acquire and acquireRow.
+	acquired := `l.token,
+          l.owner_id = $3 AND (l.expires_at IS NULL OR l.expires_at > now()),
+          l.acquired_at = now(),
+          l.taken_from,
+          ` + remaining + `,
+          l.queue[1] IS NOT DISTINCT FROM $3`
+	owners := "'" + pgx.Identifier{schema, "lock_owners"}.Sanitize() + "'"
 	return queries{
 		// $1 app, $2 key, $3 owner_id, $4 owner, $5 ttl in µs (0: no expiry),
 		// $6 identity class, $7 enqueue (false: a single attempt, row unchanged
@@ -71,33 +129,26 @@ func buildQueries(schema, channel string) queries {
 		// conservative start of its lease either way); taken_from; the
 		// lease's remaining µs (-1: none); first: this instance is first in
 		// line.
-		acquire: `INSERT INTO ` + locks + ` AS l (app, key, token, owner_id, owner, expires_at)
-VALUES ($1, $2, nextval(` + tokens + `), $3, $4,
-        CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END)
+		acquire: `INSERT INTO ` + locks + ` AS l (app, key, token, token_end, owner_id, owner, expires_at)
+SELECT $1::text, $2::text, n.t, n.t + ` + last + `, $3::int4, $4::text, ` + ttl + `
+FROM (SELECT ` + draw + ` AS t) n
 ON CONFLICT (app, key) DO UPDATE SET
-    (key, token, owner_id, owner, expires_at, wanted_by, taken_from, acquired_at, updated_at,
-     queue, queue_ttl, queue_name) = (
-    SELECT EXCLUDED.key, -- same value: only makes the row lock FOR UPDATE strength (see checkTx)
-           CASE WHEN d.g THEN nextval(` + tokens + `) ELSE l.token END,
-           CASE WHEN d.g THEN EXCLUDED.owner_id ELSE l.owner_id END,
-           CASE WHEN d.g THEN EXCLUDED.owner ELSE l.owner END,
-           CASE WHEN d.g THEN EXCLUDED.expires_at ELSE l.expires_at END,
-           CASE WHEN d.g AND l.wanted_by = $3 THEN 0 ELSE l.wanted_by END,
-           CASE WHEN NOT d.g THEN l.taken_from WHEN l.expires_at = '-infinity' THEN NULL ELSE l.owner END,
-           CASE WHEN d.g THEN now() ELSE l.acquired_at END,
-           now(),
-           CASE WHEN d.g THEN l.queue[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue[d.f:] ELSE l.queue[d.f:] || $3::int4 END,
-           CASE WHEN d.g THEN l.queue_ttl[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue_ttl[d.f:] ELSE l.queue_ttl[d.f:] || $5::bigint END,
-           CASE WHEN d.g THEN l.queue_name[d.f + 1:] WHEN $3 = ANY(l.queue[d.f:]) THEN l.queue_name[d.f:] ELSE l.queue_name[d.f:] || $4::text END
-    FROM (SELECT s.f, ` + free("$6::int4") + ` AND (l.queue[s.f] IS NULL OR l.queue[s.f] = $3) AS g
-          FROM (SELECT coalesce(` + firstLive("l.queue", "$6::int4") + `, cardinality(l.queue) + 1) AS f) s) d)
+    key = EXCLUDED.key, -- same value: only makes the row lock FOR UPDATE strength (see checkTx)
+    ` + enqueue + `
 WHERE $7::bool OR (` + free("$6::int4") + ` AND coalesce(l.queue[` + firstLive("l.queue", "$6::int4") + `] = $3, true))
-RETURNING l.token,
-          l.owner_id = $3 AND (l.expires_at IS NULL OR l.expires_at > now()),
-          l.acquired_at = now(),
-          l.taken_from,
-          ` + remaining + `,
-          l.queue[1] IS NOT DISTINCT FROM $3`,
+RETURNING ` + acquired,
+
+		// acquire on an existing row ($1-$6 as there; it always enqueues):
+		// the same decision without the INSERT path, whose new row draws a
+		// block of tokens even when the key has a row (the row to insert is
+		// computed before the conflict is found). No row when the key has
+		// none (then acquire). o locks the row FOR UPDATE: a grant waits for
+		// CheckTx's FOR KEY SHARE, as acquire's ON CONFLICT (assigning the
+		// key) does.
+		acquireRow: `UPDATE ` + locks + ` AS l SET ` + enqueue + `
+FROM (SELECT 1 FROM ` + locks + ` WHERE app = $1 AND key = $2 FOR UPDATE) o
+WHERE l.app = $1 AND l.key = $2
+RETURNING ` + acquired,
 
 		// $1 app, $2 key, $3 owner_id, $4 owner, $5 ttl in µs (0: no expiry).
 		// The uncontended grant (see Manager.attempt): the key's row exists,
@@ -109,9 +160,10 @@ RETURNING l.token,
 		// grant waits for CheckTx's FOR KEY SHARE like every grant (a plain
 		// UPDATE that assigns the key its own value is not a key update: it
 		// would not wait; acquire's ON CONFLICT locks by the columns set).
-		acquireFree: `UPDATE ` + locks + ` AS l SET token = nextval(` + tokens + `),
+		acquireFree: `UPDATE ` + locks + ` AS l SET
+    (token, token_end) = (SELECT ` + grantTokens("true") + ` FROM (SELECT ` + drawIf("true") + ` AS b) d),
     owner_id = $3, owner = $4,
-    expires_at = CASE WHEN $5::bigint > 0 THEN now() + $5::bigint * interval '1 microsecond' END,
+    expires_at = ` + ttl + `,
     wanted_by = CASE WHEN l.wanted_by = $3 THEN 0 ELSE l.wanted_by END,
     taken_from = CASE WHEN l.expires_at = '-infinity' THEN NULL ELSE l.owner END,
     acquired_at = now(), updated_at = now()
@@ -154,9 +206,9 @@ RETURNING 1`,
 		// waits for a fenced transaction. The new token is drawn under the
 		// row lock, so it exceeds the released one.
 		release: `UPDATE ` + locks + ` AS l SET
-    (token, owner_id, owner, expires_at, taken_from, acquired_at, updated_at,
+    (token, token_end, owner_id, owner, expires_at, taken_from, acquired_at, updated_at,
      wanted_by, last_wanted, queue, queue_ttl, queue_name) = (
-    SELECT CASE WHEN d.n IS NULL THEN l.token ELSE nextval(` + tokens + `) END,
+    SELECT ` + grantTokens("d.n IS NOT NULL") + `,
            coalesce(d.q[d.n], l.owner_id),
            coalesce(d.qn[d.n], l.owner),
            CASE WHEN d.n IS NULL THEN '-infinity'::timestamptz
@@ -168,10 +220,11 @@ RETURNING 1`,
            CASE WHEN d.n IS NULL THEN 0 ELSE l.wanted_by END,
            CASE WHEN d.n IS NULL THEN l.wanted_by ELSE 0 END,
            coalesce(d.q[d.n + 1:], '{}'), coalesce(d.qt[d.n + 1:], '{}'), coalesce(d.qn[d.n + 1:], '{}')
-    FROM (SELECT e.q, e.qt, e.qn, ` + firstLive("e.q", "$5::int4") + ` AS n
+    FROM (SELECT d0.*, ` + drawIf("d0.n IS NOT NULL") + ` AS b
+          FROM (SELECT e.q, e.qt, e.qn, ` + firstLive("e.q", "$5::int4") + ` AS n
           FROM (SELECT CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue ELSE l.queue || $4::int4 END AS q,
                        CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue_ttl ELSE l.queue_ttl || $6::bigint END AS qt,
-                       CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue_name ELSE l.queue_name || $7::text END AS qn) e) d)
+                       CASE WHEN $6::bigint IS NULL OR $4 = ANY(l.queue) THEN l.queue_name ELSE l.queue_name || $7::text END AS qn) e) d0) d)
 FROM (SELECT 1 FROM ` + locks + ` WHERE app = $1 AND key = $2 AND token = coalesce($3::bigint, token)
       AND (NOT $10::bool OR expires_at IS DISTINCT FROM '-infinity')
       FOR UPDATE SKIP LOCKED) o

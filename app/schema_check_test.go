@@ -26,21 +26,21 @@ func TestStartChecksSchema(t *testing.T) {
 				_, err := migrations.Down(ctx, db.Pool, nil)
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaOutdated, msg: "is at version 0, this pgcoord needs version 15",
+			want: migrations.ErrSchemaOutdated, msg: "is at version 0, this pgcoord needs version 16",
 		},
-		"version 15 rolled back": {
+		"version 16 rolled back": {
 			prepare: func(t *testing.T, db *pgtest.DB) {
-				_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 14})
+				_, err := migrations.Down(ctx, db.Pool, &migrations.Options{TargetVersion: 15})
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaOutdated, msg: "is at version 14, this pgcoord needs version 15",
+			want: migrations.ErrSchemaOutdated, msg: "is at version 15, this pgcoord needs version 16",
 		},
 		"newer pgcoord": {
 			prepare: func(t *testing.T, db *pgtest.DB) {
-				_, err := db.Pool.Exec(ctx, `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (16, true)`)
+				_, err := db.Pool.Exec(ctx, `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (17, true)`)
 				require.NoError(t, err)
 			},
-			want: migrations.ErrSchemaTooNew, msg: "newer than this pgcoord knows (version 15)",
+			want: migrations.ErrSchemaTooNew, msg: "newer than this pgcoord knows (version 16)",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -326,7 +326,7 @@ func upTo(n int) []int {
 }
 
 // The documented switch (goose CLI for the SQL files, River's migrator for
-// River's tables, then migrations.Up) writes goose rows 1-8 after 9-15. Rolling
+// River's tables, then migrations.Up) writes goose rows 1-8 after 9-16. Rolling
 // back must still go in version order, with migrations.Down and with the goose
 // CLI.
 func TestGooseCLIThenUpThenDown(t *testing.T) {
@@ -336,13 +336,13 @@ func TestGooseCLIThenUpThenDown(t *testing.T) {
 	riverUp(t, pool)
 	_, err = migrations.Up(ctx, pool, nil)
 	require.NoError(t, err)
-	require.EqualValues(t, 15, gooseCLIVersion(t, pool), "the goose CLI sees the latest version")
+	require.EqualValues(t, 16, gooseCLIVersion(t, pool), "the goose CLI sees the latest version")
 
 	// pgcoord migrate down --to 10
 	res, err := migrations.Down(ctx, pool, &migrations.Options{TargetVersion: 10})
 	require.NoError(t, err)
-	require.Len(t, res, 5)
-	require.EqualValues(t, []int64{15, 14, 13, 12, 11}, []int64{res[0].Version, res[1].Version, res[2].Version, res[3].Version, res[4].Version})
+	require.Len(t, res, 6)
+	require.EqualValues(t, []int64{16, 15, 14, 13, 12, 11}, []int64{res[0].Version, res[1].Version, res[2].Version, res[3].Version, res[4].Version, res[5].Version})
 	require.False(t, tableExists(t, pool, "pgcoord", "instances"), "version 13 rolled back")
 	require.False(t, tableExists(t, pool, "pgcoord", "locks"), "version 11 rolled back")
 	require.True(t, tableExists(t, pool, "pgcoord", "cache_entries"))
@@ -358,14 +358,14 @@ func TestGooseCLIThenUpThenDown(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 7, v)
 
-	// Back up, then the goose CLI rolls back its own files (15 to 9) and stops
+	// Back up, then the goose CLI rolls back its own files (16 to 9) and stops
 	// at River's 8, which it does not know.
 	_, err = migrations.Up(ctx, pool, nil)
 	require.NoError(t, err)
-	require.EqualValues(t, 15, gooseCLIVersion(t, pool))
+	require.EqualValues(t, 16, gooseCLIVersion(t, pool))
 	gres, err := gooseCLI(t, pool).DownTo(ctx, 8)
 	require.NoError(t, err)
-	require.Len(t, gres, 7)
+	require.Len(t, gres, 8)
 	require.EqualValues(t, 8, gooseCLIVersion(t, pool))
 	require.False(t, tableExists(t, pool, "pgcoord", "messages"))
 

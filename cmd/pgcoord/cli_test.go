@@ -66,7 +66,7 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.Equal(t, 3, code, "pending migrations fail CI")
 	require.Contains(t, out, "pending")
 	require.NotContains(t, out, "20") // no applied timestamps
-	require.Contains(t, errOut, "is at version 0, this pgcoord needs version 15")
+	require.Contains(t, errOut, "is at version 0, this pgcoord needs version 16")
 	code, out, _ = runCLI(t, "migrate", "status", "--json", "--database-url", db.URL)
 	require.Equal(t, 3, code)
 	var st struct {
@@ -78,8 +78,8 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 	require.Equal(t, "pending", st.State)
 	require.EqualValues(t, 0, st.DatabaseVersion)
-	require.EqualValues(t, 15, st.ExpectedVersion)
-	require.Len(t, st.Pending, 15)
+	require.EqualValues(t, 16, st.ExpectedVersion)
+	require.Len(t, st.Pending, 16)
 
 	code, out, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL)
 	require.Zero(t, code, errOut)
@@ -95,7 +95,7 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.Zero(t, code)
 	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 	require.Equal(t, "current", st.State)
-	require.EqualValues(t, 15, st.DatabaseVersion)
+	require.EqualValues(t, 16, st.DatabaseVersion)
 	require.Empty(t, st.Pending)
 
 	// A newer pgcoord's migration: status fails too.

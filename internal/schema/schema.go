@@ -18,7 +18,7 @@ const VersionTable = "goose_db_version"
 // Version is the schema version this build of pgcoord expects: every
 // migration version from 1 to Version applied, none above. Package
 // migrations has a test that fails when it differs from its newest migration.
-const Version int64 = 15
+const Version int64 = 16
 
 // RiverVersion is the newest River migration (main line) this build installs,
 // as goose versions 1 to RiverVersion.
