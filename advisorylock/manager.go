@@ -261,13 +261,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	return m.life.EndStart(nil, func() {
 		runCtx, cancel := context.WithCancel(context.Background())
 		m.cancel = cancel
-		m.mu.Lock()
-		m.state = mgrStarted
-		m.live = true
-		m.ownerID = s.ownerID
-		m.livePID = s.pid
-		m.signalLocked()
-		m.mu.Unlock()
+		m.goLive(s)
 		m.log.Debug("lock manager started", slog.Int("owner_id", int(s.ownerID)))
 		m.wg.Add(2)
 		go func() { defer m.wg.Done(); m.runLiveness(runCtx, s) }()
@@ -664,26 +658,33 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 		m.waited.Add(1)
 		return l, true
 	}
+	// pause waits for d to pass, a wake-up of w, gen (nil: none), or a
+	// designation; done: wait returns l, err.
+	pause := func(d time.Duration, gen <-chan struct{}) (l *Lock, done bool, err error) {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-w.wake:
+		case <-gen:
+		case l := <-w.handoff:
+			if l, ok := handed(l); ok {
+				return l, true, nil
+			}
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		case <-deadlineC:
+			return nil, true, errTimedOut
+		}
+		return nil, false, nil
+	}
 	for {
 		// Wait to be the head of this instance's queue for the key.
 		for !m.isHead(q, w) {
-			t := time.NewTimer(m.jitter()) // backstop only: the head's departure wakes w
-			select {
-			case <-t.C:
-			case <-w.wake:
-			case l := <-w.handoff:
-				if l, ok := handed(l); ok {
-					t.Stop()
-					return l, nil
-				}
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-deadlineC:
-				t.Stop()
-				return nil, errTimedOut
+			// The poll is a backstop only: the head's departure wakes w.
+			if l, done, err := pause(m.jitter(), nil); done {
+				return l, err
 			}
-			t.Stop()
 		}
 		m.mu.Lock()
 		gen, st, claimed := m.liveGen, m.state, w.claimed
@@ -723,25 +724,24 @@ func (m *Manager) wait(ctx context.Context, key string, ttl time.Duration, deadl
 				}
 			}
 		}
-		t := time.NewTimer(sleep)
-		select {
-		case <-w.wake:
-		case <-gen:
-		case <-t.C:
-		case l := <-w.handoff:
-			if l, ok := handed(l); ok {
-				t.Stop()
-				return l, nil
-			}
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-deadlineC:
-			t.Stop()
-			return nil, errTimedOut
+		if l, done, err := pause(sleep, gen); done {
+			return l, err
 		}
-		t.Stop()
 	}
+}
+
+// goLive records s as the liveness session (the Manager started, unless
+// Close began) and wakes every call waiting for one.
+func (m *Manager) goLive(s *session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state == mgrNew {
+		m.state = mgrStarted
+	}
+	m.live = true
+	m.ownerID = s.ownerID
+	m.livePID = s.pid
+	m.signalLocked()
 }
 
 func (m *Manager) jitter() time.Duration {

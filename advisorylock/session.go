@@ -147,12 +147,7 @@ func (m *Manager) runLiveness(ctx context.Context, s *session) {
 			return
 		}
 		m.endOldSession(ctx, s, old)
-		m.mu.Lock()
-		m.live = true
-		m.ownerID = s.ownerID
-		m.livePID = s.pid
-		m.signalLocked()
-		m.mu.Unlock()
+		m.goLive(s)
 		m.log.Info("liveness session reconnected", slog.Int("owner_id", int(s.ownerID)))
 		m.tel.reconnects.Add(ctx, 1, m.tel.none)
 		// Releases sent while we were away were missed: every waiter re-checks.
