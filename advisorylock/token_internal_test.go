@@ -25,6 +25,21 @@ func startedBlock(t *testing.T, ctx context.Context, pool *pgxpool.Pool, cfg *Co
 	return m
 }
 
+// tokenPair opens a parallel test with its own database and two started
+// instances a and b (poll, block: see startedBlock); qa and qb receive a
+// value each time that instance joins a key's FIFO.
+func tokenPair(t *testing.T, poll time.Duration, block int64) (ctx context.Context, db *pgtest.DB, a, b *Manager, qa, qb chan struct{}) {
+	t.Helper()
+	t.Parallel()
+	db = pgtest.NewDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	qa, qb = make(chan struct{}, 64), make(chan struct{}, 64)
+	a = startedBlock(t, ctx, db.Pool, &Config{InstanceID: "a", PollInterval: poll}, block, func() { qa <- struct{}{} })
+	b = startedBlock(t, ctx, db.Pool, &Config{InstanceID: "b", PollInterval: poll}, block, func() { qb <- struct{}{} })
+	return ctx, db, a, b, qa, qb
+}
+
 // sequenceValue is the token sequence's last value.
 func sequenceValue(t *testing.T, ctx context.Context, pool *pgxpool.Pool) int64 {
 	t.Helper()
@@ -72,13 +87,7 @@ func handOver(t *testing.T, ctx context.Context, l *Lock, to *Manager, queued <-
 // (the designating release, the waiter's entry into the FIFO) and
 // uncontended grants each add exactly 1 to the key's token.
 func TestGrantsDrawNoTokenWithinBlock(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	qa, qb := make(chan struct{}, 16), make(chan struct{}, 16)
-	a := started(t, ctx, db.Pool, &Config{InstanceID: "a", PollInterval: time.Hour}, func() { qa <- struct{}{} })
-	b := started(t, ctx, db.Pool, &Config{InstanceID: "b", PollInterval: time.Hour}, func() { qb <- struct{}{} })
+	ctx, db, a, b, qa, qb := tokenPair(t, time.Hour, tokenBlock)
 
 	l, err := a.Acquire(ctx, "k", time.Minute)
 	require.NoError(t, err)
@@ -113,13 +122,7 @@ func TestGrantsDrawNoTokenWithinBlock(t *testing.T) {
 // and a row deleted by the sweeper (the next grant creates the row again
 // with a new block).
 func TestTokensIncreaseAcrossBlocks(t *testing.T) {
-	t.Parallel()
-	db := pgtest.NewDB(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	qa, qb := make(chan struct{}, 64), make(chan struct{}, 64)
-	a := startedBlock(t, ctx, db.Pool, &Config{InstanceID: "a", PollInterval: 50 * time.Millisecond}, 4, func() { qa <- struct{}{} })
-	b := startedBlock(t, ctx, db.Pool, &Config{InstanceID: "b", PollInterval: 50 * time.Millisecond}, 4, func() { qb <- struct{}{} })
+	ctx, db, a, b, qa, qb := tokenPair(t, 50*time.Millisecond, 4)
 
 	seen := map[int64]string{}
 	last := map[string]int64{}
