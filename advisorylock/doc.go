@@ -62,7 +62,10 @@
 //
 // Acquisition is one statement, INSERT … ON CONFLICT (app, key) DO UPDATE
 // that grants when the lease is free (expired or released or owner dead) and
-// no live instance is queued ahead, and queues this instance otherwise. The conflicting
+// no live instance is queued ahead, and queues this instance otherwise. A
+// waiting call on a key this instance saw contended runs the same decision
+// as an UPDATE of the existing row (the INSERT path computes its new row,
+// and so draws a token block, even when the key has a row). The conflicting
 // row's lock serialises concurrent grants; the new token is taken after that
 // lock is taken, so it exceeds the token it replaces. Tokens come in blocks
 // (migration 16): a row draws a block of 1024 from the logged sequence
