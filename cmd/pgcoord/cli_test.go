@@ -99,13 +99,13 @@ func TestMigrateAgainstRealDatabase(t *testing.T) {
 	require.Empty(t, st.Pending)
 
 	// A newer pgcoord's migration: status fails too.
-	_, err := db.Pool.Exec(context.Background(), `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (16, true)`)
+	_, err := db.Pool.Exec(context.Background(), `INSERT INTO pgcoord.goose_db_version (version_id, is_applied) VALUES (17, true)`)
 	require.NoError(t, err)
 	code, out, _ = runCLI(t, "migrate", "status", "--json", "--database-url", db.URL)
 	require.Equal(t, 3, code)
 	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 	require.Equal(t, "too_new", st.State)
-	require.EqualValues(t, 16, st.DatabaseVersion)
+	require.EqualValues(t, 17, st.DatabaseVersion)
 
 	code, _, errOut = runCLI(t, "migrate", "up", "--database-url", db.URL, "--schema", "Bad;Schema")
 	require.Equal(t, 1, code)
