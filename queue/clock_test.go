@@ -200,3 +200,19 @@ func TestDuplicateInstanceIDRefused(t *testing.T) {
 	third := newQueue(t, db, nil, &queue.Config{InstanceID: "twin"})
 	start(t, third)
 }
+
+// The rescuer reads River's job table only when an instance may have died
+// (an advisory lock of the database was released since its last scan), while
+// a candidate waits out RescueGrace, and every jobScanEvery scans: a quiet
+// cluster costs one pg_locks read per RescueScanInterval, not a walk of the
+// running messages that every claim and completion rewrites.
+func TestRescueReadsJobsOnlyWhenAnInstanceMayHaveDied(t *testing.T) {
+	db := open(t)
+	a := newQueue(t, db, nil, nil)
+	start(t, a)
+	receive(t, a.Rescuing())
+	waitScans(t, 1, a, nil)
+	before := a.JobScans()
+	waitScans(t, 8, a, nil)
+	require.Less(t, a.JobScans()-before, int64(4), "8 scans with every instance alive")
+}

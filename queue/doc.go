@@ -72,7 +72,12 @@
 // those seen so for [RescueGrace]: available at once (or discarded when out of
 // attempts, cancelled if a Cancel is pending), the lost attempt charged to
 // Config.MaxRescues, never to MaxRetries. The liveness check is repeated in
-// the handing-back statement itself.
+// the handing-back statement itself. A look reads River's job table only when
+// an instance may have died since the previous look (an advisory lock of the
+// database was released; one pg_locks read tells), while a message waits out
+// its grace, and every tenth look: an instance that dies releases its lock,
+// so the bound is unchanged and a quiet cluster does not walk the running
+// messages twice a second.
 //
 //   - SIGKILL, power loss: PostgreSQL ends the dead instance's session when
 //     its socket closes; its messages run again on another subscriber within

@@ -22,6 +22,9 @@ func (q *EventQueue) JobEvents(kinds ...river.EventKind) (<-chan *river.Event, f
 // RescueScans counts the rescue scans this instance ran as the rescuer.
 func (q *EventQueue) RescueScans() int64 { return q.rescueScans.Load() }
 
+// JobScans counts the rescue scans that read River's job table.
+func (q *EventQueue) JobScans() int64 { return q.jobScans.Load() }
+
 // Rescuing is closed when this instance first becomes the rescuer.
 func (q *EventQueue) Rescuing() <-chan struct{} { return q.rescuing }
 

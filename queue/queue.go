@@ -201,6 +201,8 @@ type EventQueue struct {
 	rescuerCancel context.CancelFunc
 	background    sync.WaitGroup
 	rescueScans   atomic.Int64
+	// jobScans counts the rescue scans that read the job table.
+	jobScans atomic.Int64
 	// rescuing is closed when this instance first becomes the rescuer;
 	// scanned is closed and replaced (under scanMu) after every scan.
 	rescuing chan struct{}

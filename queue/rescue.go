@@ -39,7 +39,20 @@ const (
 	CancelAfterLoss = RescueGrace / 2
 	// rescueBatch bounds the messages one scan hands back.
 	rescueBatch = 1000
+	// jobScanEvery is how many rescue scans may skip the job table in a row
+	// (see heldKeysSQL): a safety net, not needed for RescueBound.
+	jobScanEvery = 10
 )
+
+// heldKeysSQL lists the advisory locks held in the current database. An
+// instance dies for the rescuer when its liveness lock is released, so while
+// no lock held at the previous scan was released, no instance can have died
+// since, and the scan need not read the job table (whose running part every
+// claim and completion rewrites).
+const heldKeysSQL = `
+	SELECT (l.classid::bigint << 32) | l.objid::bigint FROM pg_locks l
+	WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`
 
 // claim is what this instance knows of a message it claimed, until River
 // has written the attempt's outcome.
@@ -103,6 +116,10 @@ func (q *EventQueue) runRescuer(ctx context.Context) {
 	defer t.Stop()
 	var leaderEpoch uint64
 	seen := make(map[claimKey]time.Time)
+	// held is the advisory locks held at the previous scan (nil: unknown,
+	// read the job table); skipped counts the scans since the last read.
+	var held map[int64]bool
+	skipped := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -123,9 +140,22 @@ func (q *EventQueue) runRescuer(ctx context.Context) {
 			}
 			leaderEpoch = e
 			clear(seen)
+			held = nil
 			q.logger.Info("queue: this instance rescues dead instances' messages", slog.String("instance_id", q.cfg.InstanceID))
 		}
-		if err := q.rescueOnce(ctx, seen); err != nil && ctx.Err() == nil {
+		// The locks are read before the job table: an instance that dies
+		// after this read is either seen dead by this scan's job read or
+		// missing from the next scan's locks.
+		now, err := q.heldKeys(ctx)
+		released := err != nil || held == nil || releasedAny(held, now)
+		held = now
+		if released || len(seen) > 0 || skipped+1 >= jobScanEvery {
+			skipped = 0
+			err = q.rescueOnce(ctx, seen)
+		} else {
+			skipped++
+		}
+		if err != nil && ctx.Err() == nil {
 			q.logger.Warn("queue: rescue scan failed", slog.String("instance_id", q.cfg.InstanceID), slog.Any("error", err))
 		}
 		q.scanMu.Lock()
@@ -134,6 +164,36 @@ func (q *EventQueue) runRescuer(ctx context.Context) {
 		q.scanned = make(chan struct{})
 		q.scanMu.Unlock()
 	}
+}
+
+// heldKeys returns the advisory locks held in the database (heldKeysSQL);
+// nil with the error when the read failed.
+func (q *EventQueue) heldKeys(ctx context.Context) (map[int64]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rows, err := q.pool.Query(ctx, heldKeysSQL)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	held := make(map[int64]bool, len(keys))
+	for _, k := range keys {
+		held[k] = true
+	}
+	return held, nil
+}
+
+// releasedAny reports whether a key of before is missing from now.
+func releasedAny(before, now map[int64]bool) bool {
+	for k := range before {
+		if !now[k] {
+			return true
+		}
+	}
+	return false
 }
 
 // watchLiveness cancels the ctx of every Process running on this instance
@@ -207,6 +267,7 @@ type claimKey struct {
 func (q *EventQueue) rescueOnce(ctx context.Context, seen map[claimKey]time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	q.jobScans.Add(1)
 	rows, err := q.pool.Query(ctx, q.candidatesSQL, messageKind, q.cfg.Schema)
 	if err != nil {
 		return err
