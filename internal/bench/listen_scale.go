@@ -33,11 +33,11 @@ const listenScaleInstances = 48
 //     delivery) while listenPublishers goroutines publish;
 //   - listen.scale_p50.n48: p50 of every delivery's latency, from the start
 //     of the publish, with one message in flight;
-//   - listen.scale_server_cpu.n48: the server's CPU time (every process of
-//     the PostgreSQL instance) per delivery during the throughput runs,
-//     when the server runs on this machine and its data directory is
-//     readable ([serverCPU]); docs/scaling.md derives deliveries/s per core
-//     from it;
+//   - listen.scale_server_cpu.n48: the server's CPU time (the processes of
+//     the PostgreSQL instance alive at the end of the run) per delivery
+//     during the throughput runs, when the server runs on this machine and
+//     its data directory is readable ([serverCPU]); docs/scaling.md derives
+//     deliveries/s per core from it;
 //   - listen.scale_client_cpu.n48: this process's CPU time per delivery in
 //     the same runs (the publishers and all 48 instances live in it).
 //
@@ -150,7 +150,7 @@ func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, 
 				return nil, fmt.Errorf("bench listen.scale: throughput: %w", err)
 			}
 			server1, _ := serverCPU(ctx, p)
-			x.cpu.server += server1 - server0
+			x.cpu.server += server1.since(server0)
 			x.cpu.client += processCPU() - client0
 			x.cpu.deliveries += float64(tputMsgs * n)
 			*x.rate = append(*x.rate, r)
@@ -173,32 +173,50 @@ func listenScale(ctx context.Context, base *pgxpool.Config, pub *listen.PubSub, 
 	return rows, nil
 }
 
-// serverCPU returns the CPU seconds used so far by the PostgreSQL instance
-// behind p (the postmaster, its live children, and the children it has
-// reaped), read from /proc; ok is false unless the server runs on this
-// machine and its data directory is readable (a local superuser
-// connection, as the throwaway server's). Clock ticks are USER_HZ, 100 on
-// Linux.
-func serverCPU(ctx context.Context, p *pgxpool.Pool) (sec float64, ok bool) {
+// cpuSample is the CPU ticks of each process of a PostgreSQL instance (the
+// postmaster and its live children), by pid.
+type cpuSample map[int]float64
+
+// since returns the CPU seconds the instance's processes used between
+// before and s: for each process of s, its ticks less those it had in
+// before (all of them if it is new). A process that ended in between is
+// left out (its time after before is lost, never subtracted): the result is
+// never negative, whatever backends of other sessions come and go while a
+// run is measured (the test servers are shared by concurrent tests).
+// Clock ticks are USER_HZ, 100 on Linux.
+func (s cpuSample) since(before cpuSample) float64 {
+	const userHZ = 100
+	ticks := 0.0
+	for pid, t := range s {
+		ticks += t - min(before[pid], t)
+	}
+	return ticks / userHZ
+}
+
+// serverCPU samples the CPU ticks used so far by each process of the
+// PostgreSQL instance behind p (the postmaster and its live children),
+// read from /proc; ok is false unless the server runs on this machine and
+// its data directory is readable (a local superuser connection, as the
+// throwaway server's).
+func serverCPU(ctx context.Context, p *pgxpool.Pool) (sample cpuSample, ok bool) {
 	var dir string
 	if err := p.QueryRow(ctx, `SELECT current_setting('data_directory')`).Scan(&dir); err != nil {
-		return 0, false
+		return nil, false
 	}
 	pidFile, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	first, _, _ := strings.Cut(string(pidFile), "\n")
 	postmaster, err := strconv.Atoi(strings.TrimSpace(first))
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, false
+		return nil, false
 	}
-	const userHZ = 100
-	ticks := 0.0
+	sample = cpuSample{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -208,27 +226,22 @@ func serverCPU(ctx context.Context, p *pgxpool.Pool) (sec float64, ok bool) {
 		if err != nil {
 			continue
 		}
-		// Fields after "(comm) ": state ppid … utime(12) stime(13)
-		// cutime(14) cstime(15), counted from state as 1.
+		// Fields after "(comm) ": state ppid … utime(12) stime(13),
+		// counted from state as 1.
 		s := string(stat)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) < 15 {
+		if len(f) < 13 {
 			continue
 		}
-		ppid, _ := strconv.Atoi(f[1])
-		last := 12
-		switch {
-		case pid == postmaster:
-			last = 14 // and what its exited children used
-		case ppid != postmaster:
+		if ppid, _ := strconv.Atoi(f[1]); pid != postmaster && ppid != postmaster {
 			continue
 		}
-		for _, v := range f[11 : last+1] {
+		for _, v := range f[11:13] {
 			n, _ := strconv.ParseFloat(v, 64)
-			ticks += n
+			sample[pid] += n
 		}
 	}
-	return ticks / userHZ, true
+	return sample, true
 }
 
 // processCPU returns the CPU seconds this process has used.
