@@ -40,7 +40,11 @@ const (
 	// rescueBatch bounds the messages one scan hands back.
 	rescueBatch = 1000
 	// jobScanEvery is how many rescue scans may skip the job table in a row
-	// (see heldKeysSQL): a safety net, not needed for RescueBound.
+	// (see heldKeysSQL). It also bounds the one case the pg_locks check
+	// misses: an instance whose liveness lock was taken and released
+	// between two scans (it lived under RescueScanInterval, claimed a
+	// message and died) is rescued within jobScanEvery scans plus
+	// RescueGrace, not RescueBound.
 	jobScanEvery = 10
 )
 
